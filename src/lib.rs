@@ -1,0 +1,26 @@
+//! jobctl: submit, list, inspect, abort and watch jobs on very different platforms behind one
+//! [`backend::JobBackend`] trait.
+//!
+//! - [`model`]: the normalised job, state and spec types every backend speaks.
+//! - [`backend`]: the trait and the registry that builds a backend from a profile.
+//! - [`config`]: profiles from the config file and environment.
+//! - [`http`]: retries, backoff, token cache and pagination, shared by the remote backends.
+//! - [`backends`]: one folder per platform.
+//! - [`ledger`]: the local SQLite record of every submission.
+//! - [`watch`]: the polling engine behind `watch`, `wait` and `submit --wait`.
+//! - [`cli`] and [`output`]: the command line and the one printer.
+//! - [`sim`]: jobctl-sim, the offline simulator of every platform.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod backends;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ledger;
+pub mod model;
+pub mod sim;
+
+pub use backend::JobBackend;
+pub use error::{Error, ErrorKind, Result};

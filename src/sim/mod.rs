@@ -1,0 +1,391 @@
+//! jobctl-sim: one HTTP server that imitates every platform jobctl talks to, so jobctl and its
+//! users' pipelines can be tested offline.
+//!
+//! Each platform lives in its own module and contributes an axum [`Router`]; their paths do
+//! not collide, so one port serves all. This module holds what they share: the configuration
+//! (job durations, outcomes, credentials, token lifetime), job lifecycles, fault injection
+//! (`--error-rate`, `--drop-rate`, `--latency`, `--rate-limit`), request statistics
+//! (`GET /_sim/stats`) and the accept loop (plain or TLS).
+
+pub mod ac;
+pub mod cloudpss;
+pub mod lifecycle;
+pub mod nebula;
+pub mod octoplant;
+pub mod slurm;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use clap::Args;
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+pub use lifecycle::{JobPlan, Lifecycle, Phase};
+
+/// Simulator settings; every flag of `jobctl-sim`.
+#[derive(Debug, Clone, Args)]
+pub struct SimConfig {
+    /// Address to listen on (loopback by default; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    pub listen: SocketAddr,
+    /// How long a job runs before it ends (per job: job argument `sim_duration`).
+    #[arg(long, default_value = "3s", value_parser = parse_dur)]
+    pub job_duration: Duration,
+    /// How long a job waits in the queue before running (per job: `sim_queue`).
+    #[arg(long, default_value = "500ms", value_parser = parse_dur)]
+    pub queue_duration: Duration,
+    /// Fraction of jobs that fail (per job: `sim_outcome=fail|succeed`).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_ratio: f64,
+    /// Lifetime of issued tokens.
+    #[arg(long, default_value = "1h", value_parser = parse_dur)]
+    pub token_ttl: Duration,
+    /// User name every platform accepts.
+    #[arg(long, default_value = "jobctl")]
+    pub username: String,
+    /// Password every platform accepts.
+    #[arg(long, default_value = "jobctl-sim")]
+    pub password: String,
+    /// Fraction of requests answered with HTTP 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Fraction of requests whose connection is closed without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Added latency per request: fixed (`50ms`) or a range (`20ms..200ms`).
+    #[arg(long, default_value = "0ms", value_parser = parse_latency)]
+    pub latency: (Duration, Duration),
+    /// Requests per second before answering 429 with Retry-After (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit: u32,
+    /// How long a finished AC job stays in the realtime list before only history has it.
+    #[arg(long, default_value = "5m", value_parser = parse_dur)]
+    pub ac_realtime_window: Duration,
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1/localhost.
+    #[arg(long)]
+    pub tls: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            job_duration: Duration::from_millis(1500),
+            queue_duration: Duration::from_millis(300),
+            fail_ratio: 0.0,
+            token_ttl: Duration::from_secs(3600),
+            username: "jobctl".into(),
+            password: "jobctl-sim".into(),
+            error_rate: 0.0,
+            drop_rate: 0.0,
+            latency: (Duration::ZERO, Duration::ZERO),
+            rate_limit: 0,
+            ac_realtime_window: Duration::from_secs(300),
+            tls: false,
+        }
+    }
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s).map_err(|e| e.message)
+}
+
+fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (parse_dur(a)?, parse_dur(b)?);
+            if a > b {
+                return Err(format!("latency range {s} is reversed"));
+            }
+            Ok((a, b))
+        }
+        None => parse_dur(s).map(|d| (d, d)),
+    }
+}
+
+/// State shared by every platform module.
+#[derive(Debug)]
+pub struct SimState {
+    /// The configuration.
+    pub config: SimConfig,
+    /// Requests served per `METHOD path-pattern`.
+    stats: Mutex<BTreeMap<String, u64>>,
+    rate: Mutex<(Instant, u32)>,
+    /// The base URL once bound (`http://127.0.0.1:PORT`).
+    pub base_url: Mutex<String>,
+}
+
+impl SimState {
+    /// New state for `config`.
+    pub fn new(config: SimConfig) -> Arc<Self> {
+        Arc::new(SimState {
+            config,
+            stats: Mutex::new(BTreeMap::new()),
+            rate: Mutex::new((Instant::now(), 0)),
+            base_url: Mutex::new(String::new()),
+        })
+    }
+
+    /// Decides a new job's plan from its arguments and the global settings.
+    pub fn plan(&self, args: &serde_json::Map<String, serde_json::Value>) -> JobPlan {
+        JobPlan::from_args(&self.config, args)
+    }
+
+    /// Counts served requests per endpoint.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn count(&self, key: String) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s.entry(key).or_default() += 1;
+        }
+    }
+
+    fn over_rate_limit(&self) -> bool {
+        let limit = self.config.rate_limit;
+        if limit == 0 {
+            return false;
+        }
+        let Ok(mut r) = self.rate.lock() else {
+            return false;
+        };
+        if r.0.elapsed() >= Duration::from_secs(1) {
+            *r = (Instant::now(), 0);
+        }
+        r.1 += 1;
+        r.1 > limit
+    }
+}
+
+/// The full router: every platform plus `/_sim/*`.
+pub fn router(state: Arc<SimState>) -> Router {
+    let sim = Router::new()
+        .route("/_sim/stats", axum::routing::get(stats_handler))
+        .route("/_sim/health", axum::routing::get(|| async { "ok" }));
+    Router::new()
+        .merge(cloudpss::router(state.clone()))
+        .merge(ac::router(state.clone()))
+        .merge(octoplant::router(state.clone()))
+        .merge(nebula::router(state.clone()))
+        .merge(slurm::router(state.clone()))
+        .merge(sim.with_state(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            faults_and_stats,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state, drop_marker))
+}
+
+async fn stats_handler(State(state): State<Arc<SimState>>) -> impl IntoResponse {
+    let stats = state.stats();
+    let total: u64 = stats.values().sum();
+    axum::Json(serde_json::json!({ "total": total, "endpoints": stats }))
+}
+
+async fn faults_and_stats(State(state): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    if path.starts_with("/_sim/") {
+        return next.run(req).await;
+    }
+    state.count(format!("{} {path}", req.method()));
+    let (lo, hi) = state.config.latency;
+    if hi > Duration::ZERO {
+        let d = if hi > lo {
+            rand::rng().random_range(lo..hi)
+        } else {
+            lo
+        };
+        tokio::time::sleep(d).await;
+    }
+    if state.over_rate_limit() {
+        return (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "rate limit exceeded",
+        )
+            .into_response();
+    }
+    if state.config.error_rate > 0.0 && rand::rng().random_bool(state.config.error_rate.min(1.0)) {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "injected fault: service unavailable",
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// A running simulator; dropping it (or calling [`SimHandle::shutdown`]) stops it.
+#[derive(Debug)]
+pub struct SimHandle {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// `http://addr` or `https://addr`.
+    pub base_url: String,
+    /// PEM of the self-signed certificate when serving TLS.
+    pub cert_pem: Option<String>,
+    /// Shared state (stats, config).
+    pub state: Arc<SimState>,
+    stop: watch::Sender<bool>,
+}
+
+impl SimHandle {
+    /// Stops accepting connections.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Environment variables (CONTRACT §5) that point jobctl at this simulator.
+    pub fn env(&self) -> Vec<(String, String)> {
+        env_vars(&self.base_url, &self.state.config)
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The variables every platform module wants set to reach the simulator at `base`.
+pub fn env_vars(base: &str, config: &SimConfig) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    v.extend(cloudpss::env_vars(base, config));
+    v.extend(ac::env_vars(base, config));
+    v.extend(octoplant::env_vars(base, config));
+    v.extend(nebula::env_vars(base, config));
+    v.extend(slurm::env_vars(base, config));
+    v
+}
+
+/// Binds and serves in the background (in-process use by tests and by the binary).
+pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let (tls, cert_pem) = if config.tls {
+        let (acceptor, pem) = tls_acceptor().map_err(std::io::Error::other)?;
+        (Some(acceptor), Some(pem))
+    } else {
+        (None, None)
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base_url = format!("{scheme}://{addr}");
+    let state = SimState::new(config);
+    if let Ok(mut b) = state.base_url.lock() {
+        *b = base_url.clone();
+    }
+    let app = router(state.clone());
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+                _ = stopped.changed() => break,
+            };
+            let app = app.clone();
+            let tls = tls.clone();
+            let st = stopped.clone();
+            tokio::spawn(async move {
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(s) = acceptor.accept(stream).await {
+                            serve_conn(s, app, st).await;
+                        }
+                    }
+                    None => serve_conn(stream, app, st).await,
+                }
+            });
+        }
+    });
+    Ok(SimHandle {
+        addr,
+        base_url,
+        cert_pem,
+        state,
+        stop,
+    })
+}
+
+async fn serve_conn<S>(io: S, app: Router, mut stopped: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        async move {
+            let resp = match app.oneshot(req.map(axum::body::Body::new)).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            if resp.headers().contains_key(DROP_HEADER) {
+                // Fault injection: hyper aborts the connection when the service fails.
+                return Err(DroppedConnection);
+            }
+            Ok(resp)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stopped.changed() => {}
+    }
+}
+
+/// The error that makes hyper close a connection without answering.
+#[derive(Debug)]
+struct DroppedConnection;
+
+impl std::fmt::Display for DroppedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected fault: connection dropped")
+    }
+}
+
+impl std::error::Error for DroppedConnection {}
+
+/// Marker header a handler/middleware sets to make the connection drop instead of answering.
+const DROP_HEADER: &str = "x-sim-drop-connection";
+
+/// Middleware (outermost) that marks a share of answers for dropping.
+pub async fn drop_marker(State(state): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+    let drop = !req.uri().path().starts_with("/_sim/")
+        && state.config.drop_rate > 0.0
+        && rand::rng().random_bool(state.config.drop_rate.min(1.0));
+    let mut resp = next.run(req).await;
+    if drop {
+        resp.headers_mut()
+            .insert(DROP_HEADER, axum::http::HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn tls_acceptor() -> Result<(tokio_rustls::TlsAcceptor, String), String> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .map_err(|e| e.to_string())?;
+    let pem = cert.cert.pem();
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .map_err(|e| e.to_string())?;
+    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(server)), pem))
+}
