@@ -11,7 +11,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// A server whose first `fail` answers are `status`, then 200 "ok"; counts requests.
-async fn flaky(fail: u32, status: StatusCode, retry_after: Option<&'static str>) -> (String, Arc<AtomicU32>) {
+async fn flaky(
+    fail: u32,
+    status: StatusCode,
+    retry_after: Option<&'static str>,
+) -> (String, Arc<AtomicU32>) {
     let hits = Arc::new(AtomicU32::new(0));
     let h = hits.clone();
     let app = Router::new().route(
@@ -24,7 +28,8 @@ async fn flaky(fail: u32, status: StatusCode, retry_after: Option<&'static str>)
                     let mut resp = axum::response::Response::new(axum::body::Body::from("nope"));
                     *resp.status_mut() = status;
                     if let Some(ra) = retry_after {
-                        resp.headers_mut().insert("retry-after", ra.parse().unwrap());
+                        resp.headers_mut()
+                            .insert("retry-after", ra.parse().unwrap());
                     }
                     resp
                 } else {
@@ -63,7 +68,9 @@ async fn transient_failures_are_retried_until_success() {
 async fn a_submission_is_not_resent_after_a_server_error() {
     let (url, hits) = flaky(1, StatusCode::INTERNAL_SERVER_ERROR, None).await;
     let r = client()
-        .send(Idempotency::NotIdempotent, default_transient, |c| c.post(&url))
+        .send(Idempotency::NotIdempotent, default_transient, |c| {
+            c.post(&url)
+        })
         .await
         .unwrap();
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -75,7 +82,9 @@ async fn rate_limits_are_retried_even_for_submissions_and_honour_retry_after() {
     let (url, hits) = flaky(1, StatusCode::TOO_MANY_REQUESTS, Some("1")).await;
     let started = std::time::Instant::now();
     let r = client()
-        .send(Idempotency::NotIdempotent, default_transient, |c| c.post(&url))
+        .send(Idempotency::NotIdempotent, default_transient, |c| {
+            c.post(&url)
+        })
         .await
         .unwrap();
     assert_eq!(r.status, StatusCode::OK);
