@@ -219,8 +219,11 @@ pub fn to_job(
     job.created_at = time(&["jobQueueTime", "jobSubmitTime", "submitTime"]);
     job.started_at = time(&["jobStartTime", "startTime"]);
     job.ended_at = time(&["jobEndTime", "endTime"]);
-    if source == Source::History {
+    // A canceled job's "exit status" is the signal bookkeeping of Slurm, not a program's code.
+    if source == Source::History && matches!(state, JobState::Succeeded | JobState::Failed) {
         job.exit_code = obj.get("jobExitStatus").and_then(parse_exit);
+    }
+    if source == Source::History {
         if job.ended_at.is_none() {
             job.ended_at = time(&["acctTime"]);
         }
