@@ -88,11 +88,17 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/ac/openapi/v2/center", get(center))
         .route("/ac/openapi/v2/user", get(user_info))
         .route("/hpc/openapi/v2/cluster", get(cluster))
-        .route("/hpc/openapi/v2/apptemplates/{apptype}/{appname}/job", post(submit))
+        .route(
+            "/hpc/openapi/v2/apptemplates/{apptype}/{appname}/job",
+            post(submit),
+        )
         .route("/hpc/openapi/v2/jobs", get(realtime_list).delete(control))
         .route("/hpc/openapi/v2/jobs/{job_id}", get(realtime_detail))
         .route("/hpc/openapi/v2/historyjobs", get(history_list))
-        .route("/hpc/openapi/v2/historyjobs/{jobmanager_id}/{job_id}", get(history_detail))
+        .route(
+            "/hpc/openapi/v2/historyjobs/{jobmanager_id}/{job_id}",
+            get(history_detail),
+        )
         .route("/efile/openapi/v2/file/download", get(download))
         .with_state(ac)
 }
@@ -112,7 +118,11 @@ fn ok(data: Value) -> Response {
 }
 
 fn fail(status: StatusCode, code: &str, msg: &str) -> Response {
-    (status, axum::Json(json!({"code": code, "msg": msg, "data": null}))).into_response()
+    (
+        status,
+        axum::Json(json!({"code": code, "msg": msg, "data": null})),
+    )
+        .into_response()
 }
 
 fn refuse(code: &str, msg: &str) -> Response {
@@ -153,13 +163,21 @@ fn cst() -> FixedOffset {
 }
 
 fn naive(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.with_timezone(&cst()).format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
+    t.map(|t| {
+        t.with_timezone(&cst())
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    })
+    .unwrap_or_default()
 }
 
 fn iso(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.with_timezone(&cst()).format("%Y-%m-%dT%H:%M:%S").to_string())
-        .unwrap_or_default()
+    t.map(|t| {
+        t.with_timezone(&cst())
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string()
+    })
+    .unwrap_or_default()
 }
 
 fn b64(v: &Value) -> String {
@@ -195,19 +213,37 @@ impl Ac {
 
     /// The caller's token, or the answer refusing it. `regional` refuses the platform token.
     fn check(&self, headers: &HeaderMap, regional: bool) -> Result<TokenInfo, Response> {
-        let token = headers.get("token").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let token = headers
+            .get("token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if token.is_empty() {
-            return Err(fail(StatusCode::UNAUTHORIZED, "10003", "参数不全: token header missing"));
+            return Err(fail(
+                StatusCode::UNAUTHORIZED,
+                "10003",
+                "参数不全: token header missing",
+            ));
         }
         let data = self.data.lock().map_err(|_| refuse("10001", "内部错误"))?;
         let Some(info) = data.tokens.get(token).cloned() else {
-            return Err(fail(StatusCode::UNAUTHORIZED, "10008", "权限不足: token invalid"));
+            return Err(fail(
+                StatusCode::UNAUTHORIZED,
+                "10008",
+                "权限不足: token invalid",
+            ));
         };
         if info.expires <= Utc::now() {
-            return Err(fail(StatusCode::UNAUTHORIZED, "10008", "权限不足: token expired"));
+            return Err(fail(
+                StatusCode::UNAUTHORIZED,
+                "10008",
+                "权限不足: token expired",
+            ));
         }
         if regional && info.cluster_id == "0" {
-            return Err(refuse("10008", "权限不足: the platform token cannot call regional APIs"));
+            return Err(refuse(
+                "10008",
+                "权限不足: the platform token cannot call regional APIs",
+            ));
         }
         Ok(info)
     }
@@ -218,10 +254,19 @@ impl Ac {
 }
 
 async fn login(State(ac): State<Shared>, headers: HeaderMap) -> Response {
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     let (user, password, org) = (h("user"), h("password"), h("orgId"));
     if user.is_empty() || password.is_empty() || org.is_empty() {
-        return refuse("10003", "参数不全: user, password and orgId headers are required");
+        return refuse(
+            "10003",
+            "参数不全: user, password and orgId headers are required",
+        );
     }
     if user == "frozen" {
         return refuse("10007", "用户已被冻结");
@@ -238,7 +283,9 @@ async fn login(State(ac): State<Shared>, headers: HeaderMap) -> Response {
     let Ok(mut data) = ac.data.lock() else {
         return refuse("10001", "内部错误");
     };
-    let mut list = vec![json!({"clusterId": 0, "clusterName": "ac", "token": ac.issue(&mut data, "0", &user)})];
+    let mut list = vec![
+        json!({"clusterId": 0, "clusterName": "ac", "token": ac.issue(&mut data, "0", &user)}),
+    ];
     for (id, name, _, usable) in REGIONS {
         let token = usable.then(|| ac.issue(&mut data, id, &user));
         list.push(json!({"clusterId": id, "clusterName": name, "token": token}));
@@ -247,7 +294,10 @@ async fn login(State(ac): State<Shared>, headers: HeaderMap) -> Response {
 }
 
 async fn renew(State(ac): State<Shared>, headers: HeaderMap) -> Response {
-    let token = headers.get("token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let token = headers
+        .get("token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let Ok(mut data) = ac.data.lock() else {
         return refuse("10001", "内部错误");
     };
@@ -255,7 +305,11 @@ async fn renew(State(ac): State<Shared>, headers: HeaderMap) -> Response {
         return fail(StatusCode::UNAUTHORIZED, "10008", "权限不足: token invalid");
     };
     if Utc::now() - info.expires > RENEWAL_LIMIT {
-        return fail(StatusCode::UNAUTHORIZED, "10008", "权限不足: token expired more than 24 h ago");
+        return fail(
+            StatusCode::UNAUTHORIZED,
+            "10008",
+            "权限不足: token expired more than 24 h ago",
+        );
     }
     let new = ac.issue(&mut data, &info.cluster_id, &info.user);
     ok(json!({"token": new}))
@@ -270,7 +324,12 @@ async fn center(State(ac): State<Shared>, headers: HeaderMap) -> Response {
         // Observed on the real platform: the platform token gets an internal error here.
         return refuse("10001", "internal_error");
     }
-    let base = ac.state.base_url.lock().map(|b| b.clone()).unwrap_or_default();
+    let base = ac
+        .state
+        .base_url
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
     ok(json!({
         "id": info.cluster_id,
         "hpcUrls": [
@@ -296,10 +355,14 @@ async fn cluster(State(ac): State<Shared>, headers: HeaderMap) -> Response {
         Err(r) => return r,
     };
     let region = REGIONS.iter().find(|r| r.0 == info.cluster_id);
-    ok(json!(region.map(|r| vec![json!({
-        "id": r.2, "text": r.1, "JobManagerType": "SLURM",
-        "JobManagerAddr": "10.0.35.248", "JobManagerPort": "6817",
-    })]).unwrap_or_default()))
+    ok(json!(
+        region
+            .map(|r| vec![json!({
+                "id": r.2, "text": r.1, "JobManagerType": "SLURM",
+                "JobManagerAddr": "10.0.35.248", "JobManagerPort": "6817",
+            })])
+            .unwrap_or_default()
+    ))
 }
 
 /// `SIM_*=…` tokens of the command text as lifecycle arguments (`sim_outcome`, …).
@@ -342,7 +405,10 @@ async fn submit(
     let mut f = BTreeMap::new();
     for (k, v) in map {
         let Value::String(s) = v else {
-            return refuse("10004", &format!("参数无效: mapAppJobInfo.{k} must be a string"));
+            return refuse(
+                "10004",
+                &format!("参数无效: mapAppJobInfo.{k} must be a string"),
+            );
         };
         f.insert(k.as_str(), s.as_str());
     }
@@ -354,19 +420,30 @@ async fn submit(
     if let Some(code) = name.strip_prefix("sim-error-") {
         return refuse(code, code_text(code));
     }
-    for k in ["GAP_CMD_FILE", "GAP_JOB_NAME", "GAP_WORK_DIR", "GAP_STD_OUT_FILE", "GAP_STD_ERR_FILE"] {
+    for k in [
+        "GAP_CMD_FILE",
+        "GAP_JOB_NAME",
+        "GAP_WORK_DIR",
+        "GAP_STD_OUT_FILE",
+        "GAP_STD_ERR_FILE",
+    ] {
         if get(k).trim().is_empty() {
             return refuse("10003", &format!("参数不全: {k}"));
         }
     }
     if !get("GAP_PPN").is_empty() && !get("GAP_NPROC").is_empty() {
-        return refuse("10004", "参数无效: GAP_PPN and GAP_NPROC exclude each other");
+        return refuse(
+            "10004",
+            "参数无效: GAP_PPN and GAP_NPROC exclude each other",
+        );
     }
     let queue = get("GAP_QUEUE");
     if !["", "debug", "normal"].contains(&queue) {
         return refuse(
             "815007",
-            &format!("作业提交失败: sbatch: error: Batch job submission failed: Invalid partition name specified ({queue})"),
+            &format!(
+                "作业提交失败: sbatch: error: Batch job submission failed: Invalid partition name specified ({queue})"
+            ),
         );
     }
     let Ok(mut data) = ac.data.lock() else {
@@ -376,12 +453,20 @@ async fn submit(
     let id = data.next_id;
     let command = get("GAP_CMD_FILE").to_string();
     let plan = ac.state.plan(&sim_args(&command));
-    let procs = get("GAP_NPROC").parse().ok().or_else(|| get("GAP_PPN").parse().ok()).unwrap_or(1);
+    let procs = get("GAP_NPROC")
+        .parse()
+        .ok()
+        .or_else(|| get("GAP_PPN").parse().ok())
+        .unwrap_or(1);
     let job = SimJob {
         id,
         scheduler: scheduler.unwrap_or_default(),
         name: name.to_string(),
-        queue: if queue.is_empty() { "normal".into() } else { queue.to_string() },
+        queue: if queue.is_empty() {
+            "normal".into()
+        } else {
+            queue.to_string()
+        },
         user: info.user.clone(),
         workdir: get("GAP_WORK_DIR").to_string(),
         out: get("GAP_STD_OUT_FILE").replace("%j", &id.to_string()),
@@ -409,7 +494,8 @@ impl SimJob {
         match self.life.ended_at() {
             None => true,
             Some(end) => {
-                let window = chrono::Duration::from_std(window).unwrap_or_else(|_| chrono::Duration::zero());
+                let window =
+                    chrono::Duration::from_std(window).unwrap_or_else(|_| chrono::Duration::zero());
                 Utc::now() < end + window
             }
         }
@@ -490,7 +576,10 @@ impl SimJob {
     fn stderr(&self) -> Option<String> {
         self.stdout()?;
         Some(match self.life.phase() {
-            Phase::Failed => format!("error: simulated failure (exit {})\n", self.life.plan.exit_code),
+            Phase::Failed => format!(
+                "error: simulated failure (exit {})\n",
+                self.life.plan.exit_code
+            ),
             Phase::Canceled => format!("slurmstepd: *** JOB {} CANCELLED ***\n", self.id),
             _ => String::new(),
         })
@@ -502,7 +591,9 @@ fn paging(q: &HashMap<String, String>, required: bool) -> Result<(usize, usize),
         match q.get(k).map(|s| s.trim()) {
             None | Some("") if !required => Ok(default),
             None | Some("") => Err(refuse("10003", &format!("参数不全: {k}"))),
-            Some(v) => v.parse().map_err(|_| refuse("10004", &format!("参数无效: {k}"))),
+            Some(v) => v
+                .parse()
+                .map_err(|_| refuse("10004", &format!("参数无效: {k}"))),
         }
     };
     Ok((num("start", 0)?, num("limit", 25)?.clamp(1, 1000)))
@@ -569,7 +660,10 @@ async fn realtime_detail(
     let window = ac.state.config.ac_realtime_window;
     match job_id.parse::<u64>().ok().and_then(|id| data.jobs.get(&id)) {
         Some(j) if j.in_realtime(window) => ok(j.realtime()),
-        _ => refuse("10004", &format!("参数无效: 作业 {job_id} 不在实时作业列表中")),
+        _ => refuse(
+            "10004",
+            &format!("参数无效: 作业 {job_id} 不在实时作业列表中"),
+        ),
     }
 }
 
@@ -606,7 +700,10 @@ async fn control(State(ac): State<Shared>, headers: HeaderMap, body: String) -> 
         match data.jobs.get(&job_id) {
             Some(j) if j.scheduler.to_string() == sched && j.in_realtime(window) => {
                 if j.user != user || user != info.user {
-                    return refuse("10008", &format!("权限不足: job {job_id} belongs to {}", j.user));
+                    return refuse(
+                        "10008",
+                        &format!("权限不足: job {job_id} belongs to {}", j.user),
+                    );
                 }
                 targets.push(job_id);
             }
@@ -649,7 +746,10 @@ async fn history_list(
             .map(|t| t.with_timezone(&Utc))
     };
     let (Some(from), Some(to)) = (time("startTime"), time("endTime")) else {
-        return refuse("10004", "参数无效: startTime/endTime must be YYYY-MM-DD HH:MM:SS");
+        return refuse(
+            "10004",
+            "参数无效: startTime/endTime must be YYYY-MM-DD HH:MM:SS",
+        );
     };
     // The window is inclusive to the second, as the naive times are.
     let to = to + chrono::Duration::seconds(1);
@@ -663,7 +763,11 @@ async fn history_list(
         .filter(|j| j.scheduler.to_string() == p("strClusterNameList").unwrap_or(""))
         .filter(|j| j.life.phase().is_terminal())
         .filter(|j| {
-            let t = if by_queue { Some(j.life.created_at) } else { j.life.ended_at() };
+            let t = if by_queue {
+                Some(j.life.created_at)
+            } else {
+                j.life.ended_at()
+            };
             t.is_some_and(|t| t >= from && t < to)
         })
         .filter(|j| p("strUser").is_none_or(|u| j.user == u))
@@ -676,7 +780,12 @@ async fn history_list(
         matching.reverse();
     }
     let total = matching.len();
-    let page: Vec<Value> = matching.into_iter().skip(start).take(limit).map(SimJob::history).collect();
+    let page: Vec<Value> = matching
+        .into_iter()
+        .skip(start)
+        .take(limit)
+        .map(SimJob::history)
+        .collect();
     ok(json!({"total": total, "list": page}))
 }
 
@@ -692,8 +801,13 @@ async fn history_detail(
         return refuse("10001", "内部错误");
     };
     match job_id.parse::<u64>().ok().and_then(|id| data.jobs.get(&id)) {
-        Some(j) if j.scheduler.to_string() == manager && j.life.phase().is_terminal() => ok(j.history()),
-        _ => refuse("10004", &format!("参数无效: 历史作业 {manager}/{job_id} 不存在")),
+        Some(j) if j.scheduler.to_string() == manager && j.life.phase().is_terminal() => {
+            ok(j.history())
+        }
+        _ => refuse(
+            "10004",
+            &format!("参数无效: 历史作业 {manager}/{job_id} 不存在"),
+        ),
     }
 }
 
@@ -723,7 +837,11 @@ async fn download(
         })
     };
     let Some(content) = content else {
-        return fail(StatusCode::NOT_FOUND, "10004", &format!("参数无效: 文件 {path} 不存在"));
+        return fail(
+            StatusCode::NOT_FOUND,
+            "10004",
+            &format!("参数无效: 文件 {path} 不存在"),
+        );
     };
     let bytes = content.into_bytes();
     let len = bytes.len() as u64;
@@ -746,7 +864,10 @@ async fn download(
             }
             let last = to.unwrap_or(len - 1).min(len - 1);
             if last < from {
-                return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{len}"))])
+                return (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+                )
                     .into_response();
             }
             let part = bytes[from as usize..=last as usize].to_vec();

@@ -48,8 +48,16 @@ pub fn code_error(code: &str, msg: &str, status: StatusCode) -> Error {
         "10011" => (Platform, "file too large", false),
         "10012" => (Unavailable, "connection interrupted", false),
         "10013" => (Unavailable, "operation timed out", false),
-        "815005" => (Platform, "job submission failed, the scheduler did not answer", false),
-        "815007" => (Platform, "job submission failed, sbatch refused the job", false),
+        "815005" => (
+            Platform,
+            "job submission failed, the scheduler did not answer",
+            false,
+        ),
+        "815007" => (
+            Platform,
+            "job submission failed, sbatch refused the job",
+            false,
+        ),
         _ if status == StatusCode::UNAUTHORIZED => (Auth, "unauthorized", true),
         _ if status == StatusCode::FORBIDDEN => (Auth, "forbidden", false),
         _ => (Platform, "platform error", false),
@@ -99,7 +107,10 @@ pub fn decode(resp: &HttpResponse) -> Result<Value> {
     if (code == "0" || code == "200") && resp.status.is_success() {
         return Ok(obj.get("data").cloned().unwrap_or(Value::Null));
     }
-    let msg = obj.get("msg").map(crate::model::value_to_string).unwrap_or_default();
+    let msg = obj
+        .get("msg")
+        .map(crate::model::value_to_string)
+        .unwrap_or_default();
     if code == "0" || code == "200" {
         return Err(Error::protocol(format!(
             "the AC platform answered HTTP {} with a success envelope: {msg}",
@@ -147,7 +158,9 @@ impl Api {
         let resp = self
             .http
             .send(idempotency, transient, |c| {
-                c.post(url.clone()).header("token", token.expose()).json(body)
+                c.post(url.clone())
+                    .header("token", token.expose())
+                    .json(body)
             })
             .await?;
         decode(&resp)
@@ -163,7 +176,9 @@ impl Api {
         let resp = self
             .http
             .send(Idempotency::Idempotent, transient, |c| {
-                c.delete(url.clone()).header("token", token.expose()).form(form)
+                c.delete(url.clone())
+                    .header("token", token.expose())
+                    .form(form)
             })
             .await?;
         decode(&resp)
@@ -319,10 +334,16 @@ mod tests {
             let e = decode(&resp(200, &body)).unwrap_err();
             assert_eq!(e.exit_code(), exit, "{code}");
             assert_eq!(e.code.as_deref(), Some(code));
-            assert!(e.message.contains(code) && e.message.contains("平台说明"), "{e}");
+            assert!(
+                e.message.contains(code) && e.message.contains("平台说明"),
+                "{e}"
+            );
         }
         let e = decode(&resp(200, r#"{"code":"10007","msg":"frozen"}"#)).unwrap_err();
-        assert!(!e.token_expired, "a frozen user is not cured by a new login");
+        assert!(
+            !e.token_expired,
+            "a frozen user is not cured by a new login"
+        );
         let e = decode(&resp(200, r#"{"code":"10008","msg":"x"}"#)).unwrap_err();
         assert!(e.token_expired);
     }
@@ -338,7 +359,10 @@ mod tests {
     fn html_pages_are_protocol_errors() {
         let e = decode(&resp(502, "<html><body>Bad Gateway</body></html>")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Protocol);
-        assert!(e.message.contains("Bad Gateway") && e.message.contains("502"), "{e}");
+        assert!(
+            e.message.contains("Bad Gateway") && e.message.contains("502"),
+            "{e}"
+        );
         let e = decode(&resp(401, "<html>login</html>")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Auth);
         assert!(e.token_expired);
@@ -348,7 +372,8 @@ mod tests {
 
     #[test]
     fn pages_accept_both_shapes() {
-        let (items, total) = page_items(&serde_json::json!({"total": "3", "list": [{"jobId": "1"}]}));
+        let (items, total) =
+            page_items(&serde_json::json!({"total": "3", "list": [{"jobId": "1"}]}));
         assert_eq!((items.len(), total), (1, Some(3)));
         let (items, total) = page_items(&serde_json::json!([{"jobId": "1"}, 5]));
         assert_eq!((items.len(), total), (1, None));

@@ -108,7 +108,10 @@ impl Auth {
 
     /// Adds a hint to an authentication failure of a pre-issued token.
     pub fn explain(&self, mut e: Error) -> Error {
-        if e.kind == crate::error::ErrorKind::Auth && !self.uses_password() && self.preissued.is_some() {
+        if e.kind == crate::error::ErrorKind::Auth
+            && !self.uses_password()
+            && self.preissued.is_some()
+        {
             e.message.push_str(
                 " (the pre-issued AC_TOKEN was refused: issue a new one, or set AC_USER, AC_PASSWORD and AC_ORG_ID)",
             );
@@ -139,7 +142,8 @@ impl Auth {
             let expired = c.expires_at.is_some_and(|t| t <= Utc::now());
             if expired {
                 let new = self.api.renew(&self.ac, tok).await.map_err(|mut e| {
-                    e.message = format!("AC_TOKEN has expired and cannot be renewed: {}", e.message);
+                    e.message =
+                        format!("AC_TOKEN has expired and cannot be renewed: {}", e.message);
                     e
                 })?;
                 return Ok(self.cached(new, &data));
@@ -202,7 +206,10 @@ impl Auth {
 
 /// The region to work in: `wanted` by id or name, else the first with a token that is not the
 /// platform token.
-pub fn choose_region<'a>(regions: &'a [RegionToken], wanted: Option<&str>) -> Result<&'a RegionToken> {
+pub fn choose_region<'a>(
+    regions: &'a [RegionToken],
+    wanted: Option<&str>,
+) -> Result<&'a RegionToken> {
     let usable = |r: &&RegionToken| r.cluster_id != "0";
     if let Some(w) = wanted {
         return regions
@@ -217,7 +224,11 @@ pub fn choose_region<'a>(regions: &'a [RegionToken], wanted: Option<&str>) -> Re
                     .collect();
                 Error::usage(format!(
                     "AC_REGION '{w}' is not one of this account's regions: {}",
-                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
                 ))
             });
     }
@@ -225,7 +236,9 @@ pub fn choose_region<'a>(regions: &'a [RegionToken], wanted: Option<&str>) -> Re
         .iter()
         .filter(usable)
         .find(|r| r.token.is_some())
-        .ok_or_else(|| Error::auth("the AC account has no usable region (every regional token is empty)"))
+        .ok_or_else(|| {
+            Error::auth("the AC account has no usable region (every regional token is empty)")
+        })
 }
 
 /// Where the job and file APIs of the profile's region live.
@@ -248,7 +261,8 @@ pub struct Site {
 impl Site {
     /// The hpc base as a URL.
     pub fn hpc_url(&self) -> Result<Url> {
-        Url::parse(&self.hpc).map_err(|e| Error::usage(format!("invalid AC hpc URL '{}': {e}", self.hpc)))
+        Url::parse(&self.hpc)
+            .map_err(|e| Error::usage(format!("invalid AC hpc URL '{}': {e}", self.hpc)))
     }
     /// The efile base as a URL.
     pub fn efile_url(&self) -> Result<Url> {
@@ -312,11 +326,14 @@ impl SiteCache {
     /// The cached site for `key`, if any.
     pub fn load(&self, key: &str) -> Option<Site> {
         let text = std::fs::read_to_string(&self.path).ok()?;
-        serde_json::from_str::<Site>(&text).ok().filter(|s| s.key == key)
+        serde_json::from_str::<Site>(&text)
+            .ok()
+            .filter(|s| s.key == key)
     }
     /// Stores `site` (owner-only file).
     pub fn save(&self, site: &Site) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(site).map_err(|e| Error::io("AC discovery cache", e))?;
+        let bytes =
+            serde_json::to_vec_pretty(site).map_err(|e| Error::io("AC discovery cache", e))?;
         write_private(&self.path, &bytes)
     }
     /// Forgets the cache.
@@ -358,7 +375,9 @@ pub async fn discover(
         ..Site::default()
     };
     if overrides.hpc.is_none() || overrides.efile.is_none() {
-        let data = api.get(&join(ac, "/ac/openapi/v2/center")?, &token.token, &[]).await?;
+        let data = api
+            .get(&join(ac, "/ac/openapi/v2/center")?, &token.token, &[])
+            .await?;
         let region_id = token.data.get("region_id").and_then(Value::as_str);
         let region_name = token.data.get("region_name").and_then(Value::as_str);
         // Documented as an array of regions, observed as one object per regional token.
@@ -367,7 +386,10 @@ pub async fn discover(
                 .iter()
                 .find(|i| {
                     let id = i.get("id").or_else(|| i.get("clusterId")).map(code_string);
-                    let name = i.get("name").or_else(|| i.get("clusterName")).and_then(Value::as_str);
+                    let name = i
+                        .get("name")
+                        .or_else(|| i.get("clusterName"))
+                        .and_then(Value::as_str);
                     (region_id.is_some() && id.as_deref() == region_id)
                         || (region_name.is_some() && name == region_name)
                 })
@@ -414,7 +436,11 @@ pub async fn discover(
         Some(s) => site.scheduler = s.clone(),
         None => {
             let data = api
-                .get(&join(&site.hpc_url()?, "/hpc/openapi/v2/cluster")?, &token.token, &[])
+                .get(
+                    &join(&site.hpc_url()?, "/hpc/openapi/v2/cluster")?,
+                    &token.token,
+                    &[],
+                )
                 .await?;
             site.scheduler = data
                 .as_array()
@@ -474,17 +500,27 @@ mod tests {
 
     #[test]
     fn listed_urls_are_normalised() {
-        assert_eq!(normalize_hpc("https://h:65106/hpc/openapi/v2/"), "https://h:65106");
+        assert_eq!(
+            normalize_hpc("https://h:65106/hpc/openapi/v2/"),
+            "https://h:65106"
+        );
         assert_eq!(normalize_hpc("https://h:65106"), "https://h:65106");
         assert_eq!(normalize_hpc("https://gw/site1/hpc"), "https://gw/site1");
         assert_eq!(normalize_efile("https://h:65107"), "https://h:65107/efile");
         assert_eq!(normalize_efile("https://efile.x/"), "https://efile.x/efile");
         assert_eq!(normalize_hpc("https://hpc.x"), "https://hpc.x");
-        assert_eq!(normalize_efile("https://h:65107/efile/openapi/v2"), "https://h:65107/efile");
-        let list = json!([{"url": "http://a", "enable": "false"}, {"url": "http://b", "enable": "true"}]);
+        assert_eq!(
+            normalize_efile("https://h:65107/efile/openapi/v2"),
+            "https://h:65107/efile"
+        );
+        let list =
+            json!([{"url": "http://a", "enable": "false"}, {"url": "http://b", "enable": "true"}]);
         assert_eq!(enabled_url(Some(&list)).as_deref(), Some("http://b"));
         let list = json!([{"url": "http://a", "enable": false}]);
         assert_eq!(enabled_url(Some(&list)), None);
-        assert_eq!(enabled_url(Some(&json!([{"url": "http://c"}]))).as_deref(), Some("http://c"));
+        assert_eq!(
+            enabled_url(Some(&json!([{"url": "http://c"}]))).as_deref(),
+            Some("http://c")
+        );
     }
 }

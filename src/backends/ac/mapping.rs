@@ -34,7 +34,9 @@ impl JobKey {
             ))
         };
         match id.split_once('.') {
-            Some((s, j)) if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) && valid_job(j) => {
+            Some((s, j))
+                if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) && valid_job(j) =>
+            {
                 Ok(JobKey {
                     scheduler: s.to_string(),
                     job: j.to_string(),
@@ -141,7 +143,9 @@ pub fn parse_time(raw: &str, offset: FixedOffset) -> Option<DateTime<Utc>> {
 
 /// Formats a time as the platform's naive local time, for history query windows.
 pub fn format_time(t: DateTime<Utc>, offset: FixedOffset) -> String {
-    t.with_timezone(&offset).format("%Y-%m-%d %H:%M:%S").to_string()
+    t.with_timezone(&offset)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// Parses a Slurm-style elapsed time: `SS`, `MM:SS`, `HH:MM:SS`, `D-HH:MM:SS`.
@@ -156,7 +160,9 @@ pub fn parse_elapsed(raw: &str) -> Option<chrono::Duration> {
     };
     let mut secs = 0i64;
     for part in clock.split(':') {
-        secs = secs.checked_mul(60)?.checked_add(part.parse::<i64>().ok()?)?;
+        secs = secs
+            .checked_mul(60)?
+            .checked_add(part.parse::<i64>().ok()?)?;
     }
     Some(chrono::Duration::seconds(days * 86_400 + secs))
 }
@@ -196,8 +202,16 @@ pub fn to_job(
     source: Source,
     offset: FixedOffset,
 ) -> Result<Job> {
-    let scheduler = text(obj, &["jobmanagerId", "jobManagerId", "strJobManagerID", "clusterId"])
-        .or_else(|| key.map(|k| k.scheduler.clone()));
+    let scheduler = text(
+        obj,
+        &[
+            "jobmanagerId",
+            "jobManagerId",
+            "strJobManagerID",
+            "clusterId",
+        ],
+    )
+    .or_else(|| key.map(|k| k.scheduler.clone()));
     let job_id = text(obj, &["jobId", "id", "jobID"]).or_else(|| key.map(|k| k.job.clone()));
     let (Some(scheduler), Some(job_id)) = (scheduler, job_id) else {
         return Err(Error::protocol(
@@ -209,7 +223,10 @@ pub fn to_job(
         job: job_id,
     };
     let native = text(obj, &["jobStatus", "jobState", "status"]);
-    let state = native.as_deref().map(map_state).unwrap_or(JobState::Unknown);
+    let state = native
+        .as_deref()
+        .map(map_state)
+        .unwrap_or(JobState::Unknown);
     let mut job = Job::new(key.id(), state, native);
     job.name = text(obj, &["jobName", "name"]);
     job.owner = text(obj, &["user", "userName", "strUser", "jobOwner"]);
@@ -243,10 +260,13 @@ pub fn to_job(
     }
     let mut extra = Map::new();
     extra.insert("scheduler_id".into(), Value::String(key.scheduler.clone()));
-    extra.insert("source".into(), Value::String(match source {
-        Source::Realtime => "realtime".into(),
-        Source::History => "history".into(),
-    }));
+    extra.insert(
+        "source".into(),
+        Value::String(match source {
+            Source::Realtime => "realtime".into(),
+            Source::History => "history".into(),
+        }),
+    );
     for (out, names) in [
         ("scheduler", &["jobmanagerName"][..]),
         ("workdir", &["workDir", "workdir", "jobWorkDir"][..]),
@@ -318,12 +338,19 @@ mod tests {
     #[test]
     fn ids_carry_the_scheduler() {
         let k = JobKey::parse("1638523853.35919", None).unwrap();
-        assert_eq!((k.scheduler.as_str(), k.job.as_str()), ("1638523853", "35919"));
+        assert_eq!(
+            (k.scheduler.as_str(), k.job.as_str()),
+            ("1638523853", "35919")
+        );
         assert_eq!(k.id(), "1638523853.35919");
         let k = JobKey::parse("35919", Some("42")).unwrap();
         assert_eq!(k.id(), "42.35919");
         for bad in ["", ".", "abc.1", "1.", "1.a b", "1.2/3"] {
-            assert_eq!(JobKey::parse(bad, Some("1")).unwrap_err().exit_code(), 2, "{bad}");
+            assert_eq!(
+                JobKey::parse(bad, Some("1")).unwrap_err().exit_code(),
+                2,
+                "{bad}"
+            );
         }
         assert!(JobKey::parse("35919", None).is_err());
     }
@@ -337,7 +364,10 @@ mod tests {
         assert!(parse_time("", cst()).is_none());
         assert!(parse_time("yesterday", cst()).is_none());
         assert_eq!(format_time(t, cst()), "2021-11-03 21:56:56");
-        assert_eq!(parse_offset("-0530").unwrap().local_minus_utc(), -(5 * 3600 + 1800));
+        assert_eq!(
+            parse_offset("-0530").unwrap().local_minus_utc(),
+            -(5 * 3600 + 1800)
+        );
         assert!(parse_offset("+25:00").is_err());
     }
 
@@ -372,7 +402,10 @@ mod tests {
             job.ended_at.unwrap().to_rfc3339(),
             "2021-12-10T08:11:35+00:00"
         );
-        assert_eq!(job.extra["stdout"], "/public/home/test/BASE/STDIN_1210_114429/std.out.27");
+        assert_eq!(
+            job.extra["stdout"],
+            "/public/home/test/BASE/STDIN_1210_114429/std.out.27"
+        );
         assert_eq!(job.extra["procs"], "1");
     }
 

@@ -68,8 +68,18 @@ macro_rules! with_session {
 
 /// Option keys of `--opt` (CONTRACT §2).
 const OPTIONS: &[&str] = &[
-    "scheduler", "queue", "nodes", "ppn", "nproc", "gpus", "dcus", "memory", "wall_time",
-    "workdir", "exclusive", "app",
+    "scheduler",
+    "queue",
+    "nodes",
+    "ppn",
+    "nproc",
+    "gpus",
+    "dcus",
+    "memory",
+    "wall_time",
+    "workdir",
+    "exclusive",
+    "app",
 ];
 
 /// Page size of the job lists.
@@ -116,7 +126,12 @@ impl AcBackend {
         } else {
             (TokenStore::in_memory(), None)
         };
-        let opt = |k: &str| p.option(k).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+        let opt = |k: &str| {
+            p.option(k)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
         let overrides = Overrides {
             hpc: opt("hpc_url"),
             efile: opt("efile_url"),
@@ -162,7 +177,10 @@ impl AcBackend {
         let key = format!(
             "{}|{}|{:?}|{:?}|{:?}",
             tok.data.get("key").and_then(Value::as_str).unwrap_or(""),
-            tok.data.get("region_id").and_then(Value::as_str).unwrap_or(""),
+            tok.data
+                .get("region_id")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
             self.overrides.hpc,
             self.overrides.efile,
             self.overrides.scheduler
@@ -206,7 +224,11 @@ impl AcBackend {
         }
         let data = self
             .api
-            .get(&join(&self.auth.ac, "/ac/openapi/v2/user")?, &tok.token, &[])
+            .get(
+                &join(&self.auth.ac, "/ac/openapi/v2/user")?,
+                &tok.token,
+                &[],
+            )
             .await?;
         let home = mapping::text(
             data.as_object().unwrap_or(&Map::new()),
@@ -230,22 +252,33 @@ impl AcBackend {
     /// One job, realtime first, then history (a finished job leaves the realtime list after
     /// about five minutes).
     async fn lookup(&self, tok: &CachedToken, site: &Site, key: &JobKey) -> Result<Job> {
+        match self.realtime(tok, site, key).await? {
+            Some(job) => Ok(job),
+            None => self.history(tok, site, key).await,
+        }
+    }
+
+    /// One job from the realtime detail; `None` when the realtime list no longer has it.
+    async fn realtime(&self, tok: &CachedToken, site: &Site, key: &JobKey) -> Result<Option<Job>> {
         let url = self.hpc(site, &format!("/hpc/openapi/v2/jobs/{}", key.job))?;
         match self
             .api
-            .get(&url, &tok.token, &[("strJobManagerID", key.scheduler.clone())])
+            .get(
+                &url,
+                &tok.token,
+                &[("strJobManagerID", key.scheduler.clone())],
+            )
             .await
         {
             Ok(Value::Object(o)) if !o.is_empty() => {
                 let mut job = to_job(&o, Some(key), Source::Realtime, self.offset)?;
                 job.id = key.id();
-                return Ok(job);
+                Ok(Some(job))
             }
-            Ok(_) => {}
-            Err(e) if is_missing(&e) => {}
-            Err(e) => return Err(e),
+            Ok(_) => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(e),
         }
-        self.history(tok, site, key).await
     }
 
     /// One job from the history.
@@ -347,8 +380,9 @@ impl AcBackend {
         }
         if let Some(n) = &spec.name {
             if n.is_empty()
-                || n.chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '\'' | '"' | '\\'))
+                || n.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || matches!(c, '/' | '\'' | '"' | '\\')
+                })
             {
                 return Err(Error::usage(format!(
                     "job name `name` '{n}' must be non-empty, without spaces, slashes or quotes (it becomes a directory name)"
@@ -450,7 +484,10 @@ impl AcBackend {
         }
         if !status.is_success() || is_json(resp.headers()) {
             let headers = resp.headers().clone();
-            let body = resp.bytes().await.map_err(|e| self.api.http.transport_error(&e))?;
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| self.api.http.transport_error(&e))?;
             let r = crate::http::HttpResponse {
                 status,
                 headers,
@@ -494,7 +531,9 @@ impl AcBackend {
             bytes += chunk.len() as u64;
             progress.inc(chunk.len() as u64);
         }
-        file.flush().await.map_err(|e| Error::io(target.display(), e))?;
+        file.flush()
+            .await
+            .map_err(|e| Error::io(target.display(), e))?;
         Ok(Some(Artifact {
             name,
             path: target,
@@ -504,7 +543,9 @@ impl AcBackend {
     }
 
     async fn read_with_session(&self, path: &str, offset: u64) -> Result<Option<Bytes>> {
-        with_session!(self, |tok, site| { self.read_from(tok, site, path, offset).await })
+        with_session!(self, |tok, site| {
+            self.read_from(tok, site, path, offset).await
+        })
     }
 
     async fn status_inner(&self, id: &str) -> Result<Job> {
@@ -539,7 +580,11 @@ pub fn command_text(cmd: &[String]) -> String {
 pub fn wall_time(raw: &str) -> Result<String> {
     let t = raw.trim();
     let parts: Vec<&str> = t.split(':').collect();
-    if parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
+    if parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
         return Ok(t.to_string());
     }
     let d = crate::config::parse_duration(t).map_err(|_| {
@@ -551,7 +596,12 @@ pub fn wall_time(raw: &str) -> Result<String> {
     if s == 0 {
         return Err(Error::usage("option `wall_time` must be longer than zero"));
     }
-    Ok(format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60))
+    Ok(format!(
+        "{:02}:{:02}:{:02}",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    ))
 }
 
 /// `--opt app=TYPE/NAME` split into the template path parts.
@@ -628,7 +678,11 @@ impl JobBackend for AcBackend {
     async fn submit(&self, spec: &JobSpec) -> Result<Job> {
         self.validate(spec)?;
         let cmd = command_text(spec.command.as_deref().unwrap_or_default());
-        let opt = |k: &str| spec.opt_str(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let opt = |k: &str| {
+            spec.opt_str(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let (app_type, app_name) = match opt("app") {
             Some(a) => app_path(&a)?,
             None => ("BASIC".to_string(), "BASE".to_string()),
@@ -669,7 +723,10 @@ impl JobBackend for AcBackend {
                 ("GAP_NDCU", opt("dcus").unwrap_or_default()),
                 ("GAP_JOB_MEM", opt("memory").unwrap_or_default()),
                 ("GAP_WALL_TIME", wall.clone().unwrap_or_default()),
-                ("GAP_EXCLUSIVE", if exclusive { "1" } else { "" }.to_string()),
+                (
+                    "GAP_EXCLUSIVE",
+                    if exclusive { "1" } else { "" }.to_string(),
+                ),
                 ("GAP_APPNAME", app_name.clone()),
                 ("GAP_MULTI_SUB", String::new()),
                 ("GAP_STD_OUT_FILE", format!("{workdir}/std.out.%j")),
@@ -705,18 +762,28 @@ impl JobBackend for AcBackend {
             job.created_at = Some(Utc::now());
             job.queue = opt("queue");
             job.owner = site.compute_user.clone();
-            job.extra.insert("scheduler_id".into(), scheduler.clone().into());
+            job.extra
+                .insert("scheduler_id".into(), scheduler.clone().into());
             job.extra.insert("workdir".into(), workdir.clone().into());
-            job.extra.insert("stdout".into(), format!("{workdir}/std.out.{job_id}").into());
-            job.extra.insert("stderr".into(), format!("{workdir}/std.err.{job_id}").into());
-            job.extra.insert("app".into(), format!("{app_type}/{app_name}").into());
+            job.extra.insert(
+                "stdout".into(),
+                format!("{workdir}/std.out.{job_id}").into(),
+            );
+            job.extra.insert(
+                "stderr".into(),
+                format!("{workdir}/std.err.{job_id}").into(),
+            );
+            job.extra
+                .insert("app".into(), format!("{app_type}/{app_name}").into());
             Ok(job)
         })
         .map_err(|e| self.wrap(e, "submit"))
     }
 
     async fn status(&self, id: &str) -> Result<Job> {
-        self.status_inner(id).await.map_err(|e| self.wrap(e, "status"))
+        self.status_inner(id)
+            .await
+            .map_err(|e| self.wrap(e, "status"))
     }
 
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
@@ -726,67 +793,73 @@ impl JobBackend for AcBackend {
             .map(|id| JobKey::parse(id, Some("0")).map(|_| ()))
             .collect();
         let outcome: Result<Vec<Result<Job>>> = with_session!(self, |tok, site| {
-                let keys: Vec<Option<JobKey>> = ids
-                    .iter()
-                    .map(|id| JobKey::parse(id, Some(&site.scheduler)).ok())
-                    .collect();
-                let mut by_scheduler: BTreeMap<&str, Vec<&JobKey>> = BTreeMap::new();
-                for k in keys.iter().flatten() {
-                    by_scheduler.entry(k.scheduler.as_str()).or_default().push(k);
-                }
-                let mut found: HashMap<JobKey, Job> = HashMap::new();
-                for (scheduler, wanted) in &by_scheduler {
-                    let want: Vec<&str> = wanted.iter().map(|k| k.job.as_str()).collect();
-                    let records = self
-                        .realtime_pages(tok, site, scheduler, None, |got| {
-                            want.iter().all(|w| {
-                                got.iter().any(|r| {
-                                    mapping::text(r, &["jobId"]).as_deref() == Some(*w)
-                                })
-                            })
+            let keys: Vec<Option<JobKey>> = ids
+                .iter()
+                .map(|id| JobKey::parse(id, Some(&site.scheduler)).ok())
+                .collect();
+            let mut by_scheduler: BTreeMap<&str, Vec<&JobKey>> = BTreeMap::new();
+            for k in keys.iter().flatten() {
+                by_scheduler
+                    .entry(k.scheduler.as_str())
+                    .or_default()
+                    .push(k);
+            }
+            let mut found: HashMap<JobKey, Job> = HashMap::new();
+            for (scheduler, wanted) in &by_scheduler {
+                let want: Vec<&str> = wanted.iter().map(|k| k.job.as_str()).collect();
+                let records = self
+                    .realtime_pages(tok, site, scheduler, None, |got| {
+                        want.iter().all(|w| {
+                            got.iter()
+                                .any(|r| mapping::text(r, &["jobId"]).as_deref() == Some(*w))
                         })
-                        .await?;
-                    for r in records {
-                        let Some(job_id) = mapping::text(&r, &["jobId", "id"]) else {
-                            continue;
-                        };
-                        let key = JobKey {
-                            scheduler: scheduler.to_string(),
-                            job: job_id,
-                        };
-                        if wanted.contains(&&key) {
-                            let mut job = to_job(&r, Some(&key), Source::Realtime, self.offset)?;
-                            job.id = key.id();
-                            found.insert(key, job);
-                        }
-                    }
-                }
-                let mut out = Vec::with_capacity(keys.len());
-                for key in &keys {
-                    let Some(key) = key else {
-                        out.push(Err(Error::usage("invalid id")));
+                    })
+                    .await?;
+                for r in records {
+                    let Some(job_id) = mapping::text(&r, &["jobId", "id"]) else {
                         continue;
                     };
-                    if let Some(job) = found.get(key) {
-                        out.push(Ok(job.clone()));
-                        continue;
-                    }
-                    // Gone from the realtime list (finished long enough ago), or not ours.
-                    let r = match self.history(tok, site, key).await {
-                        Err(e) if e.kind == ErrorKind::NotFound => {
-                            self.lookup(tok, site, key).await
-                        }
-                        other => other,
+                    let key = JobKey {
+                        scheduler: scheduler.to_string(),
+                        job: job_id,
                     };
-                    if let Err(e) = &r {
-                        if e.kind == ErrorKind::Auth && e.token_expired {
-                            return Err(e.clone());
+                    if wanted.contains(&&key) {
+                        let mut job = to_job(&r, Some(&key), Source::Realtime, self.offset)?;
+                        job.id = key.id();
+                        found.insert(key, job);
+                    }
+                }
+            }
+            let mut out = Vec::with_capacity(keys.len());
+            for key in &keys {
+                let Some(key) = key else {
+                    out.push(Err(Error::usage("invalid id")));
+                    continue;
+                };
+                if let Some(job) = found.get(key) {
+                    out.push(Ok(job.clone()));
+                    continue;
+                }
+                // Gone from the realtime list (finished long enough ago), or not ours.
+                let r = match self.history(tok, site, key).await {
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        match self.realtime(tok, site, key).await {
+                            Ok(Some(job)) => Ok(job),
+                            Ok(None) => Err(e),
+                            Err(other) => Err(other),
                         }
                     }
-                    out.push(r);
+                    other => other,
+                };
+                if let Err(e) = &r {
+                    if e.kind == ErrorKind::Auth && e.token_expired {
+                        return Err(e.clone());
+                    }
                 }
-                Ok(out)
-            });
+                out.push(r);
+            }
+            Ok(out)
+        });
         match outcome {
             Ok(results) => results
                 .into_iter()
@@ -800,7 +873,12 @@ impl JobBackend for AcBackend {
                 let e = self.wrap(e, "status");
                 ids.iter()
                     .zip(parsed)
-                    .map(|(_, p)| Err(p.err().map(|pe| self.wrap(pe, "status")).unwrap_or_else(|| e.clone())))
+                    .map(|(_, p)| {
+                        Err(p
+                            .err()
+                            .map(|pe| self.wrap(pe, "status"))
+                            .unwrap_or_else(|| e.clone()))
+                    })
                     .collect()
             }
         }
@@ -835,7 +913,10 @@ impl JobBackend for AcBackend {
                 }
             }
             let wants_finished = query.states.is_empty()
-                || query.states.iter().any(|s| s.is_terminal() || *s == JobState::Unknown);
+                || query
+                    .states
+                    .iter()
+                    .any(|s| s.is_terminal() || *s == JobState::Unknown);
             if wants_finished {
                 let terminal = [JobState::Succeeded, JobState::Failed, JobState::Canceled];
                 let state_code = single_code(&query.states, &terminal);
@@ -903,9 +984,13 @@ impl JobBackend for AcBackend {
                 if job.terminal {
                     return Ok(AbortOutcome::AlreadyTerminal);
                 }
-                let user = job.owner.clone().or_else(|| site.compute_user.clone()).ok_or_else(|| {
-                    Error::usage("cannot tell the job's cluster user; set AC_USER")
-                })?;
+                let user = job
+                    .owner
+                    .clone()
+                    .or_else(|| site.compute_user.clone())
+                    .ok_or_else(|| {
+                        Error::usage("cannot tell the job's cluster user; set AC_USER")
+                    })?;
                 let url = self.hpc(site, "/hpc/openapi/v2/jobs")?;
                 let info = format!("{},{user}:{}:", key.scheduler, key.job);
                 self.api
@@ -927,7 +1012,10 @@ impl JobBackend for AcBackend {
         let mut offset = 0u64;
         let mut seen_file = false;
         loop {
-            let job = self.status_inner(id).await.map_err(|e| self.wrap(e, "logs"))?;
+            let job = self
+                .status_inner(id)
+                .await
+                .map_err(|e| self.wrap(e, "logs"))?;
             let path = Self::stream_path(&job, req.stderr).map_err(|e| self.wrap(e, "logs"))?;
             let chunk = self
                 .read_with_session(&path, offset)
@@ -939,7 +1027,9 @@ impl JobBackend for AcBackend {
                     out.write_all(&bytes)
                         .await
                         .map_err(|e| Error::io("writing logs", e))?;
-                    out.flush().await.map_err(|e| Error::io("writing logs", e))?;
+                    out.flush()
+                        .await
+                        .map_err(|e| Error::io("writing logs", e))?;
                     offset += bytes.len() as u64;
                 }
             }
@@ -950,7 +1040,11 @@ impl JobBackend for AcBackend {
                         Error::not_found(format!(
                             "job {} has no {which} file ({path}) yet{}",
                             job.id,
-                            if job.terminal { "" } else { "; it has not started" }
+                            if job.terminal {
+                                ""
+                            } else {
+                                "; it has not started"
+                            }
                         )),
                         "logs",
                     ));
@@ -964,7 +1058,10 @@ impl JobBackend for AcBackend {
     async fn fetch(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Vec<Artifact>> {
         let run = async {
             let job = self.status_inner(id).await?;
-            let paths = [Self::stream_path(&job, false)?, Self::stream_path(&job, true)?];
+            let paths = [
+                Self::stream_path(&job, false)?,
+                Self::stream_path(&job, true)?,
+            ];
             let mut artifacts = Vec::new();
             for path in &paths {
                 let got = with_session!(self, |tok, site| {
@@ -1011,7 +1108,11 @@ impl JobBackend for AcBackend {
     }
 
     async fn logout(&self) -> Result<()> {
-        self.auth.store.clear().await.map_err(|e| self.wrap(e, "logout"))?;
+        self.auth
+            .store
+            .clear()
+            .await
+            .map_err(|e| self.wrap(e, "logout"))?;
         *self.site.lock().await = None;
         self.sites.clear().map_err(|e| self.wrap(e, "logout"))?;
         Ok(())
@@ -1021,7 +1122,10 @@ impl JobBackend for AcBackend {
         let mut checks = Vec::new();
         let tok = match self.auth.token().await {
             Ok(t) => {
-                checks.push(Check::pass("reachability", format!("{} answered", self.auth.ac)));
+                checks.push(Check::pass(
+                    "reachability",
+                    format!("{} answered", self.auth.ac),
+                ));
                 let region = t
                     .data
                     .get("region_name")
@@ -1029,14 +1133,20 @@ impl JobBackend for AcBackend {
                     .and_then(Value::as_str)
                     .unwrap_or("?")
                     .to_string();
-                checks.push(Check::pass("authentication", format!("token for region {region}")));
+                checks.push(Check::pass(
+                    "authentication",
+                    format!("token for region {region}"),
+                ));
                 t
             }
             Err(e) => {
                 if matches!(e.kind, ErrorKind::Unavailable) {
                     checks.push(Check::fail("reachability", e.to_string()));
                 } else {
-                    checks.push(Check::pass("reachability", format!("{} answered", self.auth.ac)));
+                    checks.push(Check::pass(
+                        "reachability",
+                        format!("{} answered", self.auth.ac),
+                    ));
                     checks.push(Check::fail("authentication", e.to_string()));
                 }
                 return checks;
@@ -1046,7 +1156,10 @@ impl JobBackend for AcBackend {
             Ok(s) => {
                 checks.push(Check::pass(
                     "discovery",
-                    format!("hpc {}, efile {}, scheduler {}", s.hpc, s.efile, s.scheduler),
+                    format!(
+                        "hpc {}, efile {}, scheduler {}",
+                        s.hpc, s.efile, s.scheduler
+                    ),
                 ));
                 s
             }
@@ -1076,7 +1189,10 @@ mod tests {
 
     #[test]
     fn commands_become_script_text() {
-        assert_eq!(command_text(&["module load x; ./run.sh".into()]), "module load x; ./run.sh");
+        assert_eq!(
+            command_text(&["module load x; ./run.sh".into()]),
+            "module load x; ./run.sh"
+        );
         assert_eq!(
             command_text(&["echo".into(), "a b".into(), "it's".into()]),
             "echo 'a b' 'it'\\''s'"
@@ -1096,7 +1212,10 @@ mod tests {
         let all = JobState::ALL;
         assert_eq!(single_code(&[JobState::Running], &all), Some("statR"));
         assert_eq!(single_code(&[JobState::Queued], &all), None);
-        assert_eq!(single_code(&[JobState::Running, JobState::Suspended], &all), None);
+        assert_eq!(
+            single_code(&[JobState::Running, JobState::Suspended], &all),
+            None
+        );
         assert_eq!(single_code(&[], &all), None);
         assert_eq!(submitted_id(&json!(35919)).as_deref(), Some("35919"));
         assert_eq!(submitted_id(&json!("12")).as_deref(), Some("12"));
