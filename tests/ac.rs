@@ -671,3 +671,112 @@ async fn doctor_and_login_report_the_region() {
         "{checks:?}"
     );
 }
+
+/// Runs the real `jobctl` binary against the simulator (off the async runtime's threads).
+async fn jobctl(sim: &SimHandle, state: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = assert_cmd::Command::cargo_bin("jobctl").expect("jobctl binary");
+    cmd.env_clear()
+        .envs(sim.env())
+        .env("HOME", state)
+        .env("JOBCTL_STATE_DIR", state)
+        .env("AC_POLL_INTERVAL", "100ms")
+        .env("NO_COLOR", "1")
+        .args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("jobctl runs"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submit_wait_logs_and_error_codes() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = jobctl(
+        &sim,
+        dir.path(),
+        &[
+            "-b", "scnet", "-o", "json", "submit", "--name", "cli-demo", "--wait", "--", "echo",
+            "hi there",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("\"succeeded\"") && text.contains(&format!("ac:{SCHED}.")),
+        "{text}"
+    );
+
+    let out = jobctl(
+        &sim,
+        dir.path(),
+        &[
+            "-b",
+            "ac",
+            "-o",
+            "quiet",
+            "submit",
+            "--",
+            "SIM_OUTCOME=fail true",
+        ],
+    )
+    .await;
+    let reference = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        reference.starts_with(&format!("ac:{SCHED}.")),
+        "{reference}"
+    );
+    let out = jobctl(&sim, dir.path(), &["wait", &reference]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let out = jobctl(&sim, dir.path(), &["logs", &reference, "--stderr"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("simulated failure"));
+
+    let out = jobctl(
+        &sim,
+        dir.path(),
+        &[
+            "-b",
+            "ac",
+            "-o",
+            "json",
+            "status",
+            &format!("{SCHED}.999999"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(6));
+    let out = jobctl(
+        &sim,
+        dir.path(),
+        &[
+            "-b",
+            "ac",
+            "-o",
+            "json",
+            "submit",
+            "--name",
+            "sim-error-10008",
+            "--",
+            "true",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON error object");
+    assert_eq!(v["error"]["code"], "10008");
+    assert_eq!(v["error"]["backend"], "ac");
+    let out = jobctl(
+        &sim,
+        dir.path(),
+        &["-b", "ac", "submit", "--opt", "colour=red", "--", "true"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+}

@@ -240,10 +240,8 @@ pub fn to_job(
     if source == Source::History && matches!(state, JobState::Succeeded | JobState::Failed) {
         job.exit_code = obj.get("jobExitStatus").and_then(parse_exit);
     }
-    if source == Source::History {
-        if job.ended_at.is_none() {
-            job.ended_at = time(&["acctTime"]);
-        }
+    if source == Source::History && job.ended_at.is_none() {
+        job.ended_at = time(&["acctTime"]);
     }
     let run_time = text(obj, &["jobRunTime", "jobWalltimeUsed"]);
     if job.ended_at.is_none() && state.is_terminal() {
