@@ -168,7 +168,9 @@ impl HttpClient {
                     (retry, Ok(resp))
                 }
                 Err((e, never_sent)) => {
-                    let retry = idempotency == Idempotency::Idempotent || never_sent;
+                    // A certificate the client does not trust will not change on its own.
+                    let retry =
+                        e.retryable && (idempotency == Idempotency::Idempotent || never_sent);
                     (retry, Err(e))
                 }
             };
@@ -215,13 +217,14 @@ impl HttpClient {
         let mut backoff = Backoff::default();
         loop {
             let result = build(&self.client).send().await;
-            let retryable = match &result {
-                Ok(r) => {
-                    r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS
-                }
-                Err(_) => true,
+            let (retryable, after) = match &result {
+                Ok(r) => (
+                    r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS,
+                    retry_after(r.headers()),
+                ),
+                Err(e) => (self.transport_error(e).retryable, None),
             };
-            let delay = backoff.next_delay();
+            let delay = after.unwrap_or_else(|| backoff.next_delay());
             if !retryable || started.elapsed() + delay > self.retry_budget {
                 return result.map_err(|e| self.transport_error(&e));
             }
@@ -267,7 +270,7 @@ impl HttpClient {
             format!("request failed: {chain}")
         };
         let mut err = Error::new(ErrorKind::Unavailable, msg);
-        err.retryable = !lower.contains("certificate");
+        err.retryable = !(lower.contains("certificate") || lower.contains("invalidcert"));
         err.in_profile(&self.profile, self.backend)
     }
 }

@@ -165,6 +165,7 @@ impl Auth {
             token,
             expires_at: c.expires_at,
             data,
+            obtained_at: Some(chrono::Utc::now()),
         }
     }
 
