@@ -582,3 +582,261 @@ pub fn env_vars(base: &str, config: &SimConfig) -> Vec<(String, String)> {
         ("OCTOPLANT_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{SimHandle, start};
+    use std::time::Duration;
+
+    async fn sim(config: SimConfig) -> (SimHandle, reqwest::Client) {
+        let h = start(config).await.unwrap();
+        (h, reqwest::Client::new())
+    }
+
+    async fn login(h: &SimHandle, c: &reqwest::Client, user: &str) -> reqwest::Response {
+        c.post(format!("{}/v1/oauth2/token", h.base_url))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", h.state.config.password.as_str()),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn token(h: &SimHandle, c: &reqwest::Client, user: &str) -> String {
+        let v: Value = login(h, c, user).await.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    }
+
+    async fn order(h: &SimHandle, c: &reqwest::Client, tok: &str, body: Value) -> (u16, Value) {
+        let r = c
+            .post(format!("{}/v1/order", h.base_url))
+            .bearer_auth(tok)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_password_grant_checks_form_client_and_user() {
+        let (h, c) = sim(SimConfig::default()).await;
+        let r = login(&h, &c, "jobctl").await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["token_type"], "Bearer");
+        assert_eq!(v["expires_in"], 3600);
+        assert_eq!(login(&h, &c, "CORP\\jobctl").await.status(), 200);
+        assert_eq!(login(&h, &c, "mallory").await.status(), 401);
+        // JSON instead of a form is refused as an invalid argument.
+        let r = c
+            .post(format!("{}/v1/oauth2/token", h.base_url))
+            .json(&json!({"grant_type":"password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["code"], 3);
+        let r = c
+            .post(format!("{}/v1/oauth2/token", h.base_url))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "jobctl"),
+                ("password", "jobctl-sim"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", "wrong"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], 16);
+        assert!(v["message"].as_str().unwrap().contains("client"));
+    }
+
+    #[tokio::test]
+    async fn tokens_expire_after_the_configured_ttl() {
+        let (h, c) = sim(SimConfig {
+            token_ttl: Duration::from_millis(300),
+            ..SimConfig::default()
+        })
+        .await;
+        let tok = token(&h, &c, "jobctl").await;
+        let (status, _) = order(&h, &c, &tok, json!({"exportContents":{"projectTree":{}}})).await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (status, body) =
+            order(&h, &c, &tok, json!({"exportContents":{"projectTree":{}}})).await;
+        assert_eq!(status, 401);
+        assert_eq!(body["code"], 16);
+        assert_eq!(body["message"], "token expired");
+    }
+
+    #[tokio::test]
+    async fn orders_are_validated_and_viewers_may_not_order() {
+        let (h, c) = sim(SimConfig::default()).await;
+        let tok = token(&h, &c, "jobctl").await;
+        for (body, field) in [
+            (json!({}), "exportContents"),
+            (json!({"exportContents":{}}), "exportContents"),
+            (
+                json!({"exportContents":{"versions":{}}}),
+                "exportContents.versions",
+            ),
+            (
+                json!({"exportContents":{"jobList":{"exportType":"EXPORT_TYPE_XML"}}}),
+                "exportContents.jobList.exportType",
+            ),
+        ] {
+            let (status, v) = order(&h, &c, &tok, body).await;
+            assert_eq!(status, 400);
+            assert_eq!(v["code"], 3);
+            assert_eq!(v["details"][0]["fieldViolations"][0]["field"], field);
+        }
+        let viewer = token(&h, &c, READ_ONLY_USER).await;
+        let (status, v) = order(
+            &h,
+            &c,
+            &viewer,
+            json!({"exportContents":{"projectTree":{}}}),
+        )
+        .await;
+        assert_eq!((status, v["code"].as_i64()), (403, Some(7)));
+        let r = c
+            .get(format!("{}/v1/order/nope", h.base_url))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.json::<Value>().await.unwrap()["code"], 5);
+    }
+
+    #[tokio::test]
+    async fn an_order_progresses_and_downloads_as_a_zip() {
+        let (h, c) = sim(SimConfig {
+            queue_duration: Duration::from_millis(100),
+            job_duration: Duration::from_millis(600),
+            ..SimConfig::default()
+        })
+        .await;
+        let tok = token(&h, &c, "jobctl").await;
+        let (status, op) = order(
+            &h,
+            &c,
+            &tok,
+            json!({"exportContents":{"projectTree":{"exportType":"EXPORT_TYPE_XML"},"jobList":{}}}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let name = op["name"].as_str().unwrap().to_string();
+        assert_eq!(op["done"], false);
+        assert_eq!(op["metadata"]["openSubProcesses"], "3");
+        let early = c
+            .get(format!("{}/v1/order/{name}/download", h.base_url))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(early.status(), 400);
+        assert_eq!(early.json::<Value>().await.unwrap()["code"], 9);
+        let mut saw_running = false;
+        let last = loop {
+            let v: Value = c
+                .get(format!("{}/v1/order/{name}", h.base_url))
+                .bearer_auth(&tok)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["metadata"]["state"] == "STATE_RUNNING" {
+                saw_running = true;
+                assert!(v["metadata"]["currentSubProcess"].is_string());
+            }
+            if v["done"] == true {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(saw_running);
+        assert_eq!(last["metadata"]["state"], "STATE_SUCCEEDED");
+        assert_eq!(last["metadata"]["finishedSubProcesses"], "3");
+        assert_eq!(last["response"]["name"], name.as_str());
+        let r = c
+            .get(format!("{}/v1/order/{name}/download", h.base_url))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let disposition = r.headers()[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(disposition.contains(&format!("export-{name}.zip")));
+        let bytes = r.bytes().await.unwrap();
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut names: Vec<String> = zip.file_names().map(String::from).collect();
+        names.sort();
+        assert_eq!(names, ["contents.json", "jobList.csv", "projectTree.xml"]);
+        let contents: Value =
+            serde_json::from_reader(zip.by_name("contents.json").unwrap()).unwrap();
+        assert_eq!(contents["order"], name.as_str());
+        assert_eq!(contents["exports"].as_array().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn cancelled_orders_end_with_grpc_cancelled() {
+        let (h, c) = sim(SimConfig {
+            job_duration: Duration::from_secs(5),
+            ..SimConfig::default()
+        })
+        .await;
+        let tok = token(&h, &c, "jobctl").await;
+        let (_, op) = order(&h, &c, &tok, json!({"exportContents":{"eventLog":{}}})).await;
+        let name = op["name"].as_str().unwrap();
+        let cancel = |tok: String| {
+            let url = format!("{}/v1/order/{name}/cancel", h.base_url);
+            let c = c.clone();
+            async move { c.post(url).bearer_auth(tok).send().await.unwrap() }
+        };
+        let viewer = token(&h, &c, READ_ONLY_USER).await;
+        assert_eq!(cancel(viewer).await.status(), 403);
+        assert_eq!(cancel(tok.clone()).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let v: Value = c
+            .get(format!("{}/v1/order/{name}", h.base_url))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["done"], true);
+        assert_eq!(v["error"]["code"], 1);
+        // Cancelling a finished order is a failed precondition.
+        let again = cancel(tok.clone()).await;
+        assert_eq!(again.status(), 400);
+        assert_eq!(again.json::<Value>().await.unwrap()["code"], 9);
+    }
+
+    #[test]
+    fn env_vars_point_the_builtin_profile_at_the_simulator() {
+        let vars = env_vars("http://127.0.0.1:9", &SimConfig::default());
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("OCTOPLANT_URL"), Some("http://127.0.0.1:9"));
+        assert_eq!(get("OCTOPLANT_USERNAME"), Some("jobctl"));
+        assert_eq!(get("OCTOPLANT_PASSWORD"), Some("jobctl-sim"));
+        assert_eq!(get("OCTOPLANT_CLIENT_SECRET"), Some(CLIENT_SECRET));
+    }
+}
