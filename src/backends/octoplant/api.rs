@@ -1,7 +1,7 @@
 //! Raw requests of the octoplant export API (`/v1/order…`, `/v1/status/api_version`) and the
 //! classification of its error answers.
 
-use super::auth::{Credentials, password_grant};
+use super::auth::{Credentials, discard_foreign_token, password_grant};
 use super::mapping::{Operation, RpcStatus};
 use crate::config::Profile;
 use crate::error::{Error, ErrorKind, Result};
@@ -9,6 +9,7 @@ use crate::http::token::{CachedToken, TokenStore};
 use crate::http::{HttpClient, HttpResponse, Idempotency, default_transient, snippet};
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
+use std::path::Path;
 use std::time::Duration;
 use url::Url;
 
@@ -63,7 +64,7 @@ pub struct Api {
 
 impl Api {
     /// Builds the API client of a profile (no request is sent).
-    pub fn new(profile: &Profile, base: Url, tokens: TokenStore) -> Result<Self> {
+    pub fn new(profile: &Profile, base: Url, cache_dir: &Path) -> Result<Self> {
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(Error::usage(format!(
                 "profile '{}': the octoplant URL must be http(s)://HOST:PORT, got '{base}'",
@@ -74,12 +75,15 @@ impl Api {
             Ok(c) => (Some(c), None),
             Err(e) => (None, Some(e)),
         };
+        if let Some(c) = &creds {
+            discard_foreign_token(cache_dir, &profile.name, &c.identity(&base));
+        }
         Ok(Api {
             http: HttpClient::new(profile, BACKEND)?,
+            tokens: TokenStore::new(cache_dir, &profile.name),
             base,
             creds,
             creds_error,
-            tokens,
             timeout: profile.timeout,
         })
     }
@@ -120,7 +124,13 @@ impl Api {
             (None, Some(e)) => return Err(e.clone()),
             (None, None) => return Err(Error::usage("octoplant credentials are missing")),
         };
-        password_grant(&self.http, &self.url(&["v1", "oauth2", "token"]), creds).await
+        password_grant(
+            &self.http,
+            &self.url(&["v1", "oauth2", "token"]),
+            creds,
+            creds.identity(&self.base),
+        )
+        .await
     }
 
     /// The token store of this profile.

@@ -10,6 +10,7 @@ use crate::http::token::CachedToken;
 use crate::http::{HttpClient, Idempotency, default_transient};
 use chrono::Utc;
 use serde::Deserialize;
+use std::path::Path;
 use url::Url;
 
 /// Client id of octoplant's public export API client.
@@ -74,6 +75,34 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// Who a token was issued to: cached tokens of another server, user or client are not
+    /// reused when the profile is pointed elsewhere.
+    pub fn identity(&self, url: &Url) -> serde_json::Value {
+        serde_json::json!({
+            "url": url.as_str(),
+            "username": self.username,
+            "client_id": self.client_id,
+        })
+    }
+}
+
+/// Deletes the profile's cached token when it was issued for another identity.
+pub fn discard_foreign_token(cache_dir: &Path, profile: &str, identity: &serde_json::Value) {
+    let path = cache_dir.join(format!("{profile}.token.json"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let same = serde_json::from_str::<CachedToken>(&text).is_ok_and(|t| &t.data == identity);
+    if !same {
+        tracing::debug!(
+            profile,
+            "cached token belongs to another server or user; discarding it"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 /// The token endpoint's answer (RFC 6749 §5.1; the swagger leaves it undocumented).
 #[derive(Debug, Deserialize)]
 struct TokenResponse {
@@ -93,11 +122,12 @@ struct OAuthError {
     error_description: Option<String>,
 }
 
-/// Runs the password grant and returns the token with its expiry.
+/// Runs the password grant and returns the token with its expiry, tagged with `identity`.
 pub async fn password_grant(
     http: &HttpClient,
     url: &Url,
     creds: &Credentials,
+    identity: serde_json::Value,
 ) -> Result<CachedToken> {
     let form = [
         ("grant_type", "password"),
@@ -141,7 +171,9 @@ pub async fn password_grant(
     let expires_at = ttl
         .filter(|s| *s > 0)
         .map(|s| Utc::now() + chrono::Duration::seconds(s));
-    Ok(CachedToken::new(token, expires_at))
+    let mut cached = CachedToken::new(token, expires_at);
+    cached.data = identity;
+    Ok(cached)
 }
 
 /// The error for a refused grant. A refused login is final: it is never marked as an expired

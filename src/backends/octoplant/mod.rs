@@ -10,7 +10,6 @@ pub mod mapping;
 
 use crate::backend::{BackendContext, JobBackend};
 use crate::error::{Error, ErrorKind, Result};
-use crate::http::token::TokenStore;
 use crate::ledger::Ledger;
 use crate::model::{
     AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
@@ -44,8 +43,7 @@ impl OctoplantBackend {
     /// A backend for the context's profile; sends nothing yet.
     pub fn new(ctx: BackendContext) -> Result<Self> {
         let base = ctx.require_url("OCTOPLANT_URL")?;
-        let tokens = TokenStore::new(&ctx.cache_dir(), &ctx.profile.name);
-        let api = Api::new(&ctx.profile, base, tokens)?;
+        let api = Api::new(&ctx.profile, base, &ctx.cache_dir())?;
         Ok(OctoplantBackend { ctx, api })
     }
 

@@ -1,0 +1,563 @@
+//! The octoplant backend against jobctl-sim (plain HTTP and self-signed TLS).
+
+use indicatif::ProgressBar;
+use jobctl::backend::{BackendContext, JobBackend};
+use jobctl::config::{Config, ConfigFile, EnvSource, Profile};
+use jobctl::error::ErrorKind;
+use jobctl::ledger::{Begin, Ledger};
+use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery};
+use jobctl::sim::{self, SimConfig, SimHandle};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// Keeps retries short so that "retried, then exit 7" cases finish quickly. Every test calls
+/// this before building a client; `Once` makes the others wait until it is set.
+fn short_retry_budget() {
+    static ONCE: Once = Once::new();
+    // SAFETY: runs before any test of this binary reads the environment (they all call this
+    // first and block on the Once until it has completed).
+    ONCE.call_once(|| unsafe { std::env::set_var("JOBCTL_RETRY_BUDGET", "1500ms") });
+}
+
+async fn start(config: SimConfig) -> SimHandle {
+    short_retry_budget();
+    sim::start(config).await.expect("simulator starts")
+}
+
+fn fast() -> SimConfig {
+    SimConfig {
+        queue_duration: Duration::from_millis(100),
+        job_duration: Duration::from_millis(800),
+        ..SimConfig::default()
+    }
+}
+
+/// The built-in `octoplant` profile as configured from the simulator's variables plus `extra`.
+fn profile(sim: &SimHandle, extra: &[(&str, &str)]) -> Profile {
+    let mut vars: BTreeMap<String, String> = sim.env().into_iter().collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let cfg = Config {
+        file: ConfigFile::default(),
+        env: EnvSource::fixed(vars),
+    };
+    cfg.profile("octoplant").expect("profile resolves")
+}
+
+fn backend_with(profile: Profile, state: &Path) -> Arc<dyn JobBackend> {
+    jobctl::backend::build(BackendContext {
+        profile,
+        state_dir: state.to_path_buf(),
+    })
+    .expect("backend builds")
+}
+
+fn backend(sim: &SimHandle, state: &Path) -> Arc<dyn JobBackend> {
+    backend_with(profile(sim, &[]), state)
+}
+
+fn spec(options: Value) -> JobSpec {
+    JobSpec {
+        options: options.as_object().expect("object").clone(),
+        ..JobSpec::default()
+    }
+}
+
+fn hits(sim: &SimHandle, key: &str) -> u64 {
+    sim.state.stats().get(key).copied().unwrap_or(0)
+}
+
+async fn wait_terminal(b: &Arc<dyn JobBackend>, id: &str) -> (Job, Vec<Job>) {
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let j = b.status(id).await.expect("status");
+        seen.push(j.clone());
+        if j.terminal {
+            return (j, seen);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("order {id} did not finish");
+}
+
+/// Submits like the CLI does: recorded in the ledger first, then sent.
+async fn submit_recorded(b: &Arc<dyn JobBackend>, ledger: &Ledger, s: &JobSpec) -> Job {
+    b.validate(s).expect("valid spec");
+    let Begin::New(seq) = ledger.begin("octoplant", "octoplant", s).unwrap() else {
+        panic!("new submission expected")
+    };
+    let job = b.submit(s).await.expect("submit");
+    ledger.complete(seq, &job.id).unwrap();
+    job
+}
+
+#[tokio::test]
+async fn an_export_runs_with_progress_and_downloads_as_a_zip() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let s = spec(json!({"export": ["projectTree", "jobResults"]}));
+    b.validate(&s).unwrap();
+    let job = b.submit(&s).await.unwrap();
+    assert!(!job.id.is_empty());
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.native_state.as_deref(), Some("STATE_PENDING"));
+    assert_eq!(job.extra["exports"], json!(["jobResults", "projectTree"]));
+
+    // Before success there is nothing to fetch: exit 6, naming the state.
+    let dest = state.path().join("out/exports");
+    let e = b
+        .fetch(&job.id, &dest, &ProgressBar::hidden())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert_eq!(e.exit_code(), 6);
+    assert!(e.message.contains("STATE_"), "{e}");
+    assert!(e.message.contains("nothing to download"), "{e}");
+
+    let (done, seen) = wait_terminal(&b, &job.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.progress, Some(1.0));
+    let running: Vec<&Job> = seen
+        .iter()
+        .filter(|j| j.state == JobState::Running)
+        .collect();
+    assert!(!running.is_empty(), "never saw the order running");
+    assert!(running.iter().all(|j| {
+        j.progress.is_some_and(|p| (0.0..1.0).contains(&p))
+            && j.extra["current_sub_process"].is_string()
+    }));
+
+    let bar = ProgressBar::hidden();
+    let artifacts = b.fetch(&job.id, &dest, &bar).await.unwrap();
+    assert_eq!(artifacts.len(), 1);
+    let a = &artifacts[0];
+    assert_eq!(a.name, format!("export-{}.zip", job.id));
+    assert_eq!(a.path, dest.join(&a.name));
+    assert_eq!(
+        a.entries,
+        ["contents.json", "jobResults.csv", "projectTree.json"]
+    );
+    let on_disk = std::fs::metadata(&a.path).unwrap().len();
+    assert_eq!(on_disk, a.bytes);
+    assert_eq!(bar.position(), a.bytes);
+    assert_eq!(bar.length(), Some(a.bytes));
+    let zip = zip::ZipArchive::new(std::fs::File::open(&a.path).unwrap()).unwrap();
+    assert_eq!(zip.len(), 3);
+    // No partial file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&dest)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_before_sending() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let cases = [
+        (spec(json!({"export": "versions"})), "versions"),
+        (spec(json!({})), "export"),
+        (
+            spec(json!({"exports": {"projectTree": 3}})),
+            "exports.projectTree",
+        ),
+        (
+            spec(json!({"export": "projectTree", "colour": "red"})),
+            "colour",
+        ),
+        (
+            JobSpec {
+                command: Some(vec!["echo".into()]),
+                ..spec(json!({"export": "projectTree"}))
+            },
+            "command",
+        ),
+        (
+            JobSpec {
+                args: json!({"a": 1}).as_object().unwrap().clone(),
+                ..spec(json!({"export": "projectTree"}))
+            },
+            "args",
+        ),
+    ];
+    for (s, field) in cases {
+        let e = b.validate(&s).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.message.contains(field), "{field}: {e}");
+    }
+    assert_eq!(sim.state.stats().values().sum::<u64>(), 0);
+}
+
+#[tokio::test]
+async fn platform_errors_keep_their_grpc_names() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    // The server refuses an export type the kind does not offer: INVALID_ARGUMENT → exit 2.
+    let s = spec(json!({"exports": {"jobList": {"exportType": "EXPORT_TYPE_XML"}}}));
+    b.validate(&s).unwrap();
+    let e = b.submit(&s).await.unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert_eq!(e.code.as_deref(), Some("3"));
+    assert!(e.message.contains("INVALID_ARGUMENT"), "{e}");
+    assert!(e.to_string().contains("submit"), "{e}");
+
+    for res in [
+        b.status("no-such-order").await.map(|_| ()),
+        b.abort("no-such-order").await.map(|_| ()),
+        b.fetch("no-such-order", state.path(), &ProgressBar::hidden())
+            .await
+            .map(|_| ()),
+    ] {
+        let e = res.unwrap_err();
+        assert_eq!(e.exit_code(), 6, "{e}");
+        assert!(e.message.contains("NOT_FOUND"), "{e}");
+        assert_eq!(e.code.as_deref(), Some("5"));
+    }
+}
+
+#[tokio::test]
+async fn aborting_cancels_and_a_canceled_order_has_nothing_to_fetch() {
+    let sim = start(SimConfig {
+        job_duration: Duration::from_secs(2),
+        ..fast()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let job = b
+        .submit(&spec(json!({"export": "eventLog"})))
+        .await
+        .unwrap();
+    assert_eq!(b.abort(&job.id).await.unwrap(), AbortOutcome::Requested);
+    assert_eq!(hits(&sim, "POST /v1/order/{name}/cancel"), 1);
+    let (done, _) = wait_terminal(&b, &job.id).await;
+    assert_eq!(done.state, JobState::Canceled);
+    assert!(done.reason.as_deref().unwrap_or("").contains("CANCELLED"));
+    // Already over: nothing is sent, and that is not an error.
+    assert_eq!(
+        b.abort(&job.id).await.unwrap(),
+        AbortOutcome::AlreadyTerminal
+    );
+    assert_eq!(hits(&sim, "POST /v1/order/{name}/cancel"), 1);
+    let e = b
+        .fetch(&job.id, state.path(), &ProgressBar::hidden())
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 6);
+    assert!(e.message.contains("canceled"), "{e}");
+    assert_eq!(hits(&sim, "GET /v1/order/{name}/download"), 0);
+}
+
+#[tokio::test]
+async fn a_failed_order_reports_why() {
+    let sim = start(SimConfig {
+        fail_ratio: 1.0,
+        ..fast()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let job = b
+        .submit(&spec(json!({"exports": "jobList,adminLog"})))
+        .await
+        .unwrap();
+    let (done, _) = wait_terminal(&b, &job.id).await;
+    assert_eq!(done.state, JobState::Failed);
+    assert_eq!(done.native_state.as_deref(), Some("STATE_FAILED"));
+    let reason = done.reason.unwrap();
+    assert!(reason.contains("INTERNAL"), "{reason}");
+    let e = b
+        .fetch(&job.id, state.path(), &ProgressBar::hidden())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    assert!(e.message.contains("STATE_FAILED"), "{e}");
+}
+
+#[tokio::test]
+async fn refused_credentials_and_permissions_exit_4() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let bad_pw = backend_with(
+        profile(&sim, &[("OCTOPLANT_PASSWORD", "hunter2-wrong")]),
+        state.path(),
+    );
+    let e = bad_pw.status("x").await.unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(e.message.contains("UNAUTHENTICATED"), "{e}");
+    assert!(!e.to_string().contains("hunter2-wrong"));
+    // A refused login is not repeated.
+    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 1);
+
+    let bad_client = backend_with(
+        profile(&sim, &[("OCTOPLANT_CLIENT_SECRET", "not-the-secret")]),
+        state.path(),
+    );
+    let e = bad_client.login().await.unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(e.message.contains("client"), "{e}");
+    assert!(!format!("{bad_client:?}").contains("not-the-secret"));
+    assert!(!format!("{bad_client:?}").contains("jobctl-sim"));
+
+    let viewer = backend_with(
+        profile(&sim, &[("OCTOPLANT_USERNAME", "viewer")]),
+        tempfile::tempdir().unwrap().path(),
+    );
+    let e = viewer
+        .submit(&spec(json!({"export": "projectTree"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(e.message.contains("PERMISSION_DENIED"), "{e}");
+    assert_eq!(e.code.as_deref(), Some("7"));
+
+    let mut nameless = profile(&sim, &[]);
+    nameless.username = None;
+    let e = backend_with(nameless, state.path())
+        .status("x")
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.message.contains("OCTOPLANT_USERNAME"), "{e}");
+}
+
+#[tokio::test]
+async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let job = b
+        .submit(&spec(json!({"export": "componentTypes"})))
+        .await
+        .unwrap();
+    b.status(&job.id).await.unwrap();
+    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 1);
+    // Another process with the same state directory reuses the cached token.
+    let again = backend(&sim, state.path());
+    again.status(&job.id).await.unwrap();
+    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 1);
+    let cache = state.path().join("cache/octoplant.token.json");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert!(!text.contains("jobctl-sim"), "password must not be cached");
+
+    // A token the server no longer accepts: one new grant, then success.
+    let mut cached: Value = serde_json::from_str(&text).unwrap();
+    cached["token"] = json!("revoked-token");
+    std::fs::write(&cache, cached.to_string()).unwrap();
+    let fresh = backend(&sim, state.path());
+    let j = fresh.status(&job.id).await.unwrap();
+    assert_eq!(j.id, job.id);
+    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 2);
+    assert_eq!(hits(&sim, "GET /v1/order/{name}"), 4);
+
+    // The same profile pointed at another user does not reuse that user's token.
+    let viewer = backend_with(
+        profile(&sim, &[("OCTOPLANT_USERNAME", "viewer")]),
+        state.path(),
+    );
+    let e = viewer
+        .submit(&spec(json!({"export": "projectTree"})))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("PERMISSION_DENIED"), "{e}");
+    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 3);
+    let fresh = backend(&sim, state.path());
+
+    // logout forgets it; login obtains a new one.
+    fresh.logout().await.unwrap();
+    assert!(!cache.exists());
+    let msg = fresh.login().await.unwrap();
+    assert!(msg.contains("valid until"), "{msg}");
+    assert!(cache.exists());
+}
+
+#[tokio::test]
+async fn list_shows_ledger_orders_newest_first_with_their_state() {
+    let sim = start(SimConfig {
+        job_duration: Duration::from_secs(2),
+        ..fast()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let ledger = Ledger::open(state.path()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let s = JobSpec {
+            name: Some(format!("nightly-{i}")),
+            ..spec(json!({"export": "projectTree"}))
+        };
+        ids.push(submit_recorded(&b, &ledger, &s).await.id);
+    }
+    // An order this machine remembers but the server has forgotten.
+    let Begin::New(seq) = ledger
+        .begin(
+            "octoplant",
+            "octoplant",
+            &spec(json!({"export": "jobList"})),
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    ledger.complete(seq, "forgotten-order").unwrap();
+    // Another profile's submissions are not listed.
+    let Begin::New(seq) = ledger.begin("local", "local", &JobSpec::default()).unwrap() else {
+        panic!()
+    };
+    ledger.complete(seq, "17").unwrap();
+    assert_eq!(b.abort(&ids[1]).await.unwrap(), AbortOutcome::Requested);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let before = hits(&sim, "GET /v1/order/{name}");
+    let all = b.list(&ListQuery::default()).await.unwrap();
+    let listed: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        listed,
+        ["forgotten-order", &ids[3], &ids[2], &ids[1], &ids[0]]
+    );
+    assert_eq!(hits(&sim, "GET /v1/order/{name}") - before, 5);
+    assert_eq!(all[0].state, JobState::Unknown);
+    assert!(all[0].reason.as_deref().unwrap().contains("no longer"));
+    assert_eq!(all[1].name.as_deref(), Some("nightly-3"));
+    assert!(all.iter().all(|j| j.created_at.is_some()));
+    assert_eq!(all[1].extra["exports"], json!(["projectTree"]));
+    assert_eq!(all[3].state, JobState::Canceled);
+
+    let canceled = b
+        .list(&ListQuery {
+            states: vec![JobState::Canceled],
+            limit: Some(5),
+        })
+        .await
+        .unwrap();
+    assert_eq!(canceled.len(), 1);
+    assert_eq!(canceled[0].id, ids[1]);
+    let two = b
+        .list(&ListQuery {
+            states: vec![],
+            limit: Some(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[1].id, ids[3]);
+
+    let many = b
+        .statuses(&[ids[0].clone(), "nope".into(), ids[1].clone()])
+        .await;
+    assert_eq!(many.len(), 3);
+    assert_eq!(many[0].as_ref().unwrap().id, ids[0]);
+    assert_eq!(many[1].as_ref().unwrap_err().exit_code(), 6);
+    assert_eq!(many[2].as_ref().unwrap().state, JobState::Canceled);
+}
+
+#[tokio::test]
+async fn an_unavailable_server_is_retried_then_exit_7() {
+    let sim = start(SimConfig {
+        error_rate: 1.0,
+        ..fast()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let e = b.status("any").await.unwrap_err();
+    assert_eq!(e.exit_code(), 7, "{e}");
+    assert_eq!(e.kind, ErrorKind::Unavailable);
+    assert!(e.message.contains("503"), "{e}");
+    assert!(hits(&sim, "POST /v1/oauth2/token") > 1, "was not retried");
+}
+
+#[tokio::test]
+async fn doctor_checks_reachability_login_and_version() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let checks = backend(&sim, state.path()).doctor().await;
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["reachability", "authentication", "api version"]);
+    assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+    assert!(checks[2].detail.contains(sim::octoplant::API_VERSION));
+
+    let bad = backend_with(
+        profile(&sim, &[("OCTOPLANT_PASSWORD", "wrong")]),
+        state.path(),
+    )
+    .doctor()
+    .await;
+    assert!(bad[0].ok && !bad[1].ok, "{bad:?}");
+    assert!(bad[1].detail.contains("UNAUTHENTICATED"), "{bad:?}");
+
+    // Nothing listens on a port we just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = backend_with(
+        profile(
+            &sim,
+            &[("OCTOPLANT_URL", &format!("http://127.0.0.1:{port}"))],
+        ),
+        state.path(),
+    )
+    .doctor()
+    .await;
+    assert_eq!(down.len(), 1);
+    assert!(!down[0].ok);
+}
+
+#[tokio::test]
+async fn self_signed_tls_needs_ca_cert_or_insecure() {
+    let sim = start(SimConfig {
+        tls: true,
+        ..fast()
+    })
+    .await;
+    assert!(sim.base_url.starts_with("https://"));
+    let state = tempfile::tempdir().unwrap();
+
+    let e = backend(&sim, state.path()).status("x").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
+    assert_eq!(e.exit_code(), 7);
+    let lower = e.message.to_ascii_lowercase();
+    assert!(
+        lower.contains("tls") && lower.contains("certificate"),
+        "{e}"
+    );
+
+    let pem = state.path().join("octoplant-ca.pem");
+    std::fs::write(&pem, sim.cert_pem.as_deref().unwrap()).unwrap();
+    let trusted = backend_with(
+        profile(&sim, &[("OCTOPLANT_CA_CERT", pem.to_str().unwrap())]),
+        state.path(),
+    );
+    let job = trusted
+        .submit(&spec(json!({"export": "usageInformation"})))
+        .await
+        .unwrap();
+    let (done, _) = wait_terminal(&trusted, &job.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    let a = trusted
+        .fetch(&job.id, &state.path().join("dl"), &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert_eq!(a[0].entries, ["contents.json", "usageInformation.json"]);
+
+    let insecure = backend_with(
+        profile(&sim, &[("OCTOPLANT_INSECURE", "true")]),
+        tempfile::tempdir().unwrap().path(),
+    );
+    assert_eq!(
+        insecure.status(&job.id).await.unwrap().state,
+        JobState::Succeeded
+    );
+}
