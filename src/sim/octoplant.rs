@@ -396,8 +396,11 @@ async fn token(State(octo): State<Shared>, headers: HeaderMap, body: Bytes) -> R
     .into_response()
 }
 
+/// The requested `exportContents` and each kind with its chosen format.
+type Requested = (Map<String, Value>, Vec<(String, String)>);
+
 /// Checks `exportContents` and picks each kind's format; the error is the platform's answer.
-fn parse_contents(body: &Value) -> Result<(Map<String, Value>, Vec<(String, String)>), Response> {
+fn parse_contents(body: &Value) -> Result<Requested, Response> {
     let Some(contents) = body.get("exportContents") else {
         return Err(bad_field("exportContents", "is required"));
     };
