@@ -561,3 +561,218 @@ async fn self_signed_tls_needs_ca_cert_or_insecure() {
         JobState::Succeeded
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The jobctl binary against the simulator.
+
+/// Runs the jobctl binary with a clean environment pointing at `sim`, plus `extra`.
+struct Cli<'a> {
+    sim: &'a SimHandle,
+    dir: tempfile::TempDir,
+    extra: Vec<(String, String)>,
+}
+
+impl<'a> Cli<'a> {
+    fn new(sim: &'a SimHandle) -> Self {
+        Cli {
+            sim,
+            dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+        }
+    }
+
+    fn with(mut self, k: &str, v: &str) -> Self {
+        self.extra.push((k.into(), v.into()));
+        self
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs jobctl on a blocking thread (the simulator keeps serving) → (code, stdout, stderr).
+    async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .env("JOBCTL_STATE_DIR", self.path().join("state"))
+            .env("JOBCTL_RETRY_BUDGET", "1500ms")
+            .envs(self.sim.env())
+            .envs(self.extra.iter().cloned())
+            .current_dir(self.path())
+            .args(args);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        // Whatever happened, the password never shows.
+        let pw = &self.sim.state.config.password;
+        assert!(!stdout.contains(pw.as_str()) && !stderr.contains(pw.as_str()));
+        (out.status.code().unwrap_or(-1), stdout, stderr)
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.run(&all).await;
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("exit {code}: not JSON ({e}): {out} / {err}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_export_wait_and_download() {
+    let sim = start(fast()).await;
+    let cli = Cli::new(&sim);
+    let (code, out, err) = cli
+        .run(&[
+            "-b",
+            "octoplant",
+            "submit",
+            "--name",
+            "nightly",
+            "--export",
+            "projectTree",
+            "--export",
+            "jobList",
+            "--wait",
+            "--fetch",
+            "exports",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let reference = out.lines().next().unwrap().trim().to_string();
+    assert!(reference.starts_with("octoplant:"), "{out}");
+    let id = reference.trim_start_matches("octoplant:");
+    let zip_path = cli.path().join(format!("exports/export-{id}.zip"));
+    assert!(zip_path.exists(), "{out}\n{err}");
+
+    let job = cli.json(&["status", &reference]).await;
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["native_state"], "STATE_SUCCEEDED");
+    assert_eq!(job["name"], "nightly");
+    assert_eq!(job["progress"], 1.0);
+    assert!(job["created_at"].is_string());
+
+    let arts = cli.json(&["fetch", &reference, "--dest", "again"]).await;
+    let text = arts.to_string();
+    for entry in ["contents.json", "jobList.csv", "projectTree.json"] {
+        assert!(text.contains(entry), "{text}");
+    }
+    assert!(cli.path().join(format!("again/export-{id}.zip")).exists());
+
+    let listed = cli.json(&["-b", "octoplant", "list"]).await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["ref"], reference.as_str());
+    assert_eq!(listed[0]["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_exit_codes_follow_the_contract() {
+    let sim = start(SimConfig {
+        job_duration: Duration::from_secs(2),
+        ..fast()
+    })
+    .await;
+    let cli = Cli::new(&sim);
+    // Unknown kind: refused before sending, naming it.
+    let (code, _, err) = cli
+        .run(&["-b", "octoplant", "submit", "--export", "versions"])
+        .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("versions"), "{err}");
+    assert_eq!(hits(&sim, "POST /v1/order"), 0);
+
+    // Unknown order: exit 6 with the gRPC name, and the platform code in the JSON error.
+    let (code, out, err) = cli
+        .run(&["-o", "json", "status", "octoplant:no-such-order"])
+        .await;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    let e: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(e["error"]["code"], "5");
+    assert_eq!(e["error"]["backend"], "octoplant");
+
+    // Fetch before the export is ready: exit 6 naming the state.
+    let (_, out, _) = cli
+        .run(&[
+            "-b",
+            "octoplant",
+            "-o",
+            "quiet",
+            "submit",
+            "--export",
+            "jobResults",
+        ])
+        .await;
+    let reference = out.trim().to_string();
+    let (code, _, err) = cli.run(&["fetch", &reference]).await;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("STATE_"), "{err}");
+
+    // abort, then wait: exit 5 (canceled).
+    let (code, _, err) = cli.run(&["abort", &reference]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli.run(&["wait", &reference, "--timeout", "20s"]).await;
+    assert_eq!(code, 5, "{err}");
+
+    // Refused password: exit 4.
+    let wrong = Cli::new(&sim).with("OCTOPLANT_PASSWORD", "definitely-wrong");
+    let (code, _, err) = wrong.run(&["-vvv", "status", &reference]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+    assert!(!err.contains("definitely-wrong"), "{err}");
+
+    let (code, out, err) = cli.run(&["doctor", "octoplant"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_trusts_a_self_signed_server_only_when_told() {
+    let sim = start(SimConfig {
+        tls: true,
+        ..fast()
+    })
+    .await;
+    let plain = Cli::new(&sim);
+    let (code, _, err) = plain.run(&["status", "octoplant:x"]).await;
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(&pem, sim.cert_pem.as_deref().unwrap()).unwrap();
+    let trusted = Cli::new(&sim).with("OCTOPLANT_CA_CERT", pem.to_str().unwrap());
+    let (code, out, err) = trusted
+        .run(&[
+            "-b",
+            "octoplant",
+            "submit",
+            "--opt",
+            r#"exports={"assetState":{"infoType":"MODULE"}}"#,
+            "--wait",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let insecure = Cli::new(&sim).with("OCTOPLANT_INSECURE", "1");
+    let (code, _, err) = insecure.run(&["status", "octoplant:x"]).await;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("verification is disabled"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_gives_exit_7_when_the_server_stays_unavailable() {
+    let sim = start(SimConfig {
+        error_rate: 1.0,
+        ..fast()
+    })
+    .await;
+    let (code, _, err) = Cli::new(&sim).run(&["status", "octoplant:x"]).await;
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("503"), "{err}");
+}
