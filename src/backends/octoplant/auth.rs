@@ -199,6 +199,15 @@ fn login_refused(status: reqwest::StatusCode, body: &[u8], user: &str) -> Error 
         )
         .with_code(o.error);
     }
+    if status == reqwest::StatusCode::NOT_FOUND
+        && serde_json::from_slice::<serde_json::Value>(body).is_err()
+    {
+        // Not an octoplant answer at all: most likely the URL points elsewhere.
+        return Error::protocol(format!(
+            "the server has no token endpoint (HTTP 404): check that the URL is the octoplant API, e.g. https://HOST:64023 (login as {user})"
+        ))
+        .with_code("404");
+    }
     let mut e = classify(status, body);
     e.token_expired = false;
     if matches!(status.as_u16(), 400 | 401 | 403) && e.kind != ErrorKind::Usage {
@@ -253,5 +262,8 @@ mod tests {
         );
         let e = login_refused(reqwest::StatusCode::BAD_GATEWAY, b"<html>", "bob");
         assert_eq!(e.kind, ErrorKind::Unavailable);
+        let e = login_refused(reqwest::StatusCode::NOT_FOUND, b"", "bob");
+        assert_eq!(e.exit_code(), 7);
+        assert!(e.message.contains("octoplant API"), "{e}");
     }
 }
