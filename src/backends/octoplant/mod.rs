@@ -87,7 +87,6 @@ impl OctoplantBackend {
             "export order {} has nothing to download: {why}",
             job.id
         ))
-        .with_code(native.to_string())
     }
 
     /// Streams the order's archive into `dest`, returning the artifact.
