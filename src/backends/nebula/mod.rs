@@ -581,6 +581,16 @@ impl JobBackend for NebulaBackend {
                 format!("{} answers with Explorer envelopes", api.base()),
             )),
         }
+        // Authentication is checked with a fresh connect: a cached cookie would hide a wrong
+        // password until it expires.
+        if let Err(e) = self.session.login(api).await {
+            checks.push(Check::fail("authentication", e.to_string()));
+            return checks;
+        }
+        checks.push(Check::pass(
+            "authentication",
+            "connect accepted the account",
+        ));
         let listed = self
             .session
             .with_token(api, |t| async move {
@@ -588,19 +598,8 @@ impl JobBackend for NebulaBackend {
             })
             .await;
         match listed {
-            Err(e) => {
-                let name = if e.exit_code() == 4 || e.exit_code() == 2 {
-                    "authentication"
-                } else {
-                    "api version"
-                };
-                checks.push(Check::fail(name, e.to_string()));
-            }
+            Err(e) => checks.push(Check::fail("api version", e.to_string())),
             Ok(page) => {
-                checks.push(Check::pass(
-                    "authentication",
-                    "connect accepted the account",
-                ));
                 if page.page_size.is_some() && page.total.is_some() {
                     checks.push(Check::pass(
                         "api version",
