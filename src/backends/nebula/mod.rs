@@ -396,7 +396,7 @@ impl JobBackend for NebulaBackend {
             })
             .await?;
         }
-        jobs.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        jobs.sort_by_key(|j| std::cmp::Reverse((j.0, j.1)));
         let mut out: Vec<Job> = jobs.into_iter().map(|(_, _, j)| j).collect();
         if let Some(l) = limit {
             out.truncate(l);
