@@ -401,6 +401,15 @@ async fn statuses_read_the_paged_list_instead_of_each_job() {
     // Only the id the list does not know was asked for on its own.
     assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 1);
 
+    // A single id costs one request either way; the detail read also carries the tasks.
+    let before = stats(&sim).await;
+    let one = b.statuses(&ids[..1]).await.pop().unwrap().unwrap();
+    assert_eq!(tasks(&one).len(), 2);
+    assert!(one.progress.is_some());
+    let after = stats(&sim).await;
+    assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 1);
+    assert_eq!(count(&after, LIST), count(&before, LIST));
+
     // With two jobs per page, five jobs take three list pages and still no detail reads.
     let paged = backend_with(&sim, dir.path(), &[], "page_size = 2");
     let before = stats(&sim).await;
@@ -723,4 +732,244 @@ async fn transient_server_faults_are_retried_for_reads() {
     for _ in 0..5 {
         b.list(&ListQuery::default()).await.unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The jobctl binary against the simulator.
+
+/// Runs `jobctl` with the simulator's variables in a clean environment; returns (exit code,
+/// stdout, stderr). Blocking work runs off the runtime so the in-process simulator keeps
+/// answering.
+async fn jobctl(
+    sim: &SimHandle,
+    home: &Path,
+    vars: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("JOBCTL_STATE_DIR", home.join("state"))
+        .env("NEBULA_POLL_INTERVAL", "100ms")
+        .current_dir(home)
+        .args(args);
+    for (k, v) in sim.env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submit_wait_status_logs_and_fetch() {
+    let sim = start_default().await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (code, out, err) = jobctl(
+        &sim,
+        h,
+        &[],
+        &[
+            "-b",
+            "nebula",
+            "submit",
+            "-o",
+            "quiet",
+            "--workflow",
+            COMMUNITY,
+            "--arg",
+            "query_1.name=Tim Duncan",
+            "--wait",
+            "--timeout",
+            "30s",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let reference = out.trim().lines().next().unwrap().to_string();
+    assert!(reference.starts_with("nebula:"), "{out}");
+
+    let (code, out, err) = jobctl(&sim, h, &[], &["-o", "json", "status", &reference]).await;
+    assert_eq!(code, 0, "{err}");
+    let job: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["ref"], reference.as_str());
+    assert_eq!(job["backend"], "nebula");
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["native_state"], "2");
+    assert_eq!(job["progress"], 1.0);
+    assert_eq!(job["extra"]["tasks"].as_array().unwrap().len(), 3);
+
+    let (code, out, _) = jobctl(&sim, h, &[], &["logs", &reference]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Louvain") && out.contains("succeeded"),
+        "{out}"
+    );
+
+    let (code, _, err) = jobctl(&sim, h, &[], &["fetch", &reference, "--dest", "results"]).await;
+    assert_eq!(code, 0, "{err}");
+    let files = std::fs::read_dir(h.join("results")).unwrap().count();
+    assert_eq!(files, 3);
+
+    // Everything above shared one cached session.
+    assert_eq!(count(&stats(&sim).await, CONNECT), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_exit_codes_follow_the_contract() {
+    let sim = start_default().await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (code, _, err) = jobctl(&sim, h, &[], &["-b", "nebula", "submit"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("workflow"), "{err}");
+
+    let (code, out, _) = jobctl(&sim, h, &[], &["-o", "json", "status", "nebula:99999"]).await;
+    assert_eq!(code, 6);
+    let e: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["error"]["code"], "40404000");
+
+    let (code, _, err) = jobctl(
+        &sim,
+        h,
+        &[],
+        &[
+            "-b",
+            "nebula",
+            "submit",
+            "--workflow",
+            PAGERANK,
+            "--arg",
+            "sim.reject=50004002",
+        ],
+    )
+    .await;
+    assert_eq!(code, 7);
+    assert!(err.contains("50004002"), "{err}");
+
+    // A fresh state directory: a cached session would (rightly) still be accepted.
+    let other = tempfile::tempdir().unwrap();
+    let (code, _, err) = jobctl(
+        &sim,
+        other.path(),
+        &[("NEBULA_PASSWORD", "not-the-password")],
+        &["-b", "nebula", "list"],
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+
+    let (code, _, _) = jobctl(
+        &sim,
+        h,
+        &[],
+        &[
+            "-b",
+            "nebula",
+            "submit",
+            "--workflow",
+            PAGERANK,
+            "--arg",
+            "sim.outcome=fail",
+            "--arg",
+            "sim.duration=300ms",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_watch_polls_several_jobs_through_the_list() {
+    let sim = start_default().await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let mut refs = Vec::new();
+    for wf in [PAGERANK, COMMUNITY, BFS] {
+        let (code, out, err) = jobctl(
+            &sim,
+            h,
+            &[],
+            &[
+                "-b",
+                "nebula",
+                "submit",
+                "-o",
+                "quiet",
+                "--workflow",
+                wf,
+                "--arg",
+                "sim.duration=600ms",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        refs.push(out.trim().to_string());
+    }
+    let before = stats(&sim).await;
+    let mut args = vec![
+        "-o",
+        "ndjson",
+        "watch",
+        "--interval",
+        "100ms",
+        "--timeout",
+        "30s",
+    ];
+    args.extend(refs.iter().map(String::as_str));
+    let (code, out, err) = jobctl(&sim, h, &[], &args).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "result");
+    assert_eq!(last["exit_code"], 0);
+    let after = stats(&sim).await;
+    assert!(count(&after, LIST) > count(&before, LIST));
+    assert_eq!(
+        count(&after, DETAIL),
+        count(&before, DETAIL),
+        "watch read jobs one by one"
+    );
+
+    // Abort of a long job: accepted, and the job ends canceled.
+    let (_, out, _) = jobctl(
+        &sim,
+        h,
+        &[],
+        &[
+            "-b",
+            "nebula",
+            "submit",
+            "-o",
+            "quiet",
+            "--workflow",
+            BFS,
+            "--arg",
+            "sim.duration=30s",
+        ],
+    )
+    .await;
+    let long = out.trim().to_string();
+    let (code, _, err) = jobctl(
+        &sim,
+        h,
+        &[],
+        &["abort", &long, "--wait", "--timeout", "20s"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = jobctl(&sim, h, &[], &["-o", "json", "status", &long]).await;
+    let job: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["state"], "canceled");
 }

@@ -240,9 +240,12 @@ fn safe(name: &str) -> String {
 }
 
 async fn write(out: &mut LogSink<'_>, text: &str) -> Result<()> {
+    // Flushed every time: tokio's stdout holds data back otherwise, and a follower wants each
+    // change as it happens.
     out.write_all(text.as_bytes())
         .await
-        .map_err(|e| Error::io("writing logs", e))
+        .map_err(|e| Error::io("writing logs", e))?;
+    out.flush().await.map_err(|e| Error::io("writing logs", e))
 }
 
 #[async_trait]
@@ -312,7 +315,13 @@ impl JobBackend for NebulaBackend {
 
     /// Reads the paged job list, newest first, until every id is seen; ids the walk did not
     /// reach (older than the oldest wanted id, or jobs the list leaves out) are read one by one.
+    ///
+    /// One id is read from the detail endpoint instead: it is the same single request and it
+    /// carries the tasks (and so `progress`), which list items lack.
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
+        if let [id] = ids {
+            return vec![self.status(id).await];
+        }
         let mut wanted: HashMap<u64, Option<Job>> = HashMap::new();
         for id in ids {
             if let Ok(n) = Self::check_id(id) {
