@@ -399,6 +399,7 @@ impl Display {
                     paint_state(j.state, j.state.as_str()),
                     j.native_state
                         .as_deref()
+                        .filter(|n| *n != j.state.as_str())
                         .map(|n| format!(" ({n})"))
                         .unwrap_or_default(),
                     humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
