@@ -128,6 +128,7 @@ impl NebulaBackend {
     ) -> Result<()> {
         let api = self.api()?;
         let mut page = 1u64;
+        let mut previous_first: Option<String> = None;
         loop {
             let answer = self
                 .session
@@ -141,10 +142,18 @@ impl NebulaBackend {
                 .filter(|s| *s > 0)
                 .unwrap_or(self.page_size);
             let got = items.len() as u64;
+            // Our own page counter decides, so a server echoing `Page: 1` cannot loop us.
             let more = match answer.total {
-                Some(total) => answer.page.unwrap_or(page) * served < total,
+                Some(total) => page * served < total,
                 None => got >= served,
             };
+            // A server that ignores `page` serves the same first job again: stop there.
+            let first = items.first().map(JobRecord::id_text);
+            if page > 1 && first.is_some() && first == previous_first {
+                tracing::warn!("the job list served page {page} like the one before; stopping");
+                return Ok(());
+            }
+            previous_first = first;
             if !visit(items) || !more || got == 0 {
                 return Ok(());
             }
@@ -609,7 +618,7 @@ impl JobBackend for NebulaBackend {
         match listed {
             Err(e) => checks.push(Check::fail("api version", e.to_string())),
             Ok(page) => {
-                if page.page_size.is_some() && page.total.is_some() {
+                if page.page.is_some() && page.page_size.is_some() && page.total.is_some() {
                     checks.push(Check::pass(
                         "api version",
                         format!(
@@ -620,7 +629,7 @@ impl JobBackend for NebulaBackend {
                 } else {
                     checks.push(Check::fail(
                         "api version",
-                        "api-open/v1 job list lacks total/PageSize: not the documented open API",
+                        "api-open/v1 job list lacks total/Page/PageSize: not the documented open API",
                     ));
                 }
             }
