@@ -66,6 +66,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# Daemons inherit the working directory; slurmrestd even uses it as the default working
+# directory of jobs submitted without one. Keep them off the caller's checkout.
+cd /
+
 # --- layout and configuration ---------------------------------------------------------------
 id -u "$JOB_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/sh "$JOB_USER"
 mkdir -p "$DIR"/{etc,state,spool,run,log,jobs}
