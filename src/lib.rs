@@ -14,8 +14,8 @@
 #![warn(missing_docs)]
 
 pub mod backend;
-pub mod cli;
 pub mod backends;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -231,7 +231,9 @@ pub async fn run(
                             at: Utc::now(),
                         });
                         if printer.mode == OutputMode::Table {
-                            display.suspend(|| printer.warn(&format!("{reference}: {e} (will retry)")));
+                            display.suspend(|| {
+                                printer.warn(&format!("{reference}: {e} (will retry)"))
+                            });
                         }
                     }
                 }
@@ -284,7 +286,11 @@ pub async fn run(
         if let Some(t) = opts.timeout {
             if elapsed >= t {
                 display.clear();
-                let code = if opts.abort_mode { 3 } else { aggregate(&jobs, true) };
+                let code = if opts.abort_mode {
+                    3
+                } else {
+                    aggregate(&jobs, true)
+                };
                 let e = (code == 3).then(|| {
                     Error::new(
                         ErrorKind::Timeout,
@@ -431,8 +437,14 @@ mod tests {
     #[test]
     fn precedence_is_failed_then_canceled_then_timeout() {
         assert_eq!(aggregate(&[job(JobState::Succeeded)], false), 0);
-        assert_eq!(aggregate(&[job(JobState::Canceled), job(JobState::Failed)], true), 1);
-        assert_eq!(aggregate(&[job(JobState::Canceled), job(JobState::Running)], true), 5);
+        assert_eq!(
+            aggregate(&[job(JobState::Canceled), job(JobState::Failed)], true),
+            1
+        );
+        assert_eq!(
+            aggregate(&[job(JobState::Canceled), job(JobState::Running)], true),
+            5
+        );
         assert_eq!(aggregate(&[job(JobState::Running), None], true), 3);
     }
 }

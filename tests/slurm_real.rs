@@ -26,10 +26,17 @@ struct Cluster {
 
 impl Cluster {
     fn user(&self) -> &str {
-        self.vars.get("SLURM_USER_NAME").map(String::as_str).unwrap_or("")
+        self.vars
+            .get("SLURM_USER_NAME")
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
-    fn backend_with(&self, extra: &[(&str, &str)], drop: &[&str]) -> jobctl::Result<Arc<dyn JobBackend>> {
+    fn backend_with(
+        &self,
+        extra: &[(&str, &str)],
+        drop: &[&str],
+    ) -> jobctl::Result<Arc<dyn JobBackend>> {
         let mut env: BTreeMap<String, String> = self
             .vars
             .iter()
@@ -57,7 +64,8 @@ impl Cluster {
         let mut opts = options.as_object().cloned().unwrap_or_default();
         opts.entry("workdir")
             .or_insert_with(|| Value::from(self.job_dir.to_string_lossy().into_owned()));
-        opts.entry("stdout").or_insert_with(|| Value::from("%x-%j.out"));
+        opts.entry("stdout")
+            .or_insert_with(|| Value::from("%x-%j.out"));
         JobSpec {
             name: Some(name.to_string()),
             command: Some(vec![command.to_string()]),
@@ -70,7 +78,9 @@ impl Cluster {
 
 fn skip(why: &str) -> Option<Cluster> {
     if std::env::var("JOBCTL_REQUIRE_SLURM").is_ok_and(|v| v == "1") {
-        panic!("JOBCTL_REQUIRE_SLURM=1 but no Slurm cluster: {why} (run scripts/slurm-up.sh first)");
+        panic!(
+            "JOBCTL_REQUIRE_SLURM=1 but no Slurm cluster: {why} (run scripts/slurm-up.sh first)"
+        );
     }
     // Straight to the file descriptor: libtest's capture would hide a print of a passing test.
     let _ = writeln!(
@@ -93,7 +103,11 @@ fn cluster() -> Option<Cluster> {
             return skip(&format!("{path} has no {key}"));
         }
     }
-    let job_dir = PathBuf::from(vars.get("SLURM_TEST_JOB_DIR").cloned().unwrap_or_else(|| "/tmp".into()));
+    let job_dir = PathBuf::from(
+        vars.get("SLURM_TEST_JOB_DIR")
+            .cloned()
+            .unwrap_or_else(|| "/tmp".into()),
+    );
     Some(Cluster {
         vars,
         job_dir,
@@ -101,14 +115,23 @@ fn cluster() -> Option<Cluster> {
     })
 }
 
-async fn wait_until(b: &dyn JobBackend, id: &str, limit: Duration, done: impl Fn(&Job) -> bool) -> Job {
+async fn wait_until(
+    b: &dyn JobBackend,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&Job) -> bool,
+) -> Job {
     let start = Instant::now();
     loop {
         let j = b.status(id).await.expect("status");
         if done(&j) {
             return j;
         }
-        assert!(start.elapsed() < limit, "job {id} still {} after {limit:?}", j.state);
+        assert!(
+            start.elapsed() < limit,
+            "job {id} still {} after {limit:?}",
+            j.state
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -122,7 +145,12 @@ async fn real_job_succeeds_and_its_output_is_read() {
     let Some(c) = cluster() else { return };
     let b = c.backend();
     let job = b
-        .submit(&c.spec("greet", "echo \"hello $GREETING\"", json!({"GREETING": "world"}), json!({})))
+        .submit(&c.spec(
+            "greet",
+            "echo \"hello $GREETING\"",
+            json!({"GREETING": "world"}),
+            json!({}),
+        ))
         .await
         .unwrap();
     let done = wait_terminal(b.as_ref(), &job.id).await;
@@ -134,7 +162,9 @@ async fn real_job_succeeds_and_its_output_is_read() {
     assert!(done.started_at.is_some() && done.ended_at.is_some());
 
     let mut out = Vec::new();
-    b.logs(&job.id, LogsRequest::default(), &mut out).await.unwrap();
+    b.logs(&job.id, LogsRequest::default(), &mut out)
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out), "hello world\n");
     let dest = tempfile::tempdir().unwrap();
     let arts = b
@@ -142,14 +172,20 @@ async fn real_job_succeeds_and_its_output_is_read() {
         .await
         .unwrap();
     assert_eq!(arts[0].name, format!("greet-{}.out", job.id));
-    assert_eq!(std::fs::read_to_string(&arts[0].path).unwrap(), "hello world\n");
+    assert_eq!(
+        std::fs::read_to_string(&arts[0].path).unwrap(),
+        "hello world\n"
+    );
 }
 
 #[tokio::test]
 async fn real_job_fails_with_its_exit_code() {
     let Some(c) = cluster() else { return };
     let b = c.backend();
-    let job = b.submit(&c.spec("fails", "echo about to fail; exit 3", json!({}), json!({}))).await.unwrap();
+    let job = b
+        .submit(&c.spec("fails", "echo about to fail; exit 3", json!({}), json!({})))
+        .await
+        .unwrap();
     let done = wait_terminal(b.as_ref(), &job.id).await;
     assert_eq!(done.state, JobState::Failed);
     assert_eq!(done.native_state.as_deref(), Some("FAILED"));
@@ -162,13 +198,22 @@ async fn real_job_fails_with_its_exit_code() {
 async fn real_job_is_cancelled() {
     let Some(c) = cluster() else { return };
     let b = c.backend();
-    let job = b.submit(&c.spec("sleeper", "sleep 120", json!({}), json!({}))).await.unwrap();
-    wait_until(b.as_ref(), &job.id, Duration::from_secs(30), |j| j.state == JobState::Running).await;
+    let job = b
+        .submit(&c.spec("sleeper", "sleep 120", json!({}), json!({})))
+        .await
+        .unwrap();
+    wait_until(b.as_ref(), &job.id, Duration::from_secs(30), |j| {
+        j.state == JobState::Running
+    })
+    .await;
     assert_eq!(b.abort(&job.id).await.unwrap(), AbortOutcome::Requested);
     let done = wait_terminal(b.as_ref(), &job.id).await;
     assert_eq!(done.state, JobState::Canceled);
     assert_eq!(done.native_state.as_deref(), Some("CANCELLED"));
-    assert_eq!(b.abort(&job.id).await.unwrap(), AbortOutcome::AlreadyTerminal);
+    assert_eq!(
+        b.abort(&job.id).await.unwrap(),
+        AbortOutcome::AlreadyTerminal
+    );
 }
 
 #[tokio::test]
@@ -181,34 +226,62 @@ async fn real_job_hits_its_time_limit() {
         .unwrap();
     assert_eq!(job.extra["time_limit_minutes"], 1);
     // Slurm enforces limits on a 30 s sweep: one minute plus up to half a minute, plus KillWait.
-    let done = wait_until(b.as_ref(), &job.id, Duration::from_secs(170), |j| j.terminal).await;
+    let done = wait_until(b.as_ref(), &job.id, Duration::from_secs(170), |j| {
+        j.terminal
+    })
+    .await;
     assert_eq!(done.state, JobState::Failed);
     assert_eq!(done.native_state.as_deref(), Some("TIMEOUT"));
-    assert!(done.reason.unwrap_or_default().starts_with("time limit reached"));
+    assert!(
+        done.reason
+            .unwrap_or_default()
+            .starts_with("time limit reached")
+    );
 }
 
 #[tokio::test]
 async fn real_list_shows_own_jobs_with_state_filter() {
     let Some(c) = cluster() else { return };
     let b = c.backend();
-    let quick = b.submit(&c.spec("list-quick", "true", json!({}), json!({}))).await.unwrap();
-    let slow = b.submit(&c.spec("list-slow", "sleep 60", json!({}), json!({}))).await.unwrap();
+    let quick = b
+        .submit(&c.spec("list-quick", "true", json!({}), json!({})))
+        .await
+        .unwrap();
+    let slow = b
+        .submit(&c.spec("list-slow", "sleep 60", json!({}), json!({})))
+        .await
+        .unwrap();
     wait_terminal(b.as_ref(), &quick.id).await;
-    wait_until(b.as_ref(), &slow.id, Duration::from_secs(30), |j| j.state == JobState::Running).await;
+    wait_until(b.as_ref(), &slow.id, Duration::from_secs(30), |j| {
+        j.state == JobState::Running
+    })
+    .await;
 
-    let all = b.list(&ListQuery { states: vec![], limit: None }).await.unwrap();
+    let all = b
+        .list(&ListQuery {
+            states: vec![],
+            limit: None,
+        })
+        .await
+        .unwrap();
     assert!(all.iter().all(|j| j.owner.as_deref() == Some(c.user())));
     let pos = |id: &str| all.iter().position(|j| j.id == id).expect("listed");
     assert!(pos(&slow.id) < pos(&quick.id), "newest first");
 
     let running = b
-        .list(&ListQuery { states: vec![JobState::Running], limit: None })
+        .list(&ListQuery {
+            states: vec![JobState::Running],
+            limit: None,
+        })
         .await
         .unwrap();
     assert!(running.iter().any(|j| j.id == slow.id));
     assert!(running.iter().all(|j| j.state == JobState::Running));
     let done = b
-        .list(&ListQuery { states: vec![JobState::Succeeded], limit: None })
+        .list(&ListQuery {
+            states: vec![JobState::Succeeded],
+            limit: None,
+        })
         .await
         .unwrap();
     assert!(done.iter().any(|j| j.id == quick.id));
@@ -222,19 +295,44 @@ async fn real_watch_of_twenty_jobs() {
     let b = c.backend();
     let mut ids = Vec::new();
     for i in 0..20 {
-        let cmd = if i % 4 == 0 { "sleep 1; exit 1" } else { "sleep 1" };
-        ids.push(b.submit(&c.spec(&format!("w{i}"), cmd, json!({}), json!({}))).await.unwrap().id);
+        let cmd = if i % 4 == 0 {
+            "sleep 1; exit 1"
+        } else {
+            "sleep 1"
+        };
+        ids.push(
+            b.submit(&c.spec(&format!("w{i}"), cmd, json!({}), json!({})))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let start = Instant::now();
     loop {
-        let jobs: Vec<Job> = b.statuses(&ids).await.into_iter().map(|r| r.unwrap()).collect();
+        let jobs: Vec<Job> = b
+            .statuses(&ids)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
         assert_eq!(jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), ids);
         if jobs.iter().all(|j| j.terminal) {
-            assert_eq!(jobs.iter().filter(|j| j.state == JobState::Failed).count(), 5);
-            assert_eq!(jobs.iter().filter(|j| j.state == JobState::Succeeded).count(), 15);
+            assert_eq!(
+                jobs.iter().filter(|j| j.state == JobState::Failed).count(),
+                5
+            );
+            assert_eq!(
+                jobs.iter()
+                    .filter(|j| j.state == JobState::Succeeded)
+                    .count(),
+                15
+            );
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(90), "twenty jobs did not end");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "twenty jobs did not end"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -249,16 +347,26 @@ async fn real_errors_are_classified() {
     let e = b.abort("99999999").await.unwrap_err();
     assert_eq!(e.exit_code(), 6);
     let e = b
-        .submit(&c.spec("x", "true", json!({}), json!({"partition": "no-such-partition"})))
+        .submit(&c.spec(
+            "x",
+            "true",
+            json!({}),
+            json!({"partition": "no-such-partition"}),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.exit_code(), 2, "{e}");
     assert_eq!(e.code.as_deref(), Some("2000"));
 
-    let b = c.backend_with(&[("SLURM_JWT", "not.a-valid.token")], &[]).unwrap();
+    let b = c
+        .backend_with(&[("SLURM_JWT", "not.a-valid.token")], &[])
+        .unwrap();
     let e = b.status("1").await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth, "{e}");
-    let e = b.submit(&c.spec("x", "true", json!({}), json!({}))).await.unwrap_err();
+    let e = b
+        .submit(&c.spec("x", "true", json!({}), json!({})))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth, "{e}");
 
     let checks = c.backend().doctor().await;
@@ -267,7 +375,9 @@ async fn real_errors_are_classified() {
 }
 
 fn calls(counter: &Path) -> usize {
-    std::fs::read_to_string(counter).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(counter)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -275,7 +385,11 @@ async fn real_token_command_renews_tokens() {
     let Some(c) = cluster() else { return };
     let dir = tempfile::tempdir().unwrap();
     let counter = dir.path().join("calls");
-    let conf = c.vars.get("SLURM_CONF").cloned().unwrap_or_else(|| "/etc/slurm/slurm.conf".into());
+    let conf = c
+        .vars
+        .get("SLURM_CONF")
+        .cloned()
+        .unwrap_or_else(|| "/etc/slurm/slurm.conf".into());
     // First call: a token the controller refuses. Then real 30-second tokens, which are inside
     // the renewal margin, so every request mints a new one.
     let script = format!(
@@ -287,11 +401,24 @@ async fn real_token_command_renews_tokens() {
     let b = c
         .backend_with(&[("SLURM_TOKEN_COMMAND", &command)], &["SLURM_JWT"])
         .unwrap();
-    let job = b.submit(&c.spec("renewed", "true", json!({}), json!({}))).await.unwrap();
+    let job = b
+        .submit(&c.spec("renewed", "true", json!({}), json!({})))
+        .await
+        .unwrap();
     let after_submit = calls(&counter);
-    assert!(after_submit >= 2, "the refused token was replaced ({after_submit} calls)");
+    assert!(
+        after_submit >= 2,
+        "the refused token was replaced ({after_submit} calls)"
+    );
     b.status(&job.id).await.unwrap();
     b.status(&job.id).await.unwrap();
-    assert_eq!(calls(&counter), after_submit + 2, "a token near its expiry is renewed before use");
-    assert_eq!(wait_terminal(b.as_ref(), &job.id).await.state, JobState::Succeeded);
+    assert_eq!(
+        calls(&counter),
+        after_submit + 2,
+        "a token near its expiry is renewed before use"
+    );
+    assert_eq!(
+        wait_terminal(b.as_ref(), &job.id).await.state,
+        JobState::Succeeded
+    );
 }

@@ -56,7 +56,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub no_progress: bool,
     /// Colour on stdout (NO_COLOR is honoured in auto mode).
-    #[arg(long, global = true, value_enum, default_value = "auto", value_name = "WHEN")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
     pub color: ColorMode,
 }
 
@@ -108,9 +114,12 @@ pub enum Command {
         all: bool,
     },
     /// Request cancellation of jobs.
-    #[command(visible_alias = "cancel", after_help = "Examples:
+    #[command(
+        visible_alias = "cancel",
+        after_help = "Examples:
   jobctl abort local:17
-  jobctl cancel --wait --timeout 1m local:17 local:18")]
+  jobctl cancel --wait --timeout 1m local:17 local:18"
+    )]
     Abort {
         /// Job references.
         #[arg(required = true, value_name = "REF")]
@@ -213,7 +222,9 @@ pub enum Command {
         profile: Option<String>,
     },
     /// Print a shell completion script.
-    #[command(after_help = "Example:\n  jobctl completions bash > ~/.local/share/bash-completion/completions/jobctl")]
+    #[command(
+        after_help = "Example:\n  jobctl completions bash > ~/.local/share/bash-completion/completions/jobctl"
+    )]
     Completions {
         /// Shell.
         shell: clap_complete::Shell,

@@ -24,20 +24,80 @@ const VERSION: &str = "v0.0.38";
 
 /// Keys slurmrestd v0.0.38 accepts in `job` (any other is refused, as the real one does).
 const JOB_KEYS: &[&str] = &[
-    "account", "account_gather_frequency", "argv", "array", "batch_features", "begin_time",
-    "burst_buffer", "cluster_constraint", "comment", "constraints", "container",
-    "core_specification", "cores_per_socket", "cpu_binding", "cpu_binding_hint",
-    "cpu_frequency", "cpus_per_gpu", "cpus_per_task", "current_working_directory", "deadline",
-    "delay_boot", "dependency", "distribution", "environment", "exclusive",
-    "get_user_environment", "gpu_binding", "gpu_frequency", "gpus", "gpus_per_node",
-    "gpus_per_socket", "gpus_per_task", "gres", "gres_flags", "hold", "kill_on_invalid_dependency",
-    "licenses", "mail_type", "mail_user", "mcs_label", "memory_binding", "memory_per_cpu",
-    "memory_per_gpu", "memory_per_node", "minimum_cpus_per_node", "minimum_nodes", "name", "nice",
-    "no_kill", "nodes", "open_mode", "oversubscribe", "partition", "prefer", "priority", "qos",
-    "requeue", "reservation", "signal", "sockets_per_node", "spread_job", "standard_error",
-    "standard_input", "standard_output", "tasks", "tasks_per_core", "tasks_per_node",
-    "tasks_per_socket", "thread_specification", "threads_per_core", "time_limit", "time_minimum",
-    "wait_all_nodes", "wckey",
+    "account",
+    "account_gather_frequency",
+    "argv",
+    "array",
+    "batch_features",
+    "begin_time",
+    "burst_buffer",
+    "cluster_constraint",
+    "comment",
+    "constraints",
+    "container",
+    "core_specification",
+    "cores_per_socket",
+    "cpu_binding",
+    "cpu_binding_hint",
+    "cpu_frequency",
+    "cpus_per_gpu",
+    "cpus_per_task",
+    "current_working_directory",
+    "deadline",
+    "delay_boot",
+    "dependency",
+    "distribution",
+    "environment",
+    "exclusive",
+    "get_user_environment",
+    "gpu_binding",
+    "gpu_frequency",
+    "gpus",
+    "gpus_per_node",
+    "gpus_per_socket",
+    "gpus_per_task",
+    "gres",
+    "gres_flags",
+    "hold",
+    "kill_on_invalid_dependency",
+    "licenses",
+    "mail_type",
+    "mail_user",
+    "mcs_label",
+    "memory_binding",
+    "memory_per_cpu",
+    "memory_per_gpu",
+    "memory_per_node",
+    "minimum_cpus_per_node",
+    "minimum_nodes",
+    "name",
+    "nice",
+    "no_kill",
+    "nodes",
+    "open_mode",
+    "oversubscribe",
+    "partition",
+    "prefer",
+    "priority",
+    "qos",
+    "requeue",
+    "reservation",
+    "signal",
+    "sockets_per_node",
+    "spread_job",
+    "standard_error",
+    "standard_input",
+    "standard_output",
+    "tasks",
+    "tasks_per_core",
+    "tasks_per_node",
+    "tasks_per_socket",
+    "thread_specification",
+    "threads_per_core",
+    "time_limit",
+    "time_minimum",
+    "wait_all_nodes",
+    "wckey",
 ];
 
 #[derive(Debug, Clone)]
@@ -214,13 +274,15 @@ async fn openapi(State(s): State<Shared>, headers: HeaderMap) -> Response {
     for p in ["ping", "jobs", "job/submit", "job/{job_id}", "diag"] {
         paths.insert(format!("/slurm/{VERSION}/{p}"), json!({}));
     }
-    (StatusCode::OK, axum::Json(json!({"openapi": "3.0.2", "paths": paths}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(json!({"openapi": "3.0.2", "paths": paths})),
+    )
+        .into_response()
 }
 
 async fn ping(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    let refusal = || {
-        json!({"errors": [long_error(-1, "Unspecified error", "slurmctld config is unable to load", "slurm_load_ctl_conf")]})
-    };
+    let refusal = || json!({"errors": [long_error(-1, "Unspecified error", "slurmctld config is unable to load", "slurm_load_ctl_conf")]});
     if let Err(r) = authenticate(&s, &headers, refusal) {
         return r;
     }
@@ -282,7 +344,7 @@ fn render(j: &SimJob) -> Value {
         "submit_time": j.life.created_at.timestamp(),
         "start_time": start_time,
         "end_time": end_time,
-        "time_limit": j.time_limit.unwrap_or(0),
+        "time_limit": j.time_limit,
         "current_working_directory": j.cwd,
         "standard_output": j.stdout,
         "standard_error": j.stderr,
@@ -295,9 +357,7 @@ fn render(j: &SimJob) -> Value {
 }
 
 async fn list_jobs(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    let refusal = || {
-        json!({"errors": [long_error(-1, "Unspecified error", "Failed while looking for jobs", "slurm_load_jobs")], "jobs": []})
-    };
+    let refusal = || json!({"errors": [long_error(-1, "Unspecified error", "Failed while looking for jobs", "slurm_load_jobs")], "jobs": []});
     if let Err(r) = authenticate(&s, &headers, refusal) {
         return r;
     }
@@ -314,9 +374,7 @@ fn parse_id(raw: &str) -> Option<u64> {
 }
 
 async fn get_job(State(s): State<Shared>, Path(raw): Path<String>, headers: HeaderMap) -> Response {
-    let refusal = || {
-        json!({"errors": [long_error(-1, "Unspecified error", &format!("Unable to find JobId={raw}"), "slurm_load_job")], "jobs": []})
-    };
+    let refusal = || json!({"errors": [long_error(-1, "Unspecified error", &format!("Unable to find JobId={raw}"), "slurm_load_job")], "jobs": []});
     if let Err(r) = authenticate(&s, &headers, refusal) {
         return r;
     }
@@ -335,7 +393,11 @@ async fn get_job(State(s): State<Shared>, Path(raw): Path<String>, headers: Head
     }
 }
 
-async fn delete_job(State(s): State<Shared>, Path(raw): Path<String>, headers: HeaderMap) -> Response {
+async fn delete_job(
+    State(s): State<Shared>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let refusal = || {
         json!({"errors": [long_error(5005, "Zero Bytes were transmitted or received",
             &format!("unable to kill JobId={raw} with signal 9: Zero Bytes were transmitted or received"), "slurm_kill_job")]})
@@ -367,7 +429,8 @@ fn parsing_failure(mut errors: Vec<Value>) -> Response {
 }
 
 async fn submit(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let refusal = || json!({"errors": [short_error(5005, "Zero Bytes were transmitted or received")]});
+    let refusal =
+        || json!({"errors": [short_error(5005, "Zero Bytes were transmitted or received")]});
     let user = match authenticate(&s, &headers, refusal) {
         Ok(u) => u,
         Err(r) => return r,
@@ -382,7 +445,11 @@ async fn submit(State(s): State<Shared>, headers: HeaderMap, body: axum::body::B
         None
     };
     let Some(Value::Object(top)) = parsed else {
-        return (StatusCode::BAD_REQUEST, [("content-type", "text/plain")], "Unable to parse query")
+        return (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "text/plain")],
+            "Unable to parse query",
+        )
             .into_response();
     };
     let Some(Value::Object(job)) = top.get("job") else {
@@ -390,15 +457,23 @@ async fn submit(State(s): State<Shared>, headers: HeaderMap, body: axum::body::B
     };
     for key in job.keys() {
         if !JOB_KEYS.contains(&key.as_str()) {
-            return parsing_failure(vec![json!({"description": format!("Unknown key \"{key}\""), "source": "hsearch_r"})]);
+            return parsing_failure(vec![
+                json!({"description": format!("Unknown key \"{key}\""), "source": "hsearch_r"}),
+            ]);
         }
     }
     let env = match job.get("environment") {
         Some(Value::Object(e)) => e.clone(),
-        Some(_) => return parsing_failure(vec![short_error(2127, "environment must be a dictionary")]),
+        Some(_) => {
+            return parsing_failure(vec![short_error(2127, "environment must be a dictionary")]);
+        }
         None => return parsing_failure(vec![short_error(2127, "environment must be set")]),
     };
-    let Some(script) = top.get("script").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+    let Some(script) = top
+        .get("script")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    else {
         return answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"errors": [short_error(2009, "Job script not specified")]}),
@@ -424,15 +499,23 @@ async fn submit(State(s): State<Shared>, headers: HeaderMap, body: axum::body::B
         .map(str::to_ascii_lowercase);
     let mut plan = s.sim.plan(&env);
     let timeout = outcome.as_deref() == Some("timeout");
-    let signal = env
-        .get("sim_signal")
-        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_i64()));
+    let signal = env.get("sim_signal").and_then(|v| {
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| v.as_i64())
+    });
     if timeout || signal.is_some() {
         plan.succeed = false;
     }
     let mut jobs = match s.jobs.lock() {
         Ok(j) => j,
-        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "simulator state poisoned").into_response(),
+        Err(_) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "simulator state poisoned",
+            )
+                .into_response();
+        }
     };
     let id = jobs.iter().map(|j| j.id).max().unwrap_or(99).max(99) + 1;
     jobs.push(SimJob {

@@ -31,7 +31,10 @@ pub fn to_job(row: &Row, store: &Store) -> Job {
     let e = &mut job.extra;
     e.insert("command".into(), Value::from(row.command.clone()));
     e.insert("shell".into(), Value::Bool(row.shell));
-    e.insert("workdir".into(), row.workdir.clone().map_or(Value::Null, Value::String));
+    e.insert(
+        "workdir".into(),
+        row.workdir.clone().map_or(Value::Null, Value::String),
+    );
     e.insert("pgid".into(), row.pgid.map_or(Value::Null, Value::from));
     e.insert(
         "supervisor_pid".into(),

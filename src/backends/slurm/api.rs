@@ -131,7 +131,9 @@ pub fn parse_errors(body: &Value) -> Vec<SlurmError> {
                     source: text_of(o.get("source")),
                 })
                 // Entries with a zero code and no text are success markers of some versions.
-                .filter(|e| e.code.unwrap_or(0) != 0 || e.error.is_some() || e.description.is_some())
+                .filter(|e| {
+                    e.code.unwrap_or(0) != 0 || e.error.is_some() || e.description.is_some()
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -270,10 +272,9 @@ pub fn classify(resp: &HttpResponse) -> std::result::Result<Value, Failure> {
         StatusCode::BAD_REQUEST => Error::usage(format!(
             "slurmrestd rejected the request (HTTP 400: {detail})"
         )),
-        s if s.is_server_error() => Error::unavailable(format!(
-            "slurmrestd failed (HTTP {}: {detail})",
-            s.as_u16()
-        )),
+        s if s.is_server_error() => {
+            Error::unavailable(format!("slurmrestd failed (HTTP {}: {detail})", s.as_u16()))
+        }
         s => Error::protocol(format!(
             "unexpected answer from slurmrestd (HTTP {}: {detail})",
             s.as_u16()
@@ -400,7 +401,11 @@ mod tests {
 
     #[test]
     fn classification_of_other_answers() {
-        let f = classify(&resp(500, r#"{"errors":[{"error_code":2000,"error":"Invalid partition name specified"}]}"#)).unwrap_err();
+        let f = classify(&resp(
+            500,
+            r#"{"errors":[{"error_code":2000,"error":"Invalid partition name specified"}]}"#,
+        ))
+        .unwrap_err();
         assert_eq!(f.error.exit_code(), 2);
         let f = classify(&resp(400, r#"{"errors":[{"error":"environment must be set","error_code":2127},{"error_code":9001,"error":"Failure during parsing"}]}"#)).unwrap_err();
         assert_eq!(f.error.exit_code(), 2);
@@ -413,11 +418,17 @@ mod tests {
         let f = classify(&resp(200, "not json")).unwrap_err();
         assert_eq!(f.error.kind, ErrorKind::Protocol);
         // An unreachable controller is worth retrying; a bare 503 too.
-        let down = resp(500, r#"{"errors":[{"error_number":1001,"error":"Unable to contact slurm controller (connect failure)"}]}"#);
+        let down = resp(
+            500,
+            r#"{"errors":[{"error_number":1001,"error":"Unable to contact slurm controller (connect failure)"}]}"#,
+        );
         assert!(slurm_transient(&down));
         assert!(slurm_transient(&resp(503, "busy")));
         assert!(slurm_transient(&resp(500, "<html>oops</html>")));
-        assert_eq!(classify(&resp(200, r#"{"errors":[],"jobs":[]}"#)).unwrap()["jobs"], Value::Array(vec![]));
+        assert_eq!(
+            classify(&resp(200, r#"{"errors":[],"jobs":[]}"#)).unwrap()["jobs"],
+            Value::Array(vec![])
+        );
     }
 
     #[test]

@@ -120,10 +120,7 @@ impl Auth {
         };
         Ok(Auth {
             profile: profile.name.clone(),
-            username: profile
-                .username
-                .clone()
-                .filter(|u| !u.trim().is_empty()),
+            username: profile.username.clone().filter(|u| !u.trim().is_empty()),
             static_token,
             command,
             command_text,
@@ -162,7 +159,9 @@ impl Auth {
     /// A usable token: cached, pre-issued, or freshly minted.
     pub async fn token(&self) -> Result<CachedToken> {
         let t = self.store.get(async || self.mint().await).await?;
-        if self.command.is_some() && t.data.get("source").and_then(Value::as_str) != self.command_text.as_deref() {
+        if self.command.is_some()
+            && t.data.get("source").and_then(Value::as_str) != self.command_text.as_deref()
+        {
             // Cached by an earlier configuration of this profile: not ours to reuse.
             self.store.invalidate(&t).await;
             return self.store.get(async || self.mint().await).await;
@@ -278,7 +277,9 @@ mod tests {
 
     #[test]
     fn claims_give_expiry_and_user() {
-        let c = claims(&jwt(r#"{"exp":1795227503,"iat":1795227502,"sun":"slurmci"}"#));
+        let c = claims(&jwt(
+            r#"{"exp":1795227503,"iat":1795227502,"sun":"slurmci"}"#,
+        ));
         assert_eq!(c.expires_at.unwrap().timestamp(), 1_795_227_503);
         assert_eq!(c.user.as_deref(), Some("slurmci"));
         assert_eq!(claims("not-a-jwt"), Claims::default());
@@ -287,9 +288,18 @@ mod tests {
 
     #[test]
     fn token_output_is_parsed() {
-        assert_eq!(parse_token_output("SLURM_JWT=abc.def.ghi\n").as_deref(), Some("abc.def.ghi"));
-        assert_eq!(parse_token_output("export SLURM_JWT='x.y.z'\n").as_deref(), Some("x.y.z"));
-        assert_eq!(parse_token_output("  tok.en.x \n").as_deref(), Some("tok.en.x"));
+        assert_eq!(
+            parse_token_output("SLURM_JWT=abc.def.ghi\n").as_deref(),
+            Some("abc.def.ghi")
+        );
+        assert_eq!(
+            parse_token_output("export SLURM_JWT='x.y.z'\n").as_deref(),
+            Some("x.y.z")
+        );
+        assert_eq!(
+            parse_token_output("  tok.en.x \n").as_deref(),
+            Some("tok.en.x")
+        );
         assert_eq!(parse_token_output("Invalid user id\n"), None);
         assert_eq!(parse_token_output(""), None);
     }
@@ -297,7 +307,10 @@ mod tests {
     #[tokio::test]
     async fn an_expired_preissued_token_is_refused_before_any_request() {
         let mut p = Profile::new("slurm", crate::config::BackendKind::Slurm);
-        p.secrets.insert("token".into(), Secret::new(jwt(r#"{"exp":1000,"sun":"u"}"#)));
+        p.secrets.insert(
+            "token".into(),
+            Secret::new(jwt(r#"{"exp":1000,"sun":"u"}"#)),
+        );
         let a = Auth::new(&p, Path::new("/nonexistent")).unwrap();
         let e = a.token().await.unwrap_err();
         assert_eq!(e.exit_code(), 4);
@@ -308,7 +321,8 @@ mod tests {
     #[tokio::test]
     async fn the_user_name_defaults_to_the_token_subject() {
         let mut p = Profile::new("slurm", crate::config::BackendKind::Slurm);
-        p.secrets.insert("token".into(), Secret::new(jwt(r#"{"sun":"bob"}"#)));
+        p.secrets
+            .insert("token".into(), Secret::new(jwt(r#"{"sun":"bob"}"#)));
         let a = Auth::new(&p, Path::new("/nonexistent")).unwrap();
         let t = a.token().await.unwrap();
         assert_eq!(a.user_for(&t).unwrap(), "bob");

@@ -139,7 +139,10 @@ fn state_words(state: &str) -> Option<&'static str> {
         ("BOOT_FAIL", "a node failed to boot"),
         ("DEADLINE", "deadline reached before the job could run"),
         ("OUT_OF_MEMORY", "out of memory"),
-        ("REVOKED", "revoked (the job runs on another cluster of the federation)"),
+        (
+            "REVOKED",
+            "revoked (the job runs on another cluster of the federation)",
+        ),
         ("SPECIAL_EXIT", "special exit (held after a requeue)"),
     ];
     words
@@ -165,10 +168,37 @@ pub fn decode_wait_status(raw: i64) -> Option<(i64, Option<i32>)> {
 /// The usual name of a Linux signal number.
 pub fn signal_name(n: i32) -> Option<&'static str> {
     const NAMES: [&str; 31] = [
-        "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
     usize::try_from(n)
         .ok()
@@ -250,9 +280,17 @@ pub fn to_job(n: &NativeJob, api_version: &str) -> Job {
     put("state_reason", n.state_reason.clone().map(Value::from));
     put("nodes", non_empty(&n.nodes).map(Value::from));
     put("batch_host", non_empty(&n.batch_host).map(Value::from));
-    put("time_limit_minutes", n.time_limit.map(Value::from));
+    // Slurm writes an unlimited job's limit as null, 0 or NO_VAL/INFINITE (2^32 - 1 or -2).
+    put(
+        "time_limit_minutes",
+        n.time_limit
+            .filter(|m| *m > 0 && *m < 0xffff_fffe)
+            .map(Value::from),
+    );
     put("workdir", non_empty(&n.cwd).map(Value::from));
-    put("exit_status_raw", n.exit_code.map(Value::from));
+    if state.is_terminal() {
+        put("exit_status_raw", n.exit_code.map(Value::from));
+    }
     put("stdout", output_path(n, false).map(Value::from));
     put("stderr", output_path(n, true).map(Value::from));
     job.extra = extra;
@@ -432,12 +470,20 @@ fn positive(v: &Value, key: &str) -> Result<u32> {
     as_u64(v)
         .filter(|n| *n >= 1)
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| Error::usage(format!("option `{key}` must be a whole number ≥ 1, got {v}")))
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "option `{key}` must be a whole number ≥ 1, got {v}"
+            ))
+        })
 }
 
 /// `nodes`: `2`, or a range `1-4`.
 fn parse_nodes(v: &Value) -> Result<(u32, u32)> {
-    let bad = || Error::usage(format!("option `nodes` must be N or MIN-MAX (e.g. 2 or 1-4), got {v}"));
+    let bad = || {
+        Error::usage(format!(
+            "option `nodes` must be N or MIN-MAX (e.g. 2 or 1-4), got {v}"
+        ))
+    };
     if let Value::String(s) = v {
         if let Some((a, b)) = s.split_once('-') {
             let a = positive(&Value::from(a.trim()), "nodes").map_err(|_| bad())?;
@@ -472,7 +518,11 @@ fn parse_memory(v: &Value) -> Result<u64> {
         _ => return Err(bad()),
     };
     let n: u64 = digits.trim().parse().map_err(|_| bad())?;
-    let mib = if factor == 0 { n.div_ceil(1024) } else { n * factor };
+    let mib = if factor == 0 {
+        n.div_ceil(1024)
+    } else {
+        n * factor
+    };
     if mib == 0 { Err(bad()) } else { Ok(mib) }
 }
 
@@ -571,7 +621,10 @@ mod tests {
         assert_eq!(j.native_state.as_deref(), Some("FAILED"));
         assert_eq!(j.owner.as_deref(), Some("alice"));
         assert_eq!(j.queue.as_deref(), Some("debug"));
-        assert_eq!(j.created_at.unwrap().to_rfc3339(), "2026-11-21T01:43:51+00:00");
+        assert_eq!(
+            j.created_at.unwrap().to_rfc3339(),
+            "2026-11-21T01:43:51+00:00"
+        );
         assert!(j.ended_at.is_some());
         assert_eq!(j.extra["stdout"], "/home/alice/slurm-42.out");
     }
@@ -682,6 +735,11 @@ mod tests {
         let mut bad = spec(&["true"]);
         bad.args.insert("A-B".into(), Value::from(1));
         assert!(submit_request(&bad).unwrap_err().message.contains("A-B"));
-        assert!(submit_request(&JobSpec::default()).unwrap_err().message.contains("command"));
+        assert!(
+            submit_request(&JobSpec::default())
+                .unwrap_err()
+                .message
+                .contains("command")
+        );
     }
 }

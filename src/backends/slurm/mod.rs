@@ -94,8 +94,7 @@ impl SlurmBackend {
     async fn call_with(
         &self,
         api: &dyn ApiVersion,
-        user: &str,
-        token: &crate::config::Secret,
+        (user, token): (&str, &crate::config::Secret),
         method: Method,
         tail: &str,
         body: Option<&Value>,
@@ -114,7 +113,14 @@ impl SlurmBackend {
             }) => {
                 let ping = self
                     .client
-                    .call(Method::GET, &api.path("ping"), user, token, None, Idempotency::Idempotent)
+                    .call(
+                        Method::GET,
+                        &api.path("ping"),
+                        user,
+                        token,
+                        None,
+                        Idempotency::Idempotent,
+                    )
                     .await;
                 match ping {
                     Err(f) if f.suspect_auth || f.error.kind == ErrorKind::Auth => {
@@ -158,12 +164,20 @@ impl SlurmBackend {
         for v in api::SUPPORTED {
             let resp = self
                 .client
-                .send(Method::GET, &v.path("ping"), user, token, None, Idempotency::Idempotent)
+                .send(
+                    Method::GET,
+                    &v.path("ping"),
+                    user,
+                    token,
+                    None,
+                    Idempotency::Idempotent,
+                )
                 .await?;
             if resp.status == reqwest::StatusCode::UNAUTHORIZED {
-                return Err(api::classify(&resp).err().map(|f| f.error).unwrap_or_else(|| {
-                    Error::auth("slurmrestd refused the credentials")
-                }));
+                return Err(api::classify(&resp)
+                    .err()
+                    .map(|f| f.error)
+                    .unwrap_or_else(|| Error::auth("slurmrestd refused the credentials")));
             }
             let is_slurm = serde_json::from_slice::<Value>(&resp.body)
                 .ok()
@@ -175,7 +189,14 @@ impl SlurmBackend {
         }
         let offered = match self
             .client
-            .call(Method::GET, "openapi", user, token, None, Idempotency::Idempotent)
+            .call(
+                Method::GET,
+                "openapi",
+                user,
+                token,
+                None,
+                Idempotency::Idempotent,
+            )
             .await
         {
             Ok(doc) => api::versions_in_openapi(&doc),
@@ -226,14 +247,14 @@ impl SlurmBackend {
         let token = self.auth.token().await?;
         let user = self.auth.user_for(&token)?;
         match self
-            .call_with(api, &user, &token.token, method.clone(), tail, body, idem)
+            .call_with(api, (&user, &token.token), method.clone(), tail, body, idem)
             .await
         {
             Err(e) if e.token_expired && self.auth.can_renew() => {
                 self.auth.invalidate(&token).await;
                 let fresh = self.auth.token().await?;
                 let user = self.auth.user_for(&fresh)?;
-                self.call_with(api, &user, &fresh.token, method, tail, body, idem)
+                self.call_with(api, (&user, &fresh.token), method, tail, body, idem)
                     .await
             }
             other => other,
@@ -254,7 +275,13 @@ impl SlurmBackend {
     async fn native(&self, id: &str, op: &str) -> Result<(NativeJob, &'static str)> {
         let n = self.job_id(id, op)?;
         let (body, api) = self
-            .request(op, Method::GET, &format!("job/{n}"), None, Idempotency::Idempotent)
+            .request(
+                op,
+                Method::GET,
+                &format!("job/{n}"),
+                None,
+                Idempotency::Idempotent,
+            )
             .await?;
         let jobs = api.jobs(&body).map_err(|e| self.ctx_err(e, op))?;
         jobs.into_iter()
@@ -298,7 +325,11 @@ impl SlurmBackend {
         {
             if let Some(host) = local_short_hostname() {
                 let pattern = if stderr {
-                    native.stderr.clone().filter(|s| !s.is_empty()).or(native.stdout.clone())
+                    native
+                        .stderr
+                        .clone()
+                        .filter(|s| !s.is_empty())
+                        .or(native.stdout.clone())
                 } else {
                     native.stdout.clone()
                 };
@@ -307,7 +338,10 @@ impl SlurmBackend {
                     let alt = if alt.starts_with('/') {
                         alt
                     } else {
-                        format!("{}/{alt}", native.cwd.clone().unwrap_or_default().trim_end_matches('/'))
+                        format!(
+                            "{}/{alt}",
+                            native.cwd.clone().unwrap_or_default().trim_end_matches('/')
+                        )
                     };
                     candidates.push(PathBuf::from(alt));
                 }
@@ -392,9 +426,17 @@ impl JobBackend for SlurmBackend {
         let api = self.api().await.map_err(|e| self.ctx_err(e, "submit"))?;
         let body = api.submit_body(&req);
         let (answer, api) = self
-            .request("submit", Method::POST, "job/submit", Some(&body), Idempotency::NotIdempotent)
+            .request(
+                "submit",
+                Method::POST,
+                "job/submit",
+                Some(&body),
+                Idempotency::NotIdempotent,
+            )
             .await?;
-        let id = api.submitted_id(&answer).map_err(|e| self.ctx_err(e, "submit"))?;
+        let id = api
+            .submitted_id(&answer)
+            .map_err(|e| self.ctx_err(e, "submit"))?;
         // The submission answer carries only the id; what Slurm made of the request is read
         // back, falling back to what was asked when the read fails.
         match self.status(&id.to_string()).await {
@@ -451,10 +493,16 @@ impl JobBackend for SlurmBackend {
         let mut jobs: Vec<(i64, u64, Job)> = jobs
             .iter()
             .filter(|n| me.is_none() || n.user_name == me)
-            .map(|n| (n.submit_time.unwrap_or(0), n.job_id, mapping::to_job(n, version)))
+            .map(|n| {
+                (
+                    n.submit_time.unwrap_or(0),
+                    n.job_id,
+                    mapping::to_job(n, version),
+                )
+            })
             .filter(|(_, _, j)| query.wants(j.state))
             .collect();
-        jobs.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        jobs.sort_by_key(|(submitted, id, _)| std::cmp::Reverse((*submitted, *id)));
         let mut out: Vec<Job> = jobs.into_iter().map(|(_, _, j)| j).collect();
         if let Some(l) = query.limit {
             out.truncate(l);
@@ -474,8 +522,14 @@ impl JobBackend for SlurmBackend {
         let n = self.job_id(id, "abort")?;
         // No signal parameter: Slurm then cancels like `scancel`, and the job ends CANCELLED
         // (an explicit SIGTERM that kills the script would end it FAILED).
-        self.request("abort", Method::DELETE, &format!("job/{n}"), None, Idempotency::Idempotent)
-            .await?;
+        self.request(
+            "abort",
+            Method::DELETE,
+            &format!("job/{n}"),
+            None,
+            Idempotency::Idempotent,
+        )
+        .await?;
         Ok(AbortOutcome::Requested)
     }
 
@@ -516,7 +570,13 @@ impl JobBackend for SlurmBackend {
                 .unwrap_or_else(|| format!("slurm-{id}.out"));
             let target = dest.join(&name);
             let bytes = tokio::fs::copy(&src, &target).await.map_err(|e| {
-                self.ctx_err(Error::io(format!("copying {} to {}", src.display(), target.display()), e), "fetch")
+                self.ctx_err(
+                    Error::io(
+                        format!("copying {} to {}", src.display(), target.display()),
+                        e,
+                    ),
+                    "fetch",
+                )
             })?;
             progress.inc(bytes);
             artifacts.push(Artifact {
@@ -541,10 +601,20 @@ impl JobBackend for SlurmBackend {
             let user = self.auth.user_for(&token)?;
             // Prove the controller accepts it.
             let api = self.api().await?;
-            self.call_with(api, &user, &token.token, Method::GET, "ping", None, Idempotency::Idempotent)
-                .await?;
+            self.call_with(
+                api,
+                (&user, &token.token),
+                Method::GET,
+                "ping",
+                None,
+                Idempotency::Idempotent,
+            )
+            .await?;
             Ok(match token.expires_at {
-                Some(exp) => format!("token for Slurm user {user} valid until {}", exp.to_rfc3339()),
+                Some(exp) => format!(
+                    "token for Slurm user {user} valid until {}",
+                    exp.to_rfc3339()
+                ),
                 None => format!("token for Slurm user {user} accepted"),
             })
         };
@@ -587,7 +657,11 @@ impl JobBackend for SlurmBackend {
                 a
             }
             Err(e) => {
-                let name = if e.kind == ErrorKind::NotSupported { "api version" } else { "reachability" };
+                let name = if e.kind == ErrorKind::NotSupported {
+                    "api version"
+                } else {
+                    "reachability"
+                };
                 checks.push(Check::fail(name, e.message));
                 return checks;
             }
@@ -597,14 +671,21 @@ impl JobBackend for SlurmBackend {
             .await;
         match ping {
             Ok(body) => {
-                checks.push(Check::pass("authentication", format!("the controller accepts user {user}")));
+                checks.push(Check::pass(
+                    "authentication",
+                    format!("the controller accepts user {user}"),
+                ));
                 let release = body
                     .pointer("/meta/Slurm/release")
                     .and_then(Value::as_str)
                     .unwrap_or("unknown release");
                 checks.push(Check::pass(
                     "api version",
-                    format!("{} (Slurm {release}); jobctl speaks {}", api.version(), api::supported_names()),
+                    format!(
+                        "{} (Slurm {release}); jobctl speaks {}",
+                        api.version(),
+                        api::supported_names()
+                    ),
                 ));
             }
             Err(e) => checks.push(Check::fail("authentication", e.message)),

@@ -112,7 +112,11 @@ impl ApiVersion for V0_0_38 {
                 crate::http::snippet(body.to_string().as_bytes())
             ))
         })?;
-        Ok(list.iter().filter_map(Value::as_object).filter_map(native).collect())
+        Ok(list
+            .iter()
+            .filter_map(Value::as_object)
+            .filter_map(native)
+            .collect())
     }
 }
 
