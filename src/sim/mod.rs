@@ -112,11 +112,52 @@ fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {
     }
 }
 
+/// Fault injection settings; start from the flags, changeable at run time through
+/// `PUT /_sim/faults` (chaos tests turn faults on and off around the moments they test).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Share of requests answered 503.
+    pub error_rate: f64,
+    /// Share of requests whose connection is dropped.
+    pub drop_rate: f64,
+    /// Added latency range in milliseconds.
+    pub latency_ms: (u64, u64),
+    /// Requests per second before 429 (0 = off).
+    pub rate_limit: u32,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            error_rate: 0.0,
+            drop_rate: 0.0,
+            latency_ms: (0, 0),
+            rate_limit: 0,
+        }
+    }
+}
+
+impl Faults {
+    fn from_config(c: &SimConfig) -> Self {
+        Faults {
+            error_rate: c.error_rate,
+            drop_rate: c.drop_rate,
+            latency_ms: (
+                c.latency.0.as_millis() as u64,
+                c.latency.1.as_millis() as u64,
+            ),
+            rate_limit: c.rate_limit,
+        }
+    }
+}
+
 /// State shared by every platform module.
 #[derive(Debug)]
 pub struct SimState {
     /// The configuration.
     pub config: SimConfig,
+    faults: Mutex<Faults>,
     /// Requests served per `METHOD path-pattern`.
     stats: Mutex<BTreeMap<String, u64>>,
     rate: Mutex<(Instant, u32)>,
@@ -128,6 +169,7 @@ impl SimState {
     /// New state for `config`.
     pub fn new(config: SimConfig) -> Arc<Self> {
         Arc::new(SimState {
+            faults: Mutex::new(Faults::from_config(&config)),
             config,
             stats: Mutex::new(BTreeMap::new()),
             rate: Mutex::new((Instant::now(), 0)),
@@ -151,8 +193,20 @@ impl SimState {
         }
     }
 
+    /// Current fault settings.
+    pub fn faults(&self) -> Faults {
+        self.faults.lock().map(|f| *f).unwrap_or_default()
+    }
+
+    /// Replaces the fault settings.
+    pub fn set_faults(&self, faults: Faults) {
+        if let Ok(mut f) = self.faults.lock() {
+            *f = faults;
+        }
+    }
+
     fn over_rate_limit(&self) -> bool {
-        let limit = self.config.rate_limit;
+        let limit = self.faults().rate_limit;
         if limit == 0 {
             return false;
         }
@@ -171,7 +225,11 @@ impl SimState {
 pub fn router(state: Arc<SimState>) -> Router {
     let sim = Router::new()
         .route("/_sim/stats", axum::routing::get(stats_handler))
-        .route("/_sim/health", axum::routing::get(|| async { "ok" }));
+        .route("/_sim/health", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/_sim/faults",
+            axum::routing::get(get_faults).put(put_faults),
+        );
     Router::new()
         .merge(cloudpss::router(state.clone()))
         .merge(ac::router(state.clone()))
@@ -184,6 +242,18 @@ pub fn router(state: Arc<SimState>) -> Router {
             faults_and_stats,
         ))
         .layer(axum::middleware::from_fn_with_state(state, drop_marker))
+}
+
+async fn get_faults(State(state): State<Arc<SimState>>) -> impl IntoResponse {
+    axum::Json(state.faults())
+}
+
+async fn put_faults(
+    State(state): State<Arc<SimState>>,
+    axum::Json(faults): axum::Json<Faults>,
+) -> impl IntoResponse {
+    state.set_faults(faults);
+    axum::Json(faults)
 }
 
 async fn stats_handler(State(state): State<Arc<SimState>>) -> impl IntoResponse {
@@ -206,7 +276,11 @@ async fn faults_and_stats(
         return next.run(req).await;
     }
     state.count(format!("{} {path}", req.method()));
-    let (lo, hi) = state.config.latency;
+    let faults = state.faults();
+    let (lo, hi) = (
+        Duration::from_millis(faults.latency_ms.0),
+        Duration::from_millis(faults.latency_ms.1),
+    );
     if hi > Duration::ZERO {
         let d = if hi > lo {
             rand::rng().random_range(lo..hi)
@@ -223,7 +297,7 @@ async fn faults_and_stats(
         )
             .into_response();
     }
-    if state.config.error_rate > 0.0 && rand::rng().random_bool(state.config.error_rate.min(1.0)) {
+    if faults.error_rate > 0.0 && rand::rng().random_bool(faults.error_rate.min(1.0)) {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "injected fault: service unavailable",
@@ -368,8 +442,8 @@ const DROP_HEADER: &str = "x-sim-drop-connection";
 /// Middleware (outermost) that marks a share of answers for dropping.
 pub async fn drop_marker(State(state): State<Arc<SimState>>, req: Request, next: Next) -> Response {
     let drop = !req.uri().path().starts_with("/_sim/")
-        && state.config.drop_rate > 0.0
-        && rand::rng().random_bool(state.config.drop_rate.min(1.0));
+        && state.faults().drop_rate > 0.0
+        && rand::rng().random_bool(state.faults().drop_rate.min(1.0));
     let mut resp = next.run(req).await;
     if drop {
         resp.headers_mut()
