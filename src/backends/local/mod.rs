@@ -35,7 +35,11 @@ impl JobBackend for LocalBackend {
         }
     }
     async fn submit(&self, _spec: &JobSpec) -> Result<Job> {
-        Err(Error::not_supported("local", "submit", format!("{:?}", self.ctx.state_dir)))
+        Err(Error::not_supported(
+            "local",
+            "submit",
+            format!("{:?}", self.ctx.state_dir),
+        ))
     }
     async fn status(&self, _id: &str) -> Result<Job> {
         Err(Error::not_supported("local", "status", "todo"))
