@@ -14,13 +14,17 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod cli;
 pub mod backends;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod ledger;
 pub mod model;
+pub mod output;
+pub mod session;
 pub mod sim;
+pub mod watch;
 
 pub use backend::JobBackend;
 pub use error::{Error, ErrorKind, Result};

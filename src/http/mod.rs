@@ -216,9 +216,7 @@ impl HttpClient {
         loop {
             let result = build(&self.client).send().await;
             let retryable = match &result {
-                Ok(r) => {
-                    r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS
-                }
+                Ok(r) => r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS,
                 Err(_) => true,
             };
             let delay = backoff.next_delay();
@@ -314,10 +312,7 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
         h.insert("retry-after", "999".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(60)));
-        h.insert(
-            "retry-after",
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
+        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
     }
 }

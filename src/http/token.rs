@@ -87,10 +87,7 @@ impl TokenStore {
 
     /// A fresh token: from memory, else from disk, else by calling `login`. The lock is held
     /// during login so concurrent requests of this process log in once.
-    pub async fn get(
-        &self,
-        login: impl AsyncFnOnce() -> Result<CachedToken>,
-    ) -> Result<CachedToken> {
+    pub async fn get(&self, login: impl AsyncFnOnce() -> Result<CachedToken>) -> Result<CachedToken> {
         let mut guard = self.current.lock().await;
         if let Some(t) = guard.as_ref().filter(|t| t.is_fresh()) {
             return Ok(t.clone());
@@ -189,8 +186,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::io(tmp.display(), e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io(tmp.display(), e))?;
+    f.write_all(bytes).map_err(|e| Error::io(tmp.display(), e))?;
     f.sync_all().map_err(|e| Error::io(tmp.display(), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
 }

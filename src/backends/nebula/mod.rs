@@ -6,9 +6,5 @@ use std::sync::Arc;
 
 /// Builds the nebula backend for a profile.
 pub fn build(_ctx: BackendContext) -> Result<Arc<dyn JobBackend>> {
-    Err(Error::not_supported(
-        "nebula",
-        "any operation",
-        "this backend is not implemented yet",
-    ))
+    Err(Error::not_supported("nebula", "any operation", "this backend is not implemented yet"))
 }

@@ -1,0 +1,512 @@
+//! One function per command. Each returns data ([`Outcome`]); none prints job data itself
+//! (streams — logs, watch events — go through the printer or the log sink).
+
+use super::Outcome;
+use super::args::{Command, GlobalArgs, SubmitArgs, WaitTuning, WatchArgs};
+use crate::config::parse_duration;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ledger::Begin;
+use crate::model::{
+    AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value,
+};
+use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report};
+use crate::session::{Bound, Session};
+use crate::watch::{self, Event, WatchOptions};
+use indicatif::ProgressBar;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Dispatches one command.
+pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Result<Outcome> {
+    match cmd {
+        Command::Submit(a) => submit(a, g, s, p).await,
+        Command::Status { refs } => status(&refs, s).await,
+        Command::List { states, limit, all } => list(&states, limit, all, s).await,
+        Command::Abort {
+            refs,
+            wait,
+            timeout,
+        } => abort(&refs, wait, timeout.as_deref(), s, p).await,
+        Command::Watch(a) => watch_cmd(a, true, s, p).await,
+        Command::Wait(a) => watch_cmd(a, false, s, p).await,
+        Command::Logs {
+            reference,
+            follow,
+            stderr,
+        } => logs(&reference, LogsRequest { follow, stderr }, s).await,
+        Command::Fetch { reference, dest } => fetch(&reference, &dest, s, p).await,
+        Command::Batch {
+            file,
+            concurrency,
+            journal,
+            wait,
+            timeout,
+        } => super::batch::run(&file, concurrency, journal, wait, timeout.as_deref(), s, p).await,
+        Command::History { limit } => Ok(Outcome::ok(Report::History(s.ledger()?.history(Some(limit))?))),
+        Command::Login { profile } => login(profile, s).await,
+        Command::Logout { profile } => logout(profile, s).await,
+        Command::Profiles => Ok(Outcome::ok(profiles(s))),
+        Command::Doctor { profile } => doctor(profile, s).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut super::args::Cli::command(), "jobctl", &mut buf);
+            Ok(Outcome::ok(Report::Raw(String::from_utf8_lossy(&buf).into_owned())))
+        }
+        Command::Supervise { .. } => Err(Error::usage("__supervise is internal")),
+    }
+}
+
+fn dur(flag: &str, v: &str) -> Result<Duration> {
+    parse_duration(v).map_err(|e| Error::usage(format!("{flag}: {}", e.message)))
+}
+
+/// Watch options from flags; the first interval defaults to the profile's `poll_interval`.
+pub(super) fn watch_options(t: &WaitTuning, default_interval: Duration, live: bool, p: &Printer) -> Result<WatchOptions> {
+    let interval = match &t.interval {
+        Some(v) => dur("--interval", v)?,
+        None => default_interval,
+    };
+    let max_interval = dur("--max-interval", &t.max_interval)?.max(interval);
+    Ok(WatchOptions {
+        interval,
+        max_interval,
+        timeout: t.timeout.as_deref().map(|v| dur("--timeout", v)).transpose()?,
+        unreachable_timeout: dur("--unreachable-timeout", &t.unreachable_timeout)?,
+        any: false,
+        fail_fast: false,
+        live: live && p.progress,
+        notes: live && !p.progress,
+        abort_mode: false,
+    })
+}
+
+/// Runs the watch engine and turns its outcome into a command outcome (result event, error).
+pub(super) async fn wait_for(
+    targets: &[(String, String)],
+    opts: &WatchOptions,
+    s: &Session,
+    p: &Printer,
+) -> Outcome {
+    let out = watch::run(s, targets, opts, p).await;
+    if let Some(e) = &out.error {
+        p.error(e);
+    }
+    if out.exit_code == 130 {
+        p.warn("interrupted; the jobs keep running");
+    }
+    p.event(&Event::Result {
+        exit_code: out.exit_code,
+        jobs: &out.jobs,
+    });
+    Outcome {
+        report: Report::WatchResult {
+            exit_code: out.exit_code,
+            jobs: out.jobs,
+        },
+        code: out.exit_code,
+    }
+}
+
+/// Builds the spec from `--spec` and flags (flags win).
+pub(super) fn build_spec(a: &SubmitArgs) -> Result<JobSpec> {
+    let mut spec = match a.spec.as_deref() {
+        None => JobSpec::default(),
+        Some(src) => {
+            let text = if src == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| Error::usage(format!("--spec -: cannot read stdin: {e}")))?
+            } else {
+                std::fs::read_to_string(src)
+                    .map_err(|e| Error::usage(format!("--spec {src}: {e}")))?
+            };
+            serde_json::from_str(&text)
+                .map_err(|e| Error::usage(format!("--spec {src}: invalid job spec: {e}")))?
+        }
+    };
+    if a.name.is_some() {
+        spec.name = a.name.clone();
+    }
+    if a.key.is_some() {
+        spec.key = a.key.clone();
+    }
+    if !a.command.is_empty() {
+        spec.command = Some(a.command.clone());
+    }
+    merge_pairs("--arg", &a.args, &mut spec.args)?;
+    let mut opts: Vec<String> = a.opts.clone();
+    let shorthands = [
+        ("function", &a.function),
+        ("queue", &a.queue),
+        ("workflow", &a.workflow),
+        ("partition", &a.partition),
+    ];
+    for (k, v) in shorthands {
+        if let Some(v) = v {
+            opts.push(format!("{k}={v}"));
+        }
+    }
+    for e in &a.export {
+        opts.push(format!("export={e}"));
+    }
+    merge_pairs("--opt", &opts, &mut spec.options)?;
+    Ok(spec)
+}
+
+/// Merges KEY=VALUE flags; a key given several times collects an array.
+fn merge_pairs(flag: &str, raw: &[String], into: &mut Map<String, Value>) -> Result<()> {
+    let mut seen: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for r in raw {
+        let (k, v) = parse_key_value(flag, r)?;
+        seen.entry(k).or_default().push(v);
+    }
+    for (k, mut vs) in seen {
+        let v = if vs.len() == 1 {
+            vs.remove(0)
+        } else {
+            Value::Array(vs)
+        };
+        into.insert(k, v);
+    }
+    Ok(())
+}
+
+/// Submits through the ledger: recorded before sending, idempotent with a key.
+pub(super) async fn submit_spec(bound: &Bound, spec: &JobSpec, s: &Session) -> Result<(crate::model::Job, bool)> {
+    let profile = &bound.profile.name;
+    let backend_name = bound.profile.backend.as_str();
+    bound
+        .backend
+        .validate(spec)
+        .map_err(|e| e.in_profile(profile, backend_name).during("submit"))?;
+    let ledger = s.ledger()?;
+    let seq = match ledger.begin(profile, backend_name, spec)? {
+        Begin::Existing(entry) => {
+            return existing(bound, entry, s).await;
+        }
+        Begin::New(seq) => seq,
+    };
+    match bound.backend.submit(spec).await {
+        Ok(job) => {
+            ledger.complete(seq, &job.id)?;
+            Ok((s.finish_job(bound, job), false))
+        }
+        Err(e) => {
+            let e = e.in_profile(profile, backend_name).during("submit");
+            ledger.fail(seq, &e.to_string())?;
+            Err(e)
+        }
+    }
+}
+
+async fn existing(bound: &Bound, entry: crate::ledger::Entry, s: &Session) -> Result<(crate::model::Job, bool)> {
+    let key = entry.key.clone().unwrap_or_default();
+    let Some(id) = entry.id.clone() else {
+        // Another process is sending it right now, or one died mid-send: wait briefly.
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(e) = s.ledger()?.by_key(&bound.profile.name, &key)? {
+                if e.id.is_some() {
+                    return Box::pin(existing(bound, e, s)).await;
+                }
+            }
+        }
+        return Err(Error::platform(format!(
+            "a submission with key '{key}' was recorded at {} but its outcome is unknown (interrupted?); check `jobctl list`, then submit with another key",
+            entry.submitted_at.to_rfc3339()
+        ))
+        .in_profile(&bound.profile.name, bound.profile.backend.as_str()));
+    };
+    let job = match bound.backend.status(&id).await {
+        Ok(j) => j,
+        Err(_) => crate::model::Job::new(id, JobState::Unknown, None),
+    };
+    Ok((s.finish_job(bound, job), true))
+}
+
+async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Result<Outcome> {
+    let spec = build_spec(&a)?;
+    // The spec file may name a profile; explicit -p/-b win over it.
+    let profile = match (&g.profile, &g.backend, &spec.profile, &spec.backend) {
+        (None, None, Some(sp), _) => sp.clone(),
+        (None, None, None, Some(sb)) => sb.clone(),
+        _ => s.selected.clone(),
+    };
+    let bound = s.bound(&profile)?;
+    let (job, existing) = submit_spec(&bound, &spec, s).await?;
+    if !a.wait {
+        return Ok(Outcome::ok(Report::Submitted { job, existing }));
+    }
+    // Print the reference at once, then behave like watch.
+    p.render(Report::Submitted {
+        job: job.clone(),
+        existing,
+    });
+    let opts = watch_options(&a.watch, bound.profile.poll_interval, true, p)?;
+    let targets = vec![(bound.profile.name.clone(), job.id.clone())];
+    let mut out = wait_for(&targets, &opts, s, p).await;
+    if out.code == 0 {
+        if let Some(dir) = &a.fetch {
+            let fetched = fetch(&job.reference, dir, s, p).await?;
+            p.render(out.report);
+            out.report = fetched.report;
+        }
+    }
+    if p.mode == OutputMode::Quiet {
+        out.report = Report::Nothing;
+    }
+    Ok(out)
+}
+
+/// Groups resolved references by profile, keeping each one's position.
+fn group(refs: &[String], s: &Session) -> Result<Vec<(String, String)>> {
+    refs.iter().map(|r| s.resolve(r)).collect()
+}
+
+async fn status(refs: &[String], s: &Session) -> Result<Outcome> {
+    let targets = group(refs, s)?;
+    let mut items: Vec<Option<Result<crate::model::Job>>> = vec![None; targets.len()];
+    let mut by_profile: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, (p, _)) in targets.iter().enumerate() {
+        by_profile.entry(p).or_default().push(i);
+    }
+    for (profile, idxs) in by_profile {
+        let bound = s.bound(profile)?;
+        let ids: Vec<String> = idxs.iter().map(|&i| targets[i].1.clone()).collect();
+        let results = bound.backend.statuses(&ids).await;
+        for (&i, r) in idxs.iter().zip(results) {
+            items[i] = Some(
+                r.map(|j| s.finish_job(&bound, j))
+                    .map_err(|e| e.in_profile(&bound.profile.name, bound.profile.backend.as_str()).during("status")),
+            );
+        }
+    }
+    let items: Vec<Result<crate::model::Job>> = items.into_iter().flatten().collect();
+    let code = items
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(Error::exit_code)
+        .max()
+        .unwrap_or(0);
+    Ok(Outcome {
+        code,
+        report: Report::Jobs {
+            single: refs.len() == 1,
+            items,
+        },
+    })
+}
+
+async fn list(states: &[String], limit: Option<usize>, all: bool, s: &Session) -> Result<Outcome> {
+    let states: Vec<JobState> = states
+        .iter()
+        .filter(|x| !x.trim().is_empty())
+        .map(|x| x.parse())
+        .collect::<Result<_>>()?;
+    let query = ListQuery {
+        states,
+        limit: if all { None } else { Some(limit.unwrap_or(50)) },
+    };
+    let bound = s.selected_bound()?;
+    let jobs = bound
+        .backend
+        .list(&query)
+        .await
+        .map_err(|e| e.in_profile(&bound.profile.name, bound.profile.backend.as_str()).during("list"))?;
+    let items = jobs
+        .into_iter()
+        .map(|j| Ok(s.finish_job(&bound, j)))
+        .collect();
+    Ok(Outcome::ok(Report::Jobs {
+        items,
+        single: false,
+    }))
+}
+
+async fn abort(refs: &[String], wait: bool, timeout: Option<&str>, s: &Session, p: &Printer) -> Result<Outcome> {
+    let timeout = timeout.map(|t| dur("--timeout", t)).transpose()?;
+    let targets = group(refs, s)?;
+    let mut rows = Vec::new();
+    let mut code = 0;
+    let mut pending = Vec::new();
+    for (profile, id) in &targets {
+        let bound = s.bound(profile)?;
+        let outcome = bound
+            .backend
+            .abort(id)
+            .await
+            .map_err(|e| e.in_profile(profile, bound.profile.backend.as_str()).during("abort"));
+        match &outcome {
+            Ok(AbortOutcome::Requested) => pending.push((profile.clone(), id.clone())),
+            Ok(AbortOutcome::AlreadyTerminal) => {}
+            Err(e) => code = code.max(e.exit_code()),
+        }
+        rows.push(AbortRow {
+            reference: format!("{profile}:{id}"),
+            outcome,
+        });
+    }
+    if !wait || pending.is_empty() {
+        return Ok(Outcome {
+            report: Report::Aborts(rows),
+            code,
+        });
+    }
+    p.render(Report::Aborts(rows));
+    let interval = s.bound(&pending[0].0)?.profile.poll_interval;
+    let tuning = WaitTuning {
+        timeout: None,
+        interval: None,
+        max_interval: "10s".into(),
+        unreachable_timeout: "5m".into(),
+    };
+    let mut opts = watch_options(&tuning, interval, false, p)?;
+    opts.timeout = timeout;
+    opts.abort_mode = true;
+    let mut out = wait_for(&pending, &opts, s, p).await;
+    out.code = out.code.max(code);
+    Ok(out)
+}
+
+async fn watch_cmd(a: WatchArgs, live: bool, s: &Session, p: &Printer) -> Result<Outcome> {
+    let targets = group(&a.refs, s)?;
+    let interval = targets
+        .iter()
+        .filter_map(|(pr, _)| s.bound(pr).ok().map(|b| b.profile.poll_interval))
+        .min()
+        .unwrap_or(Duration::from_secs(2));
+    let mut opts = watch_options(&a.tuning, interval, live, p)?;
+    opts.any = a.any;
+    opts.fail_fast = a.fail_fast;
+    Ok(wait_for(&targets, &opts, s, p).await)
+}
+
+async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome> {
+    let (profile, id) = s.resolve(reference)?;
+    let bound = s.bound(&profile)?;
+    let mut stdout = tokio::io::stdout();
+    tokio::select! {
+        r = bound.backend.logs(&id, req, &mut stdout) => {
+            r.map_err(|e| e.in_profile(&profile, bound.profile.backend.as_str()).during("logs"))?;
+        }
+        _ = tokio::signal::ctrl_c() => {
+            return Ok(Outcome { report: Report::Nothing, code: 130 });
+        }
+    }
+    Ok(Outcome::ok(Report::Nothing))
+}
+
+async fn fetch(reference: &str, dest: &std::path::Path, s: &Session, p: &Printer) -> Result<Outcome> {
+    let (profile, id) = s.resolve(reference)?;
+    let bound = s.bound(&profile)?;
+    std::fs::create_dir_all(dest)
+        .map_err(|e| Error::io(format!("cannot create {}", dest.display()), e))?;
+    let bar = if p.progress {
+        let b = ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar}",
+        ) {
+            b.set_style(style);
+        }
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let result = bound.backend.fetch(&id, dest, &bar).await;
+    bar.finish_and_clear();
+    let arts = result.map_err(|e| e.in_profile(&profile, bound.profile.backend.as_str()).during("fetch"))?;
+    Ok(Outcome::ok(Report::Artifacts(arts)))
+}
+
+fn target_profile(profile: Option<String>, s: &Session) -> String {
+    profile.unwrap_or_else(|| s.selected.clone())
+}
+
+async fn login(profile: Option<String>, s: &Session) -> Result<Outcome> {
+    let bound = s.bound(&target_profile(profile, s))?;
+    let msg = bound
+        .backend
+        .login()
+        .await
+        .map_err(|e| e.in_profile(&bound.profile.name, bound.profile.backend.as_str()).during("login"))?;
+    Ok(Outcome::ok(Report::Message(format!(
+        "logged in to profile {}: {msg}",
+        bound.profile.name
+    ))))
+}
+
+async fn logout(profile: Option<String>, s: &Session) -> Result<Outcome> {
+    let bound = s.bound(&target_profile(profile, s))?;
+    bound
+        .backend
+        .logout()
+        .await
+        .map_err(|e| e.in_profile(&bound.profile.name, bound.profile.backend.as_str()).during("logout"))?;
+    Ok(Outcome::ok(Report::Message(format!(
+        "forgot the cached token of profile {}",
+        bound.profile.name
+    ))))
+}
+
+fn profiles(s: &Session) -> Report {
+    let selected = s.config.profile(&s.selected).map(|p| p.name).unwrap_or_default();
+    let rows = s
+        .config
+        .profile_names()
+        .into_iter()
+        .map(|name| match s.config.profile(&name) {
+            Ok(profile) => {
+                let built = s.bound(&name);
+                ProfileRow {
+                    selected: profile.name == selected,
+                    name: profile.name.clone(),
+                    backend: profile.backend.to_string(),
+                    url: profile.url.clone(),
+                    credentials: profile.has_credentials(),
+                    source: profile.source.to_string(),
+                    capabilities: built
+                        .as_ref()
+                        .map(|b| {
+                            b.backend
+                                .capabilities()
+                                .iter()
+                                .map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    error: built.err().map(|e| e.message),
+                }
+            }
+            Err(e) => ProfileRow {
+                name: name.clone(),
+                backend: "?".into(),
+                url: None,
+                credentials: false,
+                source: "config file".into(),
+                selected: name == selected,
+                capabilities: Vec::new(),
+                error: Some(e.message),
+            },
+        })
+        .collect();
+    Report::Profiles(rows)
+}
+
+async fn doctor(profile: Option<String>, s: &Session) -> Result<Outcome> {
+    let bound = s.bound(&target_profile(profile, s))?;
+    let checks = bound.backend.doctor().await;
+    let code = if checks.iter().all(|c| c.ok) {
+        0
+    } else {
+        ErrorKind::Unavailable.exit_code()
+    };
+    Ok(Outcome {
+        report: Report::Doctor {
+            profile: bound.profile.name.clone(),
+            backend: bound.profile.backend.to_string(),
+            checks,
+        },
+        code,
+    })
+}

@@ -1,0 +1,186 @@
+//! The command line: parses flags, resolves configuration, runs one command and hands its
+//! [`Report`] to the printer. The process exit code is decided here, from the command's
+//! outcome or from [`crate::error::ErrorKind::exit_code`].
+
+pub mod args;
+mod batch;
+mod commands;
+
+use crate::config::{Config, ConfigFile, EnvSource};
+use crate::error::{Error, Result};
+use crate::output::{OutputMode, Printer, Report};
+use crate::session::Session;
+use args::{Cli, ColorMode, Command};
+use clap::Parser;
+use std::path::PathBuf;
+
+/// What a command returns: data for the printer and the exit code.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Data to render.
+    pub report: Report,
+    /// Exit code.
+    pub code: i32,
+}
+
+impl Outcome {
+    fn ok(report: Report) -> Self {
+        Outcome { report, code: 0 }
+    }
+}
+
+/// Runs jobctl with the process arguments and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help/version (exit 0) and usage errors (exit 2) itself.
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    init_tracing(cli.global.verbose);
+    if let Command::Supervise { id } = cli.command {
+        return supervise(&cli, id);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("jobctl: error: cannot start the async runtime: {e}");
+            return 7;
+        }
+    };
+    let (printer, setup) = setup(&cli);
+    let session = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            printer.error(&e);
+            return e.exit_code();
+        }
+    };
+    let result = runtime.block_on(commands::run(cli.command, &cli.global, &session, &printer));
+    // Do not wait for stray blocking tasks (a follow reader) at exit.
+    runtime.shutdown_background();
+    match result {
+        Ok(outcome) => {
+            printer.render(outcome.report);
+            outcome.code
+        }
+        Err(e) => {
+            printer.error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "jobctl=info",
+        2 => "jobctl=debug",
+        _ => "jobctl=trace,reqwest=debug",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() && verbose == 0 => EnvFilter::new(v),
+        _ => EnvFilter::new(default),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Resolves output mode, environment, config file, state directory and the selected profile.
+fn setup(cli: &Cli) -> (Printer, Result<Session>) {
+    let g = &cli.global;
+    let env_result = match &g.env_file {
+        Some(p) => EnvSource::load(Some(p), true),
+        None => EnvSource::load(Some(&PathBuf::from(".env")), false),
+    };
+    let env_for_mode = env_result.clone().unwrap_or_default();
+    let mode_result = match (g.output, env_for_mode.get("JOBCTL_OUTPUT")) {
+        (Some(m), _) => Ok(m),
+        (None, Some(v)) => <OutputMode as clap::ValueEnum>::from_str(&v, true).map_err(|_| {
+            Error::usage(format!(
+                "JOBCTL_OUTPUT='{v}' is not one of table, json, ndjson, quiet"
+            ))
+        }),
+        (None, None) => Ok(OutputMode::Table),
+    };
+    let color = match g.color {
+        ColorMode::Always => Some(true),
+        ColorMode::Never => Some(false),
+        ColorMode::Auto => None,
+    };
+    let printer = Printer::new(
+        *mode_result.as_ref().unwrap_or(&OutputMode::Table),
+        color,
+        g.no_progress,
+    );
+    let session = (|| {
+        mode_result?;
+        let env = env_result?;
+        let config_path = g.config.clone().or_else(|| Config::default_path(&env));
+        let file = ConfigFile::load(config_path, g.config.is_some() || env.get("JOBCTL_CONFIG").is_some())?;
+        let config = Config { file, env };
+        let state_dir = match &g.state_dir {
+            Some(p) => p.clone(),
+            None => Config::default_state_dir(&config.env)?,
+        };
+        let selected = select_profile(&config, g.profile.as_deref(), g.backend.as_deref())?;
+        Ok(Session::new(config, state_dir, selected))
+    })();
+    (printer, session)
+}
+
+/// `-p` wins; `-b` picks the backend's built-in profile; then JOBCTL_PROFILE, default_profile,
+/// `local`.
+fn select_profile(config: &Config, profile: Option<&str>, backend: Option<&str>) -> Result<String> {
+    let backend = backend
+        .map(str::parse::<crate::config::BackendKind>)
+        .transpose()?;
+    match (profile, backend) {
+        (Some(p), b) => {
+            let resolved = config.profile(p)?;
+            if let Some(b) = b {
+                if resolved.backend != b {
+                    return Err(Error::usage(format!(
+                        "profile '{p}' uses backend {}, not {b}",
+                        resolved.backend
+                    )));
+                }
+            }
+            Ok(resolved.name)
+        }
+        (None, Some(b)) => Ok(b.as_str().to_string()),
+        (None, None) => {
+            let name = config.default_profile_name();
+            config.profile(&name)?;
+            Ok(name)
+        }
+    }
+}
+
+fn supervise(cli: &Cli, id: i64) -> i32 {
+    let Some(state_dir) = cli.global.state_dir.clone() else {
+        eprintln!("jobctl: error: __supervise needs --state-dir");
+        return 2;
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(_) => return 7,
+    };
+    match rt.block_on(crate::backends::local::supervisor::run(&state_dir, id)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("jobctl: supervisor: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! The one printer: every command returns a [`Report`], and only this module decides how it
+//! looks in `table`, `json`, `ndjson` or `quiet` mode (CONTRACT §3).
+
+use crate::error::Error;
+use crate::ledger::Entry;
+use crate::model::{AbortOutcome, Artifact, Check, Job, JobState};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::io::{IsTerminal, Write};
+
+/// Output mode of `-o/--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputMode {
+    /// Aligned columns for people.
+    Table,
+    /// Exactly one JSON value on stdout.
+    Json,
+    /// One JSON object per line; events for watch/wait/batch.
+    Ndjson,
+    /// References only, or nothing.
+    Quiet,
+}
+
+/// A row of `profiles`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileRow {
+    /// Profile name.
+    pub name: String,
+    /// Backend.
+    pub backend: String,
+    /// URL, if configured.
+    pub url: Option<String>,
+    /// Whether credentials are present (never the credentials).
+    pub credentials: bool,
+    /// `built-in` or `config file`.
+    pub source: String,
+    /// Whether it is the selected profile.
+    pub selected: bool,
+    /// Capabilities of its backend.
+    pub capabilities: Vec<String>,
+    /// Why the backend could not be built, if it could not.
+    pub error: Option<String>,
+}
+
+/// One `abort` outcome.
+#[derive(Debug, Clone)]
+pub struct AbortRow {
+    /// The job reference.
+    pub reference: String,
+    /// What happened.
+    pub outcome: Result<AbortOutcome, Error>,
+}
+
+/// One `batch` outcome (CONTRACT §4).
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchRow {
+    /// Line number in the batch file.
+    pub line: usize,
+    /// Idempotency key used.
+    pub key: Option<String>,
+    /// Reference, when submitted.
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    /// `submitted`, `skipped`, `reconciled` or `failed`.
+    pub outcome: String,
+    /// Error, when failed.
+    pub error: Option<Value>,
+}
+
+/// What a command produced.
+#[derive(Debug)]
+pub enum Report {
+    /// Nothing to print.
+    Nothing,
+    /// Jobs (and per-job errors); `single` prints an object rather than an array in json.
+    Jobs {
+        /// Jobs or the errors met reading them.
+        items: Vec<Result<Job, Error>>,
+        /// One reference was asked for.
+        single: bool,
+    },
+    /// A submitted job; `existing` when `--key` matched an earlier submission.
+    Submitted {
+        /// The job.
+        job: Job,
+        /// Whether it was an earlier submission.
+        existing: bool,
+    },
+    /// Ledger entries.
+    History(Vec<Entry>),
+    /// Profiles.
+    Profiles(Vec<ProfileRow>),
+    /// Doctor checks of one profile.
+    Doctor {
+        /// Profile.
+        profile: String,
+        /// Backend.
+        backend: String,
+        /// Checks.
+        checks: Vec<Check>,
+    },
+    /// Files written by fetch.
+    Artifacts(Vec<Artifact>),
+    /// Abort outcomes.
+    Aborts(Vec<AbortRow>),
+    /// Final state of watched jobs (json mode; ndjson already streamed the result event).
+    WatchResult {
+        /// Exit code of the wait.
+        exit_code: i32,
+        /// The jobs.
+        jobs: Vec<Job>,
+    },
+    /// Batch outcomes.
+    Batch(Vec<BatchRow>),
+    /// A message for people (stderr in every mode).
+    Message(String),
+    /// Text printed as is (completion scripts).
+    Raw(String),
+}
+
+/// Renders reports, errors and events.
+#[derive(Debug, Clone)]
+pub struct Printer {
+    /// Output mode.
+    pub mode: OutputMode,
+    /// Use colour on stdout.
+    pub color: bool,
+    /// Progress display allowed (stderr is a terminal, table mode, no --no-progress).
+    pub progress: bool,
+}
+
+impl Printer {
+    /// A printer for `mode`, deciding colour and progress from the terminal and flags.
+    pub fn new(mode: OutputMode, color: Option<bool>, no_progress: bool) -> Self {
+        let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color = color.unwrap_or(!no_color_env && std::io::stdout().is_terminal());
+        let progress = !no_progress && mode == OutputMode::Table && std::io::stderr().is_terminal();
+        console::set_colors_enabled(color);
+        Printer {
+            mode,
+            color,
+            progress,
+        }
+    }
+
+    fn out(&self, line: &str) {
+        let mut stdout = std::io::stdout().lock();
+        // A closed pipe (`jobctl list | head`) is not an error worth a panic.
+        let _ = writeln!(stdout, "{line}");
+    }
+
+    fn json_out(&self, v: &impl Serialize) {
+        let text = if self.mode == OutputMode::Json {
+            serde_json::to_string_pretty(v)
+        } else {
+            serde_json::to_string(v)
+        };
+        if let Ok(t) = text {
+            self.out(&t);
+        }
+    }
+
+    /// Prints a watch/batch event (ndjson mode only).
+    pub fn event(&self, ev: &impl Serialize) {
+        if self.mode == OutputMode::Ndjson {
+            self.json_out(ev);
+        }
+    }
+
+    /// A line for people on stderr (table mode), e.g. state changes when not on a terminal.
+    pub fn note(&self, line: &str) {
+        if self.mode == OutputMode::Table {
+            eprintln!("{line}");
+        }
+    }
+
+    /// A warning on stderr, in every mode.
+    pub fn warn(&self, line: &str) {
+        eprintln!("warning: {line}");
+    }
+
+    /// Reports an error: a message on stderr, plus an error object on stdout in json/ndjson.
+    pub fn error(&self, e: &Error) {
+        eprintln!("jobctl: error: {e}");
+        if matches!(self.mode, OutputMode::Json | OutputMode::Ndjson) {
+            self.json_out(&error_json(e));
+        }
+    }
+
+    /// Renders a report.
+    pub fn render(&self, report: Report) {
+        match report {
+            Report::Nothing => {}
+            Report::Jobs { items, single } => self.jobs(items, single),
+            Report::Submitted { job, existing } => self.submitted(&job, existing),
+            Report::History(entries) => self.history(&entries),
+            Report::Profiles(rows) => self.profiles(&rows),
+            Report::Doctor {
+                profile,
+                backend,
+                checks,
+            } => self.doctor(&profile, &backend, &checks),
+            Report::Artifacts(a) => self.artifacts(&a),
+            Report::Aborts(rows) => self.aborts(&rows),
+            Report::WatchResult { exit_code, jobs } => match self.mode {
+                OutputMode::Json => self.json_out(&json!({"exit_code": exit_code, "jobs": jobs})),
+                OutputMode::Table => self.job_table(&jobs),
+                OutputMode::Ndjson | OutputMode::Quiet => {}
+            },
+            Report::Batch(rows) => self.batch(&rows),
+            Report::Message(m) => eprintln!("{m}"),
+            Report::Raw(t) => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(t.as_bytes());
+            }
+        }
+    }
+
+    fn jobs(&self, items: Vec<Result<Job, Error>>, single: bool) {
+        for e in items.iter().filter_map(|r| r.as_ref().err()) {
+            eprintln!("jobctl: error: {e}");
+        }
+        match self.mode {
+            OutputMode::Json => {
+                let values: Vec<Value> = items.iter().map(item_json).collect();
+                if single && values.len() == 1 {
+                    self.json_out(&values[0]);
+                } else {
+                    self.json_out(&values);
+                }
+            }
+            OutputMode::Ndjson => {
+                for it in &items {
+                    self.json_out(&item_json(it));
+                }
+            }
+            OutputMode::Quiet => {
+                for job in items.iter().filter_map(|r| r.as_ref().ok()) {
+                    self.out(&job.reference);
+                }
+            }
+            OutputMode::Table => {
+                let jobs: Vec<Job> = items.into_iter().filter_map(Result::ok).collect();
+                if !jobs.is_empty() || !single {
+                    self.job_table(&jobs);
+                }
+            }
+        }
+    }
+
+    fn job_table(&self, jobs: &[Job]) {
+        let rows: Vec<Vec<String>> = jobs
+            .iter()
+            .map(|j| {
+                vec![
+                    j.reference.clone(),
+                    j.state.to_string(),
+                    j.native_state.clone().unwrap_or_default(),
+                    j.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                    j.name.clone().unwrap_or_default(),
+                    j.created_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
+                    j.reason.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let states: Vec<JobState> = jobs.iter().map(|j| j.state).collect();
+        self.table(
+            &["REF", "STATE", "NATIVE", "EXIT", "NAME", "CREATED (UTC)", "REASON"],
+            &rows,
+            |col, row, text| {
+                if col == 1 {
+                    paint_state(states[row], text)
+                } else {
+                    text.to_string()
+                }
+            },
+        );
+    }
+
+    fn table(&self, header: &[&str], rows: &[Vec<String>], paint: impl Fn(usize, usize, &str) -> String) {
+        // Drop columns that are empty in every row (other than REF/STATE), to keep it narrow.
+        let keep: Vec<usize> = (0..header.len())
+            .filter(|&c| c < 2 || rows.iter().any(|r| !r[c].is_empty()))
+            .collect();
+        let widths: Vec<usize> = keep
+            .iter()
+            .map(|&c| {
+                rows.iter()
+                    .map(|r| r[c].chars().count())
+                    .chain([header[c].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<String>, raw: &[String]| {
+            let mut s = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                let last = i + 1 == cells.len();
+                s.push_str(cell);
+                if !last {
+                    let pad = widths[i].saturating_sub(raw[i].chars().count()) + 2;
+                    s.push_str(&" ".repeat(pad));
+                }
+            }
+            s
+        };
+        let head: Vec<String> = keep.iter().map(|&c| header[c].to_string()).collect();
+        self.out(line(head.clone(), &head).trim_end());
+        for (ri, r) in rows.iter().enumerate() {
+            let raw: Vec<String> = keep.iter().map(|&c| r[c].clone()).collect();
+            let painted: Vec<String> = keep.iter().map(|&c| paint(c, ri, &r[c])).collect();
+            self.out(line(painted, &raw).trim_end());
+        }
+    }
+
+    fn submitted(&self, job: &Job, existing: bool) {
+        match self.mode {
+            OutputMode::Quiet => self.out(&job.reference),
+            OutputMode::Json => self.json_out(job),
+            OutputMode::Ndjson => {
+                self.json_out(&json!({"event": "submitted", "ref": job.reference, "existing": existing, "job": job}))
+            }
+            OutputMode::Table => {
+                if existing {
+                    eprintln!("key already submitted; not submitting again");
+                }
+                self.out(&job.reference);
+            }
+        }
+    }
+
+    fn history(&self, entries: &[Entry]) {
+        let value = |e: &Entry| {
+            json!({"ref": e.reference, "profile": e.profile, "backend": e.backend, "id": e.id,
+                   "key": e.key, "name": e.name, "status": e.status, "error": e.error,
+                   "submitted_at": e.submitted_at, "spec": e.spec})
+        };
+        match self.mode {
+            OutputMode::Json => self.json_out(&entries.iter().map(value).collect::<Vec<_>>()),
+            OutputMode::Ndjson => entries.iter().for_each(|e| self.json_out(&value(e))),
+            OutputMode::Quiet => entries
+                .iter()
+                .filter_map(|e| e.reference.as_deref())
+                .for_each(|r| self.out(r)),
+            OutputMode::Table => {
+                let rows: Vec<Vec<String>> = entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.reference.clone().unwrap_or_else(|| format!("{}:-", e.profile)),
+                            e.status.clone(),
+                            e.submitted_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                            e.key.clone().unwrap_or_default(),
+                            e.name.clone().unwrap_or_default(),
+                            e.error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                self.table(
+                    &["REF", "STATUS", "SUBMITTED (UTC)", "KEY", "NAME", "ERROR"],
+                    &rows,
+                    |_, _, t| t.to_string(),
+                );
+            }
+        }
+    }
+
+    fn profiles(&self, rows: &[ProfileRow]) {
+        match self.mode {
+            OutputMode::Json => self.json_out(&rows),
+            OutputMode::Ndjson => rows.iter().for_each(|r| self.json_out(r)),
+            OutputMode::Quiet => rows.iter().for_each(|r| self.out(&r.name)),
+            OutputMode::Table => {
+                let t: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            format!("{}{}", if r.selected { "*" } else { " " }, r.name),
+                            r.backend.clone(),
+                            r.url.clone().unwrap_or_else(|| "-".into()),
+                            if r.credentials { "yes" } else { "no" }.into(),
+                            r.source.clone(),
+                            r.error.clone().unwrap_or_else(|| r.capabilities.join(",")),
+                        ]
+                    })
+                    .collect();
+                self.table(
+                    &["PROFILE", "BACKEND", "URL", "CREDENTIALS", "SOURCE", "CAPABILITIES"],
+                    &t,
+                    |_, _, t| t.to_string(),
+                );
+            }
+        }
+    }
+
+    fn doctor(&self, profile: &str, backend: &str, checks: &[Check]) {
+        match self.mode {
+            OutputMode::Json | OutputMode::Ndjson => self.json_out(&json!({
+                "profile": profile, "backend": backend,
+                "ok": checks.iter().all(|c| c.ok), "checks": checks})),
+            OutputMode::Quiet => {}
+            OutputMode::Table => {
+                self.out(&format!("profile {profile} (backend {backend})"));
+                for c in checks {
+                    let mark = if c.ok {
+                        console::style("ok  ").green().to_string()
+                    } else {
+                        console::style("FAIL").red().to_string()
+                    };
+                    self.out(&format!("  {mark} {:<16} {}", c.name, c.detail));
+                }
+            }
+        }
+    }
+
+    fn artifacts(&self, arts: &[Artifact]) {
+        match self.mode {
+            OutputMode::Json => self.json_out(&arts),
+            OutputMode::Ndjson => arts.iter().for_each(|a| self.json_out(a)),
+            OutputMode::Quiet => arts.iter().for_each(|a| self.out(&a.path.display().to_string())),
+            OutputMode::Table => {
+                for a in arts {
+                    self.out(&format!("{}  ({} bytes)", a.path.display(), a.bytes));
+                    for e in &a.entries {
+                        self.out(&format!("  {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn aborts(&self, rows: &[AbortRow]) {
+        let value = |r: &AbortRow| match &r.outcome {
+            Ok(o) => json!({"ref": r.reference, "outcome": o}),
+            Err(e) => json!({"ref": r.reference, "outcome": "failed", "error": error_json(e)["error"]}),
+        };
+        for r in rows {
+            match &r.outcome {
+                Ok(AbortOutcome::AlreadyTerminal) => {
+                    eprintln!("{}: already finished, nothing to cancel", r.reference)
+                }
+                Err(e) => eprintln!("jobctl: error: {e}"),
+                Ok(AbortOutcome::Requested) => {}
+            }
+        }
+        match self.mode {
+            OutputMode::Json => self.json_out(&rows.iter().map(value).collect::<Vec<_>>()),
+            OutputMode::Ndjson => rows.iter().for_each(|r| self.json_out(&value(r))),
+            OutputMode::Quiet => {}
+            OutputMode::Table => {
+                for r in rows {
+                    if let Ok(AbortOutcome::Requested) = r.outcome {
+                        self.out(&format!("{}  cancellation requested", r.reference));
+                    }
+                }
+            }
+        }
+    }
+
+    fn batch(&self, rows: &[BatchRow]) {
+        match self.mode {
+            OutputMode::Json => self.json_out(&rows),
+            OutputMode::Ndjson => {}
+            OutputMode::Quiet => rows
+                .iter()
+                .filter_map(|r| r.reference.as_deref())
+                .for_each(|r| self.out(r)),
+            OutputMode::Table => {}
+        }
+    }
+
+    /// A batch line as it happens (table: `LINE  REF|error`; ndjson: the object).
+    pub fn batch_line(&self, row: &BatchRow) {
+        match self.mode {
+            OutputMode::Ndjson => self.json_out(row),
+            OutputMode::Table => {
+                let what = match (&row.reference, &row.error) {
+                    (Some(r), _) => format!("{r}  {}", row.outcome),
+                    (None, Some(e)) => format!(
+                        "failed: {}",
+                        e.get("message").and_then(Value::as_str).unwrap_or("error")
+                    ),
+                    (None, None) => row.outcome.clone(),
+                };
+                self.out(&format!("{}  {what}", row.line));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The `{"error": {...}}` object of CONTRACT §3.
+pub fn error_json(e: &Error) -> Value {
+    json!({"error": {
+        "kind": e.kind,
+        "message": e.to_string(),
+        "profile": e.profile,
+        "backend": e.backend,
+        "code": e.code,
+        "retryable": e.retryable,
+    }})
+}
+
+fn item_json(it: &Result<Job, Error>) -> Value {
+    match it {
+        Ok(j) => serde_json::to_value(j).unwrap_or(Value::Null),
+        Err(e) => error_json(e),
+    }
+}
+
+/// Colours a state name for people.
+pub fn paint_state(state: JobState, text: &str) -> String {
+    let s = console::style(text);
+    match state {
+        JobState::Succeeded => s.green(),
+        JobState::Failed => s.red(),
+        JobState::Canceled | JobState::Cancelling => s.yellow(),
+        JobState::Running => s.cyan(),
+        _ => s,
+    }
+    .to_string()
+}

@@ -1,0 +1,129 @@
+//! A session: the resolved configuration of one jobctl invocation. It builds backends on
+//! demand, resolves job references, stamps jobs with their profile and fills gaps from the
+//! ledger.
+
+use crate::backend::{self, BackendContext, JobBackend};
+use crate::config::{Config, Profile};
+use crate::error::{Error, Result};
+use crate::ledger::Ledger;
+use crate::model::{Job, JobRef};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A backend bound to the profile it was built for.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The profile.
+    pub profile: Profile,
+    /// Its backend.
+    pub backend: Arc<dyn JobBackend>,
+}
+
+/// Shared state of one invocation.
+#[derive(Debug)]
+pub struct Session {
+    /// Configuration (file + environment).
+    pub config: Config,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Profile selected by flags/env/config.
+    pub selected: String,
+    backends: Mutex<HashMap<String, Bound>>,
+    ledger: OnceLock<Arc<Ledger>>,
+}
+
+impl Session {
+    /// A session over `config` using `state_dir`, with `selected` as the default profile.
+    pub fn new(config: Config, state_dir: PathBuf, selected: String) -> Self {
+        Session {
+            config,
+            state_dir,
+            selected,
+            backends: Mutex::new(HashMap::new()),
+            ledger: OnceLock::new(),
+        }
+    }
+
+    /// The ledger, opened on first use.
+    pub fn ledger(&self) -> Result<Arc<Ledger>> {
+        if let Some(l) = self.ledger.get() {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(Ledger::open(&self.state_dir)?);
+        Ok(self.ledger.get_or_init(|| l).clone())
+    }
+
+    /// The backend of `profile` (built once per invocation).
+    pub fn bound(&self, profile: &str) -> Result<Bound> {
+        let resolved = self.config.profile(profile)?;
+        let key = resolved.name.clone();
+        if let Ok(map) = self.backends.lock() {
+            if let Some(b) = map.get(&key) {
+                return Ok(b.clone());
+            }
+        }
+        let backend = backend::build(BackendContext {
+            profile: resolved.clone(),
+            state_dir: self.state_dir.clone(),
+        })
+        .map_err(|e| e.in_profile(&resolved.name, resolved.backend.as_str()))?;
+        let bound = Bound {
+            profile: resolved,
+            backend,
+        };
+        if let Ok(mut map) = self.backends.lock() {
+            map.insert(key, bound.clone());
+        }
+        Ok(bound)
+    }
+
+    /// The selected profile's backend.
+    pub fn selected_bound(&self) -> Result<Bound> {
+        self.bound(&self.selected)
+    }
+
+    /// Resolves a reference to (profile name, id). A bare id is looked up in the ledger and
+    /// used when exactly one submission has it; otherwise it belongs to the selected profile.
+    pub fn resolve(&self, raw: &str) -> Result<(String, String)> {
+        let r: JobRef = raw.parse()?;
+        if let Some(p) = &r.profile {
+            if self.config.has_profile(p) {
+                let canonical = self.config.profile(p)?.name;
+                return Ok((canonical, r.id));
+            }
+        }
+        let whole = raw.trim().to_string();
+        if let Ok(ledger) = self.ledger() {
+            let hits = ledger.find_id(&whole)?;
+            let mut profiles: Vec<String> = hits.into_iter().map(|e| e.profile).collect();
+            profiles.dedup();
+            if profiles.len() == 1 {
+                return Ok((profiles.remove(0), whole));
+            }
+        }
+        if let Some(p) = r.profile {
+            return Err(Error::usage(format!(
+                "unknown profile '{p}' in reference '{raw}' (known: {})",
+                self.config.profile_names().join(", ")
+            )));
+        }
+        let canonical = self.config.profile(&self.selected)?.name;
+        Ok((canonical, whole))
+    }
+
+    /// Stamps `ref`/`profile`/`backend` and fills name and creation time from the ledger.
+    pub fn finish_job(&self, bound: &Bound, mut job: Job) -> Job {
+        job.stamp(&bound.profile.name, bound.profile.backend.as_str());
+        if job.name.is_none() || job.created_at.is_none() {
+            if let Ok(Some(entry)) = self
+                .ledger()
+                .and_then(|l| l.get(&bound.profile.name, &job.id))
+            {
+                job.name = job.name.or(entry.name);
+                job.created_at = job.created_at.or(Some(entry.submitted_at));
+            }
+        }
+        job
+    }
+}
