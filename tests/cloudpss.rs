@@ -736,3 +736,178 @@ async fn the_vendor_nodejs_examples_run_unchanged() {
     assert_eq!(served.get("createJob"), Some(&3), "{served:?}");
     assert!(served.get("job").copied().unwrap_or(0) >= 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// The CLI end to end, against the in-process simulator.
+
+/// A `jobctl` command isolated from the machine: only the simulator's variables, a private
+/// state directory and working directory (so no `.env` or config file leaks in).
+fn jobctl(sim: &SimHandle, state: &Path, vars: &[(&str, &str)]) -> assert_cmd::Command {
+    isolated(
+        assert_cmd::Command::cargo_bin("jobctl").unwrap(),
+        sim,
+        state,
+        vars,
+    )
+}
+
+fn isolated(
+    mut cmd: assert_cmd::Command,
+    sim: &SimHandle,
+    state: &Path,
+    vars: &[(&str, &str)],
+) -> assert_cmd::Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CLOUDPSS_") || k.starts_with("JOBCTL_") || k.starts_with("XDG_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(sim.env())
+        .env("JOBCTL_STATE_DIR", state)
+        .env("XDG_CONFIG_HOME", state.join("config"))
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .current_dir(state);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs a blocking command off the runtime that serves the simulator.
+async fn run(mut cmd: assert_cmd::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submit_wait_succeeds_and_a_failed_job_fails_the_command() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args([
+        "-b",
+        "cloudpss",
+        "submit",
+        "--opt",
+        "function=function/CloudPSS/hello",
+        "--arg",
+        "message=hi",
+        "--wait",
+    ]);
+    let out = run(cmd).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("cloudpss:"), "{stdout}");
+    assert!(
+        stdout.contains("succeeded") && stdout.contains("COMPLETED"),
+        "{stdout}"
+    );
+
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args([
+        "-b",
+        "cloudpss",
+        "submit",
+        "--opt",
+        "function=function/CloudPSS/hello",
+        "--arg",
+        "sim_outcome=fail",
+        "--wait",
+        "-o",
+        "quiet",
+    ]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let reference = text(&out.stdout).trim().to_string();
+    assert!(reference.starts_with("cloudpss:"), "{reference}");
+
+    // The printed reference works in a later process.
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args(["-o", "json", "status", &reference]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["native_state"], "FAILED");
+    assert_eq!(job["owner"], "jobctl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_exit_codes_for_not_found_bad_credentials_and_bad_specs() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args(["status", "cloudpss:no-such-job"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+
+    // A fresh state directory: no token cached by the command above.
+    let fresh = tempfile::tempdir().unwrap();
+    let mut cmd = jobctl(&sim, fresh.path(), &[("CLOUDPSS_PASSWORD", "wrong")]);
+    cmd.args(["-b", "cloudpss", "-o", "json", "list"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["error"]["code"], "FORBIDDEN");
+    assert_eq!(err["error"]["kind"], "auth");
+    assert!(!text(&out.stderr).contains("wrong"));
+
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args(["-b", "cloudpss", "submit", "--arg", "x=1"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("function"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args(["doctor", "cloudpss"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("X-Cloudpss-Version"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_example_script_passes_good_jobs_and_fails_bad_ones() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("jobctl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci-cloudpss.sh");
+    let jobctl_path = bin.to_string_lossy().to_string();
+    let script_cmd = |args: &[&str]| {
+        let mut sh = assert_cmd::Command::new("sh");
+        sh.arg(&script).args(args);
+        isolated(sh, &sim, dir.path(), &[("JOBCTL", jobctl_path.as_str())])
+    };
+    let out = run(script_cmd(&["message=hello from CI"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("succeeded"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(script_cmd(&["sim_outcome=fail"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("failed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(script_cmd(&["not-a-pair"])).await;
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -28,12 +28,12 @@ macro_rules! operation {
         #[doc = concat!("The operation in `", $file, "`.")]
         #[derive(GraphQLQuery)]
         #[graphql(
-                            schema_path = "src/backends/cloudpss/schema.graphql",
-                            query_path = $file,
-                            extern_enums("JobStatus", "AccountChallengeType"),
-                            variables_derives = "Clone",
-                            response_derives = "Clone"
-                        )]
+                                            schema_path = "src/backends/cloudpss/schema.graphql",
+                                            query_path = $file,
+                                            extern_enums("JobStatus", "AccountChallengeType"),
+                                            variables_derives = "Clone",
+                                            response_derives = "Clone"
+                                        )]
         pub struct $name;
     };
 }
