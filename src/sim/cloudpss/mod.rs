@@ -273,6 +273,14 @@ impl Store {
     }
 }
 
+/// The simulator's schema in SDL; `src/backends/cloudpss/schema.graphql` is a checked-in copy
+/// (a test keeps the two identical).
+pub fn sdl() -> String {
+    let state = SimState::new(SimConfig::default());
+    let store = Arc::new(Store::new(&state.config));
+    build_schema(state, store).sdl_with_options(async_graphql::SDLExportOptions::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,12 +315,4 @@ mod tests {
         assert_eq!(env["CLOUDPSS_USERNAME"], cfg.username);
         assert_eq!(env["CLOUDPSS_PASSWORD"], cfg.password);
     }
-}
-
-/// The simulator's schema in SDL; `src/backends/cloudpss/schema.graphql` is a checked-in copy
-/// (a test keeps the two identical).
-pub fn sdl() -> String {
-    let state = SimState::new(SimConfig::default());
-    let store = Arc::new(Store::new(&state.config));
-    build_schema(state, store).sdl_with_options(async_graphql::SDLExportOptions::new())
 }

@@ -297,6 +297,8 @@ impl AccountUser {
 }
 
 /// Any account.
+// The derive's repeated `field(…)` entries look like duplicated attributes to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(Interface, Debug, Clone)]
 #[graphql(
     field(name = "name", ty = "&String"),
