@@ -74,7 +74,12 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
     }
 
     /// Downloads the job's artifacts into `dest` (an existing directory).
-    async fn fetch(&self, _id: &str, _dest: &Path, _progress: &ProgressBar) -> Result<Vec<Artifact>> {
+    async fn fetch(
+        &self,
+        _id: &str,
+        _dest: &Path,
+        _progress: &ProgressBar,
+    ) -> Result<Vec<Artifact>> {
         Err(Error::not_supported(
             self.name(),
             "fetch",

@@ -397,9 +397,7 @@ impl ConfigFile {
                 ("profiles", toml::Value::Table(profiles)) => {
                     for (name, body) in profiles {
                         let toml::Value::Table(body) = body else {
-                            return Err(Error::usage(format!(
-                                "[profiles.{name}] must be a table"
-                            )));
+                            return Err(Error::usage(format!("[profiles.{name}] must be a table")));
                         };
                         if !crate::model::is_profile_name(&name) {
                             return Err(Error::usage(format!(
@@ -490,9 +488,9 @@ impl Config {
     pub fn profile(&self, name: &str) -> Result<Profile> {
         if let Some(section) = self.file.profiles.get(name) {
             let backend = match section.get("backend") {
-                Some(toml::Value::String(b)) => b.parse::<BackendKind>().map_err(|e| {
-                    Error::usage(format!("profile '{name}': {}", e.message))
-                })?,
+                Some(toml::Value::String(b)) => b
+                    .parse::<BackendKind>()
+                    .map_err(|e| Error::usage(format!("profile '{name}': {}", e.message)))?,
                 Some(_) => {
                     return Err(Error::usage(format!(
                         "profile '{name}': `backend` must be a string"
@@ -570,9 +568,9 @@ impl Config {
         for key in ["ca_cert", "insecure", "timeout", "poll_interval"] {
             let var = format!("{prefix}_{}", key.to_ascii_uppercase());
             if let Some(v) = self.env.get(&var) {
-                profile.set(key, &v, false).map_err(|e| {
-                    Error::usage(format!("{var}: {}", e.message))
-                })?;
+                profile
+                    .set(key, &v, false)
+                    .map_err(|e| Error::usage(format!("{var}: {}", e.message)))?;
             }
         }
         Ok(())
@@ -645,7 +643,8 @@ mod tests {
         assert_eq!(p.username, None);
         assert_eq!(cfg.default_profile_name(), "prod");
 
-        let inline = ConfigFile::parse("[profiles.x]\nbackend=\"ac\"\npassword=\"oops\"\n").unwrap();
+        let inline =
+            ConfigFile::parse("[profiles.x]\nbackend=\"ac\"\npassword=\"oops\"\n").unwrap();
         let cfg = Config {
             file: inline,
             env: env(&[]),
@@ -659,7 +658,10 @@ mod tests {
         let cfg = Config::default();
         assert_eq!(cfg.profile("nope").unwrap_err().exit_code(), 2);
         let file = ConfigFile::parse("[profiles.y]\nbackend=\"mainframe\"\n").unwrap();
-        let cfg = Config { file, env: env(&[]) };
+        let cfg = Config {
+            file,
+            env: env(&[]),
+        };
         assert!(cfg.profile("y").unwrap_err().message.contains("mainframe"));
     }
 }

@@ -40,6 +40,8 @@ pub struct Entry {
 }
 
 /// Result of [`Ledger::begin`].
+// One value per invocation, never stored in bulk: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Begin {
     /// A new row was recorded; send the job, then call `complete` or `fail`.
@@ -263,7 +265,10 @@ mod tests {
             Begin::New(_) => panic!("duplicate key accepted"),
         }
         // Same key, other profile: independent.
-        assert!(matches!(l.begin("other", "local", &spec).unwrap(), Begin::New(_)));
+        assert!(matches!(
+            l.begin("other", "local", &spec).unwrap(),
+            Begin::New(_)
+        ));
         let spec2 = JobSpec {
             key: Some("k2".into()),
             ..JobSpec::default()
@@ -272,7 +277,10 @@ mod tests {
             panic!()
         };
         l.fail(seq2, "refused").unwrap();
-        assert!(matches!(l.begin("local", "local", &spec2).unwrap(), Begin::New(_)));
+        assert!(matches!(
+            l.begin("local", "local", &spec2).unwrap(),
+            Begin::New(_)
+        ));
         assert_eq!(l.find_id("17").unwrap().len(), 1);
         assert_eq!(l.history(Some(2)).unwrap().len(), 2);
     }

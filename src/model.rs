@@ -450,8 +450,7 @@ impl FromStr for JobRef {
 /// Profile names: letters, digits, `-`, `_`, `.`.
 pub fn is_profile_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 

@@ -68,6 +68,8 @@ pub struct BatchRow {
 }
 
 /// What a command produced.
+// One value per invocation, never stored in bulk: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Report {
     /// Nothing to print.
@@ -258,14 +260,24 @@ impl Printer {
                     j.native_state.clone().unwrap_or_default(),
                     j.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                     j.name.clone().unwrap_or_default(),
-                    j.created_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
+                    j.created_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_default(),
                     j.reason.clone().unwrap_or_default(),
                 ]
             })
             .collect();
         let states: Vec<JobState> = jobs.iter().map(|j| j.state).collect();
         self.table(
-            &["REF", "STATE", "NATIVE", "EXIT", "NAME", "CREATED (UTC)", "REASON"],
+            &[
+                "REF",
+                "STATE",
+                "NATIVE",
+                "EXIT",
+                "NAME",
+                "CREATED (UTC)",
+                "REASON",
+            ],
             &rows,
             |col, row, text| {
                 if col == 1 {
@@ -277,7 +289,12 @@ impl Printer {
         );
     }
 
-    fn table(&self, header: &[&str], rows: &[Vec<String>], paint: impl Fn(usize, usize, &str) -> String) {
+    fn table(
+        &self,
+        header: &[&str],
+        rows: &[Vec<String>],
+        paint: impl Fn(usize, usize, &str) -> String,
+    ) {
         // Drop columns that are empty in every row (other than REF/STATE), to keep it narrow.
         let keep: Vec<usize> = (0..header.len())
             .filter(|&c| c < 2 || rows.iter().any(|r| !r[c].is_empty()))
@@ -347,7 +364,9 @@ impl Printer {
                     .iter()
                     .map(|e| {
                         vec![
-                            e.reference.clone().unwrap_or_else(|| format!("{}:-", e.profile)),
+                            e.reference
+                                .clone()
+                                .unwrap_or_else(|| format!("{}:-", e.profile)),
                             e.status.clone(),
                             e.submitted_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                             e.key.clone().unwrap_or_default(),
@@ -385,7 +404,14 @@ impl Printer {
                     })
                     .collect();
                 self.table(
-                    &["PROFILE", "BACKEND", "URL", "CREDENTIALS", "SOURCE", "CAPABILITIES"],
+                    &[
+                        "PROFILE",
+                        "BACKEND",
+                        "URL",
+                        "CREDENTIALS",
+                        "SOURCE",
+                        "CAPABILITIES",
+                    ],
                     &t,
                     |_, _, t| t.to_string(),
                 );
@@ -417,7 +443,9 @@ impl Printer {
         match self.mode {
             OutputMode::Json => self.json_out(&arts),
             OutputMode::Ndjson => arts.iter().for_each(|a| self.json_out(a)),
-            OutputMode::Quiet => arts.iter().for_each(|a| self.out(&a.path.display().to_string())),
+            OutputMode::Quiet => arts
+                .iter()
+                .for_each(|a| self.out(&a.path.display().to_string())),
             OutputMode::Table => {
                 for a in arts {
                     self.out(&format!("{}  ({} bytes)", a.path.display(), a.bytes));
@@ -432,7 +460,9 @@ impl Printer {
     fn aborts(&self, rows: &[AbortRow]) {
         let value = |r: &AbortRow| match &r.outcome {
             Ok(o) => json!({"ref": r.reference, "outcome": o}),
-            Err(e) => json!({"ref": r.reference, "outcome": "failed", "error": error_json(e)["error"]}),
+            Err(e) => {
+                json!({"ref": r.reference, "outcome": "failed", "error": error_json(e)["error"]})
+            }
         };
         for r in rows {
             match &r.outcome {

@@ -136,7 +136,16 @@ pub async fn run(
     }
     let mut last_answer: BTreeMap<&str, Instant> = groups.keys().map(|p| (*p, started)).collect();
     let display = Display::new(opts.live, targets);
-    let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
+    // Registered now, not on first poll, so a Ctrl-C right after the first event is caught.
+    let mut sigint = crate::cli::interrupt_signal();
+    let mut interrupt = std::pin::pin!(async move {
+        match sigint.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    });
     let mut delay = opts.interval;
     let mut first_terminal: Option<usize> = None;
 
@@ -231,7 +240,9 @@ pub async fn run(
                             at: Utc::now(),
                         });
                         if printer.mode == OutputMode::Table {
-                            display.suspend(|| printer.warn(&format!("{reference}: {e} (will retry)")));
+                            display.suspend(|| {
+                                printer.warn(&format!("{reference}: {e} (will retry)"))
+                            });
                         }
                     }
                 }
@@ -284,7 +295,11 @@ pub async fn run(
         if let Some(t) = opts.timeout {
             if elapsed >= t {
                 display.clear();
-                let code = if opts.abort_mode { 3 } else { aggregate(&jobs, true) };
+                let code = if opts.abort_mode {
+                    3
+                } else {
+                    aggregate(&jobs, true)
+                };
                 let e = (code == 3).then(|| {
                     Error::new(
                         ErrorKind::Timeout,
@@ -384,6 +399,7 @@ impl Display {
                     paint_state(j.state, j.state.as_str()),
                     j.native_state
                         .as_deref()
+                        .filter(|n| *n != j.state.as_str())
                         .map(|n| format!(" ({n})"))
                         .unwrap_or_default(),
                     humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
@@ -431,8 +447,14 @@ mod tests {
     #[test]
     fn precedence_is_failed_then_canceled_then_timeout() {
         assert_eq!(aggregate(&[job(JobState::Succeeded)], false), 0);
-        assert_eq!(aggregate(&[job(JobState::Canceled), job(JobState::Failed)], true), 1);
-        assert_eq!(aggregate(&[job(JobState::Canceled), job(JobState::Running)], true), 5);
+        assert_eq!(
+            aggregate(&[job(JobState::Canceled), job(JobState::Failed)], true),
+            1
+        );
+        assert_eq!(
+            aggregate(&[job(JobState::Canceled), job(JobState::Running)], true),
+            5
+        );
         assert_eq!(aggregate(&[job(JobState::Running), None], true), 3);
     }
 }

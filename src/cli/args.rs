@@ -56,7 +56,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub no_progress: bool,
     /// Colour on stdout (NO_COLOR is honoured in auto mode).
-    #[arg(long, global = true, value_enum, default_value = "auto", value_name = "WHEN")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
     pub color: ColorMode,
 }
 
@@ -72,6 +78,8 @@ pub enum ColorMode {
 }
 
 /// The commands.
+// One value per invocation, never stored in bulk: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Submit one job and print its reference.
@@ -108,9 +116,12 @@ pub enum Command {
         all: bool,
     },
     /// Request cancellation of jobs.
-    #[command(visible_alias = "cancel", after_help = "Examples:
+    #[command(
+        visible_alias = "cancel",
+        after_help = "Examples:
   jobctl abort local:17
-  jobctl cancel --wait --timeout 1m local:17 local:18")]
+  jobctl cancel --wait --timeout 1m local:17 local:18"
+    )]
     Abort {
         /// Job references.
         #[arg(required = true, value_name = "REF")]
@@ -213,7 +224,9 @@ pub enum Command {
         profile: Option<String>,
     },
     /// Print a shell completion script.
-    #[command(after_help = "Example:\n  jobctl completions bash > ~/.local/share/bash-completion/completions/jobctl")]
+    #[command(
+        after_help = "Example:\n  jobctl completions bash > ~/.local/share/bash-completion/completions/jobctl"
+    )]
     Completions {
         /// Shell.
         shell: clap_complete::Shell,

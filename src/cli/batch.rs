@@ -3,8 +3,8 @@
 //! journal missed is reconciled through the ledger instead of sent twice.
 
 use super::Outcome;
-use super::commands::{submit_spec, wait_for, watch_options};
 use super::args::WaitTuning;
+use super::commands::{submit_spec, wait_for, watch_options};
 use crate::error::{Error, Result};
 use crate::model::JobSpec;
 use crate::output::{BatchRow, Printer, Report, error_json};
@@ -82,7 +82,8 @@ fn append_journal(path: Option<&Path>, row: &BatchRow) -> Result<()> {
     let line = serde_json::to_string(row).map_err(|e| Error::io("journal", e))?;
     writeln!(f, "{line}").map_err(|e| Error::io(format!("journal {}", path.display()), e))?;
     // The journal is what a re-run trusts: make each line durable before moving on.
-    f.sync_data().map_err(|e| Error::io(format!("journal {}", path.display()), e))
+    f.sync_data()
+        .map_err(|e| Error::io(format!("journal {}", path.display()), e))
 }
 
 /// Runs `batch`.
@@ -104,11 +105,13 @@ pub async fn run(
             .map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?
     };
     let specs = parse(&text)?;
-    let journal = journal.or_else(|| (!stdin).then(|| {
-        let mut j = file.as_os_str().to_owned();
-        j.push(".journal");
-        PathBuf::from(j)
-    }));
+    let journal = journal.or_else(|| {
+        (!stdin).then(|| {
+            let mut j = file.as_os_str().to_owned();
+            j.push(".journal");
+            PathBuf::from(j)
+        })
+    });
     let done = journal.as_deref().map(read_journal).unwrap_or_default();
 
     // Resolve every profile and validate every spec before sending anything.
@@ -139,11 +142,12 @@ pub async fn run(
             pending.push((n, spec, bound));
         }
     }
-    let mut stream = futures::stream::iter(pending.into_iter().map(|(n, spec, bound)| async move {
-        let result = submit_spec(&bound, &spec, s).await;
-        (n, spec, result)
-    }))
-    .buffer_unordered(concurrency.max(1));
+    let mut stream =
+        futures::stream::iter(pending.into_iter().map(|(n, spec, bound)| async move {
+            let result = submit_spec(&bound, &spec, s).await;
+            (n, spec, result)
+        }))
+        .buffer_unordered(concurrency.max(1));
     let mut code = 0;
     while let Some((n, spec, result)) = stream.next().await {
         let row = match result {
@@ -188,10 +192,22 @@ pub async fn run(
         max_interval: "30s".into(),
         unreachable_timeout: "5m".into(),
     };
-    let interval = s.selected_bound().map(|b| b.profile.poll_interval).unwrap_or_default();
-    let opts = watch_options(&tuning, interval.max(std::time::Duration::from_millis(200)), false, p)?;
+    let interval = s
+        .selected_bound()
+        .map(|b| b.profile.poll_interval)
+        .unwrap_or_default();
+    let opts = watch_options(
+        &tuning,
+        interval.max(std::time::Duration::from_millis(200)),
+        false,
+        p,
+    )?;
     let mut out = wait_for(&targets, &opts, s, p).await;
-    out.code = if code != 0 && out.code == 0 { code } else { out.code };
+    out.code = if code != 0 && out.code == 0 {
+        code
+    } else {
+        out.code
+    };
     Ok(out)
 }
 
@@ -203,11 +219,15 @@ mod tests {
     fn malformed_lines_are_named_and_keys_are_derived() {
         let e = parse("{\"command\":[\"true\"]}\n\n# note\n{oops}\n").unwrap_err();
         assert!(e.message.starts_with("line 4:"), "{e}");
-        let specs = parse("{\"command\":[\"true\"]}\n{\"key\":\"mine\",\"command\":[\"true\"]}\n").unwrap();
+        let specs =
+            parse("{\"command\":[\"true\"]}\n{\"key\":\"mine\",\"command\":[\"true\"]}\n").unwrap();
         assert_eq!(specs.len(), 2);
         assert!(specs[0].1.key.as_deref().unwrap().starts_with("batch-1-"));
         assert_eq!(specs[1].1.key.as_deref(), Some("mine"));
         // The same line gives the same key on a re-run.
-        assert_eq!(parse("{\"command\":[\"true\"]}").unwrap()[0].1.key, specs[0].1.key);
+        assert_eq!(
+            parse("{\"command\":[\"true\"]}").unwrap()[0].1.key,
+            specs[0].1.key
+        );
     }
 }

@@ -6,9 +6,7 @@ use super::args::{Command, GlobalArgs, SubmitArgs, WaitTuning, WatchArgs};
 use crate::config::parse_duration;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ledger::Begin;
-use crate::model::{
-    AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value,
-};
+use crate::model::{AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value};
 use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report};
 use crate::session::{Bound, Session};
 use crate::watch::{self, Event, WatchOptions};
@@ -43,7 +41,9 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             wait,
             timeout,
         } => super::batch::run(&file, concurrency, journal, wait, timeout.as_deref(), s, p).await,
-        Command::History { limit } => Ok(Outcome::ok(Report::History(s.ledger()?.history(Some(limit))?))),
+        Command::History { limit } => Ok(Outcome::ok(Report::History(
+            s.ledger()?.history(Some(limit))?,
+        ))),
         Command::Login { profile } => login(profile, s).await,
         Command::Logout { profile } => logout(profile, s).await,
         Command::Profiles => Ok(Outcome::ok(profiles(s))),
@@ -52,7 +52,9 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             use clap::CommandFactory;
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut super::args::Cli::command(), "jobctl", &mut buf);
-            Ok(Outcome::ok(Report::Raw(String::from_utf8_lossy(&buf).into_owned())))
+            Ok(Outcome::ok(Report::Raw(
+                String::from_utf8_lossy(&buf).into_owned(),
+            )))
         }
         Command::Supervise { .. } => Err(Error::usage("__supervise is internal")),
     }
@@ -63,7 +65,12 @@ fn dur(flag: &str, v: &str) -> Result<Duration> {
 }
 
 /// Watch options from flags; the first interval defaults to the profile's `poll_interval`.
-pub(super) fn watch_options(t: &WaitTuning, default_interval: Duration, live: bool, p: &Printer) -> Result<WatchOptions> {
+pub(super) fn watch_options(
+    t: &WaitTuning,
+    default_interval: Duration,
+    live: bool,
+    p: &Printer,
+) -> Result<WatchOptions> {
     let interval = match &t.interval {
         Some(v) => dur("--interval", v)?,
         None => default_interval,
@@ -72,7 +79,11 @@ pub(super) fn watch_options(t: &WaitTuning, default_interval: Duration, live: bo
     Ok(WatchOptions {
         interval,
         max_interval,
-        timeout: t.timeout.as_deref().map(|v| dur("--timeout", v)).transpose()?,
+        timeout: t
+            .timeout
+            .as_deref()
+            .map(|v| dur("--timeout", v))
+            .transpose()?,
         unreachable_timeout: dur("--unreachable-timeout", &t.unreachable_timeout)?,
         any: false,
         fail_fast: false,
@@ -173,7 +184,11 @@ fn merge_pairs(flag: &str, raw: &[String], into: &mut Map<String, Value>) -> Res
 }
 
 /// Submits through the ledger: recorded before sending, idempotent with a key.
-pub(super) async fn submit_spec(bound: &Bound, spec: &JobSpec, s: &Session) -> Result<(crate::model::Job, bool)> {
+pub(super) async fn submit_spec(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+) -> Result<(crate::model::Job, bool)> {
     let profile = &bound.profile.name;
     let backend_name = bound.profile.backend.as_str();
     bound
@@ -200,7 +215,11 @@ pub(super) async fn submit_spec(bound: &Bound, spec: &JobSpec, s: &Session) -> R
     }
 }
 
-async fn existing(bound: &Bound, entry: crate::ledger::Entry, s: &Session) -> Result<(crate::model::Job, bool)> {
+async fn existing(
+    bound: &Bound,
+    entry: crate::ledger::Entry,
+    s: &Session,
+) -> Result<(crate::model::Job, bool)> {
     let key = entry.key.clone().unwrap_or_default();
     let Some(id) = entry.id.clone() else {
         // Another process is sending it right now, or one died mid-send: wait briefly.
@@ -276,10 +295,10 @@ async fn status(refs: &[String], s: &Session) -> Result<Outcome> {
         let ids: Vec<String> = idxs.iter().map(|&i| targets[i].1.clone()).collect();
         let results = bound.backend.statuses(&ids).await;
         for (&i, r) in idxs.iter().zip(results) {
-            items[i] = Some(
-                r.map(|j| s.finish_job(&bound, j))
-                    .map_err(|e| e.in_profile(&bound.profile.name, bound.profile.backend.as_str()).during("status")),
-            );
+            items[i] = Some(r.map(|j| s.finish_job(&bound, j)).map_err(|e| {
+                e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
+                    .during("status")
+            }));
         }
     }
     let items: Vec<Result<crate::model::Job>> = items.into_iter().flatten().collect();
@@ -309,11 +328,10 @@ async fn list(states: &[String], limit: Option<usize>, all: bool, s: &Session) -
         limit: if all { None } else { Some(limit.unwrap_or(50)) },
     };
     let bound = s.selected_bound()?;
-    let jobs = bound
-        .backend
-        .list(&query)
-        .await
-        .map_err(|e| e.in_profile(&bound.profile.name, bound.profile.backend.as_str()).during("list"))?;
+    let jobs = bound.backend.list(&query).await.map_err(|e| {
+        e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
+            .during("list")
+    })?;
     let items = jobs
         .into_iter()
         .map(|j| Ok(s.finish_job(&bound, j)))
@@ -324,7 +342,13 @@ async fn list(states: &[String], limit: Option<usize>, all: bool, s: &Session) -
     }))
 }
 
-async fn abort(refs: &[String], wait: bool, timeout: Option<&str>, s: &Session, p: &Printer) -> Result<Outcome> {
+async fn abort(
+    refs: &[String],
+    wait: bool,
+    timeout: Option<&str>,
+    s: &Session,
+    p: &Printer,
+) -> Result<Outcome> {
     let timeout = timeout.map(|t| dur("--timeout", t)).transpose()?;
     let targets = group(refs, s)?;
     let mut rows = Vec::new();
@@ -332,11 +356,10 @@ async fn abort(refs: &[String], wait: bool, timeout: Option<&str>, s: &Session, 
     let mut pending = Vec::new();
     for (profile, id) in &targets {
         let bound = s.bound(profile)?;
-        let outcome = bound
-            .backend
-            .abort(id)
-            .await
-            .map_err(|e| e.in_profile(profile, bound.profile.backend.as_str()).during("abort"));
+        let outcome = bound.backend.abort(id).await.map_err(|e| {
+            e.in_profile(profile, bound.profile.backend.as_str())
+                .during("abort")
+        });
         match &outcome {
             Ok(AbortOutcome::Requested) => pending.push((profile.clone(), id.clone())),
             Ok(AbortOutcome::AlreadyTerminal) => {}
@@ -386,18 +409,32 @@ async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome>
     let (profile, id) = s.resolve(reference)?;
     let bound = s.bound(&profile)?;
     let mut stdout = tokio::io::stdout();
+    let mut sigint = super::interrupt_signal();
+    let interrupted = async move {
+        match sigint.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         r = bound.backend.logs(&id, req, &mut stdout) => {
             r.map_err(|e| e.in_profile(&profile, bound.profile.backend.as_str()).during("logs"))?;
         }
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupted => {
             return Ok(Outcome { report: Report::Nothing, code: 130 });
         }
     }
     Ok(Outcome::ok(Report::Nothing))
 }
 
-async fn fetch(reference: &str, dest: &std::path::Path, s: &Session, p: &Printer) -> Result<Outcome> {
+async fn fetch(
+    reference: &str,
+    dest: &std::path::Path,
+    s: &Session,
+    p: &Printer,
+) -> Result<Outcome> {
     let (profile, id) = s.resolve(reference)?;
     let bound = s.bound(&profile)?;
     std::fs::create_dir_all(dest)
@@ -415,7 +452,10 @@ async fn fetch(reference: &str, dest: &std::path::Path, s: &Session, p: &Printer
     };
     let result = bound.backend.fetch(&id, dest, &bar).await;
     bar.finish_and_clear();
-    let arts = result.map_err(|e| e.in_profile(&profile, bound.profile.backend.as_str()).during("fetch"))?;
+    let arts = result.map_err(|e| {
+        e.in_profile(&profile, bound.profile.backend.as_str())
+            .during("fetch")
+    })?;
     Ok(Outcome::ok(Report::Artifacts(arts)))
 }
 
@@ -425,11 +465,10 @@ fn target_profile(profile: Option<String>, s: &Session) -> String {
 
 async fn login(profile: Option<String>, s: &Session) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
-    let msg = bound
-        .backend
-        .login()
-        .await
-        .map_err(|e| e.in_profile(&bound.profile.name, bound.profile.backend.as_str()).during("login"))?;
+    let msg = bound.backend.login().await.map_err(|e| {
+        e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
+            .during("login")
+    })?;
     Ok(Outcome::ok(Report::Message(format!(
         "logged in to profile {}: {msg}",
         bound.profile.name
@@ -438,11 +477,10 @@ async fn login(profile: Option<String>, s: &Session) -> Result<Outcome> {
 
 async fn logout(profile: Option<String>, s: &Session) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
-    bound
-        .backend
-        .logout()
-        .await
-        .map_err(|e| e.in_profile(&bound.profile.name, bound.profile.backend.as_str()).during("logout"))?;
+    bound.backend.logout().await.map_err(|e| {
+        e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
+            .during("logout")
+    })?;
     Ok(Outcome::ok(Report::Message(format!(
         "forgot the cached token of profile {}",
         bound.profile.name
@@ -450,7 +488,11 @@ async fn logout(profile: Option<String>, s: &Session) -> Result<Outcome> {
 }
 
 fn profiles(s: &Session) -> Report {
-    let selected = s.config.profile(&s.selected).map(|p| p.name).unwrap_or_default();
+    let selected = s
+        .config
+        .profile(&s.selected)
+        .map(|p| p.name)
+        .unwrap_or_default();
     let rows = s
         .config
         .profile_names()
@@ -471,7 +513,12 @@ fn profiles(s: &Session) -> Report {
                             b.backend
                                 .capabilities()
                                 .iter()
-                                .map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+                                .map(|c| {
+                                    serde_json::to_value(c)
+                                        .ok()
+                                        .and_then(|v| v.as_str().map(String::from))
+                                        .unwrap_or_default()
+                                })
                                 .collect()
                         })
                         .unwrap_or_default(),

@@ -77,6 +77,11 @@ pub fn main() -> i32 {
     }
 }
 
+/// SIGINT, registered at once (the handler must exist before the first event is printed).
+pub fn interrupt_signal() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()
+}
+
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
@@ -127,7 +132,10 @@ fn setup(cli: &Cli) -> (Printer, Result<Session>) {
         mode_result?;
         let env = env_result?;
         let config_path = g.config.clone().or_else(|| Config::default_path(&env));
-        let file = ConfigFile::load(config_path, g.config.is_some() || env.get("JOBCTL_CONFIG").is_some())?;
+        let file = ConfigFile::load(
+            config_path,
+            g.config.is_some() || env.get("JOBCTL_CONFIG").is_some(),
+        )?;
         let config = Config { file, env };
         let state_dir = match &g.state_dir {
             Some(p) => p.clone(),
@@ -172,7 +180,10 @@ fn supervise(cli: &Cli, id: i64) -> i32 {
         eprintln!("jobctl: error: __supervise needs --state-dir");
         return 2;
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(_) => return 7,
     };

@@ -52,7 +52,10 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         for _ in 0..100 {
             let d = b.next_delay();
-            assert!(d >= Duration::from_millis(100) && d <= Duration::from_secs(2), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(100) && d <= Duration::from_secs(2),
+                "{d:?}"
+            );
         }
     }
 }

@@ -168,7 +168,9 @@ impl HttpClient {
                     (retry, Ok(resp))
                 }
                 Err((e, never_sent)) => {
-                    let retry = idempotency == Idempotency::Idempotent || never_sent;
+                    // A certificate the client does not trust will not change on its own.
+                    let retry =
+                        e.retryable && (idempotency == Idempotency::Idempotent || never_sent);
                     (retry, Err(e))
                 }
             };
@@ -215,11 +217,14 @@ impl HttpClient {
         let mut backoff = Backoff::default();
         loop {
             let result = build(&self.client).send().await;
-            let retryable = match &result {
-                Ok(r) => r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS,
-                Err(_) => true,
+            let (retryable, after) = match &result {
+                Ok(r) => (
+                    r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS,
+                    retry_after(r.headers()),
+                ),
+                Err(e) => (self.transport_error(e).retryable, None),
             };
-            let delay = backoff.next_delay();
+            let delay = after.unwrap_or_else(|| backoff.next_delay());
             if !retryable || started.elapsed() + delay > self.retry_budget {
                 return result.map_err(|e| self.transport_error(&e));
             }
@@ -265,7 +270,7 @@ impl HttpClient {
             format!("request failed: {chain}")
         };
         let mut err = Error::new(ErrorKind::Unavailable, msg);
-        err.retryable = !lower.contains("certificate");
+        err.retryable = !(lower.contains("certificate") || lower.contains("invalidcert"));
         err.in_profile(&self.profile, self.backend)
     }
 }
@@ -312,7 +317,10 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
         h.insert("retry-after", "999".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(60)));
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
     }
 }

@@ -43,6 +43,9 @@ mod tests {
             Ok((page, next))
         };
         assert_eq!(collect(None, 0, fetch).await.unwrap().len(), 25);
-        assert_eq!(collect(Some(12), 0, fetch).await.unwrap(), (0..12).collect::<Vec<_>>());
+        assert_eq!(
+            collect(Some(12), 0, fetch).await.unwrap(),
+            (0..12).collect::<Vec<_>>()
+        );
     }
 }

@@ -22,6 +22,9 @@ pub struct CachedToken {
     /// Backend-specific data that belongs with the token (per-region tokens, user id…).
     #[serde(default)]
     pub data: serde_json::Value,
+    /// When it was obtained (sizes the renewal margin for short-lived tokens).
+    #[serde(default)]
+    pub obtained_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for CachedToken {
@@ -40,13 +43,21 @@ impl CachedToken {
             token: Secret::new(token),
             expires_at,
             data: serde_json::Value::Null,
+            obtained_at: Some(Utc::now()),
         }
     }
 
-    /// Whether it is still usable (with a safety margin).
+    /// Whether it is still usable with a safety margin: 60 s, or a quarter of the token's
+    /// lifetime when that is shorter (a 30 s token must not look expired from birth).
     pub fn is_fresh(&self) -> bool {
-        self.expires_at
-            .is_none_or(|exp| exp - EXPIRY_MARGIN > Utc::now())
+        let Some(exp) = self.expires_at else {
+            return true;
+        };
+        let margin = match self.obtained_at {
+            Some(got) => EXPIRY_MARGIN.min((exp - got) / 4),
+            None => EXPIRY_MARGIN,
+        };
+        exp - margin > Utc::now()
     }
 }
 
@@ -87,7 +98,10 @@ impl TokenStore {
 
     /// A fresh token: from memory, else from disk, else by calling `login`. The lock is held
     /// during login so concurrent requests of this process log in once.
-    pub async fn get(&self, login: impl AsyncFnOnce() -> Result<CachedToken>) -> Result<CachedToken> {
+    pub async fn get(
+        &self,
+        login: impl AsyncFnOnce() -> Result<CachedToken>,
+    ) -> Result<CachedToken> {
         let mut guard = self.current.lock().await;
         if let Some(t) = guard.as_ref().filter(|t| t.is_fresh()) {
             return Ok(t.clone());
@@ -186,7 +200,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::io(tmp.display(), e))?;
-    f.write_all(bytes).map_err(|e| Error::io(tmp.display(), e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io(tmp.display(), e))?;
     f.sync_all().map_err(|e| Error::io(tmp.display(), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
 }
@@ -228,6 +243,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(t.token.expose(), "tok1");
+    }
+
+    #[test]
+    fn short_lived_tokens_are_fresh_until_near_their_end() {
+        let t = CachedToken::new("t", Some(Utc::now() + chrono::Duration::seconds(20)));
+        assert!(t.is_fresh());
+        let mut stale = CachedToken::new("t", Some(Utc::now() + chrono::Duration::seconds(30)));
+        stale.obtained_at = Some(Utc::now() - chrono::Duration::seconds(600));
+        assert!(
+            !stale.is_fresh(),
+            "a long-lived token 30 s from its end is renewed"
+        );
+        assert!(!CachedToken::new("t", Some(Utc::now())).is_fresh());
     }
 
     #[tokio::test]

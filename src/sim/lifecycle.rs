@@ -41,7 +41,10 @@ impl JobPlan {
         };
         let exit_code = args
             .get("sim_exit_code")
-            .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
             .unwrap_or(if succeed { 0 } else { 1 });
         JobPlan {
             queue: dur("sim_queue").unwrap_or(config.queue_duration),
@@ -187,11 +190,16 @@ mod tests {
         let l = Lifecycle::new(plan);
         let t0 = l.created;
         assert_eq!(l.phase_at(t0), Phase::Queued);
-        assert!(matches!(l.phase_at(t0 + Duration::from_secs(2)), Phase::Running(p) if (p - 0.5).abs() < 1e-6));
+        assert!(
+            matches!(l.phase_at(t0 + Duration::from_secs(2)), Phase::Running(p) if (p - 0.5).abs() < 1e-6)
+        );
         assert_eq!(l.phase_at(t0 + Duration::from_secs(4)), Phase::Failed);
         let mut l2 = l.clone();
         l2.cancel_requested = Some(t0 + Duration::from_millis(1500));
-        assert_eq!(l2.phase_at(t0 + Duration::from_millis(1600)), Phase::Cancelling);
+        assert_eq!(
+            l2.phase_at(t0 + Duration::from_millis(1600)),
+            Phase::Cancelling
+        );
         assert_eq!(l2.phase_at(t0 + Duration::from_secs(4)), Phase::Canceled);
     }
 

@@ -192,7 +192,11 @@ async fn stats_handler(State(state): State<Arc<SimState>>) -> impl IntoResponse 
     axum::Json(serde_json::json!({ "total": total, "endpoints": stats }))
 }
 
-async fn faults_and_stats(State(state): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+async fn faults_and_stats(
+    State(state): State<Arc<SimState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let path = req
         .extensions()
         .get::<MatchedPath>()

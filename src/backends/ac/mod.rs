@@ -1,10 +1,1224 @@
-//! The ac backend (not implemented yet).
+//! The ac backend: Sugon AC / SCNet HPC clusters through the OpenAPI v2 (aliases `scnet`,
+//! `hpc`).
+//!
+//! A job id is `SCHEDULER.JOB` (e.g. `1638523853.35919`): the job APIs need the scheduler id
+//! next to the Slurm job id, and a reference must work from a later process.
 
-use crate::backend::{BackendContext, JobBackend};
-use crate::error::{Error, Result};
+pub mod api;
+pub mod auth;
+pub mod mapping;
+
+use crate::backend::{BackendContext, JobBackend, LogSink};
+use crate::error::{Error, ErrorKind, Result};
+use crate::http::token::{CachedToken, TokenStore};
+use crate::http::{HttpClient, Idempotency};
+use crate::model::{
+    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
+    ListQuery, LogsRequest, SpecRules,
+};
+use api::{Api, join, page_items};
+use async_trait::async_trait;
+use auth::{Auth, Overrides, Site, SiteCache};
+use bytes::Bytes;
+use chrono::{FixedOffset, Utc};
+use indicatif::ProgressBar;
+use mapping::{JobKey, Source, to_job};
+use reqwest::StatusCode;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+const BACKEND: &str = "ac";
+
+/// Runs `$body` (which may use `?`) with `$tok` and `$site` bound; when the platform refuses
+/// the token, forgets it and runs `$body` once more with a new one. A macro rather than a
+/// closure-taking function: async closures borrowing `self` make the trait's futures lose
+/// `Send`.
+macro_rules! with_session {
+    ($self:ident, |$tok:ident, $site:ident| $body:block) => {{
+        let mut attempt = 0u8;
+        loop {
+            attempt += 1;
+            let result: std::result::Result<_, (Error, Option<CachedToken>)> = async {
+                let (tok, site) = $self.session().await.map_err(|e| (e, None))?;
+                let r: Result<_> = async {
+                    let $tok = &tok;
+                    let $site = &site;
+                    $body
+                }
+                .await;
+                r.map_err(|e| (e, Some(tok.clone())))
+            }
+            .await;
+            match result {
+                Err((e, Some(stale)))
+                    if attempt == 1 && e.kind == ErrorKind::Auth && e.token_expired =>
+                {
+                    tracing::info!("AC token refused ({}), obtaining a new one", e.message);
+                    $self.auth.store.invalidate(&stale).await;
+                }
+                Err((e, _)) => break Err($self.auth.explain(e)),
+                Ok(v) => break Ok(v),
+            }
+        }
+    }};
+}
+
+/// Option keys of `--opt` (CONTRACT §2).
+const OPTIONS: &[&str] = &[
+    "scheduler",
+    "queue",
+    "nodes",
+    "ppn",
+    "nproc",
+    "gpus",
+    "dcus",
+    "memory",
+    "wall_time",
+    "workdir",
+    "exclusive",
+    "app",
+];
+
+/// Page size of the job lists.
+const PAGE: usize = 100;
+
+/// How far back `list` looks in the history.
+const HISTORY_DAYS: i64 = 7;
 
 /// Builds the ac backend for a profile.
-pub fn build(_ctx: BackendContext) -> Result<Arc<dyn JobBackend>> {
-    Err(Error::not_supported("ac", "any operation", "this backend is not implemented yet"))
+pub fn build(ctx: BackendContext) -> Result<Arc<dyn JobBackend>> {
+    Ok(Arc::new(AcBackend::new(ctx)?))
+}
+
+/// The ac backend of one profile.
+#[derive(Debug)]
+pub struct AcBackend {
+    ctx: BackendContext,
+    api: Api,
+    auth: Auth,
+    overrides: Overrides,
+    sites: SiteCache,
+    site: tokio::sync::Mutex<Option<Site>>,
+    offset: FixedOffset,
+}
+
+impl AcBackend {
+    /// Reads the profile; sends nothing.
+    pub fn new(ctx: BackendContext) -> Result<Self> {
+        let ac = ctx.require_url("AC_URL")?;
+        let p = &ctx.profile;
+        let api = Api {
+            http: HttpClient::new(p, BACKEND)?,
+        };
+        let offset = mapping::parse_offset(p.option("utc_offset").unwrap_or("+08:00"))?;
+        let password = p.secret("password").cloned();
+        let uses_password = p.username.is_some() && password.is_some();
+        let cache = ctx.cache_dir();
+        // A pre-issued token is the user's to manage: it is not written to disk.
+        let (store, token_file) = if uses_password {
+            (
+                TokenStore::new(&cache, &p.name),
+                Some(cache.join(format!("{}.token.json", p.name))),
+            )
+        } else {
+            (TokenStore::in_memory(), None)
+        };
+        let opt = |k: &str| {
+            p.option(k)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let overrides = Overrides {
+            hpc: opt("hpc_url"),
+            efile: opt("efile_url"),
+            scheduler: opt("scheduler_id"),
+        };
+        if let Some(s) = &overrides.scheduler {
+            if !s.chars().all(|c| c.is_ascii_digit()) {
+                return Err(Error::usage(format!(
+                    "AC_SCHEDULER_ID must be a number, got '{s}'"
+                )));
+            }
+        }
+        let auth = Auth {
+            api: api.clone(),
+            ac,
+            user: p.username.clone(),
+            password,
+            org_id: opt("org_id"),
+            preissued: p.secret("token").cloned(),
+            region: opt("region"),
+            store,
+            token_file,
+        };
+        Ok(AcBackend {
+            sites: SiteCache {
+                path: cache.join(format!("{}.ac-site.json", p.name)),
+            },
+            ctx,
+            api,
+            auth,
+            overrides,
+            site: tokio::sync::Mutex::new(None),
+            offset,
+        })
+    }
+
+    fn wrap(&self, e: Error, op: &str) -> Error {
+        e.in_profile(&self.ctx.profile.name, BACKEND).during(op)
+    }
+
+    /// The discovery result for `tok`: memory, disk cache, or a fresh discovery.
+    async fn site(&self, tok: &CachedToken) -> Result<Site> {
+        let key = format!(
+            "{}|{}|{:?}|{:?}|{:?}",
+            tok.data.get("key").and_then(Value::as_str).unwrap_or(""),
+            tok.data
+                .get("region_id")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            self.overrides.hpc,
+            self.overrides.efile,
+            self.overrides.scheduler
+        );
+        let mut guard = self.site.lock().await;
+        if let Some(s) = guard.as_ref().filter(|s| s.key == key) {
+            return Ok(s.clone());
+        }
+        let mut site = match self.sites.load(&key) {
+            Some(s) => s,
+            None => {
+                let s = auth::discover(&self.api, &self.auth.ac, tok, &self.overrides, key).await?;
+                if let Err(e) = self.sites.save(&s) {
+                    tracing::warn!("cannot cache AC discovery: {e}");
+                }
+                s
+            }
+        };
+        if site.compute_user.is_none() {
+            site.compute_user = self.ctx.profile.username.clone();
+        }
+        *guard = Some(site.clone());
+        Ok(site)
+    }
+
+    /// A token and the site it works with.
+    async fn session(&self) -> Result<(CachedToken, Site)> {
+        let tok = self.auth.token().await?;
+        let site = self.site(&tok).await?;
+        Ok((tok, site))
+    }
+
+    fn hpc(&self, site: &Site, path: &str) -> Result<url::Url> {
+        join(&site.hpc_url()?, path)
+    }
+
+    /// The cluster user's home directory, for the default work directory.
+    async fn home(&self, tok: &CachedToken, site: &Site) -> Result<String> {
+        if let Some(h) = &site.home {
+            return Ok(h.clone());
+        }
+        let data = self
+            .api
+            .get(
+                &join(&self.auth.ac, "/ac/openapi/v2/user")?,
+                &tok.token,
+                &[],
+            )
+            .await?;
+        let home = mapping::text(
+            data.as_object().unwrap_or(&Map::new()),
+            &["homePath", "home", "homeDir"],
+        )
+        .ok_or_else(|| {
+            Error::platform(
+                "the AC platform did not say where the home directory is; set --opt workdir=PATH",
+            )
+        })?;
+        let mut guard = self.site.lock().await;
+        if let Some(s) = guard.as_mut().filter(|s| s.key == site.key) {
+            s.home = Some(home.clone());
+            if let Err(e) = self.sites.save(s) {
+                tracing::warn!("cannot cache AC discovery: {e}");
+            }
+        }
+        Ok(home)
+    }
+
+    /// One job, realtime first, then history (a finished job leaves the realtime list after
+    /// about five minutes).
+    async fn lookup(&self, tok: &CachedToken, site: &Site, key: &JobKey) -> Result<Job> {
+        match self.realtime(tok, site, key).await? {
+            Some(job) => Ok(job),
+            None => self.history(tok, site, key).await,
+        }
+    }
+
+    /// One job from the realtime detail; `None` when the realtime list no longer has it.
+    async fn realtime(&self, tok: &CachedToken, site: &Site, key: &JobKey) -> Result<Option<Job>> {
+        let url = self.hpc(site, &format!("/hpc/openapi/v2/jobs/{}", key.job))?;
+        match self
+            .api
+            .get(
+                &url,
+                &tok.token,
+                &[("strJobManagerID", key.scheduler.clone())],
+            )
+            .await
+        {
+            Ok(Value::Object(o)) if !o.is_empty() => {
+                let mut job = to_job(&o, Some(key), Source::Realtime, self.offset)?;
+                job.id = key.id();
+                Ok(Some(job))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One job from the history.
+    async fn history(&self, tok: &CachedToken, site: &Site, key: &JobKey) -> Result<Job> {
+        let url = self.hpc(
+            site,
+            &format!("/hpc/openapi/v2/historyjobs/{}/{}", key.scheduler, key.job),
+        )?;
+        let not_found = |why: String| {
+            Error::not_found(format!(
+                "job {} is in neither the realtime list nor the history of scheduler {}{why}",
+                key.job, key.scheduler
+            ))
+        };
+        match self.api.get(&url, &tok.token, &[]).await {
+            Ok(Value::Object(o)) if !o.is_empty() => {
+                let mut job = to_job(&o, Some(key), Source::History, self.offset)?;
+                job.id = key.id();
+                Ok(job)
+            }
+            Ok(_) => Err(not_found(String::new())),
+            Err(e) if is_missing(&e) => {
+                let mut nf = not_found(format!(": {}", e.message));
+                nf.code = e.code;
+                Err(nf)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pages of the realtime list of `scheduler` for the user, until `enough` says stop.
+    async fn realtime_pages(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        scheduler: &str,
+        stat: Option<&str>,
+        mut enough: impl FnMut(&[Map<String, Value>]) -> bool,
+    ) -> Result<Vec<Map<String, Value>>> {
+        let url = self.hpc(site, "/hpc/openapi/v2/jobs")?;
+        let mut out = Vec::new();
+        let mut start = 0usize;
+        loop {
+            let mut q = vec![
+                ("strClusterIDList", scheduler.to_string()),
+                ("start", start.to_string()),
+                ("limit", PAGE.to_string()),
+            ];
+            if let Some(u) = &site.compute_user {
+                q.push(("strJobOwner", u.clone()));
+            }
+            if let Some(s) = stat {
+                q.push(("strJobStat", s.to_string()));
+            }
+            let data = self.api.get(&url, &tok.token, &q).await?;
+            let (items, total) = page_items(&data);
+            let n = items.len();
+            out.extend(items);
+            start += n;
+            let done = n == 0 || n < PAGE || total.is_some_and(|t| start as u64 >= t);
+            if done || enough(&out) {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn spec_checks(&self, spec: &JobSpec) -> Result<()> {
+        let opt = |k: &str| spec.opt_str(k).filter(|v| !v.trim().is_empty());
+        for k in ["nodes", "ppn", "nproc", "gpus", "dcus"] {
+            if let Some(v) = opt(k) {
+                if v.trim().parse::<u32>().map_or(true, |n| n == 0) {
+                    return Err(Error::usage(format!(
+                        "option `{k}` must be a positive whole number, got '{v}'"
+                    )));
+                }
+            }
+        }
+        if opt("ppn").is_some() && opt("nproc").is_some() {
+            return Err(Error::usage(
+                "options `ppn` (cores per node) and `nproc` (total cores) exclude each other",
+            ));
+        }
+        if let Some(w) = opt("wall_time") {
+            wall_time(&w)?;
+        }
+        if let Some(e) = opt("exclusive") {
+            crate::config::parse_bool(&e)
+                .map_err(|err| Error::usage(format!("option `exclusive`: {}", err.message)))?;
+        }
+        if let Some(s) = opt("scheduler") {
+            if !s.chars().all(|c| c.is_ascii_digit()) {
+                return Err(Error::usage(format!(
+                    "option `scheduler` must be a scheduler id (a number), got '{s}'"
+                )));
+            }
+        }
+        if let Some(a) = opt("app") {
+            app_path(&a)?;
+        }
+        if let Some(n) = &spec.name {
+            if n.is_empty()
+                || n.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || matches!(c, '/' | '\'' | '"' | '\\')
+                })
+            {
+                return Err(Error::usage(format!(
+                    "job name `name` '{n}' must be non-empty, without spaces, slashes or quotes (it becomes a directory name)"
+                )));
+            }
+        }
+        if let Some(cmd) = &spec.command {
+            if command_text(cmd).trim().is_empty() {
+                return Err(Error::usage("the job's `command` is empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Output (or error) file of a job: the platform's path, else the default naming.
+    fn stream_path(job: &Job, stderr: bool) -> Result<String> {
+        let field = if stderr { "stderr" } else { "stdout" };
+        if let Some(p) = job.extra.get(field).and_then(Value::as_str) {
+            return Ok(p.to_string());
+        }
+        let job_id = job.id.rsplit('.').next().unwrap_or(&job.id);
+        match job.extra.get("workdir").and_then(Value::as_str) {
+            Some(w) => Ok(format!(
+                "{}/std.{}.{job_id}",
+                w.trim_end_matches('/'),
+                if stderr { "err" } else { "out" }
+            )),
+            None => Err(Error::not_found(format!(
+                "the platform reports no {field} file for job {}",
+                job.id
+            ))),
+        }
+    }
+
+    /// Bytes of `path` from `offset` on (`None` when the file does not exist yet).
+    async fn read_from(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        path: &str,
+        offset: u64,
+    ) -> Result<Option<Bytes>> {
+        let url = join(&site.efile_url()?, "/openapi/v2/file/download")?;
+        let resp = self
+            .api
+            .http
+            .send(Idempotency::Idempotent, api::transient, |c| {
+                let mut r = c
+                    .get(url.clone())
+                    .header("token", tok.token.expose())
+                    .query(&[("path", path)]);
+                if offset > 0 {
+                    r = r.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+                }
+                r
+            })
+            .await?;
+        match resp.status {
+            StatusCode::PARTIAL_CONTENT => Ok(Some(resp.body)),
+            StatusCode::RANGE_NOT_SATISFIABLE => Ok(Some(Bytes::new())),
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK if !is_json(&resp.headers) => {
+                // A server that ignores Range sends everything again.
+                let skip = (offset as usize).min(resp.body.len());
+                Ok(Some(resp.body.slice(skip..)))
+            }
+            _ => match api::decode(&resp) {
+                Err(e) if is_missing(&e) => Ok(None),
+                Err(e) => Err(e),
+                Ok(_) => Err(Error::protocol(format!(
+                    "the AC file service answered a download of {path} with an envelope instead of the file"
+                ))),
+            },
+        }
+    }
+
+    /// Streams one file into `dest`; `None` when it does not exist.
+    async fn download(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        path: &str,
+        dest: &Path,
+        progress: &ProgressBar,
+    ) -> Result<Option<Artifact>> {
+        let url = join(&site.efile_url()?, "/openapi/v2/file/download")?;
+        let mut resp = self
+            .api
+            .http
+            .send_stream(|c| {
+                c.get(url.clone())
+                    .header("token", tok.token.expose())
+                    .query(&[("path", path)])
+            })
+            .await?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() || is_json(resp.headers()) {
+            let headers = resp.headers().clone();
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| self.api.http.transport_error(&e))?;
+            let r = crate::http::HttpResponse {
+                status,
+                headers,
+                body,
+            };
+            return match api::decode(&r) {
+                Err(e) if is_missing(&e) => Ok(None),
+                Err(e) => Err(e),
+                Ok(_) => Err(Error::protocol(format!(
+                    "the AC file service answered a download of {path} with an envelope instead of the file"
+                ))),
+            };
+        }
+        let name = path
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+            .unwrap_or("output")
+            .to_string();
+        let target = dest.join(&name);
+        if let Some(len) = resp.content_length() {
+            progress.inc_length(len);
+        }
+        let mut file = tokio::fs::File::create(&target)
+            .await
+            .map_err(|e| Error::io(target.display(), e))?;
+        let mut bytes = 0u64;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    drop(file);
+                    let _ = tokio::fs::remove_file(&target).await;
+                    return Err(self.api.http.transport_error(&e));
+                }
+            };
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::io(target.display(), e))?;
+            bytes += chunk.len() as u64;
+            progress.inc(chunk.len() as u64);
+        }
+        file.flush()
+            .await
+            .map_err(|e| Error::io(target.display(), e))?;
+        Ok(Some(Artifact {
+            name,
+            path: target,
+            bytes,
+            entries: Vec::new(),
+        }))
+    }
+
+    async fn read_with_session(&self, path: &str, offset: u64) -> Result<Option<Bytes>> {
+        with_session!(self, |tok, site| {
+            self.read_from(tok, site, path, offset).await
+        })
+    }
+
+    async fn status_inner(&self, id: &str) -> Result<Job> {
+        JobKey::parse(id, Some("0"))?;
+        with_session!(self, |tok, site| {
+            let key = JobKey::parse(id, Some(&site.scheduler))?;
+            self.lookup(tok, site, &key).await
+        })
+    }
+}
+
+/// Whether an error means "no such job / file" rather than a real failure.
+fn is_missing(e: &Error) -> bool {
+    e.kind == ErrorKind::NotFound || e.code.as_deref() == Some("10004")
+}
+
+fn is_json(h: &reqwest::header::HeaderMap) -> bool {
+    h.get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"))
+}
+
+/// The script text: one argument verbatim, several joined with shell quoting.
+pub fn command_text(cmd: &[String]) -> String {
+    match cmd {
+        [one] => one.clone(),
+        many => shell_words::join(many),
+    }
+}
+
+/// `wall_time` as `HH:MM:SS`: accepted as written, or as a duration (`90m`, `2h`).
+pub fn wall_time(raw: &str) -> Result<String> {
+    let t = raw.trim();
+    let parts: Vec<&str> = t.split(':').collect();
+    if parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Ok(t.to_string());
+    }
+    let d = crate::config::parse_duration(t).map_err(|_| {
+        Error::usage(format!(
+            "option `wall_time` must be HH:MM:SS or a duration like 90m, got '{raw}'"
+        ))
+    })?;
+    let s = d.as_secs();
+    if s == 0 {
+        return Err(Error::usage("option `wall_time` must be longer than zero"));
+    }
+    Ok(format!(
+        "{:02}:{:02}:{:02}",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    ))
+}
+
+/// `--opt app=TYPE/NAME` split into the template path parts.
+fn app_path(raw: &str) -> Result<(String, String)> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    match raw.trim().split_once('/') {
+        Some((t, n)) if ok(t) && ok(n) => Ok((t.to_string(), n.to_string())),
+        _ => Err(Error::usage(format!(
+            "option `app` must be TYPE/NAME (e.g. BASIC/BASE), got '{raw}'"
+        ))),
+    }
+}
+
+/// Converts the submit answer's `data` to a job id.
+fn submitted_id(data: &Value) -> Option<String> {
+    match data {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Object(o) => mapping::text(o, &["jobId", "id"]),
+        _ => None,
+    }
+}
+
+/// `strJobStat`/`jobState` for a state filter when it names exactly one native code.
+fn single_code(states: &[JobState], allowed: &[JobState]) -> Option<&'static str> {
+    let codes: Vec<&str> = states
+        .iter()
+        .filter(|s| allowed.contains(s))
+        .flat_map(|s| mapping::native_codes(*s).iter().copied())
+        .collect();
+    (codes.len() == 1 && states.len() == 1).then(|| codes[0])
+}
+
+#[async_trait]
+impl JobBackend for AcBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        [
+            Capability::Submit,
+            Capability::Status,
+            Capability::BatchStatus,
+            Capability::List,
+            Capability::Abort,
+            Capability::Logs,
+            Capability::FollowLogs,
+            Capability::Fetch,
+            Capability::Login,
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn spec_rules(&self) -> SpecRules {
+        SpecRules {
+            command: CommandRule::Required,
+            args: false,
+            options: OPTIONS,
+            required_options: &[],
+        }
+    }
+
+    fn validate(&self, spec: &JobSpec) -> Result<()> {
+        self.spec_rules().check(BACKEND, spec)?;
+        self.spec_checks(spec)
+    }
+
+    async fn submit(&self, spec: &JobSpec) -> Result<Job> {
+        self.validate(spec)?;
+        let cmd = command_text(spec.command.as_deref().unwrap_or_default());
+        let opt = |k: &str| {
+            spec.opt_str(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let (app_type, app_name) = match opt("app") {
+            Some(a) => app_path(&a)?,
+            None => ("BASIC".to_string(), "BASE".to_string()),
+        };
+        let name = spec.name.clone().unwrap_or_else(|| {
+            format!(
+                "jobctl_{}",
+                Utc::now().with_timezone(&self.offset).format("%m%d_%H%M%S")
+            )
+        });
+        let wall = opt("wall_time").map(|w| wall_time(&w)).transpose()?;
+        let exclusive = opt("exclusive")
+            .map(|e| crate::config::parse_bool(&e))
+            .transpose()?
+            .unwrap_or(false);
+        with_session!(self, |tok, site| {
+            let scheduler = opt("scheduler").unwrap_or_else(|| site.scheduler.clone());
+            let workdir = match opt("workdir") {
+                Some(w) => w.trim_end_matches('/').to_string(),
+                None => format!(
+                    "{}/{app_name}/{name}",
+                    self.home(tok, site).await?.trim_end_matches('/')
+                ),
+            };
+            let nproc = opt("nproc");
+            let ppn = opt("ppn").or_else(|| nproc.is_none().then(|| "1".to_string()));
+            let info: BTreeMap<&str, String> = [
+                ("GAP_CMD_FILE", cmd.clone()),
+                ("GAP_SUBMIT_TYPE", "cmd".to_string()),
+                ("GAP_JOB_NAME", name.clone()),
+                ("GAP_WORK_DIR", workdir.clone()),
+                ("GAP_QUEUE", opt("queue").unwrap_or_default()),
+                ("GAP_NNODE", opt("nodes").unwrap_or_else(|| "1".to_string())),
+                ("GAP_NODE_STRING", String::new()),
+                ("GAP_PPN", ppn.unwrap_or_default()),
+                ("GAP_NPROC", nproc.unwrap_or_default()),
+                ("GAP_NGPU", opt("gpus").unwrap_or_default()),
+                ("GAP_NDCU", opt("dcus").unwrap_or_default()),
+                ("GAP_JOB_MEM", opt("memory").unwrap_or_default()),
+                ("GAP_WALL_TIME", wall.clone().unwrap_or_default()),
+                (
+                    "GAP_EXCLUSIVE",
+                    if exclusive { "1" } else { "" }.to_string(),
+                ),
+                ("GAP_APPNAME", app_name.clone()),
+                ("GAP_MULTI_SUB", String::new()),
+                ("GAP_STD_OUT_FILE", format!("{workdir}/std.out.%j")),
+                ("GAP_STD_ERR_FILE", format!("{workdir}/std.err.%j")),
+            ]
+            .into_iter()
+            .collect();
+            // The documented example sends the scheduler id as a number.
+            let manager = scheduler
+                .parse::<u64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::String(scheduler.clone()));
+            let body = json!({"strJobManagerID": manager, "mapAppJobInfo": info});
+            let url = self.hpc(
+                site,
+                &format!("/hpc/openapi/v2/apptemplates/{app_type}/{app_name}/job"),
+            )?;
+            let data = self
+                .api
+                .post_json(&url, &tok.token, &body, Idempotency::NotIdempotent)
+                .await?;
+            let job_id = submitted_id(&data).ok_or_else(|| {
+                Error::protocol(format!(
+                    "the AC platform accepted the job but returned no job id (data: {data})"
+                ))
+            })?;
+            let key = JobKey {
+                scheduler: scheduler.clone(),
+                job: job_id.clone(),
+            };
+            let mut job = Job::new(key.id(), JobState::Queued, None);
+            job.name = Some(name.clone());
+            job.created_at = Some(Utc::now());
+            job.queue = opt("queue");
+            job.owner = site.compute_user.clone();
+            job.extra
+                .insert("scheduler_id".into(), scheduler.clone().into());
+            job.extra.insert("workdir".into(), workdir.clone().into());
+            job.extra.insert(
+                "stdout".into(),
+                format!("{workdir}/std.out.{job_id}").into(),
+            );
+            job.extra.insert(
+                "stderr".into(),
+                format!("{workdir}/std.err.{job_id}").into(),
+            );
+            job.extra
+                .insert("app".into(), format!("{app_type}/{app_name}").into());
+            Ok(job)
+        })
+        .map_err(|e| self.wrap(e, "submit"))
+    }
+
+    async fn status(&self, id: &str) -> Result<Job> {
+        self.status_inner(id)
+            .await
+            .map_err(|e| self.wrap(e, "status"))
+    }
+
+    async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
+        // Ids that do not parse are answered without asking the platform.
+        let parsed: Vec<Result<()>> = ids
+            .iter()
+            .map(|id| JobKey::parse(id, Some("0")).map(|_| ()))
+            .collect();
+        let outcome: Result<Vec<Result<Job>>> = with_session!(self, |tok, site| {
+            let keys: Vec<Option<JobKey>> = ids
+                .iter()
+                .map(|id| JobKey::parse(id, Some(&site.scheduler)).ok())
+                .collect();
+            let mut by_scheduler: BTreeMap<&str, Vec<&JobKey>> = BTreeMap::new();
+            for k in keys.iter().flatten() {
+                by_scheduler
+                    .entry(k.scheduler.as_str())
+                    .or_default()
+                    .push(k);
+            }
+            let mut found: HashMap<JobKey, Job> = HashMap::new();
+            for (scheduler, wanted) in &by_scheduler {
+                let want: Vec<&str> = wanted.iter().map(|k| k.job.as_str()).collect();
+                let records = self
+                    .realtime_pages(tok, site, scheduler, None, |got| {
+                        want.iter().all(|w| {
+                            got.iter()
+                                .any(|r| mapping::text(r, &["jobId"]).as_deref() == Some(*w))
+                        })
+                    })
+                    .await?;
+                for r in records {
+                    let Some(job_id) = mapping::text(&r, &["jobId", "id"]) else {
+                        continue;
+                    };
+                    let key = JobKey {
+                        scheduler: scheduler.to_string(),
+                        job: job_id,
+                    };
+                    if wanted.contains(&&key) {
+                        let mut job = to_job(&r, Some(&key), Source::Realtime, self.offset)?;
+                        job.id = key.id();
+                        found.insert(key, job);
+                    }
+                }
+            }
+            let mut out = Vec::with_capacity(keys.len());
+            for key in &keys {
+                let Some(key) = key else {
+                    out.push(Err(Error::usage("invalid id")));
+                    continue;
+                };
+                if let Some(job) = found.get(key) {
+                    out.push(Ok(job.clone()));
+                    continue;
+                }
+                // Gone from the realtime list (finished long enough ago), or not ours.
+                let r = match self.history(tok, site, key).await {
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        match self.realtime(tok, site, key).await {
+                            Ok(Some(job)) => Ok(job),
+                            Ok(None) => Err(e),
+                            Err(other) => Err(other),
+                        }
+                    }
+                    other => other,
+                };
+                if let Err(e) = &r {
+                    if e.kind == ErrorKind::Auth && e.token_expired {
+                        return Err(e.clone());
+                    }
+                }
+                out.push(r);
+            }
+            Ok(out)
+        });
+        match outcome {
+            Ok(results) => results
+                .into_iter()
+                .zip(parsed)
+                .map(|(r, p)| match p {
+                    Err(e) => Err(self.wrap(e, "status")),
+                    Ok(()) => r.map_err(|e| self.wrap(e, "status")),
+                })
+                .collect(),
+            Err(e) => {
+                let e = self.wrap(e, "status");
+                ids.iter()
+                    .zip(parsed)
+                    .map(|(_, p)| {
+                        Err(p
+                            .err()
+                            .map(|pe| self.wrap(pe, "status"))
+                            .unwrap_or_else(|| e.clone()))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
+        with_session!(self, |tok, site| {
+            let limit = query.limit;
+            let realtime_states = [
+                JobState::Queued,
+                JobState::Running,
+                JobState::Suspended,
+                JobState::Succeeded,
+                JobState::Failed,
+                JobState::Canceled,
+                JobState::Unknown,
+            ];
+            let stat = single_code(&query.states, &realtime_states);
+            let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
+            let records = self
+                .realtime_pages(tok, site, &site.scheduler, stat, |_| false)
+                .await?;
+            for r in records {
+                let key = JobKey {
+                    scheduler: site.scheduler.clone(),
+                    job: mapping::text(&r, &["jobId", "id"]).unwrap_or_default(),
+                };
+                if let Ok(job) = to_job(&r, Some(&key), Source::Realtime, self.offset) {
+                    if query.wants(job.state) {
+                        jobs.insert(job.id.clone(), job);
+                    }
+                }
+            }
+            let wants_finished = query.states.is_empty()
+                || query
+                    .states
+                    .iter()
+                    .any(|s| s.is_terminal() || *s == JobState::Unknown);
+            if wants_finished {
+                let terminal = [JobState::Succeeded, JobState::Failed, JobState::Canceled];
+                let state_code = single_code(&query.states, &terminal);
+                let url = self.hpc(site, "/hpc/openapi/v2/historyjobs")?;
+                let now = Utc::now();
+                let from = now - chrono::Duration::days(HISTORY_DAYS);
+                let mut start = 0usize;
+                let mut from_history = 0usize;
+                loop {
+                    let mut q = vec![
+                        ("strClusterNameList", site.scheduler.clone()),
+                        ("startTime", mapping::format_time(from, self.offset)),
+                        ("endTime", mapping::format_time(now, self.offset)),
+                        ("timeType", "CUSTOM".to_string()),
+                        ("isQueryByQueueTime", "false".to_string()),
+                        ("sort", "DESC".to_string()),
+                        ("orderBy", "jobId".to_string()),
+                        ("start", start.to_string()),
+                        ("limit", PAGE.to_string()),
+                    ];
+                    if let Some(u) = &site.compute_user {
+                        q.push(("strUser", u.clone()));
+                    }
+                    if let Some(c) = state_code {
+                        q.push(("jobState", c.to_string()));
+                    }
+                    let data = self.api.get(&url, &tok.token, &q).await?;
+                    let (items, total) = page_items(&data);
+                    let n = items.len();
+                    for r in items {
+                        let key = JobKey {
+                            scheduler: site.scheduler.clone(),
+                            job: mapping::text(&r, &["jobId", "id"]).unwrap_or_default(),
+                        };
+                        if let Ok(job) = to_job(&r, Some(&key), Source::History, self.offset) {
+                            if query.wants(job.state) && !jobs.contains_key(&job.id) {
+                                from_history += 1;
+                                jobs.insert(job.id.clone(), job);
+                            }
+                        }
+                    }
+                    start += n;
+                    let done = n == 0 || n < PAGE || total.is_some_and(|t| start as u64 >= t);
+                    if done || limit.is_some_and(|l| from_history >= l) {
+                        break;
+                    }
+                }
+            }
+            let mut out: Vec<Job> = jobs.into_values().collect();
+            out.sort_by_key(|j| std::cmp::Reverse(mapping::sort_key(j)));
+            if let Some(l) = limit {
+                out.truncate(l);
+            }
+            Ok(out)
+        })
+        .map_err(|e| self.wrap(e, "list"))
+    }
+
+    async fn abort(&self, id: &str) -> Result<AbortOutcome> {
+        let run = async {
+            JobKey::parse(id, Some("0"))?;
+            with_session!(self, |tok, site| {
+                let key = JobKey::parse(id, Some(&site.scheduler))?;
+                let job = self.lookup(tok, site, &key).await?;
+                if job.terminal {
+                    return Ok(AbortOutcome::AlreadyTerminal);
+                }
+                let user = job
+                    .owner
+                    .clone()
+                    .or_else(|| site.compute_user.clone())
+                    .ok_or_else(|| {
+                        Error::usage("cannot tell the job's cluster user; set AC_USER")
+                    })?;
+                let url = self.hpc(site, "/hpc/openapi/v2/jobs")?;
+                let info = format!("{},{user}:{}:", key.scheduler, key.job);
+                self.api
+                    .delete_form(
+                        &url,
+                        &tok.token,
+                        &[("jobMethod", "5".to_string()), ("strJobInfoMap", info)],
+                    )
+                    .await?;
+                Ok(AbortOutcome::Requested)
+            })
+        };
+        let r: Result<_> = run.await;
+        r.map_err(|e| self.wrap(e, "abort"))
+    }
+
+    async fn logs(&self, id: &str, req: LogsRequest, out: LogSink<'_>) -> Result<()> {
+        let which = if req.stderr { "error" } else { "output" };
+        let mut offset = 0u64;
+        let mut seen_file = false;
+        loop {
+            let job = self
+                .status_inner(id)
+                .await
+                .map_err(|e| self.wrap(e, "logs"))?;
+            let path = Self::stream_path(&job, req.stderr).map_err(|e| self.wrap(e, "logs"))?;
+            let chunk = self
+                .read_with_session(&path, offset)
+                .await
+                .map_err(|e| self.wrap(e, "logs"))?;
+            if let Some(bytes) = chunk {
+                seen_file = true;
+                if !bytes.is_empty() {
+                    out.write_all(&bytes)
+                        .await
+                        .map_err(|e| Error::io("writing logs", e))?;
+                    out.flush()
+                        .await
+                        .map_err(|e| Error::io("writing logs", e))?;
+                    offset += bytes.len() as u64;
+                }
+            }
+            // The state was read before the file, so after a terminal state the file is whole.
+            if !req.follow || job.terminal {
+                if !seen_file {
+                    return Err(self.wrap(
+                        Error::not_found(format!(
+                            "job {} has no {which} file ({path}) yet{}",
+                            job.id,
+                            if job.terminal {
+                                ""
+                            } else {
+                                "; it has not started"
+                            }
+                        )),
+                        "logs",
+                    ));
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(self.ctx.profile.poll_interval).await;
+        }
+    }
+
+    async fn fetch(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Vec<Artifact>> {
+        let run = async {
+            let job = self.status_inner(id).await?;
+            let paths = [
+                Self::stream_path(&job, false)?,
+                Self::stream_path(&job, true)?,
+            ];
+            let mut artifacts = Vec::new();
+            for path in &paths {
+                let got = with_session!(self, |tok, site| {
+                    self.download(tok, site, path, dest, progress).await
+                })?;
+                artifacts.extend(got);
+            }
+            if artifacts.is_empty() {
+                return Err(Error::not_found(format!(
+                    "job {} has no output files yet ({})",
+                    job.id,
+                    paths.join(", ")
+                )));
+            }
+            Ok(artifacts)
+        };
+        let r: Result<_> = run.await;
+        r.map_err(|e| self.wrap(e, "fetch"))
+    }
+
+    async fn login(&self) -> Result<String> {
+        let run = async {
+            self.auth.store.clear().await?;
+            with_session!(self, |tok, site| {
+                let region = tok
+                    .data
+                    .get("region_name")
+                    .or_else(|| tok.data.get("region_id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
+                let until = tok
+                    .expires_at
+                    .map(|t| format!(", token valid until {}", t.to_rfc3339()))
+                    .unwrap_or_default();
+                Ok(format!(
+                    "region {region}, cluster user {}, scheduler {}{until}",
+                    site.compute_user.as_deref().unwrap_or("?"),
+                    site.scheduler
+                ))
+            })
+        };
+        let r: Result<_> = run.await;
+        r.map_err(|e| self.wrap(e, "login"))
+    }
+
+    async fn logout(&self) -> Result<()> {
+        self.auth
+            .store
+            .clear()
+            .await
+            .map_err(|e| self.wrap(e, "logout"))?;
+        *self.site.lock().await = None;
+        self.sites.clear().map_err(|e| self.wrap(e, "logout"))?;
+        Ok(())
+    }
+
+    async fn doctor(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let tok = match self.auth.token().await {
+            Ok(t) => {
+                checks.push(Check::pass(
+                    "reachability",
+                    format!("{} answered", self.auth.ac),
+                ));
+                let region = t
+                    .data
+                    .get("region_name")
+                    .or_else(|| t.data.get("region_id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string();
+                checks.push(Check::pass(
+                    "authentication",
+                    format!("token for region {region}"),
+                ));
+                t
+            }
+            Err(e) => {
+                if matches!(e.kind, ErrorKind::Unavailable) {
+                    checks.push(Check::fail("reachability", e.to_string()));
+                } else {
+                    checks.push(Check::pass(
+                        "reachability",
+                        format!("{} answered", self.auth.ac),
+                    ));
+                    checks.push(Check::fail("authentication", e.to_string()));
+                }
+                return checks;
+            }
+        };
+        let site = match self.site(&tok).await {
+            Ok(s) => {
+                checks.push(Check::pass(
+                    "discovery",
+                    format!(
+                        "hpc {}, efile {}, scheduler {}",
+                        s.hpc, s.efile, s.scheduler
+                    ),
+                ));
+                s
+            }
+            Err(e) => {
+                checks.push(Check::fail("discovery", e.to_string()));
+                return checks;
+            }
+        };
+        let probe = async {
+            let url = self.hpc(&site, "/hpc/openapi/v2/cluster")?;
+            self.api.get(&url, &tok.token, &[]).await
+        };
+        match probe.await {
+            Ok(_) => checks.push(Check::pass(
+                "api version",
+                "OpenAPI v2 (/hpc/openapi/v2/cluster answered with the v2 envelope)",
+            )),
+            Err(e) => checks.push(Check::fail("api version", e.to_string())),
+        }
+        checks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_become_script_text() {
+        assert_eq!(
+            command_text(&["module load x; ./run.sh".into()]),
+            "module load x; ./run.sh"
+        );
+        assert_eq!(
+            command_text(&["echo".into(), "a b".into(), "it's".into()]),
+            "echo 'a b' 'it'\\''s'"
+        );
+    }
+
+    #[test]
+    fn wall_times_accept_both_forms() {
+        assert_eq!(wall_time("24:00:00").unwrap(), "24:00:00");
+        assert_eq!(wall_time("90m").unwrap(), "01:30:00");
+        assert!(wall_time("soon").is_err());
+        assert!(wall_time("0s").is_err());
+    }
+
+    #[test]
+    fn filters_map_to_one_native_code_or_none() {
+        let all = JobState::ALL;
+        assert_eq!(single_code(&[JobState::Running], &all), Some("statR"));
+        assert_eq!(single_code(&[JobState::Queued], &all), None);
+        assert_eq!(
+            single_code(&[JobState::Running, JobState::Suspended], &all),
+            None
+        );
+        assert_eq!(single_code(&[], &all), None);
+        assert_eq!(submitted_id(&json!(35919)).as_deref(), Some("35919"));
+        assert_eq!(submitted_id(&json!("12")).as_deref(), Some("12"));
+        assert_eq!(submitted_id(&json!(null)), None);
+    }
 }

@@ -31,7 +31,10 @@ pub fn to_job(row: &Row, store: &Store) -> Job {
     let e = &mut job.extra;
     e.insert("command".into(), Value::from(row.command.clone()));
     e.insert("shell".into(), Value::Bool(row.shell));
-    e.insert("workdir".into(), row.workdir.clone().map_or(Value::Null, Value::String));
+    e.insert(
+        "workdir".into(),
+        row.workdir.clone().map_or(Value::Null, Value::String),
+    );
     e.insert("pgid".into(), row.pgid.map_or(Value::Null, Value::from));
     e.insert(
         "supervisor_pid".into(),
@@ -90,9 +93,31 @@ pub fn supervisor_alive(row: &Row) -> bool {
     }
 }
 
-/// Whether any process of the group is alive.
+/// Whether any live (non-zombie) process belongs to the group. Zombies count as alive for
+/// `kill(2)`, and an orphaned job's zombie may linger when init is slow to reap it.
 pub fn group_alive(pgid: i64) -> bool {
-    pgid > 0 && killpg(Pid::from_raw(pgid as i32), None).is_ok()
+    if pgid <= 0 || killpg(Pid::from_raw(pgid as i32), None).is_err() {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    dir.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<i64>().ok());
+        pgrp == Some(pgid) && state != Some("Z")
+    })
 }
 
 #[cfg(test)]

@@ -38,10 +38,11 @@ impl LocalBackend {
     }
 
     fn parse_id(id: &str) -> Result<i64> {
-        id.parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| Error::not_found(format!("local job '{id}' does not exist (local ids are numbers)")))
+        id.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Error::not_found(format!(
+                "local job '{id}' does not exist (local ids are numbers)"
+            ))
+        })
     }
 
     fn row(&self, id: &str) -> Result<Row> {
@@ -70,9 +71,17 @@ impl LocalBackend {
         let reason = format!(
             "the supervisor (pid {}) vanished before the job ended{}; its exit code is unknown",
             row.supervisor_pid.unwrap_or_default(),
-            if same_boot { "" } else { " (the machine was rebooted)" }
+            if same_boot {
+                ""
+            } else {
+                " (the machine was rebooted)"
+            }
         );
-        let state = if row.cancel_requested { "canceled" } else { "failed" };
+        let state = if row.cancel_requested {
+            "canceled"
+        } else {
+            "failed"
+        };
         self.store.set_ended(row.id, state, None, Some(&reason))?;
         self.store
             .get(row.id)?
@@ -124,9 +133,18 @@ impl JobBackend for LocalBackend {
 
     fn capabilities(&self) -> Capabilities {
         use Capability::*;
-        [Submit, Status, BatchStatus, List, Abort, Logs, FollowLogs, Fetch]
-            .into_iter()
-            .collect()
+        [
+            Submit,
+            Status,
+            BatchStatus,
+            List,
+            Abort,
+            Logs,
+            FollowLogs,
+            Fetch,
+        ]
+        .into_iter()
+        .collect()
     }
 
     fn spec_rules(&self) -> SpecRules {
@@ -153,12 +171,16 @@ impl JobBackend for LocalBackend {
         }
         if let Some(w) = spec.opt_str("workdir") {
             if !Path::new(&w).is_dir() {
-                return Err(Error::usage(format!("option `workdir`: {w} is not a directory")));
+                return Err(Error::usage(format!(
+                    "option `workdir`: {w} is not a directory"
+                )));
             }
         }
         for key in spec.args.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(Error::usage(format!("--arg `{key}` is not a valid environment variable name")));
+                return Err(Error::usage(format!(
+                    "--arg `{key}` is not a valid environment variable name"
+                )));
             }
         }
         Ok(())
@@ -171,9 +193,11 @@ impl JobBackend for LocalBackend {
             .map(|v| crate::config::parse_bool(&v))
             .transpose()?
             .unwrap_or(false);
-        let workdir = spec
-            .opt_str("workdir")
-            .map(|w| std::fs::canonicalize(&w).map(|p| p.display().to_string()).unwrap_or(w));
+        let workdir = spec.opt_str("workdir").map(|w| {
+            std::fs::canonicalize(&w)
+                .map(|p| p.display().to_string())
+                .unwrap_or(w)
+        });
         let id = self.store.insert(
             spec.name.as_deref(),
             &command,
@@ -183,8 +207,12 @@ impl JobBackend for LocalBackend {
             mapping::boot_id().as_deref(),
         )?;
         if let Err(e) = self.spawn_supervisor(id) {
-            self.store
-                .set_ended(id, "failed", None, Some(&format!("supervisor did not start: {e}")))?;
+            self.store.set_ended(
+                id,
+                "failed",
+                None,
+                Some(&format!("supervisor did not start: {e}")),
+            )?;
             return Err(e);
         }
         let row = self.row(&id.to_string())?;
@@ -217,7 +245,11 @@ impl JobBackend for LocalBackend {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
-        let fetch_limit = if query.states.is_empty() { query.limit } else { None };
+        let fetch_limit = if query.states.is_empty() {
+            query.limit
+        } else {
+            None
+        };
         let mut out = Vec::new();
         for row in self.store.list(fetch_limit)? {
             let row = self.reconcile(row)?;
@@ -266,7 +298,12 @@ impl JobBackend for LocalBackend {
         let path = self.store.output_path(row.id, req.stderr);
         let mut offset = 0u64;
         loop {
-            let terminal = self.row(id)?.state.parse::<JobState>().map(JobState::is_terminal).unwrap_or(true);
+            let terminal = self
+                .row(id)?
+                .state
+                .parse::<JobState>()
+                .map(JobState::is_terminal)
+                .unwrap_or(true);
             if !path.exists() && terminal {
                 return Err(Error::not_found(format!(
                     "local job {} has no {} file",
@@ -324,7 +361,10 @@ impl JobBackend for LocalBackend {
         match std::fs::write(&probe, b"ok") {
             Ok(()) => {
                 let _ = std::fs::remove_file(&probe);
-                checks.push(Check::pass("state directory", self.ctx.state_dir.display().to_string()));
+                checks.push(Check::pass(
+                    "state directory",
+                    self.ctx.state_dir.display().to_string(),
+                ));
             }
             Err(e) => checks.push(Check::fail(
                 "state directory",
@@ -332,7 +372,10 @@ impl JobBackend for LocalBackend {
             )),
         }
         match std::env::current_exe() {
-            Ok(p) => checks.push(Check::pass("supervisor", format!("{} __supervise", p.display()))),
+            Ok(p) => checks.push(Check::pass(
+                "supervisor",
+                format!("{} __supervise", p.display()),
+            )),
             Err(e) => checks.push(Check::fail("supervisor", e.to_string())),
         }
         checks.push(if Path::new("/bin/sh").exists() {
@@ -358,13 +401,20 @@ async fn copy_from(path: &Path, offset: u64, out: LogSink<'_>) -> Result<u64> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
-        let n = f.read(&mut buf).await.map_err(|e| Error::io(path.display(), e))?;
+        let n = f
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::io(path.display(), e))?;
         if n == 0 {
             break;
         }
-        out.write_all(&buf[..n]).await.map_err(|e| Error::io("writing output", e))?;
+        out.write_all(&buf[..n])
+            .await
+            .map_err(|e| Error::io("writing output", e))?;
         total += n as u64;
     }
-    out.flush().await.map_err(|e| Error::io("writing output", e))?;
+    out.flush()
+        .await
+        .map_err(|e| Error::io("writing output", e))?;
     Ok(total)
 }

@@ -185,11 +185,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list = ids
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
         self.with(|c| {
             let mut st = c.prepare(&format!("SELECT {COLS} FROM jobs WHERE id IN ({list})"))?;
             st.query_map([], to_row)?.collect()
@@ -200,7 +196,9 @@ impl Store {
     pub fn list(&self, limit: Option<usize>) -> Result<Vec<Row>> {
         let limit = limit.map(|l| l as i64).unwrap_or(-1);
         self.with(|c| {
-            let mut st = c.prepare(&format!("SELECT {COLS} FROM jobs ORDER BY id DESC LIMIT ?1"))?;
+            let mut st = c.prepare(&format!(
+                "SELECT {COLS} FROM jobs ORDER BY id DESC LIMIT ?1"
+            ))?;
             st.query_map(params![limit], to_row)?.collect()
         })
     }
@@ -229,7 +227,13 @@ impl Store {
     }
 
     /// Records the end of a job, unless it already ended.
-    pub fn set_ended(&self, id: i64, state: &str, exit_code: Option<i64>, reason: Option<&str>) -> Result<()> {
+    pub fn set_ended(
+        &self,
+        id: i64,
+        state: &str,
+        exit_code: Option<i64>,
+        reason: Option<&str>,
+    ) -> Result<()> {
         let now = Utc::now().to_rfc3339();
         self.with(|c| {
             c.execute(

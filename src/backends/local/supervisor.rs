@@ -46,12 +46,14 @@ pub async fn run(state_dir: &Path, id: i64) -> Result<()> {
 
     let mut cmd = if row.shell {
         let mut c = tokio::process::Command::new("/bin/sh");
-        c.arg("-c").arg(row.command.first().cloned().unwrap_or_default());
+        c.arg("-c")
+            .arg(row.command.first().cloned().unwrap_or_default());
         c
     } else {
-        let (program, args) = row.command.split_first().ok_or_else(|| {
-            Error::usage(format!("local job {id} has an empty command"))
-        })?;
+        let (program, args) = row
+            .command
+            .split_first()
+            .ok_or_else(|| Error::usage(format!("local job {id} has an empty command")))?;
         let mut c = tokio::process::Command::new(program);
         c.args(args);
         c
@@ -78,7 +80,12 @@ pub async fn run(state_dir: &Path, id: i64) -> Result<()> {
                 126
             };
             let what = row.command.first().cloned().unwrap_or_default();
-            store.set_ended(id, "failed", Some(code), Some(&format!("cannot start `{what}`: {e}")))?;
+            store.set_ended(
+                id,
+                "failed",
+                Some(code),
+                Some(&format!("cannot start `{what}`: {e}")),
+            )?;
             return Ok(());
         }
     };
@@ -92,7 +99,8 @@ pub async fn run(state_dir: &Path, id: i64) -> Result<()> {
     }
 
     let status = loop {
-        let deadline = kill_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let deadline =
+            kill_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             s = child.wait() => break s,
             _ = usr1.recv() => {
@@ -137,7 +145,12 @@ pub async fn run(state_dir: &Path, id: i64) -> Result<()> {
             store.set_ended(id, state, Some(code), reason.as_deref())?;
         }
         Err(e) => {
-            store.set_ended(id, "failed", None, Some(&format!("lost track of the command: {e}")))?;
+            store.set_ended(
+                id,
+                "failed",
+                None,
+                Some(&format!("lost track of the command: {e}")),
+            )?;
         }
     }
     Ok(())

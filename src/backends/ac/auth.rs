@@ -1,0 +1,527 @@
+//! Tokens and discovery.
+//!
+//! The platform issues one token per region. jobctl keeps the token of the region it works in
+//! (the configured one, else the first usable) in the profile's [`TokenStore`], renews it with
+//! `/tokens/next` when it is about to expire, and logs in again when the platform refuses it.
+//! Discovery (`/center` for the region's hosts, `/cluster` for the scheduler id, `/user` for the
+//! home directory) runs once per profile and is cached next to the token.
+
+use super::api::{Api, RegionToken, code_string, join};
+use crate::config::Secret;
+use crate::error::{Error, Result};
+use crate::http::token::{CachedToken, TokenStore, write_private};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use url::Url;
+
+/// Renewal stops working once a token has been expired for this long (platform rule).
+const RENEWAL_LIMIT: chrono::Duration = chrono::Duration::hours(24);
+
+/// What jobctl reads from a token's JWT payload (without verifying it: it is ours to send, not
+/// to trust).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claims {
+    /// `computeUser`: the cluster's Unix user.
+    pub compute_user: Option<String>,
+    /// `expireTime` (epoch milliseconds).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `clusterId`: the region the token belongs to (`0` = platform token).
+    pub cluster_id: Option<String>,
+}
+
+/// Decodes the claims of a JWT-shaped token; anything else gives empty claims.
+pub fn claims(token: &str) -> Claims {
+    let Some(payload) = token.split('.').nth(1) else {
+        return Claims::default();
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok();
+    let Some(v) = bytes.and_then(|b| serde_json::from_slice::<Value>(&b).ok()) else {
+        return Claims::default();
+    };
+    let s = |k: &str| {
+        v.get(k)
+            .map(code_string)
+            .filter(|s| !s.is_empty() && s != "null")
+    };
+    Claims {
+        compute_user: s("computeUser"),
+        expires_at: s("expireTime")
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(DateTime::from_timestamp_millis),
+        cluster_id: s("clusterId"),
+    }
+}
+
+/// Credentials and region choice of a profile.
+#[derive(Debug)]
+pub struct Auth {
+    /// Raw requests.
+    pub api: Api,
+    /// The platform host.
+    pub ac: Url,
+    /// `AC_USER`.
+    pub user: Option<String>,
+    /// `AC_PASSWORD`.
+    pub password: Option<Secret>,
+    /// `AC_ORG_ID`.
+    pub org_id: Option<String>,
+    /// `AC_TOKEN`, a pre-issued regional token.
+    pub preissued: Option<Secret>,
+    /// `AC_REGION`: a clusterId or clusterName.
+    pub region: Option<String>,
+    /// The token cache.
+    pub store: TokenStore,
+    /// The file behind `store` (read directly only to find a token worth renewing).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Auth {
+    /// Identifies whose token a cached one is, so a changed user, URL or region is noticed.
+    fn key(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.ac,
+            self.user.as_deref().unwrap_or(""),
+            self.region.as_deref().unwrap_or("")
+        )
+    }
+
+    fn uses_password(&self) -> bool {
+        self.user.is_some() && self.password.is_some()
+    }
+
+    /// A usable token for the profile's region.
+    pub async fn token(&self) -> Result<CachedToken> {
+        let t = self.store.get(async || self.obtain().await).await?;
+        if t.data.get("key").and_then(Value::as_str) == Some(self.key().as_str()) {
+            return Ok(t);
+        }
+        // Cached for another user, URL or region: start over.
+        self.store.invalidate(&t).await;
+        self.store.get(async || self.obtain().await).await
+    }
+
+    /// Adds a hint to an authentication failure of a pre-issued token.
+    pub fn explain(&self, mut e: Error) -> Error {
+        if e.kind == crate::error::ErrorKind::Auth
+            && !self.uses_password()
+            && self.preissued.is_some()
+        {
+            e.message.push_str(
+                " (the pre-issued AC_TOKEN was refused: issue a new one, or set AC_USER, AC_PASSWORD and AC_ORG_ID)",
+            );
+        }
+        e
+    }
+
+    /// A fresh token: renewal of a recently expired cached token, else a login; or the
+    /// pre-issued token.
+    pub async fn obtain(&self) -> Result<CachedToken> {
+        if self.uses_password() {
+            if let Some(stale) = self.renewable() {
+                match self.api.renew(&self.ac, &stale.token).await {
+                    Ok(new) => return Ok(self.cached(new, &stale.data)),
+                    Err(e) => tracing::info!("AC token renewal failed ({e}), logging in"),
+                }
+            }
+            return self.login().await;
+        }
+        if let Some(tok) = &self.preissued {
+            let c = claims(tok.expose());
+            if c.cluster_id.as_deref() == Some("0") {
+                return Err(Error::usage(
+                    "AC_TOKEN is the platform token (clusterId 0), which the job APIs refuse: give a regional token, or set AC_USER, AC_PASSWORD and AC_ORG_ID",
+                ));
+            }
+            let data = json!({"key": self.key(), "region_id": c.cluster_id});
+            let expired = c.expires_at.is_some_and(|t| t <= Utc::now());
+            if expired {
+                let new = self.api.renew(&self.ac, tok).await.map_err(|mut e| {
+                    e.message =
+                        format!("AC_TOKEN has expired and cannot be renewed: {}", e.message);
+                    e
+                })?;
+                return Ok(self.cached(new, &data));
+            }
+            return Ok(self.cached(tok.clone(), &data));
+        }
+        Err(Error::usage(
+            "the ac profile has no credentials: set AC_USER, AC_PASSWORD and AC_ORG_ID, or AC_TOKEN",
+        ))
+    }
+
+    fn cached(&self, token: Secret, data: &Value) -> CachedToken {
+        let c = claims(token.expose());
+        let mut data = data.clone();
+        if let (Some(obj), Some(u)) = (data.as_object_mut(), &c.compute_user) {
+            obj.insert("compute_user".into(), Value::String(u.clone()));
+        }
+        CachedToken {
+            token,
+            expires_at: c.expires_at,
+            data,
+            obtained_at: Some(chrono::Utc::now()),
+        }
+    }
+
+    /// The cached token, if it is ours and expired recently enough to be renewed.
+    fn renewable(&self) -> Option<CachedToken> {
+        let text = std::fs::read_to_string(self.token_file.as_ref()?).ok()?;
+        let t: CachedToken = serde_json::from_str(&text).ok()?;
+        let ours = t.data.get("key").and_then(Value::as_str) == Some(self.key().as_str());
+        let recent = t.expires_at.is_some_and(|e| Utc::now() - e < RENEWAL_LIMIT);
+        (ours && recent).then_some(t)
+    }
+
+    /// Password login; picks the configured region, else the first usable one.
+    pub async fn login(&self) -> Result<CachedToken> {
+        let (Some(user), Some(password)) = (&self.user, &self.password) else {
+            return Err(Error::usage("password login needs AC_USER and AC_PASSWORD"));
+        };
+        let regions = self
+            .api
+            .login(&self.ac, user, password, self.org_id.as_deref())
+            .await?;
+        let chosen = choose_region(&regions, self.region.as_deref())?;
+        let token = chosen.token.clone().ok_or_else(|| {
+            Error::auth(format!(
+                "region {} ({}) has no token for this account (suspended or unpaid?)",
+                chosen.cluster_name, chosen.cluster_id
+            ))
+        })?;
+        Ok(self.cached(
+            token,
+            &json!({
+                "key": self.key(),
+                "region_id": chosen.cluster_id,
+                "region_name": chosen.cluster_name,
+            }),
+        ))
+    }
+}
+
+/// The region to work in: `wanted` by id or name, else the first with a token that is not the
+/// platform token.
+pub fn choose_region<'a>(
+    regions: &'a [RegionToken],
+    wanted: Option<&str>,
+) -> Result<&'a RegionToken> {
+    let usable = |r: &&RegionToken| r.cluster_id != "0";
+    if let Some(w) = wanted {
+        return regions
+            .iter()
+            .filter(usable)
+            .find(|r| r.cluster_id == w || r.cluster_name.eq_ignore_ascii_case(w))
+            .ok_or_else(|| {
+                let names: Vec<String> = regions
+                    .iter()
+                    .filter(usable)
+                    .map(|r| format!("{} ({})", r.cluster_name, r.cluster_id))
+                    .collect();
+                Error::usage(format!(
+                    "AC_REGION '{w}' is not one of this account's regions: {}",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            });
+    }
+    regions
+        .iter()
+        .filter(usable)
+        .find(|r| r.token.is_some())
+        .ok_or_else(|| {
+            Error::auth("the AC account has no usable region (every regional token is empty)")
+        })
+}
+
+/// Where the job and file APIs of the profile's region live.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Site {
+    /// Which token key and region this was discovered for.
+    pub key: String,
+    /// `scheme://host:port` of the hpc service.
+    pub hpc: String,
+    /// Base of the efile service, ending in `/efile`.
+    pub efile: String,
+    /// Default scheduler id.
+    pub scheduler: String,
+    /// The cluster user (owner of jobs, `strJobInfoMap` user).
+    pub compute_user: Option<String>,
+    /// The cluster user's home directory, once looked up.
+    pub home: Option<String>,
+}
+
+impl Site {
+    /// The hpc base as a URL.
+    pub fn hpc_url(&self) -> Result<Url> {
+        Url::parse(&self.hpc)
+            .map_err(|e| Error::usage(format!("invalid AC hpc URL '{}': {e}", self.hpc)))
+    }
+    /// The efile base as a URL.
+    pub fn efile_url(&self) -> Result<Url> {
+        Url::parse(&self.efile)
+            .map_err(|e| Error::usage(format!("invalid AC efile URL '{}': {e}", self.efile)))
+    }
+}
+
+/// Where `needle` starts in the path part of `url` (not in its host).
+fn path_find(url: &str, needle: &str) -> Option<usize> {
+    let host_start = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = host_start + url[host_start..].find('/')?;
+    url[path_start..].find(needle).map(|i| path_start + i)
+}
+
+/// Keeps only what precedes `/hpc` in a listed hpc URL (`/center` lists service URLs, the job
+/// paths add `/hpc/openapi/v2` themselves).
+pub fn normalize_hpc(raw: &str) -> String {
+    let t = raw.trim().trim_end_matches('/');
+    match path_find(t, "/hpc") {
+        Some(i) => t[..i].to_string(),
+        None => t.to_string(),
+    }
+}
+
+/// Makes an efile URL end in `/efile`, as the file paths expect.
+pub fn normalize_efile(raw: &str) -> String {
+    let t = raw.trim().trim_end_matches('/');
+    match path_find(t, "/efile") {
+        Some(i) => format!("{}/efile", &t[..i]),
+        None => format!("{t}/efile"),
+    }
+}
+
+/// The first enabled URL of a `/center` list (`enable` may be a boolean or a string; entries
+/// without it count as enabled).
+pub fn enabled_url(list: Option<&Value>) -> Option<String> {
+    list?.as_array()?.iter().find_map(|e| {
+        let url = match e {
+            Value::String(s) => return Some(s.clone()),
+            Value::Object(o) => o.get("url")?.as_str()?.to_string(),
+            _ => return None,
+        };
+        let enabled = match e.get("enable") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => code_string(v).eq_ignore_ascii_case("true"),
+        };
+        enabled.then_some(url)
+    })
+}
+
+/// Reads and writes the discovery cache of one profile.
+#[derive(Debug)]
+pub struct SiteCache {
+    /// `<cache>/<profile>.ac-site.json`.
+    pub path: PathBuf,
+}
+
+impl SiteCache {
+    /// The cached site for `key`, if any.
+    pub fn load(&self, key: &str) -> Option<Site> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        serde_json::from_str::<Site>(&text)
+            .ok()
+            .filter(|s| s.key == key)
+    }
+    /// Stores `site` (owner-only file).
+    pub fn save(&self, site: &Site) -> Result<()> {
+        let bytes =
+            serde_json::to_vec_pretty(site).map_err(|e| Error::io("AC discovery cache", e))?;
+        write_private(&self.path, &bytes)
+    }
+    /// Forgets the cache.
+    pub fn clear(&self) -> Result<bool> {
+        if self.path.exists() {
+            std::fs::remove_file(&self.path).map_err(|e| Error::io(self.path.display(), e))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// Configured overrides of discovery (`AC_HPC_URL`, `AC_EFILE_URL`, `AC_SCHEDULER_ID`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `hpc_url`.
+    pub hpc: Option<String>,
+    /// `efile_url`.
+    pub efile: Option<String>,
+    /// `scheduler_id`.
+    pub scheduler: Option<String>,
+}
+
+/// Discovers what `overrides` leaves open, using the regional token.
+pub async fn discover(
+    api: &Api,
+    ac: &Url,
+    token: &CachedToken,
+    overrides: &Overrides,
+    key: String,
+) -> Result<Site> {
+    let mut site = Site {
+        key,
+        compute_user: token
+            .data
+            .get("compute_user")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        ..Site::default()
+    };
+    if overrides.hpc.is_none() || overrides.efile.is_none() {
+        let data = api
+            .get(&join(ac, "/ac/openapi/v2/center")?, &token.token, &[])
+            .await?;
+        let region_id = token.data.get("region_id").and_then(Value::as_str);
+        let region_name = token.data.get("region_name").and_then(Value::as_str);
+        // Documented as an array of regions, observed as one object per regional token.
+        let info = match &data {
+            Value::Array(items) => items
+                .iter()
+                .find(|i| {
+                    let id = i.get("id").or_else(|| i.get("clusterId")).map(code_string);
+                    let name = i
+                        .get("name")
+                        .or_else(|| i.get("clusterName"))
+                        .and_then(Value::as_str);
+                    (region_id.is_some() && id.as_deref() == region_id)
+                        || (region_name.is_some() && name == region_name)
+                })
+                .or_else(|| items.first())
+                .cloned()
+                .unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let region = region_name.or(region_id).unwrap_or("?");
+        if overrides.hpc.is_none() {
+            let url = enabled_url(info.get("hpcUrls")).ok_or_else(|| {
+                Error::platform(format!(
+                    "the AC platform lists no enabled hpc URL for region {region}; set AC_HPC_URL"
+                ))
+            })?;
+            site.hpc = normalize_hpc(&url);
+        }
+        if overrides.efile.is_none() {
+            let url = enabled_url(info.get("efileUrls")).ok_or_else(|| {
+                Error::platform(format!(
+                    "the AC platform lists no enabled efile URL for region {region}; set AC_EFILE_URL"
+                ))
+            })?;
+            site.efile = normalize_efile(&url);
+        }
+        if site.compute_user.is_none() {
+            site.compute_user = info
+                .get("clusterUserName")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+        site.home = info
+            .get("homePath")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+    }
+    if let Some(h) = &overrides.hpc {
+        site.hpc = normalize_hpc(h);
+    }
+    if let Some(e) = &overrides.efile {
+        site.efile = normalize_efile(e);
+    }
+    match &overrides.scheduler {
+        Some(s) => site.scheduler = s.clone(),
+        None => {
+            let data = api
+                .get(
+                    &join(&site.hpc_url()?, "/hpc/openapi/v2/cluster")?,
+                    &token.token,
+                    &[],
+                )
+                .await?;
+            site.scheduler = data
+                .as_array()
+                .and_then(|a| a.iter().find_map(|c| c.get("id").map(code_string)))
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    Error::platform(
+                        "the AC platform lists no scheduler for this region; set AC_SCHEDULER_ID",
+                    )
+                })?;
+        }
+    }
+    Ok(site)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: &str, name: &str, token: Option<&str>) -> RegionToken {
+        RegionToken {
+            cluster_id: id.into(),
+            cluster_name: name.into(),
+            token: token.map(Secret::new),
+        }
+    }
+
+    #[test]
+    fn region_choice_skips_platform_and_empty_tokens() {
+        let rs = vec![
+            region("0", "ac", Some("p")),
+            region("1", "frozen", None),
+            region("2", "east", Some("e")),
+            region("3", "west", Some("w")),
+        ];
+        assert_eq!(choose_region(&rs, None).unwrap().cluster_id, "2");
+        assert_eq!(choose_region(&rs, Some("WEST")).unwrap().cluster_id, "3");
+        assert_eq!(choose_region(&rs, Some("3")).unwrap().cluster_id, "3");
+        let e = choose_region(&rs, Some("north")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message.contains("east (2)"), "{e}");
+        assert!(e.message.contains("north"));
+        assert!(choose_region(&rs, Some("ac")).is_err());
+        assert!(choose_region(&rs[..2], None).is_err());
+    }
+
+    #[test]
+    fn documented_sample_token_claims() {
+        let tok = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJjb21wdXRlVXNlciI6InNsdXJtdGVzdCIsImFjY291bnRTdGF0dXMiOiJUcmlhbCIsImNyZWF0b3IiOiJhYyIsInJvbGUiOiIxIiwiZXhwaXJlVGltZSI6IjE2ODU2MDAyMjU2MTUiLCJjbHVzdGVySWQiOiIxMTExMiIsImludm9rZXIiOiI2MDQ4Y2U3YmExNWMyYWYyZThjZWMxMjk5MWVjMTNjZiIsInVzZXIiOiJzbHVybXRlc3QiLCJ1c2VySWQiOiIxMTY1NTA0ODU0MSJ9.iLCKJ8PnDDK0_SA2NPYm1WozUG8D5ojwFqFhwaJCDc8";
+        let c = claims(tok);
+        assert_eq!(c.compute_user.as_deref(), Some("slurmtest"));
+        assert_eq!(c.cluster_id.as_deref(), Some("11112"));
+        assert_eq!(c.expires_at.unwrap().timestamp_millis(), 1_685_600_225_615);
+        assert_eq!(claims("opaque"), Claims::default());
+        assert_eq!(claims("a.!!!.c"), Claims::default());
+    }
+
+    #[test]
+    fn listed_urls_are_normalised() {
+        assert_eq!(
+            normalize_hpc("https://h:65106/hpc/openapi/v2/"),
+            "https://h:65106"
+        );
+        assert_eq!(normalize_hpc("https://h:65106"), "https://h:65106");
+        assert_eq!(normalize_hpc("https://gw/site1/hpc"), "https://gw/site1");
+        assert_eq!(normalize_efile("https://h:65107"), "https://h:65107/efile");
+        assert_eq!(normalize_efile("https://efile.x/"), "https://efile.x/efile");
+        assert_eq!(normalize_hpc("https://hpc.x"), "https://hpc.x");
+        assert_eq!(
+            normalize_efile("https://h:65107/efile/openapi/v2"),
+            "https://h:65107/efile"
+        );
+        let list =
+            json!([{"url": "http://a", "enable": "false"}, {"url": "http://b", "enable": "true"}]);
+        assert_eq!(enabled_url(Some(&list)).as_deref(), Some("http://b"));
+        let list = json!([{"url": "http://a", "enable": false}]);
+        assert_eq!(enabled_url(Some(&list)), None);
+        assert_eq!(
+            enabled_url(Some(&json!([{"url": "http://c"}]))).as_deref(),
+            Some("http://c")
+        );
+    }
+}

@@ -1,0 +1,782 @@
+//! The ac backend against the in-process simulator.
+
+use indicatif::ProgressBar;
+use jobctl::backend::{BackendContext, JobBackend};
+use jobctl::config::{Config, ConfigFile, EnvSource};
+use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery, LogsRequest};
+use jobctl::sim::{self, SimConfig, SimHandle};
+use jobctl::{Error, ErrorKind};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SCHED: &str = "1638523853";
+
+async fn start(cfg: SimConfig) -> SimHandle {
+    sim::start(cfg).await.expect("simulator starts")
+}
+
+fn quick() -> SimConfig {
+    SimConfig {
+        job_duration: Duration::from_millis(600),
+        queue_duration: Duration::from_millis(100),
+        ..SimConfig::default()
+    }
+}
+
+fn backend_with(
+    sim: &SimHandle,
+    dir: &Path,
+    extra: &[(&str, &str)],
+    drop: &[&str],
+) -> Arc<dyn JobBackend> {
+    let mut vars: BTreeMap<String, String> = sim
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("AC_") && !drop.contains(&k.as_str()))
+        .collect();
+    vars.insert("AC_POLL_INTERVAL".into(), "100ms".into());
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let cfg = Config {
+        file: ConfigFile::default(),
+        env: EnvSource::fixed(vars),
+    };
+    let profile = cfg.profile("scnet").expect("profile");
+    jobctl::backend::build(BackendContext {
+        profile,
+        state_dir: dir.to_path_buf(),
+    })
+    .expect("backend builds")
+}
+
+fn backend(sim: &SimHandle, dir: &Path) -> Arc<dyn JobBackend> {
+    backend_with(sim, dir, &[], &[])
+}
+
+fn spec(cmd: &str) -> JobSpec {
+    JobSpec {
+        command: Some(vec![cmd.to_string()]),
+        ..JobSpec::default()
+    }
+}
+
+fn named(cmd: &str, name: &str) -> JobSpec {
+    JobSpec {
+        name: Some(name.to_string()),
+        ..spec(cmd)
+    }
+}
+
+fn count(sim: &SimHandle, key: &str) -> u64 {
+    sim.state.stats().get(key).copied().unwrap_or(0)
+}
+
+fn total(sim: &SimHandle) -> u64 {
+    sim.state.stats().values().sum()
+}
+
+async fn wait_terminal(b: &Arc<dyn JobBackend>, id: &str) -> Job {
+    for _ in 0..200 {
+        let j = b.status(id).await.expect("status");
+        if j.terminal {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {id} did not end");
+}
+
+fn err_of<T: std::fmt::Debug>(r: Result<T, Error>) -> Error {
+    r.expect_err("expected an error")
+}
+
+const LIST: &str = "GET /hpc/openapi/v2/jobs";
+const DETAIL: &str = "GET /hpc/openapi/v2/jobs/{job_id}";
+const HISTORY: &str = "GET /hpc/openapi/v2/historyjobs/{jobmanager_id}/{job_id}";
+const LOGIN: &str = "POST /ac/openapi/v2/tokens";
+
+#[tokio::test]
+async fn submit_runs_to_success_with_discovered_defaults() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b.submit(&named("echo hello", "demo")).await.unwrap();
+    let (sched, num) = job.id.split_once('.').unwrap();
+    assert_eq!(sched, SCHED);
+    assert!(num.parse::<u64>().is_ok());
+    assert_eq!(
+        job.extra["stdout"],
+        format!("/public/home/jobctl/BASE/demo/std.out.{num}")
+    );
+    let done = wait_terminal(&b, &job.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.native_state.as_deref(), Some("statC"));
+    assert_eq!(done.name.as_deref(), Some("demo"));
+    assert_eq!(done.owner.as_deref(), Some("jobctl"));
+    assert!(done.started_at.is_some() && done.ended_at.is_some());
+    // One login and one discovery serve every later request.
+    assert_eq!(count(&sim, LOGIN), 1);
+    assert_eq!(count(&sim, "GET /ac/openapi/v2/center"), 1);
+    assert_eq!(count(&sim, "GET /hpc/openapi/v2/cluster"), 1);
+    assert_eq!(count(&sim, "GET /ac/openapi/v2/user"), 1);
+}
+
+#[tokio::test]
+async fn several_arguments_are_joined_with_shell_quoting() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let s = JobSpec {
+        command: Some(vec!["echo".into(), "two words".into()]),
+        ..JobSpec::default()
+    };
+    let job = b.submit(&s).await.unwrap();
+    wait_terminal(&b, &job.id).await;
+    let mut out = Vec::new();
+    b.logs(&job.id, LogsRequest::default(), &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("$ echo 'two words'"), "{text}");
+}
+
+#[tokio::test]
+async fn finished_jobs_fall_back_to_history_with_exit_code() {
+    let sim = start(SimConfig {
+        ac_realtime_window: Duration::from_millis(300),
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b
+        .submit(&spec("SIM_OUTCOME=fail SIM_EXIT_CODE=3 ./solve"))
+        .await
+        .unwrap();
+    let first = wait_terminal(&b, &job.id).await;
+    assert_eq!(first.state, JobState::Failed);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = count(&sim, HISTORY);
+    let later = b.status(&job.id).await.unwrap();
+    assert_eq!(count(&sim, HISTORY), before + 1);
+    assert_eq!(later.id, job.id);
+    assert_eq!(later.state, JobState::Failed);
+    assert_eq!(later.native_state.as_deref(), Some("statE"));
+    assert_eq!(later.exit_code, Some(3));
+    assert_eq!(later.extra["source"], "history");
+    assert!(later.created_at.is_some() && later.ended_at.is_some());
+}
+
+#[tokio::test]
+async fn statuses_use_one_list_request_and_history_only_for_missing_jobs() {
+    let sim = start(SimConfig {
+        ac_realtime_window: Duration::from_millis(300),
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let gone = b
+        .submit(&spec("SIM_QUEUE=0s SIM_DURATION=100ms true"))
+        .await
+        .unwrap();
+    let a = b.submit(&spec("SIM_DURATION=2s sleep")).await.unwrap();
+    let c = b.submit(&spec("SIM_DURATION=2s sleep")).await.unwrap();
+    wait_terminal(&b, &gone.id).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let unknown = format!("{SCHED}.999999");
+    let ids = vec![gone.id.clone(), a.id.clone(), c.id.clone(), unknown];
+    let (list0, hist0, det0) = (count(&sim, LIST), count(&sim, HISTORY), count(&sim, DETAIL));
+    let results = b.statuses(&ids).await;
+    assert_eq!(count(&sim, LIST) - list0, 1, "one realtime page");
+    assert_eq!(
+        count(&sim, HISTORY) - hist0,
+        2,
+        "history only for the two missing jobs"
+    );
+    assert_eq!(
+        count(&sim, DETAIL) - det0,
+        1,
+        "realtime detail only for the unknown job"
+    );
+    let gone_job = results[0].as_ref().unwrap();
+    assert_eq!(gone_job.state, JobState::Succeeded);
+    assert_eq!(gone_job.exit_code, Some(0));
+    for (r, id) in results[1..3].iter().zip([&a.id, &c.id]) {
+        let j = r.as_ref().unwrap();
+        assert_eq!(&j.id, id);
+        assert!(!j.terminal, "{j:?}");
+    }
+    assert_eq!(results[3].as_ref().unwrap_err().kind, ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn list_merges_realtime_and_history_newest_first() {
+    let sim = start(SimConfig {
+        ac_realtime_window: Duration::from_millis(200),
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let old = b
+        .submit(&spec("SIM_QUEUE=0s SIM_DURATION=100ms true"))
+        .await
+        .unwrap();
+    wait_terminal(&b, &old.id).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new = b
+        .submit(&spec("SIM_QUEUE=0s SIM_DURATION=2s sleep"))
+        .await
+        .unwrap();
+    let all = b.list(&ListQuery::default()).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, vec![new.id.as_str(), old.id.as_str()]);
+    assert_eq!(all[1].extra["source"], "history");
+    let running = b
+        .list(&ListQuery {
+            states: vec![JobState::Running],
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].id, new.id);
+    let done = b
+        .list(&ListQuery {
+            states: vec![JobState::Succeeded],
+            limit: Some(5),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        done.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![old.id.clone()]
+    );
+    let one = b
+        .list(&ListQuery {
+            states: vec![],
+            limit: Some(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].id, new.id);
+}
+
+#[tokio::test]
+async fn abort_cancels_with_the_form_delete() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b.submit(&spec("SIM_DURATION=2s sleep")).await.unwrap();
+    assert_eq!(b.abort(&job.id).await.unwrap(), AbortOutcome::Requested);
+    assert_eq!(count(&sim, "DELETE /hpc/openapi/v2/jobs"), 1);
+    let end = wait_terminal(&b, &job.id).await;
+    assert_eq!(end.state, JobState::Canceled);
+    assert_eq!(end.native_state.as_deref(), Some("statDE"));
+    assert_eq!(
+        b.abort(&job.id).await.unwrap(),
+        AbortOutcome::AlreadyTerminal
+    );
+    assert_eq!(count(&sim, "DELETE /hpc/openapi/v2/jobs"), 1);
+    let e = err_of(b.abort(&format!("{SCHED}.424242")).await);
+    assert_eq!(e.exit_code(), 6);
+}
+
+#[tokio::test]
+async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b
+        .submit(&spec(
+            "SIM_QUEUE=500ms SIM_DURATION=1500ms SIM_OUTCOME=fail ./solve",
+        ))
+        .await
+        .unwrap();
+    // Queued: no output file yet.
+    let e = err_of(
+        b.logs(&job.id, LogsRequest::default(), &mut Vec::new())
+            .await,
+    );
+    assert_eq!(e.exit_code(), 6, "{e}");
+    let mut followed = Vec::new();
+    b.logs(
+        &job.id,
+        LogsRequest {
+            follow: true,
+            stderr: false,
+        },
+        &mut followed,
+    )
+    .await
+    .unwrap();
+    assert!(count(&sim, "GET /efile/openapi/v2/file/download") > 2);
+    let mut whole = Vec::new();
+    b.logs(&job.id, LogsRequest::default(), &mut whole)
+        .await
+        .unwrap();
+    let text = String::from_utf8(whole.clone()).unwrap();
+    assert_eq!(followed, whole, "tailing neither repeats nor loses bytes");
+    assert!(
+        text.contains("progress 100%") && text.ends_with("exit status 1\n"),
+        "{text}"
+    );
+    let mut err = Vec::new();
+    b.logs(
+        &job.id,
+        LogsRequest {
+            follow: false,
+            stderr: true,
+        },
+        &mut err,
+    )
+    .await
+    .unwrap();
+    assert!(
+        String::from_utf8(err)
+            .unwrap()
+            .contains("simulated failure")
+    );
+
+    let dest = tempfile::tempdir().unwrap();
+    let arts = b
+        .fetch(&job.id, dest.path(), &ProgressBar::hidden())
+        .await
+        .unwrap();
+    let num = job.id.split_once('.').unwrap().1;
+    let names: Vec<String> = arts.iter().map(|a| a.name.clone()).collect();
+    assert_eq!(
+        names,
+        vec![format!("std.out.{num}"), format!("std.err.{num}")]
+    );
+    let saved = std::fs::read(dest.path().join(format!("std.out.{num}"))).unwrap();
+    assert_eq!(saved, whole);
+    assert_eq!(arts[0].bytes, whole.len() as u64);
+}
+
+#[tokio::test]
+async fn the_simulated_file_service_honours_range() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b
+        .submit(&spec("SIM_QUEUE=0s SIM_DURATION=100ms true"))
+        .await
+        .unwrap();
+    let done = wait_terminal(&b, &job.id).await;
+    let token: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("cache/ac.token.json")).unwrap(),
+    )
+    .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let url = format!("{}/efile/openapi/v2/file/download", sim.base_url);
+    let path = done.extra["stdout"].as_str().unwrap().to_string();
+    let c = reqwest::Client::new();
+    let full = c
+        .get(&url)
+        .header("token", &token)
+        .query(&[("path", &path)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(full.status(), 200);
+    let full = full.bytes().await.unwrap();
+    let part = c
+        .get(&url)
+        .header("token", &token)
+        .header("range", "bytes=5-")
+        .query(&[("path", &path)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 5-{}/{}", full.len() - 1, full.len())
+    );
+    assert_eq!(part.bytes().await.unwrap(), full.slice(5..));
+    let past = c
+        .get(&url)
+        .header("token", &token)
+        .header("range", format!("bytes={}-", full.len()))
+        .query(&[("path", &path)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past.status(), 416);
+}
+
+#[tokio::test]
+async fn documented_error_codes_become_typed_errors() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let cases = [
+        ("10001", 7, "内部错误"),
+        ("10003", 2, "参数不全"),
+        ("10004", 2, "参数无效"),
+        ("10007", 4, "用户已被冻结"),
+        ("10008", 4, "权限不足"),
+        ("10009", 4, "没有权限访问接口"),
+        ("10010", 7, "文件校验失败"),
+        ("10011", 7, "文件过大"),
+        ("10012", 7, "连接中断"),
+        ("10013", 7, "操作超时"),
+        ("815005", 7, "调度系统没返回"),
+        ("815007", 7, "sbatch失败"),
+    ];
+    for (code, exit, text) in cases {
+        let e = err_of(b.submit(&named("true", &format!("sim-error-{code}"))).await);
+        assert_eq!(e.exit_code(), exit, "{code}: {e}");
+        assert_eq!(e.code.as_deref(), Some(code));
+        let shown = e.to_string();
+        assert!(shown.contains(code) && shown.contains(text), "{shown}");
+        assert!(
+            shown.contains("profile ac") && shown.contains("submit"),
+            "{shown}"
+        );
+    }
+    let e = err_of(b.submit(&named("true", "sim-html-error")).await);
+    assert_eq!(e.kind, ErrorKind::Protocol);
+    assert!(
+        e.message.contains("502") && e.message.contains("Bad Gateway"),
+        "{e}"
+    );
+    let mut s = spec("true");
+    s.options.insert("queue".into(), "gpu-a100".into());
+    let e = err_of(b.submit(&s).await);
+    assert_eq!(e.code.as_deref(), Some("815007"));
+    assert!(e.message.contains("Invalid partition"), "{e}");
+    let e = err_of(b.status(&format!("{SCHED}.777777")).await);
+    assert_eq!(e.exit_code(), 6, "{e}");
+    assert!(e.message.contains("777777"), "{e}");
+}
+
+#[tokio::test]
+async fn bad_specs_and_ids_are_refused_before_any_request() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let mut cases: Vec<(JobSpec, &str)> = vec![(JobSpec::default(), "command")];
+    let mut s = spec("x");
+    s.options.insert("colour".into(), "red".into());
+    cases.push((s, "colour"));
+    let mut s = spec("x");
+    s.options.insert("ppn".into(), 2.into());
+    s.options.insert("nproc".into(), 8.into());
+    cases.push((s, "nproc"));
+    let mut s = spec("x");
+    s.options.insert("wall_time".into(), "forever".into());
+    cases.push((s, "wall_time"));
+    let mut s = spec("x");
+    s.args.insert("a".into(), 1.into());
+    cases.push((s, "args"));
+    cases.push((named("x", "a/b"), "name"));
+    for (s, field) in cases {
+        let e = err_of(b.submit(&s).await);
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.message.contains(field), "{field}: {e}");
+    }
+    for bad in ["abc.12", "12.", "1.2 3"] {
+        assert_eq!(err_of(b.status(bad).await).exit_code(), 2, "{bad}");
+    }
+    assert_eq!(total(&sim), 0, "nothing was sent");
+}
+
+#[tokio::test]
+async fn refused_logins_are_auth_errors_with_codes() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (user, pw, code) in [
+        ("jobctl", "wrong", "10008"),
+        ("nobody", "x", "10009"),
+        ("frozen", "x", "10007"),
+    ] {
+        let b = backend_with(
+            &sim,
+            dir.path(),
+            &[("AC_USER", user), ("AC_PASSWORD", pw)],
+            &[],
+        );
+        let e = err_of(b.status(&format!("{SCHED}.1")).await);
+        assert_eq!(e.exit_code(), 4, "{e}");
+        assert_eq!(e.code.as_deref(), Some(code));
+        assert!(!e.to_string().contains("wrong"), "no password in {e}");
+    }
+    // One login attempt each: a refused login is not retried.
+    assert_eq!(count(&sim, LOGIN), 3);
+    let b = backend_with(&sim, dir.path(), &[], &["AC_ORG_ID"]);
+    let e = err_of(b.list(&ListQuery::default()).await);
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.message.contains("AC_ORG_ID"), "{e}");
+}
+
+#[tokio::test]
+async fn tokens_and_discovery_are_cached_privately_across_processes() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    b.list(&ListQuery::default()).await.unwrap();
+    let b2 = backend(&sim, dir.path());
+    b2.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(count(&sim, LOGIN), 1);
+    assert_eq!(count(&sim, "GET /ac/openapi/v2/center"), 1);
+    for f in ["cache/ac.token.json", "cache/ac.ac-site.json"] {
+        let p = dir.path().join(f);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+        assert!(
+            !std::fs::read_to_string(&p).unwrap().contains("jobctl-sim"),
+            "no password in {f}"
+        );
+    }
+    // A refused token (here: replaced by garbage) costs one fresh login, then works.
+    let p = dir.path().join("cache/ac.token.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v["token"] = "garbage".into();
+    std::fs::write(&p, v.to_string()).unwrap();
+    let b3 = backend(&sim, dir.path());
+    b3.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(count(&sim, LOGIN), 2);
+    b3.logout().await.unwrap();
+    assert!(!p.exists() && !dir.path().join("cache/ac.ac-site.json").exists());
+}
+
+#[tokio::test]
+async fn tokens_close_to_expiry_are_renewed() {
+    // Shorter than the one-minute safety margin: every cached token counts as expiring.
+    let sim = start(SimConfig {
+        token_ttl: Duration::from_secs(30),
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    backend(&sim, dir.path())
+        .list(&ListQuery::default())
+        .await
+        .unwrap();
+    backend(&sim, dir.path())
+        .list(&ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(count(&sim, LOGIN), 1);
+    assert_eq!(count(&sim, "POST /ac/openapi/v2/tokens/next"), 1);
+}
+
+#[tokio::test]
+async fn regions_can_be_chosen() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend_with(&sim, dir.path(), &[("AC_REGION", "sim-west")], &[]);
+    let job = b.submit(&spec("true")).await.unwrap();
+    assert!(job.id.starts_with("1638523999."), "{}", job.id);
+    let b = backend_with(&sim, dir.path(), &[("AC_REGION", "mars")], &[]);
+    let e = err_of(b.list(&ListQuery::default()).await);
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.message.contains("sim-east (11112)"), "{e}");
+    let b = backend_with(&sim, dir.path(), &[("AC_REGION", "sim-suspended")], &[]);
+    assert_eq!(err_of(b.list(&ListQuery::default()).await).exit_code(), 4);
+}
+
+#[tokio::test]
+async fn configured_urls_skip_discovery() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hpc = format!("{}/hpc", sim.base_url);
+    let b = backend_with(
+        &sim,
+        dir.path(),
+        &[
+            ("AC_HPC_URL", hpc.as_str()),
+            ("AC_EFILE_URL", sim.base_url.as_str()),
+            ("AC_SCHEDULER_ID", SCHED),
+        ],
+        &[],
+    );
+    let mut s = spec("true");
+    s.options.insert("workdir".into(), "/tmp/w".into());
+    let job = b.submit(&s).await.unwrap();
+    assert_eq!(
+        job.extra["stdout"],
+        format!("/tmp/w/std.out.{}", job.id.split_once('.').unwrap().1)
+    );
+    wait_terminal(&b, &job.id).await;
+    assert_eq!(count(&sim, "GET /ac/openapi/v2/center"), 0);
+    assert_eq!(count(&sim, "GET /hpc/openapi/v2/cluster"), 0);
+    assert_eq!(count(&sim, "GET /ac/openapi/v2/user"), 0);
+}
+
+#[tokio::test]
+async fn a_preissued_token_works_and_a_bad_one_is_explained() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let resp: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/ac/openapi/v2/tokens", sim.base_url))
+        .header("user", "jobctl")
+        .header("password", "jobctl-sim")
+        .header("orgId", "jobctl-sim-org")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let regional = resp["data"][2]["token"].as_str().unwrap().to_string();
+    let platform = resp["data"][0]["token"].as_str().unwrap().to_string();
+    let drop = ["AC_USER", "AC_PASSWORD"];
+    let b = backend_with(&sim, dir.path(), &[("AC_TOKEN", regional.as_str())], &drop);
+    let job = b.submit(&spec("true")).await.unwrap();
+    assert_eq!(wait_terminal(&b, &job.id).await.state, JobState::Succeeded);
+    assert!(
+        !dir.path().join("cache/ac.token.json").exists(),
+        "pre-issued tokens stay off disk"
+    );
+    let b = backend_with(&sim, dir.path(), &[("AC_TOKEN", "not-a-token")], &drop);
+    let e = err_of(b.status(&job.id).await);
+    assert_eq!(e.exit_code(), 4);
+    assert!(
+        e.message.contains("AC_TOKEN") && !e.message.contains("not-a-token"),
+        "{e}"
+    );
+    let b = backend_with(&sim, dir.path(), &[("AC_TOKEN", platform.as_str())], &drop);
+    assert_eq!(err_of(b.status(&job.id).await).exit_code(), 2);
+    let b = backend_with(&sim, dir.path(), &[], &["AC_USER", "AC_PASSWORD"]);
+    assert_eq!(err_of(b.status(&job.id).await).exit_code(), 2);
+}
+
+#[tokio::test]
+async fn doctor_and_login_report_the_region() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let checks = b.doctor().await;
+    assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+    assert_eq!(checks.len(), 4);
+    let desc = b.login().await.unwrap();
+    assert!(desc.contains("sim-east") && desc.contains(SCHED), "{desc}");
+    let other = tempfile::tempdir().unwrap();
+    let bad = backend_with(&sim, other.path(), &[("AC_PASSWORD", "nope")], &[]);
+    let checks = bad.doctor().await;
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.name == "authentication" && !c.ok && c.detail.contains("10008")),
+        "{checks:?}"
+    );
+}
+
+/// Runs the real `jobctl` binary against the simulator (off the async runtime's threads).
+async fn jobctl(sim: &SimHandle, state: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = assert_cmd::Command::cargo_bin("jobctl").expect("jobctl binary");
+    cmd.env_clear()
+        .envs(sim.env())
+        .env("HOME", state)
+        .env("JOBCTL_STATE_DIR", state)
+        .env("AC_POLL_INTERVAL", "100ms")
+        .env("NO_COLOR", "1")
+        .args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("jobctl runs"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submit_wait_logs_and_error_codes() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = jobctl(
+        &sim,
+        dir.path(),
+        &[
+            "-b", "scnet", "-o", "json", "submit", "--name", "cli-demo", "--wait", "--", "echo",
+            "hi there",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("\"succeeded\"") && text.contains(&format!("ac:{SCHED}.")),
+        "{text}"
+    );
+
+    let out = jobctl(
+        &sim,
+        dir.path(),
+        &[
+            "-b",
+            "ac",
+            "-o",
+            "quiet",
+            "submit",
+            "--",
+            "SIM_OUTCOME=fail true",
+        ],
+    )
+    .await;
+    let reference = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        reference.starts_with(&format!("ac:{SCHED}.")),
+        "{reference}"
+    );
+    let out = jobctl(&sim, dir.path(), &["wait", &reference]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let out = jobctl(&sim, dir.path(), &["logs", &reference, "--stderr"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("simulated failure"));
+
+    let out = jobctl(
+        &sim,
+        dir.path(),
+        &[
+            "-b",
+            "ac",
+            "-o",
+            "json",
+            "status",
+            &format!("{SCHED}.999999"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(6));
+    let out = jobctl(
+        &sim,
+        dir.path(),
+        &[
+            "-b",
+            "ac",
+            "-o",
+            "json",
+            "submit",
+            "--name",
+            "sim-error-10008",
+            "--",
+            "true",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON error object");
+    assert_eq!(v["error"]["code"], "10008");
+    assert_eq!(v["error"]["backend"], "ac");
+    let out = jobctl(
+        &sim,
+        dir.path(),
+        &["-b", "ac", "submit", "--opt", "colour=red", "--", "true"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+}

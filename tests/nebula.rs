@@ -1,0 +1,975 @@
+//! The nebula backend against the in-process jobctl-sim: every operation and error path.
+
+use indicatif::ProgressBar;
+use jobctl::backend::{BackendContext, JobBackend};
+use jobctl::config::{Config, ConfigFile, EnvSource};
+use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery, LogsRequest};
+use jobctl::sim::{self, SimConfig, SimHandle};
+use jobctl::{ErrorKind, Result};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Workflow ids of the simulator: 2, 3 and 4 tasks.
+const PAGERANK: &str = "4216617528";
+const COMMUNITY: &str = "4216617529";
+const BFS: &str = "4216617530";
+
+async fn start(config: SimConfig) -> SimHandle {
+    sim::start(config).await.expect("simulator starts")
+}
+
+async fn start_default() -> SimHandle {
+    start(SimConfig {
+        job_duration: Duration::from_millis(800),
+        queue_duration: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await
+}
+
+/// A nebula backend for the simulator: its variables, `vars` on top (an empty value removes
+/// one), and `section` as the config file's `[profiles.nebula]`.
+fn backend_with(
+    sim: &SimHandle,
+    state: &Path,
+    vars: &[(&str, &str)],
+    section: &str,
+) -> Arc<dyn JobBackend> {
+    let mut env: BTreeMap<String, String> = sim.env().into_iter().collect();
+    env.insert("NEBULA_POLL_INTERVAL".into(), "100ms".into());
+    for (k, v) in vars {
+        if v.is_empty() {
+            env.remove(*k);
+        } else {
+            env.insert(k.to_string(), v.to_string());
+        }
+    }
+    let file = ConfigFile::parse(&format!("[profiles.nebula]\n{section}\n")).expect("config");
+    let cfg = Config {
+        file,
+        env: EnvSource::fixed(env),
+    };
+    let profile = cfg.profile("nebula").expect("profile");
+    jobctl::backends::nebula::build(BackendContext {
+        profile,
+        state_dir: state.to_path_buf(),
+    })
+    .expect("backend builds")
+}
+
+fn backend(sim: &SimHandle, state: &Path) -> Arc<dyn JobBackend> {
+    backend_with(sim, state, &[], "")
+}
+
+fn spec(workflow: &str, args: &[(&str, Value)]) -> JobSpec {
+    let mut s = JobSpec::default();
+    s.options.insert("workflow".into(), workflow.into());
+    for (k, v) in args {
+        s.args.insert(k.to_string(), v.clone());
+    }
+    s
+}
+
+/// Requests served per endpoint, read over HTTP from `/_sim/stats`.
+async fn stats(sim: &SimHandle) -> BTreeMap<String, u64> {
+    let v: Value = reqwest::get(format!("{}/_sim/stats", sim.base_url))
+        .await
+        .expect("stats reachable")
+        .json()
+        .await
+        .expect("stats are JSON");
+    serde_json::from_value(v["endpoints"].clone()).expect("endpoint counts")
+}
+
+fn count(stats: &BTreeMap<String, u64>, key: &str) -> u64 {
+    stats.get(key).copied().unwrap_or(0)
+}
+
+const DETAIL: &str = "GET /api-open/v1/jobs/{id}";
+const LIST: &str = "GET /api-open/v1/jobs";
+const CONNECT: &str = "POST /api-open/v1/connect";
+
+/// Polls until the job ends, collecting every observation (bounded so a bug cannot hang).
+async fn until_terminal(b: &dyn JobBackend, id: &str) -> Vec<Job> {
+    let mut seen = Vec::new();
+    for _ in 0..400 {
+        let job = b.status(id).await.expect("status");
+        let done = job.terminal;
+        seen.push(job);
+        if done {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id} did not end: {:?}", seen.last());
+}
+
+fn tasks(job: &Job) -> Vec<Value> {
+    job.extra["tasks"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_workflow_run_goes_through_its_tasks_to_success() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let submitted = b
+        .submit(&spec(
+            COMMUNITY,
+            &[
+                ("query_1.name", json!("Tim Duncan")),
+                ("sim.duration", json!("1200ms")),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert!(submitted.id.parse::<u64>().is_ok(), "{}", submitted.id);
+    assert!(!submitted.terminal);
+    assert_eq!(submitted.extra["workflow_id"], COMMUNITY);
+    assert!(
+        submitted
+            .name
+            .as_deref()
+            .unwrap()
+            .starts_with("community-detection")
+    );
+    assert!(submitted.created_at.is_some());
+
+    let seen = until_terminal(b.as_ref(), &submitted.id).await;
+    let progress: Vec<f64> = seen.iter().filter_map(|j| j.progress).collect();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    let last = seen.last().unwrap();
+    assert_eq!(last.state, JobState::Succeeded);
+    assert_eq!(last.native_state.as_deref(), Some("2"));
+    assert_eq!(last.progress, Some(1.0));
+    let (c, s, e) = (
+        last.created_at.unwrap(),
+        last.started_at.unwrap(),
+        last.ended_at.unwrap(),
+    );
+    assert!(c <= s && s <= e, "{c} {s} {e}");
+    let ts = tasks(last);
+    let names: Vec<&str> = ts.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Query", "Louvain", "DegreeCentrality"]);
+    for t in &ts {
+        assert_eq!(t["state"], "succeeded");
+        assert!(t["ended_at"].as_str().unwrap().ends_with('Z'), "{t}");
+    }
+    // Tasks ran one after another: each ended no later than the next one started.
+    for w in ts.windows(2) {
+        assert!(
+            w[0]["ended_at"].as_str() <= w[1]["started_at"].as_str(),
+            "{ts:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failing_run_ends_failed_naming_its_task() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b
+        .submit(&spec(PAGERANK, &[("sim.outcome", json!("fail"))]))
+        .await
+        .unwrap();
+    let last = until_terminal(b.as_ref(), &job.id).await.pop().unwrap();
+    assert_eq!(last.state, JobState::Failed);
+    assert_eq!(last.native_state.as_deref(), Some("3"));
+    assert!(
+        last.reason.as_deref().unwrap().contains("PageRank"),
+        "{:?}",
+        last.reason
+    );
+    assert_eq!(last.progress, Some(0.5));
+}
+
+#[tokio::test]
+async fn bad_specs_and_settings_are_refused_before_any_request() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let mut no_workflow = spec(PAGERANK, &[]);
+    no_workflow.options.clear();
+    let mut with_command = spec(PAGERANK, &[]);
+    with_command.command = Some(vec!["echo".into()]);
+    let mut unknown_opt = spec(PAGERANK, &[]);
+    unknown_opt.options.insert("queue".into(), json!(1));
+    let cases = [
+        (no_workflow, "workflow"),
+        (with_command, "command"),
+        (unknown_opt, "queue"),
+        (spec(PAGERANK, &[("name", json!("x"))]), "name"),
+        (spec(PAGERANK, &[("q.p", json!([1]))]), "q.p"),
+    ];
+    for (s, field) in cases {
+        let e = b.validate(&s).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.message.contains(field), "{e}");
+        let e = b.submit(&s).await.unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+    }
+    let e = b.status("not-a-number").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Usage);
+
+    let no_address = backend_with(&sim, dir.path(), &[("NEBULA_ADDRESS", "")], "");
+    let e = no_address.status("101").await.unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.message.contains("NEBULA_ADDRESS"), "{e}");
+    let bad_encoding = backend_with(&sim, dir.path(), &[("NEBULA_AUTH_ENCODING", "rot13")], "");
+    assert_eq!(bad_encoding.status("101").await.unwrap_err().exit_code(), 2);
+
+    assert_eq!(stats(&sim).await.values().sum::<u64>(), 0);
+}
+
+#[tokio::test]
+async fn platform_errors_carry_their_documented_codes() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let check = |r: Result<Job>, exit: i32, code: &str| {
+        let e = r.unwrap_err();
+        assert_eq!(e.exit_code(), exit, "{e}");
+        assert_eq!(e.code.as_deref(), Some(code), "{e}");
+        assert!(e.to_string().contains(code), "{e}");
+    };
+    check(b.submit(&spec("999", &[])).await, 6, "40404000");
+    check(
+        b.submit(&spec(PAGERANK, &[("louvain_1.k", json!(3))]))
+            .await,
+        2,
+        "40004001",
+    );
+    check(
+        b.submit(&spec(PAGERANK, &[("sim.outcome", json!("maybe"))]))
+            .await,
+        2,
+        "40004001",
+    );
+    check(
+        b.submit(&spec(PAGERANK, &[("sim.reject", json!(50004002))]))
+            .await,
+        7,
+        "50004002",
+    );
+    check(
+        b.submit(&spec(PAGERANK, &[("sim.reject", json!(50004003))]))
+            .await,
+        7,
+        "50004003",
+    );
+    check(
+        b.submit(&spec(PAGERANK, &[("sim.reject", json!(40304000))]))
+            .await,
+        4,
+        "40304000",
+    );
+    check(
+        b.submit(&spec(PAGERANK, &[("sim.reject", json!(90004000))]))
+            .await,
+        7,
+        "90004000",
+    );
+    check(b.status("99999").await, 6, "40404000");
+    // An envelope with a 500xxxxx code is final: the submission was not repeated.
+    assert_eq!(
+        count(
+            &stats(&sim).await,
+            "POST /api-open/v1/workflows/{workflow}/jobs"
+        ),
+        7
+    );
+}
+
+#[tokio::test]
+async fn a_refused_account_exits_4_without_echoing_the_password() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend_with(
+        &sim,
+        dir.path(),
+        &[("NEBULA_PASSWORD", "hunter2-wrong")],
+        "",
+    );
+    let e = b.status("101").await.unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert_eq!(e.code.as_deref(), Some("40104000"));
+    let text = format!("{e} {e:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+    // A refused login is not mistaken for an expired session: one connect, no retry.
+    assert_eq!(count(&stats(&sim).await, CONNECT), 1);
+    assert!(!dir.path().join("cache/nebula.token.json").exists());
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_cached_and_shared_by_later_processes() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = backend(&sim, dir.path())
+        .submit(&spec(PAGERANK, &[]))
+        .await
+        .unwrap();
+    // A second backend (a later jobctl run) reuses the cookie from the state directory.
+    backend(&sim, dir.path()).status(&job.id).await.unwrap();
+    assert_eq!(count(&stats(&sim).await, CONNECT), 1);
+    let cache = std::fs::read_to_string(dir.path().join("cache/nebula.token.json")).unwrap();
+    assert!(!cache.contains("jobctl-sim"), "password must not be cached");
+    let cached: Value = serde_json::from_str(&cache).unwrap();
+    assert!(
+        cached["expires_at"].is_string(),
+        "Max-Age is kept: {cached}"
+    );
+
+    // Pointing the profile at another user makes the cached cookie unusable for it.
+    let other = backend_with(&sim, dir.path(), &[("NEBULA_USERNAME", "someone-else")], "");
+    assert_eq!(other.status(&job.id).await.unwrap_err().exit_code(), 4);
+    assert_eq!(count(&stats(&sim).await, CONNECT), 2);
+}
+
+/// Replaces the cached cookie value, keeping what it is bound to.
+fn tamper_cached_token(state: &Path, f: impl FnOnce(&mut Value)) {
+    let path = state.join("cache/nebula.token.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn an_unknown_session_reconnects_once() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = backend(&sim, dir.path())
+        .submit(&spec(PAGERANK, &[]))
+        .await
+        .unwrap();
+    tamper_cached_token(dir.path(), |v| v["token"] = json!("0000stale0000"));
+    let before = stats(&sim).await;
+    let got = backend(&sim, dir.path()).status(&job.id).await.unwrap();
+    assert_eq!(got.id, job.id);
+    let after = stats(&sim).await;
+    assert_eq!(count(&after, CONNECT) - count(&before, CONNECT), 1);
+    assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 2);
+}
+
+#[tokio::test]
+async fn an_expired_session_reconnects_once() {
+    let sim = start(SimConfig {
+        token_ttl: Duration::from_millis(1000),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b.submit(&spec(PAGERANK, &[])).await.unwrap();
+    // Make jobctl believe the cookie is still good, then let the server expire it (40104001).
+    tamper_cached_token(dir.path(), |v| {
+        v["expires_at"] = json!("2999-01-01T00:00:00Z")
+    });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = stats(&sim).await;
+    backend(&sim, dir.path()).status(&job.id).await.unwrap();
+    let after = stats(&sim).await;
+    assert_eq!(count(&after, CONNECT) - count(&before, CONNECT), 1);
+    assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 2);
+}
+
+#[tokio::test]
+async fn statuses_read_the_paged_list_instead_of_each_job() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let mut ids = Vec::new();
+    for wf in [PAGERANK, COMMUNITY, BFS, PAGERANK, COMMUNITY] {
+        ids.push(b.submit(&spec(wf, &[])).await.unwrap().id);
+    }
+    let before = stats(&sim).await;
+    let mut asked = ids.clone();
+    asked.reverse();
+    asked.push("99999".into());
+    let results = b.statuses(&asked).await;
+    assert_eq!(results.len(), asked.len());
+    for (id, r) in asked.iter().zip(&results).take(ids.len()) {
+        assert_eq!(&r.as_ref().unwrap().id, id);
+    }
+    let missing = results.last().unwrap().as_ref().unwrap_err();
+    assert_eq!(missing.exit_code(), 6);
+    let after = stats(&sim).await;
+    assert_eq!(count(&after, LIST) - count(&before, LIST), 1);
+    // Only the id the list does not know was asked for on its own.
+    assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 1);
+
+    // A single id costs one request either way; the detail read also carries the tasks.
+    let before = stats(&sim).await;
+    let one = b.statuses(&ids[..1]).await.pop().unwrap().unwrap();
+    assert_eq!(tasks(&one).len(), 2);
+    assert!(one.progress.is_some());
+    let after = stats(&sim).await;
+    assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 1);
+    assert_eq!(count(&after, LIST), count(&before, LIST));
+
+    // With two jobs per page, five jobs take three list pages and still no detail reads.
+    let paged = backend_with(&sim, dir.path(), &[], "page_size = 2");
+    let before = stats(&sim).await;
+    let results = paged.statuses(&ids).await;
+    assert!(results.iter().all(Result::is_ok));
+    let after = stats(&sim).await;
+    assert_eq!(count(&after, LIST) - count(&before, LIST), 3);
+    assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 0);
+}
+
+#[tokio::test]
+async fn list_is_newest_first_filtered_and_limited() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let ok = b
+        .submit(&spec(PAGERANK, &[("sim.duration", json!("200ms"))]))
+        .await
+        .unwrap();
+    let bad = b
+        .submit(&spec(
+            COMMUNITY,
+            &[
+                ("sim.duration", json!("200ms")),
+                ("sim.outcome", json!("fail")),
+            ],
+        ))
+        .await
+        .unwrap();
+    until_terminal(b.as_ref(), &ok.id).await;
+    until_terminal(b.as_ref(), &bad.id).await;
+    let long = b
+        .submit(&spec(
+            PAGERANK,
+            &[("sim.duration", json!("30s")), ("sim.queue", json!(0))],
+        ))
+        .await
+        .unwrap();
+
+    let all = b.list(&ListQuery::default()).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [long.id.as_str(), bad.id.as_str(), ok.id.as_str()]);
+    assert_eq!(all[1].state, JobState::Failed);
+
+    let only = |states: Vec<JobState>| ListQuery {
+        states,
+        limit: None,
+    };
+    let succeeded = b.list(&only(vec![JobState::Succeeded])).await.unwrap();
+    assert_eq!(succeeded.len(), 1);
+    assert_eq!(succeeded[0].id, ok.id);
+    let two = b
+        .list(&only(vec![JobState::Failed, JobState::Running]))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = two.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [long.id.as_str(), bad.id.as_str()]);
+    assert!(
+        b.list(&only(vec![JobState::Suspended]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let limited = b
+        .list(&ListQuery {
+            states: vec![],
+            limit: Some(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 2);
+    assert_eq!(limited[0].id, long.id);
+
+    // One job per page: `--all` walks every page.
+    let before = stats(&sim).await;
+    let paged = backend_with(&sim, dir.path(), &[], "page_size = 1");
+    assert_eq!(paged.list(&ListQuery::default()).await.unwrap().len(), 3);
+    assert_eq!(count(&stats(&sim).await, LIST) - count(&before, LIST), 3);
+
+    // A profile bound to one workflow lists that workflow's jobs.
+    let scoped = backend_with(
+        &sim,
+        dir.path(),
+        &[],
+        &format!("workflow = \"{COMMUNITY}\""),
+    );
+    let jobs = scoped.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].id, bad.id);
+    assert_eq!(
+        count(
+            &stats(&sim).await,
+            "GET /api-open/v1/workflows/{workflow}/jobs"
+        ),
+        1
+    );
+    let unknown = backend_with(&sim, dir.path(), &[], "workflow = \"1\"");
+    assert_eq!(
+        unknown
+            .list(&ListQuery::default())
+            .await
+            .unwrap_err()
+            .exit_code(),
+        6
+    );
+}
+
+#[tokio::test]
+async fn abort_cancels_a_running_job_and_leaves_ended_ones_alone() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b
+        .submit(&spec(
+            BFS,
+            &[("sim.duration", json!("20s")), ("sim.queue", json!(0))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(b.abort(&job.id).await.unwrap(), AbortOutcome::Requested);
+    let seen = until_terminal(b.as_ref(), &job.id).await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.state, JobState::Canceled);
+    assert_eq!(last.native_state.as_deref(), Some("4"));
+    assert!(last.reason.is_some());
+    assert!(tasks(last).iter().any(|t| t["state"] == "canceled"));
+    // Between request and effect the job reports status 5, mapped to cancelling.
+    for j in &seen[..seen.len() - 1] {
+        assert_eq!(j.state, JobState::Cancelling, "{j:?}");
+        assert_eq!(j.native_state.as_deref(), Some("5"));
+    }
+    assert_eq!(
+        b.abort(&job.id).await.unwrap(),
+        AbortOutcome::AlreadyTerminal
+    );
+    assert_eq!(b.abort("99999").await.unwrap_err().exit_code(), 6);
+    assert_eq!(
+        count(&stats(&sim).await, "PUT /api-open/v1/jobs/{id}/cancel"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn logs_print_the_task_table_and_follow_until_the_end() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b
+        .submit(&spec(PAGERANK, &[("sim.duration", json!("600ms"))]))
+        .await
+        .unwrap();
+    let mut out: Vec<u8> = Vec::new();
+    b.logs(&job.id, LogsRequest::default(), &mut out)
+        .await
+        .unwrap();
+    let table = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("TASK"), "{table}");
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[1].contains("Query") && lines[2].contains("PageRank"),
+        "{table}"
+    );
+
+    let mut out: Vec<u8> = Vec::new();
+    let follow = LogsRequest {
+        follow: true,
+        stderr: false,
+    };
+    b.logs(&job.id, follow, &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let last = text.lines().last().unwrap();
+    assert_eq!(
+        last,
+        format!("job {} succeeded (status 2)", job.id),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("PageRank") && l.contains("succeeded")),
+        "{text}"
+    );
+
+    let mut sink: Vec<u8> = Vec::new();
+    let e = b
+        .logs("99999", LogsRequest::default(), &mut sink)
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 6);
+    let stderr = LogsRequest {
+        follow: false,
+        stderr: true,
+    };
+    let e = b.logs(&job.id, stderr, &mut sink).await.unwrap_err();
+    assert_eq!(e.exit_code(), 8);
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test]
+async fn fetch_writes_one_csv_per_finished_task() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b.submit(&spec(COMMUNITY, &[])).await.unwrap();
+    until_terminal(b.as_ref(), &job.id).await;
+    let artifacts = b
+        .fetch(&job.id, dest.path(), &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert_eq!(artifacts.len(), 3);
+    let names: Vec<&str> = artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert!(
+        names[0].starts_with("Query_") && names[0].ends_with(".csv"),
+        "{names:?}"
+    );
+    assert!(names[1].starts_with("Louvain_"), "{names:?}");
+    for a in &artifacts {
+        assert_eq!(a.path, dest.path().join(&a.name));
+        assert_eq!(std::fs::metadata(&a.path).unwrap().len(), a.bytes);
+    }
+    let query = lines_of(&artifacts[0].path);
+    assert_eq!(query.len(), 25);
+    assert!(
+        query.contains(&"player101,\"Duncan, Tim\"".to_string()),
+        "{query:?}"
+    );
+    assert!(
+        query.contains(&"player102,\"Tony \"\"TP\"\" Parker\"".to_string()),
+        "{query:?}"
+    );
+    let louvain = lines_of(&artifacts[1].path);
+    assert!(
+        louvain.iter().all(|l| l.split(',').count() == 3),
+        "{louvain:?}"
+    );
+
+    let small = backend_with(&sim, dir.path(), &[], "sample_limit = 5");
+    let dest2 = tempfile::tempdir().unwrap();
+    let artifacts = small
+        .fetch(&job.id, dest2.path(), &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert_eq!(lines_of(&artifacts[2].path).len(), 5);
+
+    let waiting = b
+        .submit(&spec(PAGERANK, &[("sim.queue", json!("30s"))]))
+        .await
+        .unwrap();
+    let e = b
+        .fetch(&waiting.id, dest.path(), &ProgressBar::hidden())
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 6, "{e}");
+    let e = b
+        .fetch("99999", dest.path(), &ProgressBar::hidden())
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 6, "{e}");
+}
+
+#[tokio::test]
+async fn login_logout_and_the_older_credential_encoding() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend_with(&sim, dir.path(), &[("NEBULA_AUTH_ENCODING", "colon")], "");
+    let said = b.login().await.unwrap();
+    assert!(said.contains("valid until"), "{said}");
+    let cache = dir.path().join("cache/nebula.token.json");
+    assert!(cache.exists());
+    b.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(count(&stats(&sim).await, CONNECT), 1);
+    b.logout().await.unwrap();
+    assert!(!cache.exists());
+    b.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(count(&stats(&sim).await, CONNECT), 2);
+}
+
+#[tokio::test]
+async fn doctor_checks_reachability_authentication_and_api() {
+    let sim = start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let checks = backend(&sim, dir.path()).doctor().await;
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["reachable", "authentication", "api version"]);
+    assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+
+    let bad = backend_with(&sim, dir.path(), &[("NEBULA_PASSWORD", "nope")], "");
+    let checks = bad.doctor().await;
+    assert!(checks[0].ok, "{checks:?}");
+    assert_eq!(checks[1].name, "authentication");
+    assert!(!checks[1].ok);
+    assert!(!checks[1].detail.contains("nope"));
+
+    let no_url = backend_with(&sim, dir.path(), &[("NEBULA_EXPLORER_URL", "")], "");
+    let checks = no_url.doctor().await;
+    assert!(
+        !checks[0].ok && checks[0].detail.contains("NEBULA_EXPLORER_URL"),
+        "{checks:?}"
+    );
+}
+
+#[tokio::test]
+async fn transient_server_faults_are_retried_for_reads() {
+    let sim = start(SimConfig {
+        error_rate: 0.4,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    for _ in 0..5 {
+        b.list(&ListQuery::default()).await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The jobctl binary against the simulator.
+
+/// Runs `jobctl` with the simulator's variables in a clean environment; returns (exit code,
+/// stdout, stderr). Blocking work runs off the runtime so the in-process simulator keeps
+/// answering.
+async fn jobctl(
+    sim: &SimHandle,
+    home: &Path,
+    vars: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("JOBCTL_STATE_DIR", home.join("state"))
+        .env("NEBULA_POLL_INTERVAL", "100ms")
+        .current_dir(home)
+        .args(args);
+    for (k, v) in sim.env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submit_wait_status_logs_and_fetch() {
+    let sim = start_default().await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (code, out, err) = jobctl(
+        &sim,
+        h,
+        &[],
+        &[
+            "-b",
+            "nebula",
+            "submit",
+            "-o",
+            "quiet",
+            "--workflow",
+            COMMUNITY,
+            "--arg",
+            "query_1.name=Tim Duncan",
+            "--wait",
+            "--timeout",
+            "30s",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let reference = out.trim().lines().next().unwrap().to_string();
+    assert!(reference.starts_with("nebula:"), "{out}");
+
+    let (code, out, err) = jobctl(&sim, h, &[], &["-o", "json", "status", &reference]).await;
+    assert_eq!(code, 0, "{err}");
+    let job: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["ref"], reference.as_str());
+    assert_eq!(job["backend"], "nebula");
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["native_state"], "2");
+    assert_eq!(job["progress"], 1.0);
+    assert_eq!(job["extra"]["tasks"].as_array().unwrap().len(), 3);
+
+    let (code, out, _) = jobctl(&sim, h, &[], &["logs", &reference]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Louvain") && out.contains("succeeded"),
+        "{out}"
+    );
+
+    let (code, _, err) = jobctl(&sim, h, &[], &["fetch", &reference, "--dest", "results"]).await;
+    assert_eq!(code, 0, "{err}");
+    let files = std::fs::read_dir(h.join("results")).unwrap().count();
+    assert_eq!(files, 3);
+
+    // Everything above shared one cached session.
+    assert_eq!(count(&stats(&sim).await, CONNECT), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_exit_codes_follow_the_contract() {
+    let sim = start_default().await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (code, _, err) = jobctl(&sim, h, &[], &["-b", "nebula", "submit"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("workflow"), "{err}");
+
+    let (code, out, _) = jobctl(&sim, h, &[], &["-o", "json", "status", "nebula:99999"]).await;
+    assert_eq!(code, 6);
+    let e: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["error"]["code"], "40404000");
+
+    let (code, _, err) = jobctl(
+        &sim,
+        h,
+        &[],
+        &[
+            "-b",
+            "nebula",
+            "submit",
+            "--workflow",
+            PAGERANK,
+            "--arg",
+            "sim.reject=50004002",
+        ],
+    )
+    .await;
+    assert_eq!(code, 7);
+    assert!(err.contains("50004002"), "{err}");
+
+    // A fresh state directory: a cached session would (rightly) still be accepted.
+    let other = tempfile::tempdir().unwrap();
+    let (code, _, err) = jobctl(
+        &sim,
+        other.path(),
+        &[("NEBULA_PASSWORD", "not-the-password")],
+        &["-b", "nebula", "list"],
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+
+    let (code, _, _) = jobctl(
+        &sim,
+        h,
+        &[],
+        &[
+            "-b",
+            "nebula",
+            "submit",
+            "--workflow",
+            PAGERANK,
+            "--arg",
+            "sim.outcome=fail",
+            "--arg",
+            "sim.duration=300ms",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_watch_polls_several_jobs_through_the_list() {
+    let sim = start_default().await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let mut refs = Vec::new();
+    for wf in [PAGERANK, COMMUNITY, BFS] {
+        let (code, out, err) = jobctl(
+            &sim,
+            h,
+            &[],
+            &[
+                "-b",
+                "nebula",
+                "submit",
+                "-o",
+                "quiet",
+                "--workflow",
+                wf,
+                "--arg",
+                "sim.duration=600ms",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        refs.push(out.trim().to_string());
+    }
+    let before = stats(&sim).await;
+    let mut args = vec![
+        "-o",
+        "ndjson",
+        "watch",
+        "--interval",
+        "100ms",
+        "--timeout",
+        "30s",
+    ];
+    args.extend(refs.iter().map(String::as_str));
+    let (code, out, err) = jobctl(&sim, h, &[], &args).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "result");
+    assert_eq!(last["exit_code"], 0);
+    let after = stats(&sim).await;
+    assert!(count(&after, LIST) > count(&before, LIST));
+    assert_eq!(
+        count(&after, DETAIL),
+        count(&before, DETAIL),
+        "watch read jobs one by one"
+    );
+
+    // Abort of a long job: accepted, and the job ends canceled.
+    let (_, out, _) = jobctl(
+        &sim,
+        h,
+        &[],
+        &[
+            "-b",
+            "nebula",
+            "submit",
+            "-o",
+            "quiet",
+            "--workflow",
+            BFS,
+            "--arg",
+            "sim.duration=30s",
+        ],
+    )
+    .await;
+    let long = out.trim().to_string();
+    let (code, _, err) = jobctl(
+        &sim,
+        h,
+        &[],
+        &["abort", &long, "--wait", "--timeout", "20s"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = jobctl(&sim, h, &[], &["-o", "json", "status", &long]).await;
+    let job: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["state"], "canceled");
+}

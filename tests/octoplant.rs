@@ -1,0 +1,778 @@
+//! The octoplant backend against jobctl-sim (plain HTTP and self-signed TLS).
+
+use indicatif::ProgressBar;
+use jobctl::backend::{BackendContext, JobBackend};
+use jobctl::config::{Config, ConfigFile, EnvSource, Profile};
+use jobctl::error::ErrorKind;
+use jobctl::ledger::{Begin, Ledger};
+use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery};
+use jobctl::sim::{self, SimConfig, SimHandle};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// Keeps retries short so that "retried, then exit 7" cases finish quickly. Every test calls
+/// this before building a client; `Once` makes the others wait until it is set.
+fn short_retry_budget() {
+    static ONCE: Once = Once::new();
+    // SAFETY: runs before any test of this binary reads the environment (they all call this
+    // first and block on the Once until it has completed).
+    ONCE.call_once(|| unsafe { std::env::set_var("JOBCTL_RETRY_BUDGET", "1500ms") });
+}
+
+async fn start(config: SimConfig) -> SimHandle {
+    short_retry_budget();
+    sim::start(config).await.expect("simulator starts")
+}
+
+fn fast() -> SimConfig {
+    SimConfig {
+        queue_duration: Duration::from_millis(100),
+        job_duration: Duration::from_millis(800),
+        ..SimConfig::default()
+    }
+}
+
+/// The built-in `octoplant` profile as configured from the simulator's variables plus `extra`.
+fn profile(sim: &SimHandle, extra: &[(&str, &str)]) -> Profile {
+    let mut vars: BTreeMap<String, String> = sim.env().into_iter().collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let cfg = Config {
+        file: ConfigFile::default(),
+        env: EnvSource::fixed(vars),
+    };
+    cfg.profile("octoplant").expect("profile resolves")
+}
+
+fn backend_with(profile: Profile, state: &Path) -> Arc<dyn JobBackend> {
+    jobctl::backend::build(BackendContext {
+        profile,
+        state_dir: state.to_path_buf(),
+    })
+    .expect("backend builds")
+}
+
+fn backend(sim: &SimHandle, state: &Path) -> Arc<dyn JobBackend> {
+    backend_with(profile(sim, &[]), state)
+}
+
+fn spec(options: Value) -> JobSpec {
+    JobSpec {
+        options: options.as_object().expect("object").clone(),
+        ..JobSpec::default()
+    }
+}
+
+fn hits(sim: &SimHandle, key: &str) -> u64 {
+    sim.state.stats().get(key).copied().unwrap_or(0)
+}
+
+async fn wait_terminal(b: &Arc<dyn JobBackend>, id: &str) -> (Job, Vec<Job>) {
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let j = b.status(id).await.expect("status");
+        seen.push(j.clone());
+        if j.terminal {
+            return (j, seen);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("order {id} did not finish");
+}
+
+/// Submits like the CLI does: recorded in the ledger first, then sent.
+async fn submit_recorded(b: &Arc<dyn JobBackend>, ledger: &Ledger, s: &JobSpec) -> Job {
+    b.validate(s).expect("valid spec");
+    let Begin::New(seq) = ledger.begin("octoplant", "octoplant", s).unwrap() else {
+        panic!("new submission expected")
+    };
+    let job = b.submit(s).await.expect("submit");
+    ledger.complete(seq, &job.id).unwrap();
+    job
+}
+
+#[tokio::test]
+async fn an_export_runs_with_progress_and_downloads_as_a_zip() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let s = spec(json!({"export": ["projectTree", "jobResults"]}));
+    b.validate(&s).unwrap();
+    let job = b.submit(&s).await.unwrap();
+    assert!(!job.id.is_empty());
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.native_state.as_deref(), Some("STATE_PENDING"));
+    assert_eq!(job.extra["exports"], json!(["jobResults", "projectTree"]));
+
+    // Before success there is nothing to fetch: exit 6, naming the state.
+    let dest = state.path().join("out/exports");
+    let e = b
+        .fetch(&job.id, &dest, &ProgressBar::hidden())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert_eq!(e.exit_code(), 6);
+    assert!(e.message.contains("STATE_"), "{e}");
+    assert!(e.message.contains("nothing to download"), "{e}");
+
+    let (done, seen) = wait_terminal(&b, &job.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.progress, Some(1.0));
+    let running: Vec<&Job> = seen
+        .iter()
+        .filter(|j| j.state == JobState::Running)
+        .collect();
+    assert!(!running.is_empty(), "never saw the order running");
+    assert!(running.iter().all(|j| {
+        j.progress.is_some_and(|p| (0.0..1.0).contains(&p))
+            && j.extra["current_sub_process"].is_string()
+    }));
+
+    let bar = ProgressBar::hidden();
+    let artifacts = b.fetch(&job.id, &dest, &bar).await.unwrap();
+    assert_eq!(artifacts.len(), 1);
+    let a = &artifacts[0];
+    assert_eq!(a.name, format!("export-{}.zip", job.id));
+    assert_eq!(a.path, dest.join(&a.name));
+    assert_eq!(
+        a.entries,
+        ["contents.json", "jobResults.csv", "projectTree.json"]
+    );
+    let on_disk = std::fs::metadata(&a.path).unwrap().len();
+    assert_eq!(on_disk, a.bytes);
+    assert_eq!(bar.position(), a.bytes);
+    assert_eq!(bar.length(), Some(a.bytes));
+    let zip = zip::ZipArchive::new(std::fs::File::open(&a.path).unwrap()).unwrap();
+    assert_eq!(zip.len(), 3);
+    // No partial file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&dest)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_before_sending() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let cases = [
+        (spec(json!({"export": "versions"})), "versions"),
+        (spec(json!({})), "export"),
+        (
+            spec(json!({"exports": {"projectTree": 3}})),
+            "exports.projectTree",
+        ),
+        (
+            spec(json!({"export": "projectTree", "colour": "red"})),
+            "colour",
+        ),
+        (
+            JobSpec {
+                command: Some(vec!["echo".into()]),
+                ..spec(json!({"export": "projectTree"}))
+            },
+            "command",
+        ),
+        (
+            JobSpec {
+                args: json!({"a": 1}).as_object().unwrap().clone(),
+                ..spec(json!({"export": "projectTree"}))
+            },
+            "args",
+        ),
+    ];
+    for (s, field) in cases {
+        let e = b.validate(&s).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.message.contains(field), "{field}: {e}");
+    }
+    assert_eq!(sim.state.stats().values().sum::<u64>(), 0);
+}
+
+#[tokio::test]
+async fn platform_errors_keep_their_grpc_names() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    // The server refuses an export type the kind does not offer: INVALID_ARGUMENT → exit 2.
+    let s = spec(json!({"exports": {"jobList": {"exportType": "EXPORT_TYPE_XML"}}}));
+    b.validate(&s).unwrap();
+    let e = b.submit(&s).await.unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert_eq!(e.code.as_deref(), Some("3"));
+    assert!(e.message.contains("INVALID_ARGUMENT"), "{e}");
+    assert!(e.to_string().contains("submit"), "{e}");
+
+    for res in [
+        b.status("no-such-order").await.map(|_| ()),
+        b.abort("no-such-order").await.map(|_| ()),
+        b.fetch("no-such-order", state.path(), &ProgressBar::hidden())
+            .await
+            .map(|_| ()),
+    ] {
+        let e = res.unwrap_err();
+        assert_eq!(e.exit_code(), 6, "{e}");
+        assert!(e.message.contains("NOT_FOUND"), "{e}");
+        assert_eq!(e.code.as_deref(), Some("5"));
+    }
+}
+
+#[tokio::test]
+async fn aborting_cancels_and_a_canceled_order_has_nothing_to_fetch() {
+    let sim = start(SimConfig {
+        job_duration: Duration::from_secs(2),
+        ..fast()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let job = b
+        .submit(&spec(json!({"export": "eventLog"})))
+        .await
+        .unwrap();
+    assert_eq!(b.abort(&job.id).await.unwrap(), AbortOutcome::Requested);
+    assert_eq!(hits(&sim, "POST /v1/order/{name}/cancel"), 1);
+    let (done, _) = wait_terminal(&b, &job.id).await;
+    assert_eq!(done.state, JobState::Canceled);
+    assert!(done.reason.as_deref().unwrap_or("").contains("CANCELLED"));
+    // Already over: nothing is sent, and that is not an error.
+    assert_eq!(
+        b.abort(&job.id).await.unwrap(),
+        AbortOutcome::AlreadyTerminal
+    );
+    assert_eq!(hits(&sim, "POST /v1/order/{name}/cancel"), 1);
+    let e = b
+        .fetch(&job.id, state.path(), &ProgressBar::hidden())
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 6);
+    assert!(e.message.contains("canceled"), "{e}");
+    assert_eq!(hits(&sim, "GET /v1/order/{name}/download"), 0);
+}
+
+#[tokio::test]
+async fn a_failed_order_reports_why() {
+    let sim = start(SimConfig {
+        fail_ratio: 1.0,
+        ..fast()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let job = b
+        .submit(&spec(json!({"exports": "jobList,adminLog"})))
+        .await
+        .unwrap();
+    let (done, _) = wait_terminal(&b, &job.id).await;
+    assert_eq!(done.state, JobState::Failed);
+    assert_eq!(done.native_state.as_deref(), Some("STATE_FAILED"));
+    let reason = done.reason.unwrap();
+    assert!(reason.contains("INTERNAL"), "{reason}");
+    let e = b
+        .fetch(&job.id, state.path(), &ProgressBar::hidden())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    assert!(e.message.contains("STATE_FAILED"), "{e}");
+}
+
+#[tokio::test]
+async fn refused_credentials_and_permissions_exit_4() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let bad_pw = backend_with(
+        profile(&sim, &[("OCTOPLANT_PASSWORD", "hunter2-wrong")]),
+        state.path(),
+    );
+    let e = bad_pw.status("x").await.unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(e.message.contains("UNAUTHENTICATED"), "{e}");
+    assert!(!e.to_string().contains("hunter2-wrong"));
+    // A refused login is not repeated.
+    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 1);
+
+    let bad_client = backend_with(
+        profile(&sim, &[("OCTOPLANT_CLIENT_SECRET", "not-the-secret")]),
+        state.path(),
+    );
+    let e = bad_client.login().await.unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(e.message.contains("client"), "{e}");
+    assert!(!format!("{bad_client:?}").contains("not-the-secret"));
+    assert!(!format!("{bad_client:?}").contains("jobctl-sim"));
+
+    let viewer = backend_with(
+        profile(&sim, &[("OCTOPLANT_USERNAME", "viewer")]),
+        tempfile::tempdir().unwrap().path(),
+    );
+    let e = viewer
+        .submit(&spec(json!({"export": "projectTree"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(e.message.contains("PERMISSION_DENIED"), "{e}");
+    assert_eq!(e.code.as_deref(), Some("7"));
+
+    let mut nameless = profile(&sim, &[]);
+    nameless.username = None;
+    let e = backend_with(nameless, state.path())
+        .status("x")
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.message.contains("OCTOPLANT_USERNAME"), "{e}");
+}
+
+#[tokio::test]
+async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let job = b
+        .submit(&spec(json!({"export": "componentTypes"})))
+        .await
+        .unwrap();
+    b.status(&job.id).await.unwrap();
+    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 1);
+    // Another process with the same state directory reuses the cached token.
+    let again = backend(&sim, state.path());
+    again.status(&job.id).await.unwrap();
+    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 1);
+    let cache = state.path().join("cache/octoplant.token.json");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert!(!text.contains("jobctl-sim"), "password must not be cached");
+
+    // A token the server no longer accepts: one new grant, then success.
+    let mut cached: Value = serde_json::from_str(&text).unwrap();
+    cached["token"] = json!("revoked-token");
+    std::fs::write(&cache, cached.to_string()).unwrap();
+    let fresh = backend(&sim, state.path());
+    let j = fresh.status(&job.id).await.unwrap();
+    assert_eq!(j.id, job.id);
+    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 2);
+    assert_eq!(hits(&sim, "GET /v1/order/{name}"), 4);
+
+    // The same profile pointed at another user does not reuse that user's token.
+    let viewer = backend_with(
+        profile(&sim, &[("OCTOPLANT_USERNAME", "viewer")]),
+        state.path(),
+    );
+    let e = viewer
+        .submit(&spec(json!({"export": "projectTree"})))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("PERMISSION_DENIED"), "{e}");
+    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 3);
+    let fresh = backend(&sim, state.path());
+
+    // logout forgets it; login obtains a new one.
+    fresh.logout().await.unwrap();
+    assert!(!cache.exists());
+    let msg = fresh.login().await.unwrap();
+    assert!(msg.contains("valid until"), "{msg}");
+    assert!(cache.exists());
+}
+
+#[tokio::test]
+async fn list_shows_ledger_orders_newest_first_with_their_state() {
+    let sim = start(SimConfig {
+        job_duration: Duration::from_secs(2),
+        ..fast()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let ledger = Ledger::open(state.path()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let s = JobSpec {
+            name: Some(format!("nightly-{i}")),
+            ..spec(json!({"export": "projectTree"}))
+        };
+        ids.push(submit_recorded(&b, &ledger, &s).await.id);
+    }
+    // An order this machine remembers but the server has forgotten.
+    let Begin::New(seq) = ledger
+        .begin(
+            "octoplant",
+            "octoplant",
+            &spec(json!({"export": "jobList"})),
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    ledger.complete(seq, "forgotten-order").unwrap();
+    // Another profile's submissions are not listed.
+    let Begin::New(seq) = ledger.begin("local", "local", &JobSpec::default()).unwrap() else {
+        panic!()
+    };
+    ledger.complete(seq, "17").unwrap();
+    assert_eq!(b.abort(&ids[1]).await.unwrap(), AbortOutcome::Requested);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let before = hits(&sim, "GET /v1/order/{name}");
+    let all = b.list(&ListQuery::default()).await.unwrap();
+    let listed: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        listed,
+        ["forgotten-order", &ids[3], &ids[2], &ids[1], &ids[0]]
+    );
+    assert_eq!(hits(&sim, "GET /v1/order/{name}") - before, 5);
+    assert_eq!(all[0].state, JobState::Unknown);
+    assert!(all[0].reason.as_deref().unwrap().contains("no longer"));
+    assert_eq!(all[1].name.as_deref(), Some("nightly-3"));
+    assert!(all.iter().all(|j| j.created_at.is_some()));
+    assert_eq!(all[1].extra["exports"], json!(["projectTree"]));
+    assert_eq!(all[3].state, JobState::Canceled);
+
+    let canceled = b
+        .list(&ListQuery {
+            states: vec![JobState::Canceled],
+            limit: Some(5),
+        })
+        .await
+        .unwrap();
+    assert_eq!(canceled.len(), 1);
+    assert_eq!(canceled[0].id, ids[1]);
+    let two = b
+        .list(&ListQuery {
+            states: vec![],
+            limit: Some(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[1].id, ids[3]);
+
+    let many = b
+        .statuses(&[ids[0].clone(), "nope".into(), ids[1].clone()])
+        .await;
+    assert_eq!(many.len(), 3);
+    assert_eq!(many[0].as_ref().unwrap().id, ids[0]);
+    assert_eq!(many[1].as_ref().unwrap_err().exit_code(), 6);
+    assert_eq!(many[2].as_ref().unwrap().state, JobState::Canceled);
+}
+
+#[tokio::test]
+async fn an_unavailable_server_is_retried_then_exit_7() {
+    let sim = start(SimConfig {
+        error_rate: 1.0,
+        ..fast()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let b = backend(&sim, state.path());
+    let e = b.status("any").await.unwrap_err();
+    assert_eq!(e.exit_code(), 7, "{e}");
+    assert_eq!(e.kind, ErrorKind::Unavailable);
+    assert!(e.message.contains("503"), "{e}");
+    assert!(hits(&sim, "POST /v1/oauth2/token") > 1, "was not retried");
+}
+
+#[tokio::test]
+async fn doctor_checks_reachability_login_and_version() {
+    let sim = start(fast()).await;
+    let state = tempfile::tempdir().unwrap();
+    let checks = backend(&sim, state.path()).doctor().await;
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["reachability", "authentication", "api version"]);
+    assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+    assert!(checks[2].detail.contains(sim::octoplant::API_VERSION));
+
+    let bad = backend_with(
+        profile(&sim, &[("OCTOPLANT_PASSWORD", "wrong")]),
+        state.path(),
+    )
+    .doctor()
+    .await;
+    assert!(bad[0].ok && !bad[1].ok, "{bad:?}");
+    assert!(bad[1].detail.contains("UNAUTHENTICATED"), "{bad:?}");
+
+    // Nothing listens on a port we just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = backend_with(
+        profile(
+            &sim,
+            &[("OCTOPLANT_URL", &format!("http://127.0.0.1:{port}"))],
+        ),
+        state.path(),
+    )
+    .doctor()
+    .await;
+    assert_eq!(down.len(), 1);
+    assert!(!down[0].ok);
+}
+
+#[tokio::test]
+async fn self_signed_tls_needs_ca_cert_or_insecure() {
+    let sim = start(SimConfig {
+        tls: true,
+        ..fast()
+    })
+    .await;
+    assert!(sim.base_url.starts_with("https://"));
+    let state = tempfile::tempdir().unwrap();
+
+    let e = backend(&sim, state.path()).status("x").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
+    assert_eq!(e.exit_code(), 7);
+    let lower = e.message.to_ascii_lowercase();
+    assert!(
+        lower.contains("tls") && lower.contains("certificate"),
+        "{e}"
+    );
+
+    let pem = state.path().join("octoplant-ca.pem");
+    std::fs::write(&pem, sim.cert_pem.as_deref().unwrap()).unwrap();
+    let trusted = backend_with(
+        profile(&sim, &[("OCTOPLANT_CA_CERT", pem.to_str().unwrap())]),
+        state.path(),
+    );
+    let job = trusted
+        .submit(&spec(json!({"export": "usageInformation"})))
+        .await
+        .unwrap();
+    let (done, _) = wait_terminal(&trusted, &job.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    let a = trusted
+        .fetch(&job.id, &state.path().join("dl"), &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert_eq!(a[0].entries, ["contents.json", "usageInformation.json"]);
+
+    let insecure = backend_with(
+        profile(&sim, &[("OCTOPLANT_INSECURE", "true")]),
+        tempfile::tempdir().unwrap().path(),
+    );
+    assert_eq!(
+        insecure.status(&job.id).await.unwrap().state,
+        JobState::Succeeded
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The jobctl binary against the simulator.
+
+/// Runs the jobctl binary with a clean environment pointing at `sim`, plus `extra`.
+struct Cli<'a> {
+    sim: &'a SimHandle,
+    dir: tempfile::TempDir,
+    extra: Vec<(String, String)>,
+}
+
+impl<'a> Cli<'a> {
+    fn new(sim: &'a SimHandle) -> Self {
+        Cli {
+            sim,
+            dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+        }
+    }
+
+    fn with(mut self, k: &str, v: &str) -> Self {
+        self.extra.push((k.into(), v.into()));
+        self
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs jobctl on a blocking thread (the simulator keeps serving) → (code, stdout, stderr).
+    async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .env("JOBCTL_STATE_DIR", self.path().join("state"))
+            .env("JOBCTL_RETRY_BUDGET", "1500ms")
+            .envs(self.sim.env())
+            .envs(self.extra.iter().cloned())
+            .current_dir(self.path())
+            .args(args);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        // Whatever happened, the password never shows.
+        let pw = &self.sim.state.config.password;
+        assert!(!stdout.contains(pw.as_str()) && !stderr.contains(pw.as_str()));
+        (out.status.code().unwrap_or(-1), stdout, stderr)
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.run(&all).await;
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("exit {code}: not JSON ({e}): {out} / {err}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_export_wait_and_download() {
+    let sim = start(fast()).await;
+    let cli = Cli::new(&sim);
+    let (code, out, err) = cli
+        .run(&[
+            "-b",
+            "octoplant",
+            "submit",
+            "--name",
+            "nightly",
+            "--export",
+            "projectTree",
+            "--export",
+            "jobList",
+            "--wait",
+            "--fetch",
+            "exports",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let reference = out.lines().next().unwrap().trim().to_string();
+    assert!(reference.starts_with("octoplant:"), "{out}");
+    let id = reference.trim_start_matches("octoplant:");
+    let zip_path = cli.path().join(format!("exports/export-{id}.zip"));
+    assert!(zip_path.exists(), "{out}\n{err}");
+
+    let job = cli.json(&["status", &reference]).await;
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["native_state"], "STATE_SUCCEEDED");
+    assert_eq!(job["name"], "nightly");
+    assert_eq!(job["progress"], 1.0);
+    assert!(job["created_at"].is_string());
+
+    let arts = cli.json(&["fetch", &reference, "--dest", "again"]).await;
+    let text = arts.to_string();
+    for entry in ["contents.json", "jobList.csv", "projectTree.json"] {
+        assert!(text.contains(entry), "{text}");
+    }
+    assert!(cli.path().join(format!("again/export-{id}.zip")).exists());
+
+    let listed = cli.json(&["-b", "octoplant", "list"]).await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["ref"], reference.as_str());
+    assert_eq!(listed[0]["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_exit_codes_follow_the_contract() {
+    let sim = start(SimConfig {
+        job_duration: Duration::from_secs(2),
+        ..fast()
+    })
+    .await;
+    let cli = Cli::new(&sim);
+    // Unknown kind: refused before sending, naming it.
+    let (code, _, err) = cli
+        .run(&["-b", "octoplant", "submit", "--export", "versions"])
+        .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("versions"), "{err}");
+    assert_eq!(hits(&sim, "POST /v1/order"), 0);
+
+    // Unknown order: exit 6 with the gRPC name, and the platform code in the JSON error.
+    let (code, out, err) = cli
+        .run(&["-o", "json", "status", "octoplant:no-such-order"])
+        .await;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    let e: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(e["error"]["code"], "5");
+    assert_eq!(e["error"]["backend"], "octoplant");
+
+    // Fetch before the export is ready: exit 6 naming the state.
+    let (_, out, _) = cli
+        .run(&[
+            "-b",
+            "octoplant",
+            "-o",
+            "quiet",
+            "submit",
+            "--export",
+            "jobResults",
+        ])
+        .await;
+    let reference = out.trim().to_string();
+    let (code, _, err) = cli.run(&["fetch", &reference]).await;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("STATE_"), "{err}");
+
+    // abort, then wait: exit 5 (canceled).
+    let (code, _, err) = cli.run(&["abort", &reference]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli.run(&["wait", &reference, "--timeout", "20s"]).await;
+    assert_eq!(code, 5, "{err}");
+
+    // Refused password: exit 4.
+    let wrong = Cli::new(&sim).with("OCTOPLANT_PASSWORD", "definitely-wrong");
+    let (code, _, err) = wrong.run(&["-vvv", "status", &reference]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+    assert!(!err.contains("definitely-wrong"), "{err}");
+
+    let (code, out, err) = cli.run(&["doctor", "octoplant"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_trusts_a_self_signed_server_only_when_told() {
+    let sim = start(SimConfig {
+        tls: true,
+        ..fast()
+    })
+    .await;
+    let plain = Cli::new(&sim);
+    let (code, _, err) = plain.run(&["status", "octoplant:x"]).await;
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(&pem, sim.cert_pem.as_deref().unwrap()).unwrap();
+    let trusted = Cli::new(&sim).with("OCTOPLANT_CA_CERT", pem.to_str().unwrap());
+    let (code, out, err) = trusted
+        .run(&[
+            "-b",
+            "octoplant",
+            "submit",
+            "--opt",
+            r#"exports={"assetState":{"infoType":"MODULE"}}"#,
+            "--wait",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let insecure = Cli::new(&sim).with("OCTOPLANT_INSECURE", "1");
+    let (code, _, err) = insecure.run(&["status", "octoplant:x"]).await;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("verification is disabled"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_gives_exit_7_when_the_server_stays_unavailable() {
+    let sim = start(SimConfig {
+        error_rate: 1.0,
+        ..fast()
+    })
+    .await;
+    let (code, _, err) = Cli::new(&sim).run(&["status", "octoplant:x"]).await;
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("503"), "{err}");
+}
