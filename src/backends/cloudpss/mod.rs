@@ -6,10 +6,6 @@
 //! - Job output lives in CloudPSS message streams (WebSocket, UBJSON), not in GraphQL, so
 //!   `logs` and `fetch` are not offered.
 
-// The crate-wide `Error` is large by design (context for every message); boxing it is a
-// crate-wide decision, not this backend's.
-#![allow(clippy::result_large_err)]
-
 pub mod api;
 pub mod auth;
 pub mod mapping;
