@@ -911,3 +911,151 @@ async fn ci_example_script_passes_good_jobs_and_fails_bad_ones() {
     let out = run(script_cmd(&["not-a-pair"])).await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Sends one raw GraphQL request, as any client would.
+async fn graphql(sim: &SimHandle, token: Option<&str>, query: &str, variables: Value) -> Value {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/graphql", sim.base_url))
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200, "GraphQL errors come with HTTP 200");
+    assert_eq!(
+        resp.headers()["x-cloudpss-version"],
+        sim::cloudpss::SERVER_VERSION
+    );
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn simulator_tokens_expire_after_the_ttl_and_jobctl_logs_in_again() {
+    let sim = start(SimConfig {
+        token_ttl: Duration::from_millis(800),
+        ..SimConfig::default()
+    })
+    .await;
+    let login = "mutation($input: CreateAccountTokenInput!) { createAccountToken(input: $input) { token expirationTime } }";
+    let challenge = graphql(
+        &sim,
+        None,
+        "query($input: AccountChallengeInput!) { accountChallenge(input: $input) { id groups { items { id type } } } }",
+        json!({"input": {"name": "jobctl"}}),
+    )
+    .await;
+    let c = &challenge["data"]["accountChallenge"];
+    let item = c["groups"][0]["items"][0].clone();
+    assert_eq!(item["type"], "PASSWORD");
+    let issued = graphql(
+        &sim,
+        None,
+        login,
+        json!({"input": {"id": c["id"], "answers": [{"id": item["id"], "answer": {"password": "jobctl-sim"}}]}}),
+    )
+    .await;
+    let token = issued["data"]["createAccountToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jobs = "{ jobs(input: {orderBy: [\"createTime<\"], limit: 1}) { count total } }";
+    let ok = graphql(&sim, Some(&token), jobs, json!({})).await;
+    assert!(ok["errors"].is_null(), "{ok}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    b.list(&ListQuery::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    let expired = graphql(&sim, Some(&token), jobs, json!({})).await;
+    assert_eq!(
+        expired["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{expired}"
+    );
+    assert!(
+        expired["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+
+    // jobctl's cached token expired as well: it gets a new one without the user noticing.
+    let before = op(&sim, "createAccountToken").await;
+    b.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(op(&sim, "createAccountToken").await, before + 1);
+}
+
+#[tokio::test]
+async fn simulator_serves_accounts_policies_and_applications() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    b.login().await.unwrap();
+    let cached: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("cache/cloudpss.token.json")).unwrap(),
+    )
+    .unwrap();
+    let token = cached["token"].as_str().unwrap();
+
+    let account = graphql(
+        &sim,
+        Some(token),
+        "query($input: AccountInput!) { account(input: $input) { name type ... on AccountUser { email } } }",
+        json!({"input": {"name": "jobctl", "type": "USER"}}),
+    )
+    .await;
+    assert_eq!(account["data"]["account"]["name"], "jobctl", "{account}");
+    assert_eq!(account["data"]["account"]["type"], "USER");
+    let nobody = graphql(
+        &sim,
+        Some(token),
+        "query($input: AccountInput!) { account(input: $input) { name } }",
+        json!({"input": {"name": "nobody"}}),
+    )
+    .await;
+    assert!(nobody["data"]["account"].is_null());
+
+    let policies = graphql(
+        &sim,
+        Some(token),
+        "{ jobPolicies(input: {orderBy: [\"id>\"]}) { items { id name maxPriority tres { cpu mem } queue { id name } } count total } }",
+        json!({}),
+    )
+    .await;
+    let items = policies["data"]["jobPolicies"]["items"].as_array().unwrap();
+    let queues: Vec<i64> = items
+        .iter()
+        .map(|p| p["queue"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(queues, vec![1, 2]);
+    assert_eq!(items[0]["tres"][0]["cpu"], 8);
+
+    // The queue listed as "large" accepts what "default" refuses.
+    let big = b
+        .submit(&spec(
+            json!({}),
+            json!({"function": "function/CloudPSS/hello", "queue": 2, "cpu": 64}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(big.queue.as_deref(), Some("2"));
+
+    let apps = graphql(
+        &sim,
+        Some(token),
+        "{ applications(input: {orderBy: [\"updatedAt>\"], limit: 2}) { items { rid } cursor count total } }",
+        json!({}),
+    )
+    .await;
+    let page = &apps["data"]["applications"];
+    assert_eq!(
+        (page["count"].as_i64(), page["total"].as_i64()),
+        (Some(2), Some(3))
+    );
+
+    // Without a token, everything but the login and systemInfo is refused.
+    let anon = graphql(&sim, None, "{ systemInfo { machineId } }", json!({})).await;
+    assert_eq!(anon["data"]["systemInfo"]["machineId"], "jobctl-sim");
+    let anon = graphql(&sim, None, "{ job(input: {id: \"x\"}) { id } }", json!({})).await;
+    assert_eq!(anon["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+}
