@@ -630,3 +630,19 @@ fn completions_and_help_work() {
     assert_eq!(code, 0);
     assert!(out.contains("Examples:"));
 }
+
+#[test]
+fn submit_wait_json_prints_exactly_one_value() {
+    let sb = Sandbox::new();
+    let (code, out, _) = sb.run(&["-o", "json", "submit", "--wait", "--", "sh", "-c", "exit 2"]);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&out).expect("exactly one JSON value");
+    assert_eq!(v["exit_code"], 1);
+    assert_eq!(v["jobs"][0]["exit_code"], 2);
+    // Piped logs are complete (stdout is flushed).
+    let r = v["jobs"][0]["ref"].as_str().unwrap().to_string();
+    let r2 = sb.submit(&["--", "sh", "-c", "seq 1 2000"]);
+    sb.run(&["wait", &r2]);
+    assert_eq!(sb.run(&["logs", &r2]).1.lines().count(), 2000);
+    assert_eq!(sb.run(&["logs", &r]).0, 0);
+}

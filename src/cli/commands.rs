@@ -257,11 +257,14 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
     if !a.wait {
         return Ok(Outcome::ok(Report::Submitted { job, existing }));
     }
-    // Print the reference at once, then behave like watch.
-    p.render(Report::Submitted {
-        job: job.clone(),
-        existing,
-    });
+    // Print the reference at once, then behave like watch. In json mode the one JSON value is
+    // the final result, which carries the job.
+    if p.mode != OutputMode::Json {
+        p.render(Report::Submitted {
+            job: job.clone(),
+            existing,
+        });
+    }
     let opts = watch_options(&a.watch, bound.profile.poll_interval, true, p)?;
     let targets = vec![(bound.profile.name.clone(), job.id.clone())];
     let mut out = wait_for(&targets, &opts, s, p).await;
@@ -420,7 +423,10 @@ async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome>
     };
     tokio::select! {
         r = bound.backend.logs(&id, req, &mut stdout) => {
+            // tokio's stdout buffers: what a backend wrote must reach a pipe before we exit.
+            let flushed = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
             r.map_err(|e| e.in_profile(&profile, bound.profile.backend.as_str()).during("logs"))?;
+            flushed.map_err(|e| Error::io("writing output", e))?;
         }
         _ = interrupted => {
             return Ok(Outcome { report: Report::Nothing, code: 130 });
