@@ -36,7 +36,7 @@ pub const SERVER_VERSION: &str = "4.5.2";
 /// Routes of the simulated CloudPSS platform: `POST /graphql`, plus
 /// `GET /_sim/cloudpss/operations` (GraphQL root fields served, for batching tests).
 pub fn router(state: Arc<SimState>) -> Router {
-    let store = Arc::new(Store::new(&state.config));
+    let store = Arc::new(Store::new());
     let schema = build_schema(state, store.clone());
     let ops = Router::new()
         .route("/_sim/cloudpss/operations", get(operations_handler))
@@ -230,7 +230,7 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    fn new(config: &SimConfig) -> Self {
+    fn new() -> Self {
         let mut inner = Inner::default();
         // Jobs of another user, already finished, so "only my jobs" is observable.
         for (i, failure) in [(0u64, None), (1, Some(Failure::Failed))] {
@@ -262,7 +262,6 @@ impl Store {
                 output: uuid::Uuid::new_v4().simple().to_string(),
             });
         }
-        let _ = config;
         Store {
             inner: Mutex::new(inner),
         }
@@ -277,7 +276,7 @@ impl Store {
 /// (a test keeps the two identical).
 pub fn sdl() -> String {
     let state = SimState::new(SimConfig::default());
-    let store = Arc::new(Store::new(&state.config));
+    let store = Arc::new(Store::new());
     build_schema(state, store).sdl_with_options(async_graphql::SDLExportOptions::new())
 }
 

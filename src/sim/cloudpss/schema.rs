@@ -1255,7 +1255,7 @@ mod tests {
 
     fn schema() -> CloudpssSchema {
         let state = SimState::new(SimConfig::default());
-        let store = Arc::new(Store::new(&state.config));
+        let store = Arc::new(Store::new());
         build_schema(state, store)
     }
 
