@@ -12,9 +12,6 @@
 //! - [`sim`]: jobctl-sim, the offline simulator of every platform.
 
 #![warn(missing_docs)]
-// `Error` carries its context (profile, backend, operation, platform code) so every message can
-// name them; at ~150 bytes it is returned only on failure paths, where size does not matter.
-#![allow(clippy::result_large_err)]
 
 pub mod backend;
 pub mod backends;

@@ -1,14 +1,706 @@
-//! The slurm backend (not implemented yet).
+//! The slurm backend: any Slurm cluster through slurmrestd's REST API.
+//!
+//! - `api`: the per-version interface, its registry, the raw request and Slurm's `errors[]`.
+//! - `v0_0_38`: Slurm 22.05's API (one module per version; discovery picks the newest the
+//!   server offers among those jobctl speaks).
+//! - `auth`: user name and JWT, pre-issued or minted by a `token_command`.
+//! - `mapping`: states, wait statuses, output-file patterns, spec → submission.
+//!
+//! Job ids are Slurm's numeric job ids. Output files are read where they are visible from this
+//! machine (same host or shared filesystem); slurmrestd offers no way to read them.
 
-use crate::backend::{BackendContext, JobBackend};
-use crate::error::{Error, Result};
+pub mod api;
+pub mod auth;
+pub mod mapping;
+pub mod v0_0_38;
+
+use crate::backend::{BackendContext, JobBackend, LogSink};
+use crate::error::{Error, ErrorKind, Result};
+use crate::http::{HttpClient, Idempotency};
+use crate::model::{
+    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
+    ListQuery, LogsRequest, SpecRules,
+};
+use api::{ApiVersion, Failure, RestClient};
+use async_trait::async_trait;
+use indicatif::ProgressBar;
+use mapping::NativeJob;
+use reqwest::Method;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::OnceCell;
+
+const NAME: &str = "slurm";
 
 /// Builds the slurm backend for a profile.
-pub fn build(_ctx: BackendContext) -> Result<Arc<dyn JobBackend>> {
-    Err(Error::not_supported(
-        "slurm",
-        "any operation",
-        "this backend is not implemented yet",
-    ))
+pub fn build(ctx: BackendContext) -> Result<Arc<dyn JobBackend>> {
+    Ok(Arc::new(SlurmBackend::new(ctx)?))
+}
+
+/// A Slurm cluster behind slurmrestd.
+#[derive(Debug)]
+pub struct SlurmBackend {
+    profile: String,
+    client: RestClient,
+    auth: auth::Auth,
+    /// `api_version` from the profile, when the user pinned one.
+    pinned: Option<String>,
+    /// The version in use, discovered on first use.
+    api: OnceCell<&'static dyn ApiVersion>,
+    poll_interval: Duration,
+}
+
+impl SlurmBackend {
+    /// A backend for `ctx.profile`; fails (exit 2) on a missing URL or a bad option.
+    pub fn new(ctx: BackendContext) -> Result<Self> {
+        let url = ctx.require_url("SLURM_REST_URL")?;
+        let profile = &ctx.profile;
+        let pinned = profile
+            .option("api_version")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+        if let Some(v) = &pinned {
+            if api::find_version(v).is_none() {
+                return Err(Error::usage(format!(
+                    "profile '{}': api_version '{v}' is not one jobctl speaks ({})",
+                    profile.name,
+                    api::supported_names()
+                )));
+            }
+        }
+        let http = HttpClient::new(profile, NAME)?;
+        Ok(SlurmBackend {
+            profile: profile.name.clone(),
+            client: RestClient::new(http, url),
+            auth: auth::Auth::new(profile, &ctx.cache_dir())?,
+            pinned,
+            api: OnceCell::new(),
+            poll_interval: profile.poll_interval.min(Duration::from_secs(2)),
+        })
+    }
+
+    fn ctx_err(&self, e: Error, op: &str) -> Error {
+        e.in_profile(&self.profile, NAME).during(op)
+    }
+
+    /// One authenticated call. A failure that looks like a refused token is confirmed with a
+    /// ping; if the ping is refused too, the error becomes an authentication failure that a
+    /// new token may cure.
+    async fn call_with(
+        &self,
+        api: &dyn ApiVersion,
+        (user, token): (&str, &crate::config::Secret),
+        method: Method,
+        tail: &str,
+        body: Option<&Value>,
+        idem: Idempotency,
+    ) -> Result<Value> {
+        let path = api.path(tail);
+        match self
+            .client
+            .call(method, &path, user, token, body, idem)
+            .await
+        {
+            Ok(v) => Ok(v),
+            Err(Failure {
+                error,
+                suspect_auth: true,
+            }) => {
+                let ping = self
+                    .client
+                    .call(
+                        Method::GET,
+                        &api.path("ping"),
+                        user,
+                        token,
+                        None,
+                        Idempotency::Idempotent,
+                    )
+                    .await;
+                match ping {
+                    Err(f) if f.suspect_auth || f.error.kind == ErrorKind::Auth => {
+                        let mut e = Error::auth(format!(
+                            "the Slurm controller refused the token of user '{user}' (it is invalid or expired): {}",
+                            error.message
+                        ));
+                        e.code = error.code.clone();
+                        Err(e.expired_token())
+                    }
+                    _ => Err(error),
+                }
+            }
+            Err(f) => Err(f.error),
+        }
+    }
+
+    /// The API version to use: pinned, or discovered once per process.
+    async fn api(&self) -> Result<&'static dyn ApiVersion> {
+        self.api
+            .get_or_try_init(|| async {
+                if let Some(v) = self.pinned.as_deref().and_then(api::find_version) {
+                    return Ok(v);
+                }
+                let token = self.auth.token().await?;
+                let user = self.auth.user_for(&token)?;
+                self.discover(&user, &token.token).await
+            })
+            .await
+            .copied()
+    }
+
+    /// Probes `…/ping` of each version jobctl speaks, newest first. A version the server does
+    /// not serve answers 404; any Slurm answer (even a refusal) proves the version exists.
+    /// When none is served, the server's OpenAPI document says what it offers instead.
+    async fn discover(
+        &self,
+        user: &str,
+        token: &crate::config::Secret,
+    ) -> Result<&'static dyn ApiVersion> {
+        for v in api::SUPPORTED {
+            let resp = self
+                .client
+                .send(
+                    Method::GET,
+                    &v.path("ping"),
+                    user,
+                    token,
+                    None,
+                    Idempotency::Idempotent,
+                )
+                .await?;
+            if resp.status == reqwest::StatusCode::UNAUTHORIZED {
+                return Err(api::classify(&resp)
+                    .err()
+                    .map(|f| f.error)
+                    .unwrap_or_else(|| Error::auth("slurmrestd refused the credentials")));
+            }
+            let is_slurm = serde_json::from_slice::<Value>(&resp.body)
+                .ok()
+                .is_some_and(|b| b.get("meta").is_some() || b.get("errors").is_some());
+            if resp.status != reqwest::StatusCode::NOT_FOUND && is_slurm {
+                tracing::debug!(profile = %self.profile, version = v.version(), "slurmrestd API version");
+                return Ok(*v);
+            }
+        }
+        let offered = match self
+            .client
+            .call(
+                Method::GET,
+                "openapi",
+                user,
+                token,
+                None,
+                Idempotency::Idempotent,
+            )
+            .await
+        {
+            Ok(doc) => api::versions_in_openapi(&doc),
+            Err(_) => Vec::new(),
+        };
+        let offered = if offered.is_empty() {
+            "none that could be read".to_string()
+        } else {
+            offered.join(", ")
+        };
+        Err(Error::new(
+            ErrorKind::NotSupported,
+            format!(
+                "slurmrestd at {} serves no API version jobctl speaks: it offers {offered}; jobctl speaks {}",
+                self.client.base(),
+                api::supported_names()
+            ),
+        ))
+    }
+
+    /// An authenticated request against the discovered version.
+    async fn request(
+        &self,
+        op: &str,
+        method: Method,
+        tail: &str,
+        body: Option<&Value>,
+        idem: Idempotency,
+    ) -> Result<(Value, &'static dyn ApiVersion)> {
+        let run = async {
+            let api = self.api().await?;
+            let v = self.authenticated(api, method, tail, body, idem).await?;
+            Ok((v, api))
+        };
+        run.await.map_err(|e| self.ctx_err(e, op))
+    }
+
+    /// [`Self::call_with`] with the current token; when the controller refuses it and a new
+    /// one can be minted, mints it and tries once more.
+    async fn authenticated(
+        &self,
+        api: &dyn ApiVersion,
+        method: Method,
+        tail: &str,
+        body: Option<&Value>,
+        idem: Idempotency,
+    ) -> Result<Value> {
+        let token = self.auth.token().await?;
+        let user = self.auth.user_for(&token)?;
+        match self
+            .call_with(api, (&user, &token.token), method.clone(), tail, body, idem)
+            .await
+        {
+            Err(e) if e.token_expired && self.auth.can_renew() => {
+                self.auth.invalidate(&token).await;
+                let fresh = self.auth.token().await?;
+                let user = self.auth.user_for(&fresh)?;
+                self.call_with(api, (&user, &fresh.token), method, tail, body, idem)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    fn job_id(&self, id: &str, op: &str) -> Result<u64> {
+        id.trim().parse::<u64>().map_err(|_| {
+            self.ctx_err(
+                Error::usage(format!(
+                    "'{id}' is not a Slurm job id (a number, e.g. slurm:1234)"
+                )),
+                op,
+            )
+        })
+    }
+
+    async fn native(&self, id: &str, op: &str) -> Result<(NativeJob, &'static str)> {
+        let n = self.job_id(id, op)?;
+        let (body, api) = self
+            .request(
+                op,
+                Method::GET,
+                &format!("job/{n}"),
+                None,
+                Idempotency::Idempotent,
+            )
+            .await?;
+        let jobs = api.jobs(&body).map_err(|e| self.ctx_err(e, op))?;
+        jobs.into_iter()
+            .find(|j| j.job_id == n)
+            .map(|j| (j, api.version()))
+            .ok_or_else(|| {
+                self.ctx_err(
+                    Error::not_found(format!("Slurm knows no job {n}")).with_code("2017"),
+                    op,
+                )
+            })
+    }
+
+    async fn all_jobs(&self, op: &str) -> Result<(Vec<NativeJob>, &'static str)> {
+        let (body, api) = self
+            .request(op, Method::GET, "jobs", None, Idempotency::Idempotent)
+            .await?;
+        let jobs = api.jobs(&body).map_err(|e| self.ctx_err(e, op))?;
+        Ok((jobs, api.version()))
+    }
+
+    /// The local file holding the job's output (or error) stream, or why there is none.
+    async fn output_file(&self, id: &str, stderr: bool, op: &str) -> Result<(PathBuf, Job)> {
+        let (native, version) = self.native(id, op).await?;
+        let job = mapping::to_job(&native, version);
+        let Some(path) = mapping::output_path(&native, stderr) else {
+            return Err(self.ctx_err(
+                Error::not_supported(
+                    NAME,
+                    op,
+                    format!("Slurm reports no output file for job {id} (no working directory)"),
+                ),
+                op,
+            ));
+        };
+        let mut candidates = vec![PathBuf::from(&path)];
+        // `%N` is the short host name of the node that ran the script; the controller only
+        // knows the node name, which on a single-host cluster is often `localhost`.
+        if native.stdout.as_deref().unwrap_or("").contains("%N")
+            || native.stderr.as_deref().unwrap_or("").contains("%N")
+        {
+            if let Some(host) = local_short_hostname() {
+                let pattern = if stderr {
+                    native
+                        .stderr
+                        .clone()
+                        .filter(|s| !s.is_empty())
+                        .or(native.stdout.clone())
+                } else {
+                    native.stdout.clone()
+                };
+                if let Some(p) = pattern {
+                    let alt = mapping::expand_pattern(&p, &native, Some(&host));
+                    let alt = if alt.starts_with('/') {
+                        alt
+                    } else {
+                        format!(
+                            "{}/{alt}",
+                            native.cwd.clone().unwrap_or_default().trim_end_matches('/')
+                        )
+                    };
+                    candidates.push(PathBuf::from(alt));
+                }
+            }
+        }
+        for c in &candidates {
+            match tokio::fs::metadata(c).await {
+                Ok(m) if m.is_file() => return Ok((c.clone(), job)),
+                _ => continue,
+            }
+        }
+        if job.state == JobState::Queued {
+            return Err(self.ctx_err(
+                Error::not_found(format!(
+                    "job {id} has not started yet, so it has no output; its output will be written to {path} on the cluster"
+                )),
+                op,
+            ));
+        }
+        Err(self.ctx_err(
+            Error::not_supported(
+                NAME,
+                op,
+                format!(
+                    "slurmrestd does not serve job output; the job's {} file {path} is not readable from this machine (jobctl reads it only on the cluster's host or a shared filesystem)",
+                    if stderr { "error" } else { "output" }
+                ),
+            ),
+            op,
+        ))
+    }
+}
+
+fn local_short_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    Some(name.split('.').next().unwrap_or(name).to_string())
+}
+
+#[async_trait]
+impl JobBackend for SlurmBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        [
+            Capability::Submit,
+            Capability::Status,
+            Capability::BatchStatus,
+            Capability::List,
+            Capability::Abort,
+            Capability::Logs,
+            Capability::FollowLogs,
+            Capability::Fetch,
+            Capability::Login,
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn spec_rules(&self) -> SpecRules {
+        SpecRules {
+            command: CommandRule::Required,
+            args: true,
+            options: mapping::OPTIONS,
+            required_options: &[],
+        }
+    }
+
+    fn validate(&self, spec: &JobSpec) -> Result<()> {
+        self.spec_rules().check(NAME, spec)?;
+        mapping::submit_request(spec).map(|_| ())
+    }
+
+    async fn submit(&self, spec: &JobSpec) -> Result<Job> {
+        self.validate(spec).map_err(|e| self.ctx_err(e, "submit"))?;
+        let req = mapping::submit_request(spec).map_err(|e| self.ctx_err(e, "submit"))?;
+        let api = self.api().await.map_err(|e| self.ctx_err(e, "submit"))?;
+        let body = api.submit_body(&req);
+        let (answer, api) = self
+            .request(
+                "submit",
+                Method::POST,
+                "job/submit",
+                Some(&body),
+                Idempotency::NotIdempotent,
+            )
+            .await?;
+        let id = api
+            .submitted_id(&answer)
+            .map_err(|e| self.ctx_err(e, "submit"))?;
+        // The submission answer carries only the id; what Slurm made of the request is read
+        // back, falling back to what was asked when the read fails.
+        match self.status(&id.to_string()).await {
+            Ok(job) => Ok(job),
+            Err(e) => {
+                tracing::debug!("reading back job {id} failed: {e}");
+                let mut job = Job::new(id.to_string(), JobState::Queued, Some("PENDING".into()));
+                job.name = Some(req.name.clone());
+                job.queue = req.partition.clone();
+                job.created_at = Some(chrono::Utc::now());
+                Ok(job)
+            }
+        }
+    }
+
+    async fn status(&self, id: &str) -> Result<Job> {
+        let (native, version) = self.native(id, "status").await?;
+        Ok(mapping::to_job(&native, version))
+    }
+
+    /// One `GET jobs` answers every id; ids the list lacks (hidden by the cluster's privacy
+    /// settings, or not numeric) are asked for one by one.
+    async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
+        let all = match self.all_jobs("status").await {
+            Ok(a) => a,
+            Err(e) => return ids.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let (jobs, version) = all;
+        let by_id: HashMap<u64, &NativeJob> = jobs.iter().map(|j| (j.job_id, j)).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let found = id
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| by_id.get(&n).copied());
+            match found {
+                Some(n) => out.push(Ok(mapping::to_job(n, version))),
+                None => out.push(self.status(id).await),
+            }
+        }
+        out
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
+        let (jobs, version) = self.all_jobs("list").await?;
+        // CONTRACT: by default only the caller's own jobs.
+        let me = self
+            .auth
+            .token()
+            .await
+            .and_then(|t| self.auth.user_for(&t))
+            .ok();
+        let mut jobs: Vec<(i64, u64, Job)> = jobs
+            .iter()
+            .filter(|n| me.is_none() || n.user_name == me)
+            .map(|n| {
+                (
+                    n.submit_time.unwrap_or(0),
+                    n.job_id,
+                    mapping::to_job(n, version),
+                )
+            })
+            .filter(|(_, _, j)| query.wants(j.state))
+            .collect();
+        jobs.sort_by_key(|(submitted, id, _)| std::cmp::Reverse((*submitted, *id)));
+        let mut out: Vec<Job> = jobs.into_iter().map(|(_, _, j)| j).collect();
+        if let Some(l) = query.limit {
+            out.truncate(l);
+        }
+        Ok(out)
+    }
+
+    async fn abort(&self, id: &str) -> Result<AbortOutcome> {
+        let job = self.status(id).await.map_err(|e| {
+            let mut e = e;
+            e.operation = Some("abort".into());
+            e
+        })?;
+        if job.terminal {
+            return Ok(AbortOutcome::AlreadyTerminal);
+        }
+        let n = self.job_id(id, "abort")?;
+        // No signal parameter: Slurm then cancels like `scancel`, and the job ends CANCELLED
+        // (an explicit SIGTERM that kills the script would end it FAILED).
+        self.request(
+            "abort",
+            Method::DELETE,
+            &format!("job/{n}"),
+            None,
+            Idempotency::Idempotent,
+        )
+        .await?;
+        Ok(AbortOutcome::Requested)
+    }
+
+    async fn logs(&self, id: &str, req: LogsRequest, out: LogSink<'_>) -> Result<()> {
+        let (path, mut job) = self.output_file(id, req.stderr, "logs").await?;
+        let io = |e: std::io::Error| self.ctx_err(Error::io(path.display(), e), "logs");
+        let mut offset: u64 = 0;
+        loop {
+            offset += copy_from(&path, offset, out).await.map_err(io)?;
+            if !req.follow || job.terminal {
+                break;
+            }
+            tokio::time::sleep(self.poll_interval).await;
+            job = self.status(id).await?;
+            if job.terminal {
+                // One last read after the end: the last lines may land just before it.
+                copy_from(&path, offset, out).await.map_err(io)?;
+                break;
+            }
+        }
+        out.flush().await.map_err(io)?;
+        Ok(())
+    }
+
+    async fn fetch(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Vec<Artifact>> {
+        let (stdout, _) = self.output_file(id, false, "fetch").await?;
+        let mut files = vec![stdout.clone()];
+        if let Ok((stderr, _)) = self.output_file(id, true, "fetch").await {
+            if stderr != stdout {
+                files.push(stderr);
+            }
+        }
+        let mut artifacts = Vec::new();
+        for src in files {
+            let name = src
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("slurm-{id}.out"));
+            let target = dest.join(&name);
+            let bytes = tokio::fs::copy(&src, &target).await.map_err(|e| {
+                self.ctx_err(
+                    Error::io(
+                        format!("copying {} to {}", src.display(), target.display()),
+                        e,
+                    ),
+                    "fetch",
+                )
+            })?;
+            progress.inc(bytes);
+            artifacts.push(Artifact {
+                name,
+                path: target,
+                bytes,
+                entries: Vec::new(),
+            });
+        }
+        Ok(artifacts)
+    }
+
+    async fn login(&self) -> Result<String> {
+        let op = async {
+            if !self.auth.configured() {
+                return Err(Error::auth(
+                    "no Slurm credentials: set SLURM_JWT or the token_command option",
+                ));
+            }
+            self.auth.clear().await?;
+            let token = self.auth.token().await?;
+            let user = self.auth.user_for(&token)?;
+            // Prove the controller accepts it.
+            let api = self.api().await?;
+            self.call_with(
+                api,
+                (&user, &token.token),
+                Method::GET,
+                "ping",
+                None,
+                Idempotency::Idempotent,
+            )
+            .await?;
+            Ok(match token.expires_at {
+                Some(exp) => format!(
+                    "token for Slurm user {user} valid until {}",
+                    exp.to_rfc3339()
+                ),
+                None => format!("token for Slurm user {user} accepted"),
+            })
+        };
+        op.await.map_err(|e| self.ctx_err(e, "login"))
+    }
+
+    async fn logout(&self) -> Result<()> {
+        self.auth.clear().await.map(|_| ())
+    }
+
+    async fn doctor(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let token = match self.auth.token().await {
+            Ok(t) => t,
+            Err(e) => {
+                checks.push(Check::fail("credentials", e.message));
+                return checks;
+            }
+        };
+        let user = match self.auth.user_for(&token) {
+            Ok(u) => u,
+            Err(e) => {
+                checks.push(Check::fail("credentials", e.message));
+                return checks;
+            }
+        };
+        checks.push(Check::pass(
+            "credentials",
+            match token.expires_at {
+                Some(exp) => format!("user {user}, token valid until {}", exp.to_rfc3339()),
+                None => format!("user {user}, token without expiry"),
+            },
+        ));
+        let api = match self.api().await {
+            Ok(a) => {
+                checks.push(Check::pass(
+                    "reachability",
+                    format!("slurmrestd answers at {}", self.client.base()),
+                ));
+                a
+            }
+            Err(e) => {
+                let name = if e.kind == ErrorKind::NotSupported {
+                    "api version"
+                } else {
+                    "reachability"
+                };
+                checks.push(Check::fail(name, e.message));
+                return checks;
+            }
+        };
+        let ping = self
+            .authenticated(api, Method::GET, "ping", None, Idempotency::Idempotent)
+            .await;
+        match ping {
+            Ok(body) => {
+                checks.push(Check::pass(
+                    "authentication",
+                    format!("the controller accepts user {user}"),
+                ));
+                let release = body
+                    .pointer("/meta/Slurm/release")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown release");
+                checks.push(Check::pass(
+                    "api version",
+                    format!(
+                        "{} (Slurm {release}); jobctl speaks {}",
+                        api.version(),
+                        api::supported_names()
+                    ),
+                ));
+            }
+            Err(e) => checks.push(Check::fail("authentication", e.message)),
+        }
+        checks
+    }
+}
+
+/// Appends the bytes of `path` from `offset` on to `out`; returns how many were copied.
+async fn copy_from(path: &Path, offset: u64, out: LogSink<'_>) -> std::io::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await?;
+    f.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).await?;
+    out.write_all(&buf).await?;
+    Ok(buf.len() as u64)
 }
