@@ -1,14 +1,654 @@
-//! The cloudpss backend (not implemented yet).
+//! The cloudpss backend: CloudPSS XStudio jobs over its GraphQL API.
+//!
+//! - `submit` → `createJob` (the function RID first in `context`, `--arg`s as `args`, the
+//!   policy from options), `status` → `job`, `statuses` → one `jobs` query per page of ids,
+//!   `list` → `jobs` with cursor pages, `abort` → `abortJob`.
+//! - Job output lives in CloudPSS message streams (WebSocket, UBJSON), not in GraphQL, so
+//!   `logs` and `fetch` are not offered.
 
+pub mod api;
+pub mod auth;
+pub mod mapping;
+
+use self::api::{
+    AbortJobMutation, Api, CreateJobMutation, JobQuery, JobsQuery, SystemInfoQuery,
+    abort_job_mutation, create_job_mutation, job_query, jobs_query, system_info_query,
+};
+use self::auth::{Auth, Credentials, user_of};
+use self::mapping::{JobRecord, natives_of, to_job};
 use crate::backend::{BackendContext, JobBackend};
-use crate::error::{Error, Result};
+use crate::config::Secret;
+use crate::error::{Error, ErrorKind, Result};
+use crate::http::Idempotency;
+use crate::http::token::CachedToken;
+use crate::model::{
+    AbortOutcome, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState, ListQuery,
+    SpecRules,
+};
+use async_trait::async_trait;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Jobs asked for per `jobs` request (list pages and id batches).
+const PAGE_SIZE: usize = 100;
+
+/// Default `timeout` of `abortJob`: how long the platform may take to stop the job.
+const DEFAULT_ABORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Option keys of `submit` (`--opt`); `queue`…`priority` may also be profile defaults.
+const OPTIONS: &[&str] = &[
+    "function", "queue", "cpu", "ecpu", "mem", "priority", "context",
+];
 
 /// Builds the cloudpss backend for a profile.
-pub fn build(_ctx: BackendContext) -> Result<Arc<dyn JobBackend>> {
-    Err(Error::not_supported(
-        "cloudpss",
-        "any operation",
-        "this backend is not implemented yet",
-    ))
+pub fn build(ctx: BackendContext) -> Result<Arc<dyn JobBackend>> {
+    Ok(Arc::new(CloudpssBackend::new(ctx)?))
+}
+
+/// CloudPSS over GraphQL.
+#[derive(Debug)]
+pub struct CloudpssBackend {
+    api: Api,
+    auth: Auth,
+    ctx: BackendContext,
+    abort_timeout: Duration,
+}
+
+/// The policy part of a submission, resolved from spec options, profile options and defaults.
+#[derive(Debug, Clone, PartialEq)]
+struct Policy {
+    queue: i64,
+    cpu: i64,
+    ecpu: f64,
+    mem: f64,
+    priority: f64,
+}
+
+impl CloudpssBackend {
+    /// The backend for the profile in `ctx`. A URL without a path (`https://cloudpss.net/`)
+    /// gets `graphql` appended, like the official SDK does.
+    pub fn new(ctx: BackendContext) -> Result<Self> {
+        let mut url = ctx.require_url("CLOUDPSS_GQL_URL")?;
+        if url.path().trim_matches('/').is_empty() {
+            url.set_path("/graphql");
+        }
+        let abort_timeout = match ctx.profile.option("abort_timeout") {
+            None => DEFAULT_ABORT_TIMEOUT,
+            Some(raw) => crate::config::parse_duration(raw).map_err(|e| {
+                Error::usage(format!(
+                    "profile '{}', `abort_timeout`: {}",
+                    ctx.profile.name, e.message
+                ))
+            })?,
+        };
+        Ok(CloudpssBackend {
+            api: Api::new(&ctx.profile, url)?,
+            auth: Auth::new(&ctx),
+            ctx,
+            abort_timeout,
+        })
+    }
+
+    /// Runs `op` with a valid token, logging in when needed and once more if the platform
+    /// says the token is no longer valid.
+    ///
+    /// This is `TokenStore::with_token` spelled out: that helper takes `AsyncFn` closures,
+    /// whose futures the compiler cannot prove `Send`, which `#[async_trait]` requires. `op`
+    /// gets its own copy of the token so its future borrows nothing from the cache.
+    async fn authed<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn(CachedToken) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<T>> + Send,
+        T: Send,
+    {
+        self.auth.forget_foreign(&self.api).await;
+        let store = self.auth.store();
+        let token = store.get(|| self.auth.login(&self.api)).await?;
+        match op(token.clone()).await {
+            Err(e) if e.kind == ErrorKind::Auth && e.token_expired => {
+                tracing::info!(
+                    "CloudPSS refused the token ({}), logging in again",
+                    e.message
+                );
+                store.invalidate(&token).await;
+                let token = store.get(|| self.auth.login(&self.api)).await?;
+                op(token).await
+            }
+            other => other,
+        }
+    }
+
+    /// A numeric option: from the spec, else the profile, else `default`.
+    fn number(&self, spec: &JobSpec, key: &str, default: f64) -> Result<f64> {
+        let bad = |raw: &str| {
+            Error::usage(format!(
+                "option `{key}` must be a number, got '{raw}' (field `options.{key}`)"
+            ))
+        };
+        match spec.options.get(key) {
+            Some(Value::Number(n)) => n.as_f64().ok_or_else(|| bad(&n.to_string())),
+            Some(Value::String(s)) => s.trim().parse().map_err(|_| bad(s)),
+            Some(Value::Null) | None => match self.ctx.profile.option(key) {
+                Some(s) => s.trim().parse().map_err(|_| {
+                    Error::usage(format!(
+                        "profile '{}': option `{key}` must be a number, got '{s}'",
+                        self.ctx.profile.name
+                    ))
+                }),
+                None => Ok(default),
+            },
+            Some(other) => Err(bad(&other.to_string())),
+        }
+    }
+
+    fn integer(&self, spec: &JobSpec, key: &str, default: i64) -> Result<i64> {
+        let n = self.number(spec, key, default as f64)?;
+        if n.fract() != 0.0 || !(i32::MIN as f64..=i32::MAX as f64).contains(&n) {
+            return Err(Error::usage(format!(
+                "option `{key}` must be a whole number, got {n} (field `options.{key}`)"
+            )));
+        }
+        Ok(n as i64)
+    }
+
+    fn policy(&self, spec: &JobSpec) -> Result<Policy> {
+        let p = Policy {
+            queue: self.integer(spec, "queue", 1)?,
+            cpu: self.integer(spec, "cpu", 1)?,
+            ecpu: self.number(spec, "ecpu", 0.0)?,
+            mem: self.number(spec, "mem", 0.0)?,
+            priority: self.number(spec, "priority", 0.0)?,
+        };
+        for (key, v) in [("cpu", p.cpu as f64), ("ecpu", p.ecpu), ("mem", p.mem)] {
+            if v < 0.0 {
+                return Err(Error::usage(format!(
+                    "option `{key}` must not be negative (field `options.{key}`)"
+                )));
+            }
+        }
+        Ok(p)
+    }
+
+    /// `context`: the function first, then any extra RIDs (a JSON array or a comma list).
+    fn context(spec: &JobSpec) -> Result<Vec<String>> {
+        let function = spec.opt_str("function").unwrap_or_default();
+        check_rid("function", &function)?;
+        let mut out = vec![function];
+        let extra: Vec<String> = match spec.options.get("context") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(Error::usage(format!(
+                        "option `context` must list resource ids as strings, got {other}"
+                    ))),
+                })
+                .collect::<Result<_>>()?,
+            Some(other) => {
+                return Err(Error::usage(format!(
+                    "option `context` must be a list of resource ids, got {other}"
+                )));
+            }
+        };
+        for rid in &extra {
+            check_rid("context", rid)?;
+        }
+        out.extend(extra);
+        Ok(out)
+    }
+
+    async fn jobs_page(
+        &self,
+        token: &Secret,
+        input: jobs_query::JobsInput,
+    ) -> Result<jobs_query::JobsQueryJobs> {
+        let vars = jobs_query::Variables { input };
+        Ok(self
+            .api
+            .post::<JobsQuery>(Some(token), vars, Idempotency::Idempotent)
+            .await?
+            .data
+            .jobs)
+    }
+
+    async fn fetch_job(&self, id: &str) -> Result<Job> {
+        let reply = self
+            .authed(|t: CachedToken| async move {
+                let vars = job_query::Variables {
+                    input: job_query::JobInput { id: id.to_string() },
+                };
+                self.api
+                    .post::<JobQuery>(Some(&t.token), vars, Idempotency::Idempotent)
+                    .await
+            })
+            .await?;
+        match reply.data.job {
+            Some(j) => Ok(to_job(JobRecord::from(j))),
+            None => Err(Error::not_found(format!("CloudPSS job {id} not found"))),
+        }
+    }
+}
+
+/// Checks the `type/owner/key` form of a resource id; the platform judges the rest.
+fn check_rid(field: &str, rid: &str) -> Result<()> {
+    let parts: Vec<&str> = rid.split('/').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.trim().is_empty()) {
+        return Err(Error::usage(format!(
+            "option `{field}` must be a resource id TYPE/OWNER/KEY such as function/CloudPSS/hello, got '{rid}'"
+        )));
+    }
+    Ok(())
+}
+
+fn jobs_input(limit: usize) -> jobs_query::JobsInput {
+    jobs_query::JobsInput {
+        order_by: vec!["createTime<".into()],
+        cursor: None,
+        limit: Some(limit as i64),
+        context: None,
+        user: None,
+        status: None,
+        id: None,
+        create_time: None,
+    }
+}
+
+fn or_condition<S: AsRef<str>>(values: &[S]) -> Value {
+    let mut v = vec![Value::from("or")];
+    v.extend(values.iter().map(|s| Value::from(s.as_ref())));
+    Value::Array(v)
+}
+
+#[async_trait]
+impl JobBackend for CloudpssBackend {
+    fn name(&self) -> &'static str {
+        "cloudpss"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        [
+            Capability::Submit,
+            Capability::Status,
+            Capability::BatchStatus,
+            Capability::List,
+            Capability::Abort,
+            Capability::Login,
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn spec_rules(&self) -> SpecRules {
+        SpecRules {
+            command: CommandRule::Forbidden,
+            args: true,
+            options: OPTIONS,
+            required_options: &["function"],
+        }
+    }
+
+    fn validate(&self, spec: &JobSpec) -> Result<()> {
+        self.spec_rules().check(self.name(), spec)?;
+        Self::context(spec)?;
+        self.policy(spec)?;
+        Ok(())
+    }
+
+    async fn submit(&self, spec: &JobSpec) -> Result<Job> {
+        self.validate(spec)?;
+        let context = Self::context(spec)?;
+        let p = self.policy(spec)?;
+        let input = create_job_mutation::CreateJobInput {
+            context,
+            args: spec.args.clone(),
+            policy: Some(create_job_mutation::JobExecutionPolicyInput {
+                queue: p.queue,
+                tres: Some(create_job_mutation::JobTresInput {
+                    cpu: p.cpu,
+                    ecpu: p.ecpu,
+                    mem: p.mem,
+                }),
+                priority: p.priority,
+            }),
+            debug: None,
+        };
+        let reply = self
+            .authed(|t: CachedToken| {
+                let input = input.clone();
+                async move {
+                    let vars = create_job_mutation::Variables { input };
+                    self.api
+                        .post::<CreateJobMutation>(Some(&t.token), vars, Idempotency::NotIdempotent)
+                        .await
+                }
+            })
+            .await?;
+        Ok(to_job(JobRecord::from(reply.data.create_job)))
+    }
+
+    async fn status(&self, id: &str) -> Result<Job> {
+        self.fetch_job(id).await
+    }
+
+    async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
+        let mut unique: Vec<&str> = Vec::new();
+        for id in ids {
+            if !unique.contains(&id.as_str()) {
+                unique.push(id);
+            }
+        }
+        let mut found: HashMap<String, Result<Job>> = HashMap::new();
+        for chunk in unique.chunks(PAGE_SIZE) {
+            let page = self
+                .authed(|t: CachedToken| async move {
+                    let mut input = jobs_input(chunk.len());
+                    input.id = Some(or_condition(chunk));
+                    self.jobs_page(&t.token, input).await
+                })
+                .await;
+            match page {
+                Ok(page) => {
+                    for item in page.items {
+                        let job = to_job(JobRecord::from(item));
+                        found.insert(job.id.clone(), Ok(job));
+                    }
+                }
+                Err(e) => {
+                    for id in chunk {
+                        found.insert(id.to_string(), Err(e.clone()));
+                    }
+                }
+            }
+        }
+        ids.iter()
+            .map(|id| match found.get(id) {
+                Some(r) => r.clone(),
+                None => Err(Error::not_found(format!("CloudPSS job {id} not found"))),
+            })
+            .collect()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
+        // States CloudPSS never reports (suspended) cannot match; `unknown` needs every job.
+        let natives: Option<Vec<&str>> =
+            if query.states.is_empty() || query.states.contains(&JobState::Unknown) {
+                None
+            } else {
+                let n: Vec<&str> = query.states.iter().flat_map(|s| natives_of(*s)).collect();
+                if n.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Some(n)
+            };
+        let page_size = query.limit.unwrap_or(PAGE_SIZE).clamp(1, PAGE_SIZE);
+        let natives = &natives;
+        // A plain loop rather than `http::pagination::collect`: its `AsyncFnMut` callback
+        // makes futures the compiler cannot prove `Send` (see `authed`).
+        let jobs = self
+            .authed(|t: CachedToken| async move {
+                let user = user_of(&t).or_else(|| self.ctx.profile.username.clone());
+                let mut out: Vec<Job> = Vec::new();
+                let mut cursor: Option<Vec<String>> = None;
+                loop {
+                    let mut input = jobs_input(page_size);
+                    input.cursor = cursor.take();
+                    input.user = user.as_ref().map(|u| or_condition(&[u]));
+                    input.status = natives.as_ref().map(|n| or_condition(n));
+                    let page = self.jobs_page(&t.token, input).await?;
+                    let count = page.items.len();
+                    out.extend(page.items.into_iter().map(|i| to_job(JobRecord::from(i))));
+                    if let Some(limit) = query.limit {
+                        if out.len() >= limit {
+                            out.truncate(limit);
+                            break;
+                        }
+                    }
+                    // `total` counts what remains including this page.
+                    if count == 0 || count < page_size || page.total as usize <= count {
+                        break;
+                    }
+                    cursor = Some(page.cursor);
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(jobs.into_iter().filter(|j| query.wants(j.state)).collect())
+    }
+
+    async fn abort(&self, id: &str) -> Result<AbortOutcome> {
+        let current = self.fetch_job(id).await?;
+        if current.terminal {
+            return Ok(AbortOutcome::AlreadyTerminal);
+        }
+        let timeout = self.abort_timeout.as_secs_f64();
+        let reply = self
+            .authed(|t: CachedToken| async move {
+                let vars = abort_job_mutation::Variables {
+                    input: abort_job_mutation::AbortJobInput {
+                        id: id.to_string(),
+                        timeout,
+                    },
+                };
+                self.api
+                    .post::<AbortJobMutation>(Some(&t.token), vars, Idempotency::Idempotent)
+                    .await
+            })
+            .await?;
+        match reply.data.abort_job {
+            Some(_) => Ok(AbortOutcome::Requested),
+            None => Err(Error::not_found(format!("CloudPSS job {id} not found"))),
+        }
+    }
+
+    async fn login(&self) -> Result<String> {
+        let token = self.auth.login(&self.api).await?;
+        let user = user_of(&token).unwrap_or_else(|| "?".into());
+        let until = token
+            .expires_at
+            .map(|t| {
+                format!(
+                    " until {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            })
+            .unwrap_or_default();
+        Ok(match self.auth.credentials() {
+            Credentials::Token(_) => format!("CLOUDPSS_TOKEN is valid for {user}{until}"),
+            _ => {
+                self.auth.store().put(token).await?;
+                format!("logged in to CloudPSS as {user}; token valid{until}")
+            }
+        })
+    }
+
+    async fn logout(&self) -> Result<()> {
+        self.auth.store().clear().await?;
+        Ok(())
+    }
+
+    async fn doctor(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let started = Instant::now();
+        let reply = self
+            .api
+            .post::<SystemInfoQuery>(None, system_info_query::Variables, Idempotency::Idempotent)
+            .await;
+        match &reply {
+            Ok(r) => checks.push(Check::pass(
+                "reachability",
+                format!(
+                    "{} answered systemInfo (machine {}) in {} ms",
+                    self.api.url(),
+                    r.data.system_info.machine_id,
+                    started.elapsed().as_millis()
+                ),
+            )),
+            Err(e) => checks.push(Check::fail(
+                "reachability",
+                format!("{}: {}", self.api.url(), e.message),
+            )),
+        }
+        let version = reply.as_ref().ok().map(|r| r.version.clone());
+        checks.push(match version {
+            None => Check::fail("api version", "unknown: the server could not be reached"),
+            Some(v) => version_check(v.as_deref()),
+        });
+        let auth = self
+            .authed(|t: CachedToken| async move { self.auth.inspect(&self.api, &t.token).await })
+            .await;
+        checks.push(match auth {
+            Ok(t) => Check::pass(
+                "authentication",
+                format!(
+                    "authenticated as {}{}",
+                    user_of(&t).unwrap_or_else(|| "?".into()),
+                    t.expires_at
+                        .map(|x| format!(
+                            ", token valid until {}",
+                            x.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        ))
+                        .unwrap_or_default()
+                ),
+            ),
+            Err(e) => Check::fail("authentication", e.message),
+        });
+        checks
+    }
+}
+
+/// The official SDK accepts servers announcing a version from 3.0 up to (not including) 5.
+fn version_check(version: Option<&str>) -> Check {
+    let Some(v) = version else {
+        return Check::fail(
+            "api version",
+            "the server sent no X-Cloudpss-Version header (older than 3.0, or not CloudPSS)",
+        );
+    };
+    let major = v
+        .trim_start_matches(['v', 'V'])
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(3..=4) => Check::pass("api version", format!("X-Cloudpss-Version {v}")),
+        Some(m) => Check::fail(
+            "api version",
+            format!("X-Cloudpss-Version {v}: major version {m} is outside the supported 3.x–4.x"),
+        ),
+        None => Check::fail(
+            "api version",
+            format!("unreadable X-Cloudpss-Version '{v}'"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackendKind, Profile};
+    use serde_json::json;
+
+    fn backend(options: &[(&str, &str)]) -> CloudpssBackend {
+        let mut profile = Profile::new("cloudpss", BackendKind::Cloudpss);
+        profile.url = Some("http://127.0.0.1:9/".into());
+        for (k, v) in options {
+            profile.options.insert(k.to_string(), v.to_string());
+        }
+        let dir = std::env::temp_dir();
+        CloudpssBackend::new(BackendContext {
+            profile,
+            state_dir: dir,
+        })
+        .unwrap()
+    }
+
+    fn spec(options: serde_json::Value) -> JobSpec {
+        JobSpec {
+            options: options.as_object().cloned().unwrap_or_default(),
+            ..JobSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_bare_host_url_gets_the_graphql_path() {
+        assert_eq!(
+            backend(&[]).api.url().as_str(),
+            "http://127.0.0.1:9/graphql"
+        );
+    }
+
+    #[test]
+    fn policy_comes_from_spec_then_profile_then_defaults() {
+        let b = backend(&[("queue", "2"), ("mem", "512")]);
+        let p = b
+            .policy(&spec(
+                json!({"function": "function/a/b", "cpu": 4, "mem": "1024"}),
+            ))
+            .unwrap();
+        assert_eq!(
+            p,
+            Policy {
+                queue: 2,
+                cpu: 4,
+                ecpu: 0.0,
+                mem: 1024.0,
+                priority: 0.0
+            }
+        );
+        let e = b
+            .validate(&spec(json!({"function": "function/a/b", "queue": 1.5})))
+            .unwrap_err();
+        assert!(e.message.contains("queue"), "{e}");
+        let e = b.validate(&spec(json!({"function": "hello"}))).unwrap_err();
+        assert!(e.message.contains("function"), "{e}");
+        let e = b
+            .validate(&spec(
+                json!({"function": "function/a/b", "context": "model/x"}),
+            ))
+            .unwrap_err();
+        assert!(e.message.contains("context"), "{e}");
+        let ctx = CloudpssBackend::context(&spec(
+            json!({"function": "function/a/b", "context": ["model/me/m", "job/parent/1"]}),
+        ))
+        .unwrap();
+        assert_eq!(ctx, vec!["function/a/b", "model/me/m", "job/parent/1"]);
+    }
+
+    #[test]
+    fn abort_timeout_is_a_duration_option() {
+        assert_eq!(
+            backend(&[("abort_timeout", "3s")]).abort_timeout,
+            Duration::from_secs(3)
+        );
+        let mut profile = Profile::new("x", BackendKind::Cloudpss);
+        profile.url = Some("http://127.0.0.1:9/graphql".into());
+        profile
+            .options
+            .insert("abort_timeout".into(), "soon".into());
+        let e = CloudpssBackend::new(BackendContext {
+            profile,
+            state_dir: std::env::temp_dir(),
+        })
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn versions_three_and_four_are_supported() {
+        assert!(version_check(Some("4.5.2")).ok);
+        assert!(version_check(Some("3.0")).ok);
+        assert!(!version_check(Some("5.0.0")).ok);
+        assert!(!version_check(None).ok);
+        assert!(!version_check(Some("banana")).ok);
+    }
 }

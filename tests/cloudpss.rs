@@ -1,0 +1,1061 @@
+//! The cloudpss backend against the in-process simulator: every operation and error path,
+//! plus the vendor's own Node.js client against the simulator.
+
+use jobctl::backend::{BackendContext, JobBackend, build};
+use jobctl::config::{Config, ConfigFile, EnvSource};
+use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery};
+use jobctl::sim::{self, SimConfig, SimHandle};
+use jobctl::{Error, ErrorKind};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+async fn start(config: SimConfig) -> SimHandle {
+    sim::start(config).await.expect("simulator starts")
+}
+
+async fn quick_sim() -> SimHandle {
+    start(SimConfig {
+        job_duration: Duration::from_millis(400),
+        queue_duration: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await
+}
+
+/// A cloudpss backend configured from `vars` (as the built-in profile would be).
+fn backend_with(vars: Vec<(String, String)>, state: &Path) -> Arc<dyn JobBackend> {
+    let cfg = Config {
+        file: ConfigFile::default(),
+        env: EnvSource::fixed(vars.into_iter().collect()),
+    };
+    let profile = cfg.profile("cloudpss").expect("profile resolves");
+    build(BackendContext {
+        profile,
+        state_dir: state.to_path_buf(),
+    })
+    .expect("backend builds")
+}
+
+fn backend(sim: &SimHandle, state: &Path) -> Arc<dyn JobBackend> {
+    backend_with(sim.env(), state)
+}
+
+fn spec(args: Value, options: Value) -> JobSpec {
+    JobSpec {
+        args: args.as_object().cloned().unwrap_or_default(),
+        options: options.as_object().cloned().unwrap_or_default(),
+        ..JobSpec::default()
+    }
+}
+
+fn hello(args: Value) -> JobSpec {
+    spec(args, json!({"function": "function/CloudPSS/hello"}))
+}
+
+/// GraphQL root fields the simulator served so far.
+async fn ops(sim: &SimHandle) -> BTreeMap<String, u64> {
+    reqwest::get(format!("{}/_sim/cloudpss/operations", sim.base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn op(sim: &SimHandle, name: &str) -> u64 {
+    ops(sim).await.get(name).copied().unwrap_or(0)
+}
+
+/// Polls until the job is terminal (a safety cap only; not a timing assertion).
+async fn until_terminal(b: &dyn JobBackend, id: &str) -> Job {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = b.status(id).await.expect("status");
+        if job.terminal || Instant::now() > deadline {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn assert_kind(e: &Error, kind: ErrorKind) {
+    assert_eq!(e.kind, kind, "unexpected error: {e}");
+}
+
+#[tokio::test]
+async fn submit_runs_the_function_with_args_and_policy_and_completes() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b
+        .submit(&spec(
+            json!({"message": "hi", "n": 3}),
+            json!({"function": "function/CloudPSS/hello", "queue": 2, "cpu": 4, "priority": 5,
+                   "context": "model/jobctl/case7"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(job.native_state.as_deref(), Some("WAITING"));
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.owner.as_deref(), Some("jobctl"));
+    assert_eq!(job.queue.as_deref(), Some("2"));
+    assert_eq!(job.extra["function"], "function/CloudPSS/hello");
+    assert_eq!(
+        job.extra["context"],
+        json!(["function/CloudPSS/hello", "model/jobctl/case7"])
+    );
+    assert_eq!(job.extra["args"], json!({"message": "hi", "n": 3}));
+    assert_eq!(job.extra["tres"]["cpu"], 4);
+    assert_eq!(job.extra["priority"], 5.0);
+    assert!(job.created_at.is_some());
+
+    let done = until_terminal(b.as_ref(), &job.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.native_state.as_deref(), Some("COMPLETED"));
+    assert!(done.started_at.is_some() && done.ended_at.is_some());
+    assert!(done.ended_at >= done.started_at);
+}
+
+#[tokio::test]
+async fn failures_timeouts_and_kills_are_failed_with_the_native_status_kept() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    for (outcome, native) in [
+        ("fail", "FAILED"),
+        ("timeout", "TIMED_OUT"),
+        ("killed", "KILLED"),
+    ] {
+        let job = b
+            .submit(&hello(
+                json!({"sim_outcome": outcome, "sim_duration": "200ms"}),
+            ))
+            .await
+            .unwrap();
+        let done = until_terminal(b.as_ref(), &job.id).await;
+        assert_eq!(done.state, JobState::Failed, "{outcome}");
+        assert_eq!(done.native_state.as_deref(), Some(native));
+    }
+}
+
+#[tokio::test]
+async fn global_fail_ratio_fails_jobs_that_do_not_say_otherwise() {
+    let sim = start(SimConfig {
+        job_duration: Duration::from_millis(200),
+        queue_duration: Duration::from_millis(50),
+        fail_ratio: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let failing = b.submit(&hello(json!({}))).await.unwrap();
+    let rescued = b
+        .submit(&hello(json!({"sim_outcome": "succeed"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        until_terminal(b.as_ref(), &failing.id).await.state,
+        JobState::Failed
+    );
+    assert_eq!(
+        until_terminal(b.as_ref(), &rescued.id).await.state,
+        JobState::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn abort_goes_through_aborting_to_aborted_and_waiting_jobs_are_canceled() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+
+    let running = b
+        .submit(&hello(json!({"sim_queue": 0, "sim_duration": "30s"})))
+        .await
+        .unwrap();
+    // Wait until it runs so the abort hits a running job.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.status(&running.id).await.unwrap().state != JobState::Running
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.abort(&running.id).await.unwrap(), AbortOutcome::Requested);
+    let now = b.status(&running.id).await.unwrap();
+    assert!(
+        matches!(
+            now.native_state.as_deref(),
+            Some("ABORTING") | Some("ABORTED")
+        ),
+        "{now:?}"
+    );
+    let done = until_terminal(b.as_ref(), &running.id).await;
+    assert_eq!(done.state, JobState::Canceled);
+    assert_eq!(done.native_state.as_deref(), Some("ABORTED"));
+
+    let waiting = b.submit(&hello(json!({"sim_queue": "30s"}))).await.unwrap();
+    assert_eq!(b.abort(&waiting.id).await.unwrap(), AbortOutcome::Requested);
+    let done = until_terminal(b.as_ref(), &waiting.id).await;
+    assert_eq!(done.native_state.as_deref(), Some("CANCELED"));
+    assert_eq!(done.state, JobState::Canceled);
+    assert_eq!(done.started_at, None);
+
+    // A job that already ended is reported as such, and no abortJob is sent for it.
+    let before = op(&sim, "abortJob").await;
+    assert_eq!(
+        b.abort(&done.id).await.unwrap(),
+        AbortOutcome::AlreadyTerminal
+    );
+    assert_eq!(op(&sim, "abortJob").await, before);
+
+    let e = b.abort("no-such-job").await.unwrap_err();
+    assert_kind(&e, ErrorKind::NotFound);
+    assert_eq!(e.exit_code(), 6);
+}
+
+#[tokio::test]
+async fn abort_timeout_comes_from_the_profile_option() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = sim.env();
+    // Built-in profiles take options only from the config file; use one named section.
+    let file = ConfigFile::parse(&format!(
+        "[profiles.cp]\nbackend = \"cloudpss\"\nurl = \"{}/graphql\"\nusername = \"jobctl\"\npassword_env = \"CP_PW\"\nabort_timeout = \"0s\"\n",
+        sim.base_url
+    ))
+    .unwrap();
+    vars.push(("CP_PW".into(), sim.state.config.password.clone()));
+    let cfg = Config {
+        file,
+        env: EnvSource::fixed(vars.into_iter().collect()),
+    };
+    let b = build(BackendContext {
+        profile: cfg.profile("cp").unwrap(),
+        state_dir: dir.path().to_path_buf(),
+    })
+    .unwrap();
+    let job = b
+        .submit(&hello(json!({"sim_queue": 0, "sim_duration": "30s"})))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.status(&job.id).await.unwrap().state != JobState::Running && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.abort(&job.id).await.unwrap();
+    // With a zero timeout the platform stops the job at once: no ABORTING phase.
+    assert_eq!(
+        b.status(&job.id).await.unwrap().native_state.as_deref(),
+        Some("ABORTED")
+    );
+}
+
+#[tokio::test]
+async fn statuses_ask_once_per_page_of_ids() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(b.submit(&hello(json!({"i": i}))).await.unwrap().id);
+    }
+    let mut asked = ids.clone();
+    asked.push("missing-job".into());
+    asked.push(ids[0].clone());
+    let (jobs_before, job_before) = (op(&sim, "jobs").await, op(&sim, "job").await);
+    let results = b.statuses(&asked).await;
+    assert_eq!(
+        op(&sim, "jobs").await - jobs_before,
+        1,
+        "one jobs query for all ids"
+    );
+    assert_eq!(op(&sim, "job").await, job_before, "no per-job queries");
+    assert_eq!(results.len(), asked.len());
+    for (id, r) in asked.iter().zip(&results) {
+        match r {
+            Ok(job) => assert_eq!(&job.id, id),
+            Err(e) => {
+                assert_eq!(id, "missing-job");
+                assert_kind(e, ErrorKind::NotFound);
+            }
+        }
+    }
+    assert!(results[5].is_err());
+    assert!(results[6].is_ok());
+}
+
+#[tokio::test]
+async fn list_shows_my_jobs_newest_first_with_state_filters_and_pages() {
+    let sim = start(SimConfig {
+        job_duration: Duration::from_secs(60),
+        queue_duration: Duration::from_millis(0),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let mut ids = Vec::new();
+    for i in 0..105 {
+        ids.push(b.submit(&hello(json!({"i": i}))).await.unwrap().id);
+    }
+    let quick = b
+        .submit(&hello(json!({"sim_duration": "50ms", "sim_queue": 0})))
+        .await
+        .unwrap();
+    until_terminal(b.as_ref(), &quick.id).await;
+
+    let before = op(&sim, "jobs").await;
+    let all = b.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(
+        op(&sim, "jobs").await - before,
+        2,
+        "--all follows both pages"
+    );
+    assert_eq!(
+        all.len(),
+        106,
+        "the simulator's other user's jobs are not listed"
+    );
+    assert!(all.iter().all(|j| j.owner.as_deref() == Some("jobctl")));
+    assert_eq!(all[0].id, quick.id, "newest first");
+    assert_eq!(all[105].id, ids[0]);
+    let created: Vec<_> = all.iter().map(|j| j.created_at).collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]));
+
+    let three = b
+        .list(&ListQuery {
+            limit: Some(3),
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        three.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        vec![&quick.id, &ids[104], &ids[103]]
+    );
+
+    let done = b
+        .list(&ListQuery {
+            states: vec![JobState::Succeeded],
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        done.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        vec![&quick.id]
+    );
+    let running = b
+        .list(&ListQuery {
+            states: vec![JobState::Running, JobState::Failed],
+            limit: Some(200),
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 105);
+    assert!(
+        running
+            .iter()
+            .all(|j| j.native_state.as_deref() == Some("RUNNING"))
+    );
+    let suspended = b
+        .list(&ListQuery {
+            states: vec![JobState::Suspended],
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert!(suspended.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_jobs_are_not_found() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let e = b.status("0000-nope").await.unwrap_err();
+    assert_kind(&e, ErrorKind::NotFound);
+    assert!(e.message.contains("0000-nope"), "{e}");
+    assert_eq!(e.exit_code(), 6);
+}
+
+#[tokio::test]
+async fn invalid_specs_are_refused_before_any_request() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let cases = [
+        (spec(json!({}), json!({})), "function"),
+        (spec(json!({}), json!({"function": "hello"})), "function"),
+        (
+            spec(
+                json!({}),
+                json!({"function": "function/a/b", "colour": "red"}),
+            ),
+            "colour",
+        ),
+        (
+            spec(
+                json!({}),
+                json!({"function": "function/a/b", "queue": "first"}),
+            ),
+            "queue",
+        ),
+        (
+            spec(json!({}), json!({"function": "function/a/b", "cpu": -1})),
+            "cpu",
+        ),
+        (
+            JobSpec {
+                command: Some(vec!["echo".into()]),
+                ..hello(json!({}))
+            },
+            "command",
+        ),
+    ];
+    for (s, field) in cases {
+        let e = b.submit(&s).await.unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.message.contains(field), "{e} should name {field}");
+    }
+    assert_eq!(
+        sim.state.stats().values().sum::<u64>(),
+        0,
+        "nothing was sent"
+    );
+}
+
+#[tokio::test]
+async fn platform_refusals_map_to_usage_and_platform_errors_with_codes() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let e = b
+        .submit(&spec(
+            json!({}),
+            json!({"function": "function/CloudPSS/hello", "queue": 7}),
+        ))
+        .await
+        .unwrap_err();
+    assert_kind(&e, ErrorKind::Usage);
+    assert_eq!(e.code.as_deref(), Some("BAD_USER_INPUT"));
+    assert!(e.message.contains("queue 7 does not exist"), "{e}");
+
+    let e = b
+        .submit(&spec(
+            json!({}),
+            json!({"function": "model/CloudPSS/ieee39"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+
+    let e = b
+        .submit(&spec(
+            json!({}),
+            json!({"function": "function/CloudPSS/hello", "cpu": 64}),
+        ))
+        .await
+        .unwrap_err();
+    assert_kind(&e, ErrorKind::Platform);
+    assert_eq!(e.exit_code(), 7);
+    assert_eq!(e.code.as_deref(), Some("QUOTA_EXCEEDED"));
+    assert!(e.message.contains("at most 8 cpu"), "{e}");
+    assert!(e.to_string().contains("QUOTA_EXCEEDED"), "{e}");
+}
+
+#[tokio::test]
+async fn refused_or_missing_credentials_are_auth_errors() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = sim.env();
+    for (k, v) in vars.iter_mut() {
+        if k == "CLOUDPSS_PASSWORD" {
+            *v = "wrong".into();
+        }
+    }
+    let b = backend_with(vars, dir.path());
+    let e = b.status("x").await.unwrap_err();
+    assert_kind(&e, ErrorKind::Auth);
+    assert_eq!(e.exit_code(), 4);
+    assert_eq!(e.code.as_deref(), Some("FORBIDDEN"));
+    assert!(e.message.contains("invalid user name or password"), "{e}");
+    assert!(
+        !e.to_string().contains("wrong"),
+        "the password never appears: {e}"
+    );
+    assert_eq!(
+        op(&sim, "createAccountToken").await,
+        1,
+        "a refused login is not retried"
+    );
+
+    let vars: Vec<_> = sim
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k == "CLOUDPSS_GQL_URL")
+        .collect();
+    let b = backend_with(vars, dir.path());
+    let e = b.list(&ListQuery::default()).await.unwrap_err();
+    assert_eq!(e.exit_code(), 4);
+    assert!(e.message.contains("CLOUDPSS_TOKEN"), "{e}");
+}
+
+#[tokio::test]
+async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    b.list(&ListQuery::default()).await.unwrap();
+    let file = dir.path().join("cache").join("cloudpss.token.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        !std::fs::read_to_string(&file)
+            .unwrap()
+            .contains(&sim.state.config.password)
+    );
+
+    // Another process (a new backend) reuses the cached token.
+    let again = backend(&sim, dir.path());
+    again.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(op(&sim, "createAccountToken").await, 1);
+
+    // The platform forgot the token (restart, revocation): one transparent re-login.
+    let mut cached: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    cached["token"] = "revoked.token.value".into();
+    std::fs::write(&file, cached.to_string()).unwrap();
+    let third = backend(&sim, dir.path());
+    third.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(op(&sim, "createAccountToken").await, 2);
+    let renewed = std::fs::read_to_string(&file).unwrap();
+    assert!(!renewed.contains("revoked.token.value"));
+
+    // A token cached for another endpoint is not sent to this one.
+    let other = quick_sim().await;
+    let b = backend(&other, dir.path());
+    b.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(op(&other, "createAccountToken").await, 1);
+
+    b.logout().await.unwrap();
+    assert!(!file.exists());
+    let msg = b.login().await.unwrap();
+    assert!(msg.contains("jobctl"), "{msg}");
+    assert!(file.exists());
+}
+
+#[tokio::test]
+async fn a_pre_issued_token_is_used_without_a_password() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Obtain a token the way the web UI would issue one.
+    let b = backend(&sim, dir.path());
+    b.login().await.unwrap();
+    let file = dir.path().join("cache").join("cloudpss.token.json");
+    let cached: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let token = cached["token"].as_str().unwrap().to_string();
+
+    let url = format!("{}/graphql", sim.base_url);
+    let state = tempfile::tempdir().unwrap();
+    let tb = backend_with(
+        vec![
+            ("CLOUDPSS_GQL_URL".into(), url.clone()),
+            ("CLOUDPSS_TOKEN".into(), token.clone()),
+        ],
+        state.path(),
+    );
+    let job = tb.submit(&hello(json!({}))).await.unwrap();
+    assert_eq!(job.owner.as_deref(), Some("jobctl"));
+    let mine = tb.list(&ListQuery::default()).await.unwrap();
+    assert!(mine.iter().any(|j| j.id == job.id));
+    assert!(
+        tb.login()
+            .await
+            .unwrap()
+            .contains("CLOUDPSS_TOKEN is valid for jobctl")
+    );
+    assert!(
+        !state
+            .path()
+            .join("cache")
+            .join("cloudpss.token.json")
+            .exists(),
+        "a pre-issued token is not copied to disk"
+    );
+
+    let bad = backend_with(
+        vec![
+            ("CLOUDPSS_GQL_URL".into(), url),
+            ("CLOUDPSS_TOKEN".into(), "not-a-token".into()),
+        ],
+        state.path(),
+    );
+    let e = bad.status(&job.id).await.unwrap_err();
+    assert_eq!(e.exit_code(), 4);
+    assert!(e.message.contains("CLOUDPSS_TOKEN was refused"), "{e}");
+    assert!(!e.to_string().contains("not-a-token"));
+}
+
+#[tokio::test]
+async fn doctor_checks_reachability_version_and_authentication() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let checks = b.doctor().await;
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["reachability", "api version", "authentication"]);
+    assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+    assert!(checks[1].detail.contains(sim::cloudpss::SERVER_VERSION));
+    assert!(checks[2].detail.contains("jobctl"));
+
+    // A URL that is not the GraphQL endpoint: every check fails, and says why.
+    let vars = vec![
+        (
+            "CLOUDPSS_GQL_URL".into(),
+            format!("{}/api/graphql", sim.base_url),
+        ),
+        ("CLOUDPSS_USERNAME".into(), "jobctl".into()),
+        ("CLOUDPSS_PASSWORD".into(), "jobctl-sim".into()),
+    ];
+    let wrong = tempfile::tempdir().unwrap();
+    let down = backend_with(vars, wrong.path());
+    let checks = down.doctor().await;
+    assert!(checks.iter().all(|c| !c.ok), "{checks:?}");
+    assert!(checks[0].detail.contains("HTTP 404"), "{checks:?}");
+    assert!(checks[0].detail.contains("CLOUDPSS_GQL_URL"), "{checks:?}");
+    let e = down.status("x").await.unwrap_err();
+    assert_eq!(e.exit_code(), 7, "{e}");
+}
+
+#[tokio::test]
+async fn reads_survive_injected_server_errors() {
+    let sim = start(SimConfig {
+        error_rate: 0.4,
+        job_duration: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    for _ in 0..5 {
+        b.list(&ListQuery::default()).await.unwrap();
+    }
+    assert!(sim.state.stats()["POST /graphql"] >= 6);
+}
+
+/// The vendor's Node.js examples (tests/fixtures/cloudpss-node), unchanged, against the
+/// simulator. Needs `node` and `npm`; prints a SKIP line otherwise.
+#[tokio::test]
+async fn the_vendor_nodejs_examples_run_unchanged() {
+    let has = |cmd: &str| {
+        std::process::Command::new(cmd)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has("node") || !has("npm") {
+        eprintln!("SKIP the_vendor_nodejs_examples_run_unchanged: node or npm is not installed");
+        return;
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cloudpss-node");
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cloudpss-node");
+    std::fs::create_dir_all(&work).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, work.join(path.file_name().unwrap())).unwrap();
+    }
+    if !work
+        .join("node_modules/graphql-request/package.json")
+        .exists()
+    {
+        let out = std::process::Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+                "--loglevel=error",
+                "graphql-request@7",
+                "graphql@16",
+                "dotenv@16",
+            ])
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!(
+                "SKIP the_vendor_nodejs_examples_run_unchanged: npm install failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+    }
+    let sim = start(SimConfig {
+        job_duration: Duration::from_millis(300),
+        queue_duration: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await;
+    for (script, done_marker) in [
+        ("example.js", "任务执行完成"),
+        ("advanced-examples.js", "高级示例执行完毕"),
+    ] {
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(script).current_dir(&work).env_clear();
+        if let Ok(path) = std::env::var("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd.envs(sim.env());
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .expect("node finishes")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{script}: {stdout}\n{stderr}");
+        assert!(
+            stderr.trim().is_empty(),
+            "{script} reported errors: {stderr}"
+        );
+        assert!(
+            stdout.contains("jobctl (jobctl-sim)"),
+            "{script} logged in: {stdout}"
+        );
+        assert!(stdout.contains(done_marker), "{script} finished: {stdout}");
+        assert!(
+            stdout.contains("已完成"),
+            "{script} saw COMPLETED: {stdout}"
+        );
+    }
+    let served = ops(&sim).await;
+    assert_eq!(served.get("createJob"), Some(&3), "{served:?}");
+    assert!(served.get("job").copied().unwrap_or(0) >= 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// The CLI end to end, against the in-process simulator.
+
+/// A `jobctl` command isolated from the machine: only the simulator's variables, a private
+/// state directory and working directory (so no `.env` or config file leaks in).
+fn jobctl(sim: &SimHandle, state: &Path, vars: &[(&str, &str)]) -> assert_cmd::Command {
+    isolated(
+        assert_cmd::Command::cargo_bin("jobctl").unwrap(),
+        sim,
+        state,
+        vars,
+    )
+}
+
+fn isolated(
+    mut cmd: assert_cmd::Command,
+    sim: &SimHandle,
+    state: &Path,
+    vars: &[(&str, &str)],
+) -> assert_cmd::Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CLOUDPSS_") || k.starts_with("JOBCTL_") || k.starts_with("XDG_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(sim.env())
+        .env("JOBCTL_STATE_DIR", state)
+        .env("XDG_CONFIG_HOME", state.join("config"))
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .current_dir(state);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs a blocking command off the runtime that serves the simulator.
+async fn run(mut cmd: assert_cmd::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submit_wait_succeeds_and_a_failed_job_fails_the_command() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args([
+        "-b",
+        "cloudpss",
+        "submit",
+        "--opt",
+        "function=function/CloudPSS/hello",
+        "--arg",
+        "message=hi",
+        "--wait",
+    ]);
+    let out = run(cmd).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("cloudpss:"), "{stdout}");
+    assert!(
+        stdout.contains("succeeded") && stdout.contains("COMPLETED"),
+        "{stdout}"
+    );
+
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args([
+        "-b",
+        "cloudpss",
+        "submit",
+        "--opt",
+        "function=function/CloudPSS/hello",
+        "--arg",
+        "sim_outcome=fail",
+        "--wait",
+        "-o",
+        "quiet",
+    ]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let reference = text(&out.stdout).trim().to_string();
+    assert!(reference.starts_with("cloudpss:"), "{reference}");
+
+    // The printed reference works in a later process.
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args(["-o", "json", "status", &reference]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["native_state"], "FAILED");
+    assert_eq!(job["owner"], "jobctl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_exit_codes_for_not_found_bad_credentials_and_bad_specs() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args(["status", "cloudpss:no-such-job"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+
+    // A fresh state directory: no token cached by the command above.
+    let fresh = tempfile::tempdir().unwrap();
+    let mut cmd = jobctl(&sim, fresh.path(), &[("CLOUDPSS_PASSWORD", "wrong")]);
+    cmd.args(["-b", "cloudpss", "-o", "json", "list"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["error"]["code"], "FORBIDDEN");
+    assert_eq!(err["error"]["kind"], "auth");
+    assert!(!text(&out.stderr).contains("wrong"));
+
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args(["-b", "cloudpss", "submit", "--arg", "x=1"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("function"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    cmd.args(["doctor", "cloudpss"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("X-Cloudpss-Version"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_example_script_passes_good_jobs_and_fails_bad_ones() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("jobctl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci-cloudpss.sh");
+    let jobctl_path = bin.to_string_lossy().to_string();
+    let script_cmd = |args: &[&str]| {
+        let mut sh = assert_cmd::Command::new("sh");
+        sh.arg(&script).args(args);
+        isolated(sh, &sim, dir.path(), &[("JOBCTL", jobctl_path.as_str())])
+    };
+    let out = run(script_cmd(&["message=hello from CI"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("succeeded"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(script_cmd(&["sim_outcome=fail"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("failed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(script_cmd(&["not-a-pair"])).await;
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Sends one raw GraphQL request, as any client would.
+async fn graphql(sim: &SimHandle, token: Option<&str>, query: &str, variables: Value) -> Value {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/graphql", sim.base_url))
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200, "GraphQL errors come with HTTP 200");
+    assert_eq!(
+        resp.headers()["x-cloudpss-version"],
+        sim::cloudpss::SERVER_VERSION
+    );
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn simulator_tokens_expire_after_the_ttl_and_jobctl_logs_in_again() {
+    let sim = start(SimConfig {
+        token_ttl: Duration::from_millis(800),
+        ..SimConfig::default()
+    })
+    .await;
+    let login = "mutation($input: CreateAccountTokenInput!) { createAccountToken(input: $input) { token expirationTime } }";
+    let challenge = graphql(
+        &sim,
+        None,
+        "query($input: AccountChallengeInput!) { accountChallenge(input: $input) { id groups { items { id type } } } }",
+        json!({"input": {"name": "jobctl"}}),
+    )
+    .await;
+    let c = &challenge["data"]["accountChallenge"];
+    let item = c["groups"][0]["items"][0].clone();
+    assert_eq!(item["type"], "PASSWORD");
+    let issued = graphql(
+        &sim,
+        None,
+        login,
+        json!({"input": {"id": c["id"], "answers": [{"id": item["id"], "answer": {"password": "jobctl-sim"}}]}}),
+    )
+    .await;
+    let token = issued["data"]["createAccountToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jobs = "{ jobs(input: {orderBy: [\"createTime<\"], limit: 1}) { count total } }";
+    let ok = graphql(&sim, Some(&token), jobs, json!({})).await;
+    assert!(ok["errors"].is_null(), "{ok}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    b.list(&ListQuery::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    let expired = graphql(&sim, Some(&token), jobs, json!({})).await;
+    assert_eq!(
+        expired["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{expired}"
+    );
+    assert!(
+        expired["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+
+    // jobctl's cached token expired as well: it gets a new one without the user noticing.
+    let before = op(&sim, "createAccountToken").await;
+    b.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(op(&sim, "createAccountToken").await, before + 1);
+}
+
+#[tokio::test]
+async fn simulator_serves_accounts_policies_and_applications() {
+    let sim = quick_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    b.login().await.unwrap();
+    let cached: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("cache/cloudpss.token.json")).unwrap(),
+    )
+    .unwrap();
+    let token = cached["token"].as_str().unwrap();
+
+    let account = graphql(
+        &sim,
+        Some(token),
+        "query($input: AccountInput!) { account(input: $input) { name type ... on AccountUser { email } } }",
+        json!({"input": {"name": "jobctl", "type": "USER"}}),
+    )
+    .await;
+    assert_eq!(account["data"]["account"]["name"], "jobctl", "{account}");
+    assert_eq!(account["data"]["account"]["type"], "USER");
+    let nobody = graphql(
+        &sim,
+        Some(token),
+        "query($input: AccountInput!) { account(input: $input) { name } }",
+        json!({"input": {"name": "nobody"}}),
+    )
+    .await;
+    assert!(nobody["data"]["account"].is_null());
+
+    let policies = graphql(
+        &sim,
+        Some(token),
+        "{ jobPolicies(input: {orderBy: [\"id>\"]}) { items { id name maxPriority tres { cpu mem } queue { id name } } count total } }",
+        json!({}),
+    )
+    .await;
+    let items = policies["data"]["jobPolicies"]["items"].as_array().unwrap();
+    let queues: Vec<i64> = items
+        .iter()
+        .map(|p| p["queue"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(queues, vec![1, 2]);
+    assert_eq!(items[0]["tres"][0]["cpu"], 8);
+
+    // The queue listed as "large" accepts what "default" refuses.
+    let big = b
+        .submit(&spec(
+            json!({}),
+            json!({"function": "function/CloudPSS/hello", "queue": 2, "cpu": 64}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(big.queue.as_deref(), Some("2"));
+
+    let apps = graphql(
+        &sim,
+        Some(token),
+        "{ applications(input: {orderBy: [\"updatedAt>\"], limit: 2}) { items { rid } cursor count total } }",
+        json!({}),
+    )
+    .await;
+    let page = &apps["data"]["applications"];
+    assert_eq!(
+        (page["count"].as_i64(), page["total"].as_i64()),
+        (Some(2), Some(3))
+    );
+
+    // Without a token, everything but the login and systemInfo is refused.
+    let anon = graphql(&sim, None, "{ systemInfo { machineId } }", json!({})).await;
+    assert_eq!(anon["data"]["systemInfo"]["machineId"], "jobctl-sim");
+    let anon = graphql(&sim, None, "{ job(input: {id: \"x\"}) { id } }", json!({})).await;
+    assert_eq!(anon["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+}
