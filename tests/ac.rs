@@ -551,7 +551,6 @@ async fn tokens_and_discovery_are_cached_privately_across_processes() {
 
 #[tokio::test]
 async fn tokens_close_to_expiry_are_renewed() {
-    // Shorter than the one-minute safety margin: every cached token counts as expiring.
     let sim = start(SimConfig {
         token_ttl: Duration::from_secs(30),
         ..quick()
@@ -562,6 +561,14 @@ async fn tokens_close_to_expiry_are_renewed() {
         .list(&ListQuery::default())
         .await
         .unwrap();
+    // Make the cached token look like a long-lived one within its last minute.
+    let p = dir.path().join("cache/ac.token.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v["obtained_at"] = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339()
+        .into();
+    std::fs::write(&p, v.to_string()).unwrap();
     backend(&sim, dir.path())
         .list(&ListQuery::default())
         .await
