@@ -98,10 +98,11 @@ impl TokenStore {
 
     /// A fresh token: from memory, else from disk, else by calling `login`. The lock is held
     /// during login so concurrent requests of this process log in once.
-    pub async fn get(
-        &self,
-        login: impl AsyncFnOnce() -> Result<CachedToken>,
-    ) -> Result<CachedToken> {
+    pub async fn get<F, Fut>(&self, login: F) -> Result<CachedToken>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<CachedToken>>,
+    {
         let mut guard = self.current.lock().await;
         if let Some(t) = guard.as_ref().filter(|t| t.is_fresh()) {
             return Ok(t.clone());
@@ -116,20 +117,24 @@ impl TokenStore {
         Ok(t)
     }
 
-    /// Runs `op` with a token; if the platform refuses the token as expired or invalid, logs
-    /// in again once and retries `op` once.
-    pub async fn with_token<T>(
-        &self,
-        login: impl AsyncFn() -> Result<CachedToken>,
-        op: impl AsyncFn(&CachedToken) -> Result<T>,
-    ) -> Result<T> {
+    /// Runs `op` with a token; if the platform refuses the token as expired or invalid
+    /// (an Auth error marked [`Error::expired_token`]), forgets it, logs in again once and
+    /// retries `op` once. `op` gets the token by value, so its future borrows nothing from
+    /// the cache and stays `Send` inside `#[async_trait]` methods.
+    pub async fn with_token<T, L, LFut, F, Fut>(&self, login: L, op: F) -> Result<T>
+    where
+        L: Fn() -> LFut,
+        LFut: std::future::Future<Output = Result<CachedToken>>,
+        F: Fn(CachedToken) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let token = self.get(&login).await?;
-        match op(&token).await {
+        match op(token.clone()).await {
             Err(e) if e.kind == ErrorKind::Auth && e.token_expired => {
                 tracing::info!("token refused ({}), logging in again", e.message);
                 self.invalidate(&token).await;
                 let token = self.get(&login).await?;
-                op(&token).await
+                op(token).await
             }
             other => other,
         }
@@ -217,12 +222,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let logins = AtomicU32::new(0);
         let store = TokenStore::new(dir.path(), "p");
-        let login = async || {
+        let login = || async {
             let n = logins.fetch_add(1, Ordering::SeqCst);
             Ok(CachedToken::new(format!("tok{n}"), None))
         };
         let seen = store
-            .with_token(login, async |t: &CachedToken| {
+            .with_token(login, |t: CachedToken| async move {
                 if t.token.expose() == "tok0" {
                     Err(Error::auth("expired").expired_token())
                 } else {
@@ -239,7 +244,7 @@ mod tests {
         // A second store (another process) reuses the file without logging in.
         let other = TokenStore::new(dir.path(), "p");
         let t = other
-            .get(async || Err(Error::auth("should not log in")))
+            .get(|| async { Err(Error::auth("should not log in")) })
             .await
             .unwrap();
         assert_eq!(t.token.expose(), "tok1");
@@ -263,8 +268,8 @@ mod tests {
         let store = TokenStore::in_memory();
         let e = store
             .with_token(
-                async || Err::<CachedToken, _>(Error::auth("bad password")),
-                async |_t: &CachedToken| Ok(()),
+                || async { Err::<CachedToken, _>(Error::auth("bad password")) },
+                |_t: CachedToken| async { Ok(()) },
             )
             .await
             .unwrap_err();

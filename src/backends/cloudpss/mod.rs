@@ -18,7 +18,7 @@ use self::auth::{Auth, Credentials, user_of};
 use self::mapping::{JobRecord, natives_of, to_job};
 use crate::backend::{BackendContext, JobBackend};
 use crate::config::Secret;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::http::Idempotency;
 use crate::http::token::CachedToken;
 use crate::model::{
@@ -94,10 +94,6 @@ impl CloudpssBackend {
 
     /// Runs `op` with a valid token, logging in when needed and once more if the platform
     /// says the token is no longer valid.
-    ///
-    /// This is `TokenStore::with_token` spelled out: that helper takes `AsyncFn` closures,
-    /// whose futures the compiler cannot prove `Send`, which `#[async_trait]` requires. `op`
-    /// gets its own copy of the token so its future borrows nothing from the cache.
     async fn authed<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: Fn(CachedToken) -> Fut + Send + Sync,
@@ -105,20 +101,10 @@ impl CloudpssBackend {
         T: Send,
     {
         self.auth.forget_foreign(&self.api).await;
-        let store = self.auth.store();
-        let token = store.get(|| self.auth.login(&self.api)).await?;
-        match op(token.clone()).await {
-            Err(e) if e.kind == ErrorKind::Auth && e.token_expired => {
-                tracing::info!(
-                    "CloudPSS refused the token ({}), logging in again",
-                    e.message
-                );
-                store.invalidate(&token).await;
-                let token = store.get(|| self.auth.login(&self.api)).await?;
-                op(token).await
-            }
-            other => other,
-        }
+        self.auth
+            .store()
+            .with_token(|| self.auth.login(&self.api), op)
+            .await
     }
 
     /// A numeric option: from the spec, else the profile, else `default`.

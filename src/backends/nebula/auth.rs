@@ -156,32 +156,20 @@ impl Session {
 
     /// Runs `op` with a valid cookie: cached while fresh, else a new connect; when the platform
     /// answers 40104000/40104001 the cookie is dropped and `op` is tried once more after one
-    /// new connect.
-    ///
-    /// This is [`TokenStore::with_token`] spelled out: that helper takes `AsyncFn` closures,
-    /// whose futures borrow a higher-ranked argument and so cannot be proven `Send`, which the
-    /// `async_trait` methods of the backend require. Here `op` gets the cookie by value and
-    /// returns a plain future, and logins are passed to [`TokenStore::get`] by value.
+    /// new connect. A cached cookie bound to another server or user is never sent.
     pub(crate) async fn with_token<T, F, Fut>(&self, api: &Api, op: F) -> Result<T>
     where
         F: Fn(Secret) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let c = self.creds()?;
-        let mut token = self.store.get(|| self.connect(api)).await?;
+        let token = self.store.get(|| self.connect(api)).await?;
         if token.data != self.binding(api, c) {
             self.store.invalidate(&token).await;
-            token = self.store.get(|| self.connect(api)).await?;
         }
-        match op(token.token.clone()).await {
-            Err(e) if e.kind == ErrorKind::Auth && e.token_expired => {
-                tracing::info!("session refused ({}), connecting again", e.message);
-                self.store.invalidate(&token).await;
-                let fresh = self.store.get(|| self.connect(api)).await?;
-                op(fresh.token.clone()).await
-            }
-            other => other,
-        }
+        self.store
+            .with_token(|| self.connect(api), |t: CachedToken| op(t.token))
+            .await
     }
 
     /// Connects afresh and caches the cookie; returns when it expires.

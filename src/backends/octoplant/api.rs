@@ -138,30 +138,13 @@ impl Api {
         &self.tokens
     }
 
-    /// A usable token: cached, or from a new password grant.
-    async fn token(&self) -> Result<CachedToken> {
-        self.tokens.get(|| self.grant()).await
-    }
-
-    /// Runs `op` with a token; when the server refuses the token, forgets it, logs in again
-    /// and runs `op` once more. (This is `TokenStore::with_token`, written with plain
-    /// closures: its async-closure form makes futures that the `Send` bound of the backend
-    /// trait rejects.)
+    /// Runs `op` with a token, logging in again once when the server refuses it.
     async fn with_token<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: Fn(CachedToken) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let token = self.token().await?;
-        match op(token.clone()).await {
-            Err(e) if e.kind == ErrorKind::Auth && e.token_expired => {
-                tracing::info!("token refused ({}), logging in again", e.message);
-                self.tokens.invalidate(&token).await;
-                let token = self.token().await?;
-                op(token).await
-            }
-            other => other,
-        }
+        self.tokens.with_token(|| self.grant(), op).await
     }
 
     /// Sends an authenticated request and returns its successful answer.
