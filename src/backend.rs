@@ -61,6 +61,11 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
     /// Jobs of this profile, newest first.
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>>;
 
+    /// Option keys `list --opt` accepts for this backend (none by default).
+    fn list_options(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Requests cancellation of one job.
     async fn abort(&self, id: &str) -> Result<AbortOutcome>;
 

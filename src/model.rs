@@ -341,6 +341,9 @@ pub struct ListQuery {
     pub states: Vec<JobState>,
     /// At most this many jobs (`None` = no limit, `--all`).
     pub limit: Option<usize>,
+    /// Backend-specific listing options (`list --opt`), checked against
+    /// [`crate::backend::JobBackend::list_options`] before any request.
+    pub options: Map<String, Value>,
 }
 
 impl ListQuery {

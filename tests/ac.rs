@@ -241,6 +241,7 @@ async fn list_merges_realtime_and_history_newest_first() {
         .list(&ListQuery {
             states: vec![JobState::Running],
             limit: None,
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -250,6 +251,7 @@ async fn list_merges_realtime_and_history_newest_first() {
         .list(&ListQuery {
             states: vec![JobState::Succeeded],
             limit: Some(5),
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -261,6 +263,7 @@ async fn list_merges_realtime_and_history_newest_first() {
         .list(&ListQuery {
             states: vec![],
             limit: Some(1),
+            ..ListQuery::default()
         })
         .await
         .unwrap();

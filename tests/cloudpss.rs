@@ -342,6 +342,7 @@ async fn list_shows_my_jobs_newest_first_with_state_filters_and_pages() {
         .list(&ListQuery {
             states: vec![JobState::Succeeded],
             limit: None,
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -353,6 +354,7 @@ async fn list_shows_my_jobs_newest_first_with_state_filters_and_pages() {
         .list(&ListQuery {
             states: vec![JobState::Running, JobState::Failed],
             limit: Some(200),
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -366,6 +368,7 @@ async fn list_shows_my_jobs_newest_first_with_state_filters_and_pages() {
         .list(&ListQuery {
             states: vec![JobState::Suspended],
             limit: None,
+            ..ListQuery::default()
         })
         .await
         .unwrap();

@@ -456,7 +456,7 @@ async fn list_is_newest_first_filtered_and_limited() {
 
     let only = |states: Vec<JobState>| ListQuery {
         states,
-        limit: None,
+        ..ListQuery::default()
     };
     let succeeded = b.list(&only(vec![JobState::Succeeded])).await.unwrap();
     assert_eq!(succeeded.len(), 1);
@@ -476,8 +476,8 @@ async fn list_is_newest_first_filtered_and_limited() {
 
     let limited = b
         .list(&ListQuery {
-            states: vec![],
             limit: Some(2),
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -972,4 +972,58 @@ async fn cli_watch_polls_several_jobs_through_the_list() {
     let (_, out, _) = jobctl(&sim, h, &[], &["-o", "json", "status", &long]).await;
     let job: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(job["state"], "canceled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_list_opt_workflow_lists_one_workflows_jobs() {
+    let sim = start_default().await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let mut refs = Vec::new();
+    for wf in [PAGERANK, BFS] {
+        let (code, out, err) = jobctl(
+            &sim,
+            h,
+            &[],
+            &["-b", "nebula", "submit", "-o", "quiet", "--workflow", wf],
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        refs.push(out.trim().to_string());
+    }
+    let (code, out, err) = jobctl(
+        &sim,
+        h,
+        &[],
+        &[
+            "-b",
+            "nebula",
+            "-o",
+            "json",
+            "list",
+            "--opt",
+            &format!("workflow={BFS}"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let listed: Vec<&str> = jobs.iter().map(|j| j["ref"].as_str().unwrap()).collect();
+    assert!(listed.contains(&refs[1].as_str()), "{listed:?}");
+    assert!(!listed.contains(&refs[0].as_str()), "{listed:?}");
+    // Without the option both are listed; an unknown option is refused before any request.
+    let (_, out, _) = jobctl(&sim, h, &[], &["-b", "nebula", "-o", "json", "list"]).await;
+    let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(all.len() >= 2);
+    let (code, _, err) = jobctl(
+        &sim,
+        h,
+        &[],
+        &["-b", "nebula", "list", "--opt", "colour=red"],
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("colour") && err.contains("workflow"), "{err}");
+    let (code, _, _) = jobctl(&sim, h, &[], &["list", "--opt", "workflow=1"]).await;
+    assert_eq!(code, 2, "local takes no list options");
 }

@@ -437,6 +437,7 @@ async fn list_shows_ledger_orders_newest_first_with_their_state() {
         .list(&ListQuery {
             states: vec![JobState::Canceled],
             limit: Some(5),
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -446,6 +447,7 @@ async fn list_shows_ledger_orders_newest_first_with_their_state() {
         .list(&ListQuery {
             states: vec![],
             limit: Some(2),
+            ..ListQuery::default()
         })
         .await
         .unwrap();

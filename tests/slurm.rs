@@ -283,6 +283,7 @@ async fn list_shows_own_jobs_newest_first_with_filters() {
         .list(&ListQuery {
             states: vec![JobState::Running],
             limit: None,
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -292,6 +293,7 @@ async fn list_shows_own_jobs_newest_first_with_filters() {
         .list(&ListQuery {
             states: vec![],
             limit: Some(1),
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -458,9 +460,10 @@ async fn token_command_mints_again_when_the_token_is_refused() {
 async fn token_command_mints_again_before_the_token_expires() {
     let sim = start_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    // 30 s of validity is inside the renewal margin: every use mints a fresh token.
+    // One-hour tokens in their last 30 s are inside the renewal margin: every use mints a
+    // fresh one.
     let tokens: Vec<String> = (0..10)
-        .map(|_| sim::slurm::mint_token(&sim.state.config, "jobctl", 30))
+        .map(|_| sim::slurm::mint_token_aged(&sim.state.config, "jobctl", 3570, 30))
         .collect();
     let (command, counter) = token_script(dir.path(), &tokens);
     let vars = with(slurm_vars(&sim), "SLURM_TOKEN_COMMAND", &command);

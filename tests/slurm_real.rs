@@ -261,6 +261,7 @@ async fn real_list_shows_own_jobs_with_state_filter() {
         .list(&ListQuery {
             states: vec![],
             limit: None,
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -272,6 +273,7 @@ async fn real_list_shows_own_jobs_with_state_filter() {
         .list(&ListQuery {
             states: vec![JobState::Running],
             limit: None,
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -281,6 +283,7 @@ async fn real_list_shows_own_jobs_with_state_filter() {
         .list(&ListQuery {
             states: vec![JobState::Succeeded],
             limit: None,
+            ..ListQuery::default()
         })
         .await
         .unwrap();
@@ -390,8 +393,8 @@ async fn real_token_command_renews_tokens() {
         .get("SLURM_CONF")
         .cloned()
         .unwrap_or_else(|| "/etc/slurm/slurm.conf".into());
-    // First call: a token the controller refuses. Then real 30-second tokens, which are inside
-    // the renewal margin, so every request mints a new one.
+    // First call: a token the controller refuses. Then real 30-second tokens: reused while
+    // fresh, minted again once they are in the last quarter of their life.
     let script = format!(
         "echo x >> {n}; if [ $(wc -l < {n}) -eq 1 ]; then echo SLURM_JWT=not.a-valid.token; else SLURM_CONF={conf} scontrol token username={u} lifespan=30; fi",
         n = counter.display(),
@@ -412,9 +415,12 @@ async fn real_token_command_renews_tokens() {
     );
     b.status(&job.id).await.unwrap();
     b.status(&job.id).await.unwrap();
+    assert_eq!(calls(&counter), after_submit, "a fresh token is reused");
+    tokio::time::sleep(std::time::Duration::from_secs(24)).await;
+    b.status(&job.id).await.unwrap();
     assert_eq!(
         calls(&counter),
-        after_submit + 2,
+        after_submit + 1,
         "a token near its expiry is renewed before use"
     );
     assert_eq!(

@@ -114,6 +114,9 @@ pub enum Command {
         /// Every job (follows every page).
         #[arg(long)]
         all: bool,
+        /// Backend listing option KEY=VALUE (nebula: workflow=ID lists one workflow's jobs).
+        #[arg(long = "opt", value_name = "KEY=VALUE")]
+        opts: Vec<String>,
     },
     /// Request cancellation of jobs.
     #[command(

@@ -20,7 +20,12 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
     match cmd {
         Command::Submit(a) => submit(a, g, s, p).await,
         Command::Status { refs } => status(&refs, s).await,
-        Command::List { states, limit, all } => list(&states, limit, all, s).await,
+        Command::List {
+            states,
+            limit,
+            all,
+            opts,
+        } => list(&states, limit, all, &opts, s).await,
         Command::Abort {
             refs,
             wait,
@@ -320,17 +325,39 @@ async fn status(refs: &[String], s: &Session) -> Result<Outcome> {
     })
 }
 
-async fn list(states: &[String], limit: Option<usize>, all: bool, s: &Session) -> Result<Outcome> {
+async fn list(
+    states: &[String],
+    limit: Option<usize>,
+    all: bool,
+    opts: &[String],
+    s: &Session,
+) -> Result<Outcome> {
     let states: Vec<JobState> = states
         .iter()
         .filter(|x| !x.trim().is_empty())
         .map(|x| x.parse())
         .collect::<Result<_>>()?;
+    let mut options = Map::new();
+    merge_pairs("--opt", opts, &mut options)?;
     let query = ListQuery {
         states,
         limit: if all { None } else { Some(limit.unwrap_or(50)) },
+        options,
     };
     let bound = s.selected_bound()?;
+    let known = bound.backend.list_options();
+    if let Some(bad) = query.options.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(Error::usage(format!(
+            "list: unknown option `{bad}` for the {} backend{}",
+            bound.profile.backend,
+            if known.is_empty() {
+                " (it takes none)".to_string()
+            } else {
+                format!("; known: {}", known.join(", "))
+            }
+        ))
+        .in_profile(&bound.profile.name, bound.profile.backend.as_str()));
+    }
     let jobs = bound.backend.list(&query).await.map_err(|e| {
         e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
             .during("list")

@@ -184,11 +184,24 @@ fn signature(config: &SimConfig, header_payload: &str) -> String {
 /// A JWT-shaped token for `user` that this simulator accepts until `lifespan_secs` from now
 /// (a negative lifespan gives an already expired token).
 pub fn mint_token(config: &SimConfig, user: &str, lifespan_secs: i64) -> String {
+    mint_token_aged(config, user, 0, lifespan_secs)
+}
+
+/// Mints a token issued `age_secs` ago that is valid for `remaining_secs` more (a long-lived
+/// token near its end, as a long watch sees it).
+pub fn mint_token_aged(
+    config: &SimConfig,
+    user: &str,
+    age_secs: i64,
+    remaining_secs: i64,
+) -> String {
     let now = chrono::Utc::now().timestamp();
     let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = b64(json!({"exp": now + lifespan_secs, "iat": now, "sun": user})
-        .to_string()
-        .as_bytes());
+    let payload = b64(
+        json!({"exp": now + remaining_secs, "iat": now - age_secs, "sun": user})
+            .to_string()
+            .as_bytes(),
+    );
     let hp = format!("{header}.{payload}");
     let sig = signature(config, &hp);
     format!("{hp}.{sig}")

@@ -377,6 +377,10 @@ impl JobBackend for NebulaBackend {
         out
     }
 
+    fn list_options(&self) -> &'static [&'static str] {
+        &["workflow"]
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
         let limit = query.limit;
         // The filter takes one status; several `--state`s are one listing each, merged.
@@ -392,6 +396,12 @@ impl JobBackend for NebulaBackend {
             codes.dedup();
             codes.into_iter().map(Some).collect()
         };
+        // `list --opt workflow=ID` wins over the profile's `workflow` option.
+        let workflow = query
+            .options
+            .get("workflow")
+            .map(crate::model::value_to_string)
+            .or_else(|| self.list_workflow.clone());
         let mut jobs: Vec<(i64, u64, Job)> = Vec::new();
         for status in statuses {
             let mut filter = json!({ "orderByCreateTime": "desc" });
@@ -399,7 +409,7 @@ impl JobBackend for NebulaBackend {
                 filter["status"] = json!(code);
             }
             let mut taken = 0usize;
-            self.walk(self.list_workflow.as_deref(), &filter, |items| {
+            self.walk(workflow.as_deref(), &filter, |items| {
                 for r in &items {
                     let job = mapping::job_of(r);
                     if !query.wants(job.state) {

@@ -25,6 +25,8 @@ pub struct Claims {
     pub expires_at: Option<DateTime<Utc>>,
     /// `sun`: the Slurm user name the token was minted for.
     pub user: Option<String>,
+    /// `iat`: when it was minted (sizes the renewal margin).
+    pub issued_at: Option<DateTime<Utc>>,
 }
 
 /// Decodes the payload of a JWT; anything that is not one yields empty claims.
@@ -39,14 +41,19 @@ pub fn claims(token: &str) -> Claims {
     let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
         return Claims::default();
     };
-    let exp = v.get("exp").and_then(|e| {
-        e.as_i64()
-            .or_else(|| e.as_f64().map(|f| f as i64))
-            .or_else(|| e.as_str().and_then(|s| s.parse().ok()))
-    });
+    let time = |key: &str| {
+        v.get(key)
+            .and_then(|e| {
+                e.as_i64()
+                    .or_else(|| e.as_f64().map(|f| f as i64))
+                    .or_else(|| e.as_str().and_then(|s| s.parse().ok()))
+            })
+            .and_then(|s| Utc.timestamp_opt(s, 0).single())
+    };
     Claims {
-        expires_at: exp.and_then(|s| Utc.timestamp_opt(s, 0).single()),
+        expires_at: time("exp"),
         user: v.get("sun").and_then(Value::as_str).map(str::to_string),
+        issued_at: time("iat"),
     }
 }
 
@@ -204,6 +211,10 @@ impl Auth {
     fn cached(&self, token: String) -> CachedToken {
         let c = claims(&token);
         let mut t = CachedToken::new(token, c.expires_at);
+        // A token minted an hour ago is not young because we only just read it.
+        if c.issued_at.is_some() {
+            t.obtained_at = c.issued_at;
+        }
         t.data = json!({ "user": c.user, "source": self.command_text });
         t
     }
