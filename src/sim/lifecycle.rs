@@ -153,7 +153,12 @@ impl Lifecycle {
     /// Wall-clock time the job started running, once it has.
     pub fn started_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         let t = self.created.elapsed();
-        (t >= self.plan.queue).then(|| self.created_at + chrono_dur(self.plan.queue))
+        // A job canceled while still queued never started.
+        let canceled_in_queue = self
+            .cancel_requested
+            .is_some_and(|at| at.duration_since(self.created) < self.plan.queue);
+        (t >= self.plan.queue && !canceled_in_queue)
+            .then(|| self.created_at + chrono_dur(self.plan.queue))
     }
 
     /// Wall-clock time the job ended, once it has.
@@ -194,6 +199,12 @@ mod tests {
             matches!(l.phase_at(t0 + Duration::from_secs(2)), Phase::Running(p) if (p - 0.5).abs() < 1e-6)
         );
         assert_eq!(l.phase_at(t0 + Duration::from_secs(4)), Phase::Failed);
+        let mut queued = l.clone();
+        queued.cancel_requested = Some(t0 + Duration::from_millis(100));
+        assert_eq!(
+            queued.phase_at(t0 + Duration::from_secs(2)),
+            Phase::Canceled
+        );
         let mut l2 = l.clone();
         l2.cancel_requested = Some(t0 + Duration::from_millis(1500));
         assert_eq!(
