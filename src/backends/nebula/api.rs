@@ -186,10 +186,7 @@ pub(crate) struct JobRecord {
 impl JobRecord {
     /// The id as jobctl's job id.
     pub(crate) fn id_text(&self) -> String {
-        match &self.id {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }
+        crate::model::value_to_string(&self.id)
     }
 }
 
