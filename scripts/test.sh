@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== unused dependencies"
+python3 scripts/check-unused-deps.py
 
 # A real Slurm (munge, slurmctld, slurmd, slurmrestd on loopback) for tests/slurm_real.rs.
 # slurm-up.sh exits 0 when ready, 2 when this machine cannot run one (not root, no packages),
@@ -35,7 +37,7 @@ fi
 
 echo "== cargo test"
 # More test threads than cores: the Slurm time-limit test mostly waits.
-cargo test --all-targets -- --test-threads=8
+cargo test --workspace --all-targets -- --test-threads=8
 if [ "$slurm_up" -eq 1 ]; then
   echo "== real Slurm tests ran against $JOBCTL_SLURM_ENV"
 fi

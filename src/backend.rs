@@ -4,7 +4,8 @@
 use crate::config::{BackendKind, Profile};
 use crate::error::{Error, Result};
 use crate::model::{
-    AbortOutcome, Artifact, Capabilities, Check, Job, JobSpec, ListQuery, LogsRequest, SpecRules,
+    AbortOutcome, Artifact, Capabilities, Check, Job, JobSpec, ListQuery, LogsRequest, QueueInfo,
+    SpecRules,
 };
 use async_trait::async_trait;
 use indicatif::ProgressBar;
@@ -89,6 +90,15 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
             self.name(),
             "fetch",
             "the platform exposes no artifacts",
+        ))
+    }
+
+    /// The queues / partitions / job policies this profile may submit to, with their limits.
+    async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        Err(Error::not_supported(
+            self.name(),
+            "queues",
+            "the platform has no queues jobctl can list",
         ))
     }
 

@@ -9,7 +9,8 @@
 //! - [`ledger`]: the local SQLite record of every submission.
 //! - [`watch`]: the polling engine behind `watch`, `wait` and `submit --wait`.
 //! - [`cli`] and [`output`]: the command line and the one printer.
-//! - [`sim`]: jobctl-sim, the offline simulator of every platform.
+//!
+//! The offline simulator of every platform, jobctl-sim, is its own crate under `sim/`.
 
 #![warn(missing_docs)]
 
@@ -23,7 +24,6 @@ pub mod ledger;
 pub mod model;
 pub mod output;
 pub mod session;
-pub mod sim;
 pub mod watch;
 
 pub use backend::JobBackend;

@@ -329,6 +329,21 @@ pub enum Capability {
     Fetch,
     /// `login` / `logout`.
     Login,
+    /// `queues`: the queues, partitions or job policies a profile may submit to.
+    Queues,
+}
+
+/// One queue (AC queue, Slurm partition, CloudPSS job policy) a profile may submit to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueInfo {
+    /// The name `submit` takes (`--queue`, `--partition`, `--opt queue=`).
+    pub name: String,
+    /// A human description where the platform has one.
+    pub description: Option<String>,
+    /// The platform's limits (free cores, max wall time…), numbers where they are numbers.
+    /// Flattened into the JSON object next to `name`.
+    #[serde(flatten)]
+    pub limits: Map<String, Value>,
 }
 
 /// The set of capabilities of a backend.

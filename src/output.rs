@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use crate::ledger::Entry;
-use crate::model::{AbortOutcome, Artifact, Check, Job, JobState};
+use crate::model::{AbortOutcome, Artifact, Check, Job, JobState, QueueInfo};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::io::{IsTerminal, Write};
@@ -114,6 +114,8 @@ pub enum Report {
     },
     /// Batch outcomes.
     Batch(Vec<BatchRow>),
+    /// Queues of one profile.
+    Queues(Vec<QueueInfo>),
     /// A message for people (stderr in every mode).
     Message(String),
     /// Text printed as is (completion scripts).
@@ -210,6 +212,7 @@ impl Printer {
                 OutputMode::Ndjson | OutputMode::Quiet => {}
             },
             Report::Batch(rows) => self.batch(&rows),
+            Report::Queues(q) => self.queues(&q),
             Report::Message(m) => eprintln!("{m}"),
             Report::Raw(t) => {
                 let mut stdout = std::io::stdout().lock();
@@ -415,6 +418,44 @@ impl Printer {
                     &t,
                     |_, _, t| t.to_string(),
                 );
+            }
+        }
+    }
+
+    fn queues(&self, queues: &[QueueInfo]) {
+        match self.mode {
+            OutputMode::Json => self.json_out(&queues),
+            OutputMode::Ndjson => queues.iter().for_each(|q| self.json_out(q)),
+            OutputMode::Quiet => queues.iter().for_each(|q| self.out(&q.name)),
+            OutputMode::Table => {
+                // Columns are the union of every queue's limits, in first-seen order, so
+                // platforms with different limit names share one printer.
+                let mut keys: Vec<&str> = Vec::new();
+                for q in queues {
+                    for k in q.limits.keys() {
+                        if !keys.contains(&k.as_str()) {
+                            keys.push(k);
+                        }
+                    }
+                }
+                let mut headers: Vec<String> = vec!["QUEUE".into()];
+                headers.extend(keys.iter().map(|k| k.to_uppercase()));
+                headers.push("DESCRIPTION".into());
+                let rows: Vec<Vec<String>> = queues
+                    .iter()
+                    .map(|q| {
+                        let mut row = vec![q.name.clone()];
+                        row.extend(keys.iter().map(|k| match q.limits.get(*k) {
+                            None | Some(Value::Null) => "-".to_string(),
+                            Some(Value::String(s)) => s.clone(),
+                            Some(v) => v.to_string(),
+                        }));
+                        row.push(q.description.clone().unwrap_or_else(|| "-".into()));
+                        row
+                    })
+                    .collect();
+                let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+                self.table(&headers, &rows, |_, _, t| t.to_string());
             }
         }
     }

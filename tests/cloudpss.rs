@@ -4,8 +4,8 @@
 use jobctl::backend::{BackendContext, JobBackend, build};
 use jobctl::config::{Config, ConfigFile, EnvSource};
 use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery};
-use jobctl::sim::{self, SimConfig, SimHandle};
 use jobctl::{Error, ErrorKind};
+use jobctl_sim::{self as sim, SimConfig, SimHandle};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;

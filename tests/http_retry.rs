@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::routing::any;
 use jobctl::config::{BackendKind, Profile};
 use jobctl::http::{HttpClient, Idempotency, default_transient};
+use jobctl_sim::axum;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

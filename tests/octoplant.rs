@@ -6,7 +6,7 @@ use jobctl::config::{Config, ConfigFile, EnvSource, Profile};
 use jobctl::error::ErrorKind;
 use jobctl::ledger::{Begin, Ledger};
 use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery};
-use jobctl::sim::{self, SimConfig, SimHandle};
+use jobctl_sim::{self as sim, SimConfig, SimHandle};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! and a retry, never a failed job; a platform that stays away ends the wait with exit 7.
 //! Uses the AC backend and jobctl-sim's run-time fault switch (`PUT /_sim/faults`).
 
-use jobctl::sim::{self, Faults, SimConfig, SimHandle};
+use jobctl_sim::{self as sim, Faults, SimConfig, SimHandle};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -220,6 +220,12 @@ pub enum Command {
     /// List configured profiles.
     #[command(after_help = "Example:\n  jobctl profiles -o json")]
     Profiles,
+    /// List the queues, partitions or job policies a profile may submit to, with their limits.
+    #[command(after_help = "Examples:\n  jobctl -b ac queues\n  jobctl queues cloudpss -o json")]
+    Queues {
+        /// Profile [default: the selected one].
+        profile: Option<String>,
+    },
     /// Check reachability, authentication and API version of a profile.
     #[command(after_help = "Examples:\n  jobctl doctor\n  jobctl doctor cloudpss")]
     Doctor {

@@ -53,6 +53,7 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         Command::Logout { profile } => logout(profile, s).await,
         Command::Profiles => Ok(Outcome::ok(profiles(s))),
         Command::Doctor { profile } => doctor(profile, s).await,
+        Command::Queues { profile } => queues(profile, s).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut buf = Vec::new();
@@ -571,6 +572,12 @@ fn profiles(s: &Session) -> Report {
         })
         .collect();
     Report::Profiles(rows)
+}
+
+async fn queues(profile: Option<String>, s: &Session) -> Result<Outcome> {
+    let bound = s.bound(&target_profile(profile, s))?;
+    let queues = bound.backend.queues().await?;
+    Ok(Outcome::ok(Report::Queues(queues)))
 }
 
 async fn doctor(profile: Option<String>, s: &Session) -> Result<Outcome> {

@@ -1,7 +1,7 @@
 //! jobctl-sim: serves every platform's API on one port for offline testing.
 
 use clap::Parser;
-use jobctl::sim::{self, SimConfig};
+use jobctl_sim::{self as sim, SimConfig};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -29,7 +29,30 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+/// Re-exported so tests that need a one-off misbehaving server build it with the simulator's
+/// own server stack instead of depending on axum themselves.
+pub use axum;
 pub use lifecycle::{JobPlan, Lifecycle, Phase};
+
+/// Parses a duration the way jobctl does: plain seconds (`1.5`) or humantime (`500ms`, `1h30m`).
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(t).map_err(|e| DurationError {
+        message: format!("invalid duration '{s}': {e} (write e.g. 500ms, 30s, 5m, 1h30m)"),
+    })
+}
+
+/// A duration the simulator could not parse.
+#[derive(Debug, Clone)]
+pub struct DurationError {
+    /// What was wrong, for the command line.
+    pub message: String,
+}
 
 /// Simulator settings; every flag of `jobctl-sim`.
 #[derive(Debug, Clone, Args)]
@@ -96,7 +119,7 @@ impl Default for SimConfig {
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(s).map_err(|e| e.message)
+    crate::parse_duration(s).map_err(|e| e.message)
 }
 
 fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {

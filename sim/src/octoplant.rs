@@ -589,7 +589,7 @@ pub fn env_vars(base: &str, config: &SimConfig) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{SimHandle, start};
+    use crate::{SimHandle, start};
     use std::time::Duration;
 
     async fn sim(config: SimConfig) -> (SimHandle, reqwest::Client) {

@@ -26,7 +26,7 @@ impl JobPlan {
         let dur = |key: &str| {
             args.get(key).and_then(|v| match v {
                 Value::Number(n) => n.as_f64().map(Duration::from_secs_f64),
-                Value::String(s) => crate::config::parse_duration(s).ok(),
+                Value::String(s) => crate::parse_duration(s).ok(),
                 _ => None,
             })
         };

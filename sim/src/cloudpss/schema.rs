@@ -2,7 +2,7 @@
 //! vendor's schema reference, resolvers backed by [`Store`].
 
 use super::{Caller, Failure, Issued, OTHER_USER, POLICIES, Policy, SimJob, Store};
-use crate::sim::{Lifecycle, SimState};
+use crate::{Lifecycle, SimState};
 use async_graphql::{
     Context, EmptySubscription, Enum, ErrorExtensions, ID, InputObject, Interface, Object, Schema,
     SimpleObject, scalar,
@@ -1251,7 +1251,7 @@ impl Mutation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::SimConfig;
+    use crate::SimConfig;
 
     fn schema() -> CloudpssSchema {
         let state = SimState::new(SimConfig::default());

@@ -300,7 +300,7 @@ fn sim_controls(
             "duration" | "queue" => {
                 let valid = match v {
                     Value::Number(n) => n.as_f64().is_some_and(|f| f >= 0.0),
-                    Value::String(s) => crate::config::parse_duration(s).is_ok(),
+                    Value::String(s) => crate::parse_duration(s).is_ok(),
                     _ => false,
                 };
                 if !valid {

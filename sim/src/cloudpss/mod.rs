@@ -291,10 +291,10 @@ mod tests {
     fn checked_in_schema_matches_the_simulator() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/src/backends/cloudpss/schema.graphql"
+            "/../src/backends/cloudpss/schema.graphql"
         );
         let header = "# CloudPSS XStudio GraphQL schema: the subset jobctl uses, as served by jobctl-sim.\n\
-                      # Generated from src/sim/cloudpss; do not edit by hand.\n\n";
+                      # Generated from sim/src/cloudpss; do not edit by hand.\n\n";
         let expected = format!("{header}{}", sdl());
         if std::env::var_os("UPDATE_CLOUDPSS_SCHEMA").is_some() {
             std::fs::write(path, &expected).unwrap();
