@@ -152,7 +152,7 @@ fn http_error(resp: &HttpResponse, what: &str) -> Error {
 
 /// A job as the detail and list endpoints describe it. Every field is optional so a sparse
 /// answer degrades to `null`s instead of failing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct JobRecord {
     /// Job id (a number in practice; tolerated as a string).
@@ -191,7 +191,7 @@ impl JobRecord {
 }
 
 /// One task of a job.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TaskRecord {
     /// 32-hex task id.

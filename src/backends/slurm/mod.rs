@@ -244,21 +244,16 @@ impl SlurmBackend {
         body: Option<&Value>,
         idem: Idempotency,
     ) -> Result<Value> {
-        let token = self.auth.token().await?;
-        let user = self.auth.user_for(&token)?;
-        match self
-            .call_with(api, (&user, &token.token), method.clone(), tail, body, idem)
+        self.auth
+            .with_token(|token| {
+                let method = method.clone();
+                async move {
+                    let user = self.auth.user_for(&token)?;
+                    self.call_with(api, (&user, &token.token), method, tail, body, idem)
+                        .await
+                }
+            })
             .await
-        {
-            Err(e) if e.token_expired && self.auth.can_renew() => {
-                self.auth.invalidate(&token).await;
-                let fresh = self.auth.token().await?;
-                let user = self.auth.user_for(&fresh)?;
-                self.call_with(api, (&user, &fresh.token), method, tail, body, idem)
-                    .await
-            }
-            other => other,
-        }
     }
 
     fn job_id(&self, id: &str, op: &str) -> Result<u64> {
