@@ -11,7 +11,7 @@ use super::Outcome;
 use super::args::WaitTuning;
 use super::commands::watch_options;
 use super::submission::{Submission, submit_spec};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, exit};
 use crate::model::{Job, JobSpec};
 use crate::output::{BatchRow, OutputMode, Printer, Report, error_json};
 use crate::session::{Bound, Session};
@@ -408,7 +408,7 @@ pub async fn run(file: &Path, opts: &BatchOptions, s: &Session, p: &Printer) -> 
         ));
         return Ok(Outcome {
             report: Report::Nothing,
-            code: 130,
+            code: exit::INTERRUPTED,
         });
     }
     if p.mode == OutputMode::Table {
@@ -466,7 +466,7 @@ async fn wait_rows(
             p.error(e);
         }
     }
-    if out.exit_code == 130 {
+    if out.exit_code == exit::INTERRUPTED {
         p.warn("interrupted; the jobs keep running");
     }
     p.event(&Event::Result {
