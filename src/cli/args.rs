@@ -195,6 +195,14 @@ pub enum Command {
         /// With --wait: give up after this long (exit 3).
         #[arg(long, value_name = "DUR")]
         timeout: Option<String>,
+        /// Start a new run of a file that was run before: fresh derived keys, so every line
+        /// is submitted again.
+        #[arg(long)]
+        new_run: bool,
+        /// Send again the lines whose earlier submission has an unknown outcome on platforms
+        /// that cannot be searched by key (may create a duplicate).
+        #[arg(long)]
+        resubmit_unknown: bool,
     },
     /// Jobs this machine submitted, from the ledger, across profiles.
     #[command(after_help = "Examples:
@@ -284,6 +292,10 @@ pub struct SubmitArgs {
     /// Wait for the job like `watch`.
     #[arg(long)]
     pub wait: bool,
+    /// With --key: send again a submission whose earlier outcome is unknown on a platform
+    /// that cannot be searched by key (may create a duplicate).
+    #[arg(long, requires = "key")]
+    pub resubmit_unknown: bool,
     /// With --wait: fetch the artifacts into this directory once the job succeeded.
     #[arg(long, value_name = "DIR", requires = "wait")]
     pub fetch: Option<PathBuf>,

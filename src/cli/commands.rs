@@ -5,10 +5,9 @@ use super::Outcome;
 use super::args::{Command, GlobalArgs, SubmitArgs, WaitTuning, WatchArgs};
 use crate::config::parse_duration;
 use crate::error::{Error, ErrorKind, Result, exit};
-use crate::ledger::Begin;
 use crate::model::{AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value};
 use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report};
-use crate::session::{Bound, Session};
+use crate::session::Session;
 use crate::watch::{self, Event, WatchOptions};
 use indicatif::ProgressBar;
 use serde_json::{Map, Value};
@@ -45,7 +44,19 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             journal,
             wait,
             timeout,
-        } => super::batch::run(&file, concurrency, journal, wait, timeout.as_deref(), s, p).await,
+            new_run,
+            resubmit_unknown,
+        } => {
+            let opts = super::batch::BatchOptions {
+                concurrency,
+                journal,
+                wait,
+                timeout,
+                new_run,
+                resubmit_unknown,
+            };
+            super::batch::run(&file, &opts, s, p).await
+        }
         Command::History { limit } => Ok(Outcome::ok(Report::History(
             s.ledger()?.history(Some(limit))?,
         ))),
@@ -189,67 +200,6 @@ fn merge_pairs(flag: &str, raw: &[String], into: &mut Map<String, Value>) -> Res
     Ok(())
 }
 
-/// Submits through the ledger: recorded before sending, idempotent with a key.
-pub(super) async fn submit_spec(
-    bound: &Bound,
-    spec: &JobSpec,
-    s: &Session,
-) -> Result<(crate::model::Job, bool)> {
-    let profile = &bound.profile.name;
-    let backend_name = bound.profile.backend.as_str();
-    bound
-        .backend
-        .validate(spec)
-        .map_err(|e| e.in_profile(profile, backend_name).during("submit"))?;
-    let ledger = s.ledger()?;
-    let seq = match ledger.begin(profile, backend_name, spec)? {
-        Begin::Existing(entry) => {
-            return existing(bound, entry, s).await;
-        }
-        Begin::New(seq) => seq,
-    };
-    match bound.backend.submit(spec).await {
-        Ok(job) => {
-            ledger.complete(seq, &job.id)?;
-            Ok((s.finish_job(bound, job), false))
-        }
-        Err(e) => {
-            let e = e.in_profile(profile, backend_name).during("submit");
-            ledger.fail(seq, &e.to_string())?;
-            Err(e)
-        }
-    }
-}
-
-async fn existing(
-    bound: &Bound,
-    entry: crate::ledger::Entry,
-    s: &Session,
-) -> Result<(crate::model::Job, bool)> {
-    let key = entry.key.clone().unwrap_or_default();
-    let Some(id) = entry.id.clone() else {
-        // Another process is sending it right now, or one died mid-send: wait briefly.
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Some(e) = s.ledger()?.by_key(&bound.profile.name, &key)? {
-                if e.id.is_some() {
-                    return Box::pin(existing(bound, e, s)).await;
-                }
-            }
-        }
-        return Err(Error::platform(format!(
-            "a submission with key '{key}' was recorded at {} but its outcome is unknown (interrupted?); check `jobctl list`, then submit with another key",
-            entry.submitted_at.to_rfc3339()
-        ))
-        .in_profile(&bound.profile.name, bound.profile.backend.as_str()));
-    };
-    let job = match bound.backend.status(&id).await {
-        Ok(j) => j,
-        Err(_) => crate::model::Job::new(id, JobState::Unknown, None),
-    };
-    Ok((s.finish_job(bound, job), true))
-}
-
 async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Result<Outcome> {
     let spec = build_spec(&a)?;
     // The spec file may name a profile; explicit -p/-b win over it.
@@ -259,7 +209,16 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         _ => s.selected.clone(),
     };
     let bound = s.bound(&profile)?;
-    let (job, existing) = submit_spec(&bound, &spec, s).await?;
+    let submission = super::submission::submit_spec(&bound, &spec, s, a.resubmit_unknown).await;
+    let existing = !matches!(submission, super::submission::Submission::Sent(_));
+    let job = match submission {
+        super::submission::Submission::Sent(j)
+        | super::submission::Submission::Earlier(j)
+        | super::submission::Submission::Reconciled(j) => j,
+        super::submission::Submission::Unknown(e) | super::submission::Submission::Failed(e) => {
+            return Err(e);
+        }
+    };
     if !a.wait {
         return Ok(Outcome::ok(Report::Submitted { job, existing }));
     }

@@ -3,6 +3,7 @@
 //! renewal, and pagination.
 
 pub mod backoff;
+pub mod delivery;
 pub mod pagination;
 pub mod token;
 
@@ -160,11 +161,20 @@ impl HttpClient {
         loop {
             attempt += 1;
             let outcome = self.attempt(&build).await;
+            if idempotency == Idempotency::NotIdempotent {
+                match &outcome {
+                    Ok(resp) => delivery::record_answer(resp.status),
+                    Err((_, true)) => delivery::record(delivery::Delivery::NotSent),
+                    Err((_, false)) => delivery::record(delivery::Delivery::Lost),
+                }
+            }
             let (retry, err_or_resp) = match outcome {
                 Ok(resp) => {
                     let retry = transient(&resp)
                         && (idempotency == Idempotency::Idempotent
-                            || resp.status == StatusCode::TOO_MANY_REQUESTS);
+                            // Both say the request was not processed: safe to send again.
+                            || resp.status == StatusCode::TOO_MANY_REQUESTS
+                            || resp.status == StatusCode::SERVICE_UNAVAILABLE);
                     (retry, Ok(resp))
                 }
                 Err((e, never_sent)) => {

@@ -199,6 +199,7 @@ impl JobBackend for LocalBackend {
                 .unwrap_or(w)
         });
         let id = self.store.insert(
+            spec.key.as_deref(),
             spec.name.as_deref(),
             &command,
             &spec.args,
@@ -217,6 +218,22 @@ impl JobBackend for LocalBackend {
         }
         let row = self.row(&id.to_string())?;
         Ok(mapping::to_job(&row, &self.store))
+    }
+
+    /// The local store records each job's key in the same insert that creates it.
+    async fn find_by_key(
+        &self,
+        spec: &JobSpec,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::backend::KeyLookup> {
+        use crate::backend::KeyLookup;
+        let Some(key) = spec.key.as_deref() else {
+            return Ok(KeyLookup::Unsearchable);
+        };
+        match self.store.find_key(key)? {
+            Some(id) => Ok(KeyLookup::Found(self.status(&id.to_string()).await?)),
+            None => Ok(KeyLookup::Absent),
+        }
     }
 
     async fn status(&self, id: &str) -> Result<Job> {

@@ -14,7 +14,7 @@ pub mod auth;
 pub mod mapping;
 pub mod v0_0_38;
 
-use crate::backend::{BackendContext, JobBackend, LogSink};
+use crate::backend::{BackendContext, JobBackend, KeyLookup, LogSink};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
@@ -444,6 +444,32 @@ impl JobBackend for SlurmBackend {
                 job.created_at = Some(chrono::Utc::now());
                 Ok(job)
             }
+        }
+    }
+
+    /// The key travels in the job's comment. slurmctld forgets a job `MinJobAge` (default
+    /// 300 s) after it ended, so a key not seen is only certainly absent while its
+    /// submission is younger than that.
+    async fn find_by_key(
+        &self,
+        spec: &JobSpec,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<KeyLookup> {
+        let Some(key) = spec.key.as_deref() else {
+            return Ok(KeyLookup::Unsearchable);
+        };
+        let wanted = mapping::key_comment(key);
+        let (jobs, version) = self.all_jobs("submit").await?;
+        if let Some(n) = jobs
+            .iter()
+            .find(|n| n.comment.as_deref() == Some(wanted.as_str()))
+        {
+            return Ok(KeyLookup::Found(mapping::to_job(n, version)));
+        }
+        if chrono::Utc::now() - since < chrono::Duration::seconds(240) {
+            Ok(KeyLookup::Absent)
+        } else {
+            Ok(KeyLookup::Unsearchable)
         }
     }
 
