@@ -1184,6 +1184,9 @@ impl JobBackend for AcBackend {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
