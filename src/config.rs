@@ -146,9 +146,12 @@ impl FromStr for BackendKind {
 pub struct Secret(String);
 
 impl Secret {
-    /// Wraps a secret.
+    /// Wraps a secret, and registers it so it is masked wherever jobctl quotes text it did not
+    /// write itself (platform answers, error chains).
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        let value = value.into();
+        crate::http::redact::register(&value);
+        Secret(value)
     }
     /// The secret itself: only for building a request, never for printing.
     pub fn expose(&self) -> &str {
@@ -193,6 +196,9 @@ pub struct Profile {
     pub poll_interval: Duration,
     /// Where this profile came from (`built-in`, `config file`).
     pub source: &'static str,
+    /// Environment variables that hold secrets of any profile: the built-in ones and those
+    /// named by the config file's `*_env` keys. Local jobs never inherit them.
+    pub secret_vars: Vec<String>,
 }
 
 impl Profile {
@@ -214,6 +220,7 @@ impl Profile {
                 Duration::from_secs(2)
             },
             source: "built-in",
+            secret_vars: Vec::new(),
         }
     }
 
@@ -346,6 +353,23 @@ impl EnvSource {
             .or_else(|| self.dotenv.get(name).cloned())
             .filter(|v| !v.is_empty())
     }
+}
+
+/// Variables that carry credentials jobctl reads (every backend's secret variables, and those
+/// of logins other builds of jobctl know, so an upgrade never starts leaking them).
+pub fn builtin_secret_vars() -> Vec<String> {
+    let mut vars: Vec<String> = BackendKind::ALL
+        .iter()
+        .flat_map(|b| b.env_vars().iter())
+        .filter(|(_, _, secret)| *secret)
+        .map(|(var, _, _)| (*var).to_string())
+        .collect();
+    for extra in ["AC_SECRET_KEY", "AC_ACCESS_KEY"] {
+        if !vars.iter().any(|v| v == extra) {
+            vars.push(extra.to_string());
+        }
+    }
+    vars
 }
 
 /// Keys that hold secrets; they must be given by reference (`<key>_env`), never inline.
@@ -483,9 +507,31 @@ impl Config {
         self.file.profiles.contains_key(name) || name.parse::<BackendKind>().is_ok()
     }
 
+    /// Every variable that holds a secret: [`builtin_secret_vars`] plus the variables the
+    /// config file's `*_env` keys name (in any profile).
+    pub fn secret_variables(&self) -> Vec<String> {
+        let mut vars = builtin_secret_vars();
+        for section in self.file.profiles.values() {
+            for (key, value) in section {
+                if let (true, toml::Value::String(var)) = (key.ends_with("_env"), value) {
+                    if !vars.contains(var) {
+                        vars.push(var.clone());
+                    }
+                }
+            }
+        }
+        vars
+    }
+
     /// Resolves a profile by name. Built-in profiles (named after a backend or alias) read the
     /// backend's environment variables on top of a config section of the same name, if any.
     pub fn profile(&self, name: &str) -> Result<Profile> {
+        let mut p = self.resolve_profile(name)?;
+        p.secret_vars = self.secret_variables();
+        Ok(p)
+    }
+
+    fn resolve_profile(&self, name: &str) -> Result<Profile> {
         if let Some(section) = self.file.profiles.get(name) {
             let backend = match section.get("backend") {
                 Some(toml::Value::String(b)) => b
@@ -516,7 +562,7 @@ impl Config {
         })?;
         // An alias (`scnet`) resolves to the canonical built-in profile (`ac`).
         if backend.as_str() != name && self.file.profiles.contains_key(backend.as_str()) {
-            return self.profile(backend.as_str());
+            return self.resolve_profile(backend.as_str());
         }
         let mut profile = Profile::new(backend.as_str(), backend);
         self.apply_env(&mut profile)?;

@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod delivery;
 pub mod pagination;
+pub mod redact;
 pub mod token;
 
 use crate::config::Profile;
@@ -17,6 +18,10 @@ pub use backoff::Backoff;
 
 /// Default budget for retrying one request (CONTRACT §6: at most 30 s).
 pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+/// The largest API answer (JSON, text, error pages) jobctl reads: 16 MiB. Downloads
+/// ([`HttpClient::send_stream`]) are streamed to disk and have no such cap.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 /// A fully read HTTP answer.
 #[derive(Debug, Clone)]
@@ -34,8 +39,9 @@ impl HttpResponse {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| {
             Error::protocol(format!(
-                "unusable answer (HTTP {}): {e}; body starts with: {}",
+                "unusable answer (HTTP {}): {}; body starts with: {}",
                 self.status.as_u16(),
+                redact::serde_reason(&e),
                 snippet(&self.body)
             ))
         })
@@ -47,11 +53,10 @@ impl HttpResponse {
     }
 }
 
-/// The first 200 characters of a body, for error messages.
+/// The start of a body for error messages: capped, masked, and empty of anything inside an
+/// authentication exchange (see [`redact`]).
 pub fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let t: String = text.chars().take(200).collect();
-    t.replace(['\n', '\r'], " ")
+    redact::snippet(body)
 }
 
 /// Whether a request may be sent twice without harm. Submissions are not: they are retried
@@ -124,10 +129,7 @@ impl HttpClient {
         let client = builder
             .build()
             .map_err(|e| Error::usage(format!("cannot build HTTP client: {e}")))?;
-        let retry_budget = std::env::var("JOBCTL_RETRY_BUDGET")
-            .ok()
-            .and_then(|v| crate::config::parse_duration(&v).ok())
-            .unwrap_or(DEFAULT_RETRY_BUDGET);
+        let retry_budget = retry_budget_from_env()?;
         Ok(HttpClient {
             client,
             retry_budget,
@@ -252,15 +254,48 @@ impl HttpClient {
             .map_err(|e| (self.transport_error(&e), e.is_connect()))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| (self.transport_error(&e), false))?;
+        let body = self.read_answer(resp).await?;
         Ok(HttpResponse {
             status,
             headers,
             body,
         })
+    }
+
+    /// Reads a whole API answer, refusing (exit 7) one larger than [`MAX_ANSWER_BYTES`]
+    /// before holding it in memory: a runaway or hostile server must not exhaust the machine.
+    async fn read_answer(
+        &self,
+        mut resp: reqwest::Response,
+    ) -> std::result::Result<Bytes, (Error, bool)> {
+        let status = resp.status().as_u16();
+        let too_big = |seen: String| {
+            let e = Error::protocol(format!(
+                "the answer (HTTP {status}) is larger than the {} MiB jobctl accepts for an API answer ({seen}); it was not read",
+                MAX_ANSWER_BYTES / (1024 * 1024)
+            ))
+            .with_code("answer-too-large")
+            .in_profile(&self.profile, self.backend);
+            (e, false)
+        };
+        if let Some(len) = resp
+            .content_length()
+            .filter(|l| *l > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(too_big(format!("{len} bytes announced")));
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| (self.transport_error(&e), false))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(too_big(format!("more than {MAX_ANSWER_BYTES} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     /// Classifies a transport error; TLS failures are called out because users must act on
@@ -282,6 +317,20 @@ impl HttpClient {
         let mut err = Error::new(ErrorKind::Unavailable, msg);
         err.retryable = !(lower.contains("certificate") || lower.contains("invalidcert"));
         err.in_profile(&self.profile, self.backend)
+    }
+}
+
+/// `JOBCTL_RETRY_BUDGET`, else [`DEFAULT_RETRY_BUDGET`]. A value that does not parse is a
+/// usage error: silently retrying for 30 s when the user asked for 2 s would defeat the point.
+fn retry_budget_from_env() -> Result<Duration> {
+    match std::env::var("JOBCTL_RETRY_BUDGET") {
+        Ok(v) if !v.trim().is_empty() => crate::config::parse_duration(&v)
+            .map_err(|e| Error::usage(format!("JOBCTL_RETRY_BUDGET: {}", e.message))),
+        Ok(_) => Ok(DEFAULT_RETRY_BUDGET),
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_RETRY_BUDGET),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::usage(
+            "JOBCTL_RETRY_BUDGET is not valid UTF-8 (write e.g. 30s)",
+        )),
     }
 }
 

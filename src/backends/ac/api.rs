@@ -192,6 +192,17 @@ impl Api {
         password: &Secret,
         org_id: Option<&str>,
     ) -> Result<Vec<RegionToken>> {
+        // The answer carries every regional token: no part of it may be quoted in an error.
+        crate::http::redact::auth_exchange(self.login_exchange(ac, user, password, org_id)).await
+    }
+
+    async fn login_exchange(
+        &self,
+        ac: &Url,
+        user: &str,
+        password: &Secret,
+        org_id: Option<&str>,
+    ) -> Result<Vec<RegionToken>> {
         let url = join(ac, "/ac/openapi/v2/tokens")?;
         let resp = self
             .http
@@ -244,9 +255,13 @@ impl Api {
     /// `POST {ac}/ac/openapi/v2/tokens/next`: a new token for an old one.
     pub async fn renew(&self, ac: &Url, token: &Secret) -> Result<Secret> {
         let url = join(ac, "/ac/openapi/v2/tokens/next")?;
-        let data = self
-            .post_json(&url, token, &serde_json::json!({}), Idempotency::Idempotent)
-            .await?;
+        let data = crate::http::redact::auth_exchange(self.post_json(
+            &url,
+            token,
+            &serde_json::json!({}),
+            Idempotency::Idempotent,
+        ))
+        .await?;
         let new = match &data {
             Value::String(s) => Some(s.clone()),
             Value::Object(o) => o.get("token").and_then(Value::as_str).map(str::to_string),

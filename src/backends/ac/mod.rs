@@ -1214,6 +1214,9 @@ impl JobBackend for AcBackend {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -200,8 +200,12 @@ pub fn interpret<T: serde::de::DeserializeOwned>(
         }
         Some(d) => d,
     };
-    let data = serde_json::from_value(data)
-        .map_err(|e| Error::protocol(format!("CloudPSS answered with unexpected data: {e}")))?;
+    let data = serde_json::from_value(data).map_err(|e| {
+        Error::protocol(format!(
+            "CloudPSS answered with unexpected data: {}",
+            crate::http::redact::serde_reason(&e)
+        ))
+    })?;
     Ok(Reply { data, version })
 }
 

@@ -95,6 +95,11 @@ impl Auth {
 
     /// Obtains a token: logs in with the password, or checks the pre-issued token.
     pub async fn login(&self, api: &Api) -> Result<CachedToken> {
+        // The answers carry tokens: no part of them may be quoted in an error.
+        crate::http::redact::auth_exchange(self.login_exchange(api)).await
+    }
+
+    async fn login_exchange(&self, api: &Api) -> Result<CachedToken> {
         match &self.creds {
             Credentials::Missing => Err(Error::auth(format!(
                 "profile '{}' has no CloudPSS credentials: set CLOUDPSS_USERNAME and CLOUDPSS_PASSWORD, or CLOUDPSS_TOKEN",

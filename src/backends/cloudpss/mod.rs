@@ -566,6 +566,9 @@ fn version_check(version: Option<&str>) -> Check {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{BackendKind, Profile};

@@ -88,6 +88,17 @@ impl LocalBackend {
             .ok_or_else(|| Error::not_found(format!("local job {} does not exist", row.id)))
     }
 
+    /// The variables a job never inherits: every credential variable jobctl knows of.
+    fn scrubbed_vars(&self) -> Vec<String> {
+        let mut vars = crate::config::builtin_secret_vars();
+        for v in &self.ctx.profile.secret_vars {
+            if !vars.contains(v) {
+                vars.push(v.clone());
+            }
+        }
+        vars
+    }
+
     fn spawn_supervisor(&self, id: i64) -> Result<()> {
         let exe = std::env::current_exe()
             .map_err(|e| Error::io("cannot find the jobctl executable", e))?;
@@ -99,6 +110,11 @@ impl LocalBackend {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // The job inherits the supervisor's environment: platform credentials stay behind
+        // (a job that needs one gets it explicitly with --arg, applied by the supervisor).
+        for var in self.scrubbed_vars() {
+            cmd.env_remove(var);
+        }
         use std::os::unix::process::CommandExt;
         // SAFETY: setsid() is async-signal-safe and touches no memory of the parent; it
         // detaches the supervisor from our terminal and session so it survives our exit and

@@ -126,7 +126,8 @@ pub(crate) fn decode<T: DeserializeOwned>(resp: &HttpResponse, what: &str) -> Re
     }
     serde_json::from_value(env.data).map_err(|e| {
         Error::protocol(format!(
-            "{what}: unexpected `data` ({e}); answer starts with: {}",
+            "{what}: unexpected `data` ({}); answer starts with: {}",
+            crate::http::redact::serde_reason(&e),
             snippet(&resp.body)
         ))
     })

@@ -142,6 +142,11 @@ impl Session {
 
     /// Connects and returns the new session cookie as a cached token.
     pub(crate) async fn connect(&self, api: &Api) -> Result<CachedToken> {
+        // The answer sets the session cookie: no part of it may be quoted in an error.
+        crate::http::redact::auth_exchange(self.connect_exchange(api)).await
+    }
+
+    async fn connect_exchange(&self, api: &Api) -> Result<CachedToken> {
         let c = self.creds()?;
         let bearer = bearer(&c.username, &c.password, c.encoding);
         let resp = api

@@ -112,6 +112,16 @@ pub async fn password_grant(
     creds: &Credentials,
     identity: serde_json::Value,
 ) -> Result<CachedToken> {
+    // The answer carries the access token: no part of it may be quoted in an error.
+    crate::http::redact::auth_exchange(grant(http, url, creds, identity)).await
+}
+
+async fn grant(
+    http: &HttpClient,
+    url: &Url,
+    creds: &Credentials,
+    identity: serde_json::Value,
+) -> Result<CachedToken> {
     let form = [
         ("grant_type", "password"),
         ("username", creds.username.as_str()),

@@ -154,6 +154,50 @@ pub struct Operation {
     pub response: Option<Value>,
 }
 
+impl Operation {
+    /// Reads an order answer: a JSON object (serde would also take a positional array),
+    /// holding something of an order ([`Operation::usable`]).
+    pub fn parse(resp: &crate::http::HttpResponse) -> Result<Self> {
+        let v: Value = resp.json()?;
+        if !v.is_object() {
+            return Err(Error::protocol(format!(
+                "octoplant answered with {} where an order was expected: {}",
+                match v {
+                    Value::Array(_) => "a list",
+                    _ => "a bare value",
+                },
+                crate::http::snippet(&resp.body)
+            )));
+        }
+        serde_json::from_value::<Operation>(v)
+            .map_err(|e| {
+                Error::protocol(format!(
+                    "octoplant answered with an order of an unexpected shape: {}",
+                    crate::http::redact::serde_reason(&e)
+                ))
+            })?
+            .usable()
+    }
+
+    /// The order, if the answer describes one at all. An answer with none of `name`,
+    /// `metadata`, `done`, `error` and `response` (`{}` from a broken proxy) would otherwise
+    /// read as an order in an unknown state, and `wait` would poll it until its timeout.
+    pub fn usable(self) -> Result<Self> {
+        let meta_state = self.metadata.as_ref().and_then(|m| m.state.as_ref());
+        if self.name.is_none()
+            && meta_state.is_none()
+            && self.done.is_none()
+            && self.error.is_none()
+            && self.response.is_none()
+        {
+            return Err(Error::protocol(
+                "octoplant answered with an order that has no name, state, done flag, error or response: the answer is unusable",
+            ));
+        }
+        Ok(self)
+    }
+}
+
 /// Accepts an int64 written as a JSON number or (grpc-gateway's habit) a string.
 fn lenient_i64<'de, D: Deserializer<'de>>(de: D) -> std::result::Result<Option<i64>, D::Error> {
     Ok(match Option::<Value>::deserialize(de)? {

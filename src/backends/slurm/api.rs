@@ -221,13 +221,14 @@ pub fn classify(resp: &HttpResponse) -> std::result::Result<Value, Failure> {
     let errors = body.as_ref().map(parse_errors).unwrap_or_default();
     let status = resp.status;
     if status.is_success() && errors.is_empty() {
-        return body.ok_or_else(|| {
+        let body = body.ok_or_else(|| {
             Failure::from(Error::protocol(format!(
                 "slurmrestd answered HTTP {} with a body that is not JSON: {}",
                 status.as_u16(),
                 snippet(&resp.body)
             )))
-        });
+        })?;
+        return check_shape(body, &resp.body).map_err(Failure::from);
     }
     if let Some(first) = errors.first() {
         let code = first.code;
@@ -284,6 +285,34 @@ pub fn classify(resp: &HttpResponse) -> std::result::Result<Value, Failure> {
         suspect_auth: status == StatusCode::UNAUTHORIZED,
         error,
     })
+}
+
+/// Every slurmrestd answer is an object whose `meta` (when present) is an object and whose
+/// `errors` and `warnings` (when present) are lists. Anything else is not slurmrestd speaking
+/// (a proxy, a garbled answer) and must not be read as "no errors, no jobs".
+pub fn check_shape(body: Value, raw: &[u8]) -> Result<Value> {
+    let problem = match &body {
+        Value::Object(o) => {
+            if o.get("meta").is_some_and(|m| !m.is_object()) {
+                Some("its `meta` is not an object")
+            } else if ["errors", "warnings"]
+                .iter()
+                .any(|k| o.get(*k).is_some_and(|v| !v.is_array()))
+            {
+                Some("its `errors` or `warnings` is not a list")
+            } else {
+                None
+            }
+        }
+        _ => Some("it is not a JSON object"),
+    };
+    match problem {
+        Some(why) => Err(Error::protocol(format!(
+            "slurmrestd's answer is unusable: {why}: {}",
+            snippet(raw)
+        ))),
+        None => Ok(body),
+    }
 }
 
 /// The raw slurmrestd client: base URL, HTTP policy, authentication headers.

@@ -186,6 +186,18 @@ impl SlurmBackend {
                 tracing::debug!(profile = %self.profile, version = v.version(), "slurmrestd API version");
                 return Ok(*v);
             }
+            if resp.status != reqwest::StatusCode::NOT_FOUND {
+                // The path exists but what answers is not slurmrestd (an HTML portal, a
+                // garbled body): an unusable answer (exit 7), not "version not supported".
+                return Err(api::classify(&resp).err().map(|f| f.error).unwrap_or_else(|| {
+                    Error::protocol(format!(
+                        "the ping of slurmrestd {} answered HTTP {} with something that is not a Slurm answer: {}",
+                        v.version(),
+                        resp.status.as_u16(),
+                        crate::http::snippet(&resp.body)
+                    ))
+                }));
+            }
         }
         let offered = match self
             .client
@@ -725,3 +737,6 @@ async fn copy_from(path: &Path, offset: u64, out: LogSink<'_>) -> std::io::Resul
     out.write_all(&buf).await?;
     Ok(buf.len() as u64)
 }
+
+#[cfg(test)]
+mod proptests;
