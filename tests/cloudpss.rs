@@ -752,17 +752,20 @@ async fn cli_submit_wait_succeeds_and_a_failed_job_fails_the_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_all_and_status_return_every_job_when_the_server_caps_pages() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     let mut ids = Vec::new();
     for i in 0..120 {
         ids.push(b.submit(&hello(json!({"i": i}))).await.unwrap().id);
     }
     let before = op(&sim, "jobs").await;
-    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    let sb = Sandbox::with_sim(&sim);
+    let mut cmd = sb.std_cmd();
     cmd.args(["-b", "cloudpss", "-o", "json", "list", "--all"]);
-    let out = run(cmd).await;
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let mut listed: Vec<String> = listed
