@@ -101,6 +101,15 @@ pub trait TokenSource: Sync {
     fn can_replace(&self) -> bool {
         true
     }
+
+    /// Whether this platform refusing a token it has just issued can only be a passing
+    /// inconsistency (its refusal names the token itself, e.g. HTTP 401), so the caller should
+    /// retry later rather than report refused credentials. False for platforms whose refusal
+    /// codes also mean "this user may not do that" (AC's 10008/10009): a second refusal right
+    /// after a fresh login is then a real permission problem (exit 4).
+    fn fresh_refusal_is_transient(&self) -> bool {
+        true
+    }
 }
 
 /// The token cache of one profile.
@@ -199,7 +208,11 @@ impl TokenStore {
             match op(token.clone()).await {
                 Err(e) if e.kind == ErrorKind::Auth && e.token_expired && source.can_replace() => {
                     if renewals > 0 && (token.is_fresh() || renewals >= MAX_RENEWALS) {
-                        return Err(refused_after_renewal(e));
+                        return Err(if source.fresh_refusal_is_transient() {
+                            refused_after_renewal(e)
+                        } else {
+                            e
+                        });
                     }
                     tracing::info!("token refused ({}), obtaining a new one", e.message);
                     renewals += 1;
