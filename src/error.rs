@@ -113,7 +113,9 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
-            message: message.into(),
+            // Messages quote platforms (their error texts, details, URLs): the last line of
+            // defence that keeps a known secret or a token-looking value out of them.
+            message: crate::http::redact::mask(&message.into()),
             code: None,
             retryable: kind.default_retryable(),
             profile: None,
@@ -248,6 +250,13 @@ mod tests {
         assert_eq!(ErrorKind::Protocol.exit_code(), 7);
         assert_eq!(ErrorKind::NotSupported.exit_code(), 8);
         assert_eq!(ErrorKind::Interrupted.exit_code(), 130);
+    }
+
+    #[test]
+    fn messages_never_carry_a_known_secret() {
+        let _ = crate::config::Secret::new("tr0ub4dor-and-3");
+        let e = Error::platform("the server echoed tr0ub4dor-and-3 back");
+        assert_eq!(e.message, "the server echoed *** back");
     }
 
     #[test]

@@ -162,3 +162,21 @@ async fn oversized_answers_are_refused_with_exit_7_naming_the_cap() {
     let (code, _, err) = run(&sim, dir.path(), &["status", &refs[1].1]).await;
     assert_eq!(code, 0, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_budget_that_does_not_parse_is_a_usage_error() {
+    let sim = sim::start(sim_config()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = jobctl(&sim, dir.path());
+    cmd.env("JOBCTL_RETRY_BUDGET", "soon")
+        .args(["-b", "ac", "list"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("JOBCTL_RETRY_BUDGET") && err.contains("soon"),
+        "{err}"
+    );
+}

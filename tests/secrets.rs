@@ -230,7 +230,7 @@ fn local_jobs_and_their_supervisor_do_not_inherit_platform_secrets() {
     let mut job = Value::Null;
     for _ in 0..100 {
         job = serde_json::from_str(&jobctl(&["status", "-o", "json", &r])).unwrap();
-        if job["state"] == "running" && job["pgid"].is_i64() {
+        if job["state"] == "running" && job["extra"]["pgid"].is_i64() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -243,8 +243,8 @@ fn local_jobs_and_their_supervisor_do_not_inherit_platform_secrets() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    let job_env = environ(&job["pgid"]);
-    let supervisor_env = environ(&job["supervisor_pid"]);
+    let job_env = environ(&job["extra"]["pgid"]);
+    let supervisor_env = environ(&job["extra"]["supervisor_pid"]);
     jobctl(&["abort", &r]);
     for env in [&job_env, &supervisor_env] {
         assert!(env.iter().any(|v| v == "HARMLESS_SETTING=kept"), "{env:?}");
