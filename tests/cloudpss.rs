@@ -464,8 +464,9 @@ async fn platform_refusals_map_to_usage_and_platform_errors_with_codes() {
         ))
         .await
         .unwrap_err();
-    assert_kind(&e, ErrorKind::Platform);
-    assert_eq!(e.exit_code(), 7);
+    // A quota refusal is final (permission/quota), not "may succeed later".
+    assert_kind(&e, ErrorKind::Auth);
+    assert_eq!(e.exit_code(), 4);
     assert_eq!(e.code.as_deref(), Some("QUOTA_EXCEEDED"));
     assert!(e.message.contains("at most 8 cpu"), "{e}");
     assert!(e.to_string().contains("QUOTA_EXCEEDED"), "{e}");
