@@ -505,7 +505,8 @@ async fn refused_or_missing_credentials_are_auth_errors() {
         .collect();
     let b = backend_with(vars, dir.path());
     let e = b.list(&ListQuery::default()).await.unwrap_err();
-    assert_eq!(e.exit_code(), 4);
+    // Credentials missing from the configuration are a usage error naming what to set.
+    assert_eq!(e.exit_code(), 2);
     assert!(e.message.contains("CLOUDPSS_TOKEN"), "{e}");
 }
 
