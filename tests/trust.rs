@@ -2,79 +2,43 @@
 //! exit-code classification, references, configuration errors, private state files, logs and
 //! help. Each test describes a user-visible promise.
 
-use jobctl_sim::{self as sim, SimConfig};
+mod common;
+
+use common::Sandbox;
+use jobctl_sim::SimConfig;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A sandbox: its own state dir, home and working directory, and a clean environment.
-struct Sandbox {
-    dir: tempfile::TempDir,
+/// What these tests need beyond the shared harness: one-off variables, timing, a config file.
+trait SandboxExt {
+    /// Runs `jobctl ARGS` with extra variables → (exit code, stdout, stderr).
+    fn run_with(&self, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String);
+    /// Like [`SandboxExt::run_with`], also measuring how long jobctl took.
+    fn timed(&self, env: &[(&str, &str)], args: &[&str]) -> ((i32, String, String), Duration);
+    /// Writes a config file and returns its path (for `--config`).
+    fn config(&self, text: &str) -> String;
 }
 
-impl Sandbox {
-    fn new() -> Self {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn state(&self) -> PathBuf {
-        self.path().join("state")
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.path())
-            .env("JOBCTL_STATE_DIR", self.state())
-            .current_dir(self.path());
-        c
-    }
+impl SandboxExt for Sandbox {
     fn run_with(&self, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
-        let out = self
-            .cmd()
-            .envs(env.iter().copied())
-            .args(args)
-            .output()
-            .unwrap();
-        split(out)
+        let mut c = self.std_cmd();
+        c.envs(env.iter().copied()).args(args);
+        self.run_cmd(c)
     }
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        self.run_with(&[], args)
-    }
-    /// Runs and also measures how long jobctl took.
     fn timed(&self, env: &[(&str, &str)], args: &[&str]) -> ((i32, String, String), Duration) {
         let t = Instant::now();
         let r = self.run_with(env, args);
         (r, t.elapsed())
-    }
-    fn submit(&self, args: &[&str]) -> String {
-        let mut all = vec!["submit", "-o", "quiet"];
-        all.extend_from_slice(args);
-        let (code, out, err) = self.run(&all);
-        assert_eq!(code, 0, "submit failed: {err}");
-        out.trim().to_string()
     }
     fn config(&self, text: &str) -> String {
         let p = self.path().join("config.toml");
         std::fs::write(&p, text).unwrap();
         p.display().to_string()
     }
-}
-
-fn split(out: Output) -> (i32, String, String) {
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A port nothing listens on (connections are refused).
@@ -241,17 +205,11 @@ fn logout_prints_json_and_says_when_nothing_was_cached() {
     assert!(err.contains("no cached token"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_prints_json() {
-    let sim = sim::start(SimConfig::default()).await.unwrap();
-    let sb = Sandbox::new();
-    let mut cmd = sb.cmd();
-    cmd.envs(sim.env())
-        .args(["-o", "json", "login", "cloudpss"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let (code, out, err) = split(out);
+#[test]
+fn login_prints_json() {
+    let sim = common::sim(SimConfig::default());
+    let sb = Sandbox::with_sim(&sim);
+    let (code, out, err) = sb.run(&["-o", "json", "login", "cloudpss"]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["logged_in"], true);
@@ -517,16 +475,7 @@ fn the_state_directory_is_owner_only_whatever_the_umask() {
         "umask 000; exec '{}' submit --wait -o quiet -- sh -c 'touch made-by-job'",
         bin.display()
     );
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", sb.path())
-        .env("JOBCTL_STATE_DIR", sb.state())
-        .current_dir(sb.path())
-        .output()
-        .unwrap();
+    let out = sb.command("sh").arg("-c").arg(&script).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -542,10 +491,10 @@ fn the_state_directory_is_owner_only_whatever_the_umask() {
 // ---------------------------------------------------------------------------------------
 // Logs
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verbose_logs_show_requests_without_secrets_or_colour() {
-    let sim = sim::start(SimConfig::default()).await.unwrap();
-    let sb = Sandbox::new();
+#[test]
+fn verbose_logs_show_requests_without_secrets_or_colour() {
+    let sim = common::sim(SimConfig::default());
+    let sb = Sandbox::with_sim(&sim);
     let secrets: Vec<String> = sim
         .env()
         .into_iter()
@@ -558,12 +507,11 @@ async fn verbose_logs_show_requests_without_secrets_or_colour() {
         ("-vv", "request headers"),
         ("-vvv", "response body"),
     ] {
-        let mut cmd = sb.cmd();
-        cmd.envs(sim.env()).args([level, "-b", "cloudpss", "list"]);
-        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-            .await
-            .unwrap();
-        let (code, _, err) = split(out);
+        // Colour is decided by the terminal here, not by NO_COLOR: stderr is a pipe.
+        let mut cmd = sb.std_cmd();
+        cmd.env_remove("NO_COLOR")
+            .args([level, "-b", "cloudpss", "list"]);
+        let (code, _, err) = sb.run_cmd(cmd);
         assert_eq!(code, 0, "{err}");
         assert!(err.contains(want), "{level}: {err}");
         assert!(err.contains("-> 200"), "{level}: {err}");
@@ -605,23 +553,14 @@ fn help_puts_a_commands_own_flags_first_and_shows_defaults_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_insecure_tls_warning_appears_once() {
-    let sim = sim::start(SimConfig {
+#[test]
+fn the_insecure_tls_warning_appears_once() {
+    let sim = common::sim(SimConfig {
         tls: true,
         ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let sb = Sandbox::new();
-    let mut cmd = sb.cmd();
-    cmd.envs(sim.env())
-        .env("SLURM_INSECURE", "1")
-        .args(["-b", "slurm", "list"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let (code, _, err) = split(out);
+    });
+    let sb = Sandbox::with_sim(&sim).var("SLURM_INSECURE", "1");
+    let (code, _, err) = sb.run(&["-b", "slurm", "list"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(err.matches("verification is disabled").count(), 1, "{err}");
 }

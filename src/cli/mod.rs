@@ -7,7 +7,7 @@ mod batch;
 mod commands;
 
 use crate::config::{Config, ConfigFile, EnvSource};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, exit};
 use crate::output::{OutputMode, Printer, Report};
 use crate::session::Session;
 use args::{Cli, ColorMode};
@@ -25,7 +25,10 @@ pub struct Outcome {
 
 impl Outcome {
     fn ok(report: Report) -> Self {
-        Outcome { report, code: 0 }
+        Outcome {
+            report,
+            code: exit::SUCCESS,
+        }
     }
 }
 
@@ -46,7 +49,11 @@ pub fn main() -> i32 {
             if let Some(hint) = parse_hint(&e, &argv) {
                 eprintln!("{hint}");
             }
-            return if e.use_stderr() { 2 } else { 0 };
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            };
         }
     };
     init_tracing(cli.global.verbose, cli.global.color);
@@ -58,7 +65,7 @@ pub fn main() -> i32 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("jobctl: error: cannot start the async runtime: {e}");
-            return 7;
+            return exit::UNAVAILABLE;
         }
     };
     let (printer, setup) = setup(&cli);
@@ -208,15 +215,15 @@ fn select_profile(config: &Config, profile: Option<&str>, backend: Option<&str>)
 fn supervise(args: &[std::ffi::OsString]) -> i32 {
     let (Some(flag), Some(dir), Some(id)) = (args.first(), args.get(1), args.get(2)) else {
         eprintln!("jobctl: error: usage: jobctl __supervise --state-dir DIR ID");
-        return 2;
+        return exit::USAGE;
     };
     let Some(id) = id.to_str().and_then(|i| i.parse::<i64>().ok()) else {
         eprintln!("jobctl: error: __supervise: the job id must be a number");
-        return 2;
+        return exit::USAGE;
     };
     if flag != "--state-dir" {
         eprintln!("jobctl: error: usage: jobctl __supervise --state-dir DIR ID");
-        return 2;
+        return exit::USAGE;
     }
     let state_dir = PathBuf::from(dir);
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -224,10 +231,10 @@ fn supervise(args: &[std::ffi::OsString]) -> i32 {
         .build()
     {
         Ok(r) => r,
-        Err(_) => return 7,
+        Err(_) => return exit::UNAVAILABLE,
     };
     match rt.block_on(crate::backends::local::supervisor::run(&state_dir, id)) {
-        Ok(()) => 0,
+        Ok(()) => exit::SUCCESS,
         Err(e) => {
             eprintln!("jobctl: supervisor: {e}");
             e.exit_code()
