@@ -189,6 +189,17 @@ fn an_error_in_an_event_stream_is_an_event_before_the_result() {
     assert_eq!(error["ref"], "local:999");
     assert_eq!(error["error"]["kind"], "not_found");
     assert_eq!(lines.last().unwrap()["event"], "result", "{out}");
+    // A reference refused before the first poll is an event too, then the result.
+    let (code, out, _) = sb.run(&["-o", "ndjson", "wait", "no:such:profile"]);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["event"], "error", "{out}");
+    assert_eq!(lines[1]["event"], "result", "{out}");
+    assert_eq!(lines[1]["exit_code"], 2, "{out}");
 }
 
 #[test]

@@ -526,16 +526,35 @@ async fn abort(
 }
 
 async fn watch_cmd(a: WatchArgs, live: bool, s: &Session, p: &Printer) -> Result<Outcome> {
-    let targets = group(&a.refs, s)?;
-    let interval = targets
-        .iter()
-        .filter_map(|(pr, _)| s.bound(pr).ok().map(|b| b.profile.poll_interval))
-        .min()
-        .unwrap_or(Duration::from_secs(2));
-    let mut opts = watch_options(&a.tuning, interval, live, p)?;
-    opts.any = a.any;
-    opts.fail_fast = a.fail_fast;
-    Ok(wait_for(&targets, &opts, s, p).await)
+    let prepared = (|| {
+        let targets = group(&a.refs, s)?;
+        let interval = targets
+            .iter()
+            .filter_map(|(pr, _)| s.bound(pr).ok().map(|b| b.profile.poll_interval))
+            .min()
+            .unwrap_or(Duration::from_secs(2));
+        let mut opts = watch_options(&a.tuning, interval, live, p)?;
+        opts.any = a.any;
+        opts.fail_fast = a.fail_fast;
+        Ok((targets, opts))
+    })();
+    match prepared {
+        Ok((targets, opts)) => Ok(wait_for(&targets, &opts, s, p).await),
+        // In an ndjson event stream even a refusal before the first poll (a bad reference)
+        // is an error event followed by the result event.
+        Err(e) if p.mode == OutputMode::Ndjson => {
+            p.error_event(&e);
+            p.event(&Event::Result {
+                exit_code: e.exit_code(),
+                jobs: &[],
+            });
+            Ok(Outcome {
+                report: Report::Nothing,
+                code: e.exit_code(),
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome> {
