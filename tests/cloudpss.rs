@@ -415,8 +415,9 @@ async fn platform_refusals_map_to_usage_and_platform_errors_with_codes() {
         ))
         .await
         .unwrap_err();
-    assert_kind(&e, ErrorKind::Platform);
-    assert_eq!(e.exit_code(), 7);
+    // A quota refusal is final (permission/quota), not "may succeed later".
+    assert_kind(&e, ErrorKind::Auth);
+    assert_eq!(e.exit_code(), 4);
     assert_eq!(e.code.as_deref(), Some("QUOTA_EXCEEDED"));
     assert!(e.message.contains("at most 8 cpu"), "{e}");
     assert!(e.to_string().contains("QUOTA_EXCEEDED"), "{e}");
@@ -455,7 +456,8 @@ async fn refused_or_missing_credentials_are_auth_errors() {
         .collect();
     let b = backend_with(vars, dir.path());
     let e = b.list(&ListQuery::default()).await.unwrap_err();
-    assert_eq!(e.exit_code(), 4);
+    // Credentials missing from the configuration are a usage error naming what to set.
+    assert_eq!(e.exit_code(), 2);
     assert!(e.message.contains("CLOUDPSS_TOKEN"), "{e}");
 }
 

@@ -37,6 +37,8 @@ pub struct Auth {
     creds: Credentials,
     store: TokenStore,
     profile: String,
+    /// What to say when no credentials are configured (names this profile's keys).
+    missing: Error,
 }
 
 fn expiry(raw: &str) -> Option<DateTime<Utc>> {
@@ -80,6 +82,7 @@ impl Auth {
             creds,
             store,
             profile: p.name.clone(),
+            missing: p.missing_credentials(&[&["username", "password"], &["token"]]),
         }
     }
 
@@ -101,10 +104,7 @@ impl Auth {
 
     async fn login_exchange(&self, api: &Api) -> Result<CachedToken> {
         match &self.creds {
-            Credentials::Missing => Err(Error::auth(format!(
-                "profile '{}' has no CloudPSS credentials: set CLOUDPSS_USERNAME and CLOUDPSS_PASSWORD, or CLOUDPSS_TOKEN",
-                self.profile
-            ))),
+            Credentials::Missing => Err(self.missing.clone()),
             Credentials::Token(token) => self
                 .inspect(api, token)
                 .await

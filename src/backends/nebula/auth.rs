@@ -64,18 +64,11 @@ impl Credentials {
             .username
             .clone()
             .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "profile '{}' has no user name: set NEBULA_USERNAME or `username`",
-                    p.name
-                ))
-            })?;
-        let password = p.secret("password").cloned().ok_or_else(|| {
-            Error::usage(format!(
-                "profile '{}' has no password: set NEBULA_PASSWORD or `password_env`",
-                p.name
-            ))
-        })?;
+            .ok_or_else(|| p.missing_credentials(&[&["username", "password"]]))?;
+        let password = p
+            .secret("password")
+            .cloned()
+            .ok_or_else(|| p.missing_credentials(&[&["username", "password"]]))?;
         let address = p
             .option("address")
             .map(str::trim)

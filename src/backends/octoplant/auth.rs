@@ -44,11 +44,11 @@ impl Credentials {
             .username
             .clone()
             .filter(|u| !u.trim().is_empty())
-            .ok_or_else(|| missing("user name", "OCTOPLANT_USERNAME", "username"))?;
+            .ok_or_else(|| profile.missing_credentials(&[&["username", "password"]]))?;
         let password = profile
             .secret("password")
             .cloned()
-            .ok_or_else(|| missing("password", "OCTOPLANT_PASSWORD", "password_env"))?;
+            .ok_or_else(|| profile.missing_credentials(&[&["username", "password"]]))?;
         let client_id = profile
             .option("client_id")
             .filter(|c| !c.trim().is_empty())

@@ -182,6 +182,19 @@ impl SlurmBackend {
             let is_slurm = serde_json::from_slice::<Value>(&resp.body)
                 .ok()
                 .is_some_and(|b| b.get("meta").is_some() || b.get("errors").is_some());
+            if !is_slurm
+                && (resp.status.is_server_error()
+                    || resp.status == reqwest::StatusCode::TOO_MANY_REQUESTS)
+            {
+                // An overloaded or restarting slurmrestd says nothing about the versions it
+                // serves: a transient failure, not "not supported".
+                return Err(Error::unavailable(format!(
+                    "slurmrestd failed while jobctl probed API version {} (HTTP {}: {}); try again later",
+                    v.version(),
+                    resp.status.as_u16(),
+                    crate::http::snippet(&resp.body)
+                )));
+            }
             if resp.status != reqwest::StatusCode::NOT_FOUND && is_slurm {
                 tracing::debug!(profile = %self.profile, version = v.version(), "slurmrestd API version");
                 return Ok(*v);
@@ -625,9 +638,7 @@ impl JobBackend for SlurmBackend {
     async fn login(&self) -> Result<String> {
         let op = async {
             if !self.auth.configured() {
-                return Err(Error::auth(
-                    "no Slurm credentials: set SLURM_JWT or the token_command option",
-                ));
+                return Err(self.auth.missing());
             }
             self.auth.clear().await?;
             let token = self.auth.token().await?;
