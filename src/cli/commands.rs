@@ -322,6 +322,7 @@ async fn status(refs: &[String], s: &Session) -> Result<Outcome> {
         report: Report::Jobs {
             single: refs.len() == 1,
             items,
+            refs: targets.iter().map(|(p, id)| format!("{p}:{id}")).collect(),
         },
     })
 }
@@ -370,6 +371,7 @@ async fn list(
     Ok(Outcome::ok(Report::Jobs {
         items,
         single: false,
+        refs: Vec::new(),
     }))
 }
 

@@ -94,6 +94,22 @@ impl Sim {
             .sum()
     }
 
+    /// `GET path` on the simulator (its `/_sim/…` endpoints) as JSON, without an async client.
+    pub fn get_json(&self, path: &str) -> Value {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(self.addr).expect("simulator reachable");
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .expect("request sent");
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).expect("answer read");
+        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {raw}"))
+    }
+
     /// Replaces the fault settings (`PUT /_sim/faults`) for the requests that follow.
     pub fn set_faults(&self, faults: jobctl_sim::Faults) {
         self.state.set_faults(faults);
