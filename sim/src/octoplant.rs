@@ -441,8 +441,8 @@ fn parse_contents(body: &Value) -> Result<Requested, Response> {
 }
 
 /// Per-order lifecycle controls (`sim_outcome`, `sim_duration`, `sim_queue`) found in any
-/// export kind's options, e.g. `{"projectTree": {"sim_outcome": "fail"}}`; the real server
-/// ignores option keys it does not know, and so does the rest of this simulator.
+/// export kind's options, e.g. `{"projectTree": {"sim_outcome": "fail"}}`: jobctl passes
+/// export options through unchanged, so tests can steer one order without a global setting.
 fn sim_controls(contents: &Map<String, Value>) -> Map<String, Value> {
     contents
         .values()
