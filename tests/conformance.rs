@@ -260,6 +260,10 @@ fn status_of_an_unknown_job_is_not_found(b: &Backend) {
     assert_eq!(code, 6, "{v}");
     assert_eq!(v["error"]["kind"], "not_found", "{v}");
     assert_eq!(v["error"]["backend"], b.name, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    // AC ids are `scheduler.job`; its message names the two parts apart.
+    let job_part = b.unknown_id.rsplit('.').next().unwrap_or(b.unknown_id);
+    assert!(message.contains(job_part), "the message names the job: {v}");
 }
 
 /// `status` of several references answers each one, in the order given; an unreadable one is
