@@ -44,6 +44,8 @@ struct Backend {
     /// How many tokens the platform has issued so far (`None`: the profile has a fixed
     /// credential that cannot be renewed, or none at all).
     logins: Option<fn(&Sim) -> u64>,
+    /// Whether `--arg` becomes an environment variable of the job.
+    env_args: bool,
     /// Whether job output is read from files the cluster writes (logs and fetch then answer
     /// 8, saying the file is not readable here, unless this machine shares the filesystem).
     output_on_cluster_fs: bool,
@@ -366,6 +368,33 @@ fn invalid_specs_send_no_request(b: &Backend) {
     );
 }
 
+/// Where `--arg` becomes an environment variable, a variable given twice is refused (exit 2)
+/// before any request, and a value is passed exactly as typed (`1.10` stays `1.10`).
+fn environment_arguments_are_unique_and_kept_as_typed(b: &Backend) {
+    if !b.env_args {
+        return;
+    }
+    if known_issue(b, "environment_arguments_are_unique_and_kept_as_typed") {
+        return;
+    }
+    let w = World::new(b);
+    let (code, _, err) = w.run(&["submit", "--arg", "A=1", "--arg", "A=2", "--", "true"]);
+    assert_eq!(code, 2, "a variable given twice: {err}");
+    assert!(err.contains('A'), "names the variable: {err}");
+    assert_eq!(w.requests(), 0, "no request reached the platform");
+    if b.output_on_cluster_fs {
+        return;
+    }
+    let echo = [
+        "submit", "-o", "quiet", "--arg", "V=1.10", "--", "sh", "-c", "echo $V",
+    ];
+    let (code, out, err) = w.run(&echo);
+    assert_eq!(code, 0, "{err}");
+    let r = out.trim();
+    assert_eq!(w.run(&["wait", r]).0, 0);
+    assert_eq!(w.run(&["logs", r]).1.trim(), "1.10");
+}
+
 /// Every capability `profiles` declares works on a finished job; every other one is exit 8.
 fn capabilities_are_honest(b: &Backend) {
     let w = World::new(b);
@@ -481,6 +510,7 @@ macro_rules! backends {
             #[test] fn list_is_newest_first_filtered_and_limited() { super::list_is_newest_first_filtered_and_limited(&B) }
             #[test] fn list_follows_pages() { super::list_follows_pages(&B) }
             #[test] fn invalid_specs_send_no_request() { super::invalid_specs_send_no_request(&B) }
+            #[test] fn environment_arguments_are_unique_and_kept_as_typed() { super::environment_arguments_are_unique_and_kept_as_typed(&B) }
             #[test] fn capabilities_are_honest() { super::capabilities_are_honest(&B) }
             #[test] fn reads_survive_faults() { super::reads_survive_faults(&B) }
             #[test] fn expiring_tokens_are_renewed_mid_watch() { super::expiring_tokens_are_renewed_mid_watch(&B) }
@@ -507,7 +537,11 @@ backends! {
         invalid: &[(&[], "command"), (&["--opt", "shell=true", "--", "a", "b"], "shell")],
         logins: None,
         output_on_cluster_fs: false,
-        known_issues: &[],
+        env_args: true,
+        known_issues: &[(
+            "environment_arguments_are_unique_and_kept_as_typed",
+            "--arg parses values as JSON (1.10 arrives as 1.1) and a repeated variable becomes an array instead of a usage error",
+        )],
     },
     cloudpss => Backend {
         name: "cloudpss",
@@ -520,6 +554,7 @@ backends! {
         unknown_id: "00000000-0000-0000-0000-000000000000",
         invalid: &[(&["--arg", "x=1"], "function"), (&["--opt", "function=function/CloudPSS/hello", "--", "echo"], "command")],
         output_on_cluster_fs: false,
+        env_args: false,
         logins: Some(cloudpss_logins),
         known_issues: &[(
             "list_follows_pages",
@@ -535,6 +570,7 @@ backends! {
         unknown_id: "1638523853.999999",
         invalid: &[(&[], "command")],
         output_on_cluster_fs: false,
+        env_args: false,
         logins: Some(|sim| sim.hits_like("POST /ac/openapi/v2/tokens")),
         known_issues: &[(
             "list_follows_pages",
@@ -555,6 +591,7 @@ backends! {
         unknown_id: "00000000-0000-0000-0000-000000000000",
         invalid: &[(&[], "export"), (&["--opt", "export=versions"], "versions"), (&["--opt", "export=projectTree", "--", "echo"], "command")],
         output_on_cluster_fs: false,
+        env_args: false,
         logins: Some(|sim| sim.hits("POST /v1/oauth2/token")),
         known_issues: &[],
     },
@@ -569,6 +606,7 @@ backends! {
         unknown_id: "99999",
         invalid: &[(&[], "workflow"), (&["--opt", "workflow=4216617528", "--", "echo"], "command")],
         output_on_cluster_fs: false,
+        env_args: false,
         logins: Some(|sim| sim.hits("POST /api-open/v1/connect")),
         known_issues: &[],
     },
@@ -585,6 +623,10 @@ backends! {
         // A fixed SLURM_JWT cannot be renewed; renewal by token command is in tests/slurm.rs.
         logins: None,
         output_on_cluster_fs: true,
-        known_issues: &[],
+        env_args: true,
+        known_issues: &[(
+            "environment_arguments_are_unique_and_kept_as_typed",
+            "a repeated --arg becomes an array instead of a usage error",
+        )],
     },
 }
