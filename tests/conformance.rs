@@ -395,23 +395,55 @@ fn environment_arguments_are_unique_and_kept_as_typed(b: &Backend) {
     assert_eq!(w.run(&["logs", r]).1.trim(), "1.10");
 }
 
-/// Every capability `profiles` declares works on a finished job; every other one is exit 8.
-fn capabilities_are_honest(b: &Backend) {
+/// A backend that declares `batch_status` answers `status` of several jobs with fewer
+/// requests than one per job (the simulator counts them).
+fn batch_status_costs_less_than_a_request_per_job(b: &Backend) {
     let w = World::new(b);
+    if !b.simulated || !declared(&w).contains("batch_status") {
+        return;
+    }
+    let refs: Vec<String> = (0..4).map(|_| w.submit(Outcome::Succeed, LONG)).collect();
+    let before = w.requests();
+    w.status(&refs[0]);
+    let one = w.requests() - before;
+    let before = w.requests();
+    let mut args = vec!["status"];
+    args.extend(refs.iter().map(String::as_str));
+    assert_eq!(w.run(&args).0, 0);
+    let four = w.requests() - before;
+    // One request per job would make three more jobs cost three more requests.
+    assert!(
+        four < one + 3,
+        "status of 4 jobs took {four} requests, of one job {one}"
+    );
+}
+
+/// The capabilities `profiles` lists for this backend's built-in profile.
+fn declared(w: &World) -> BTreeSet<String> {
     let (code, rows) = w.json(&["profiles"]);
     assert_eq!(code, 0, "{rows}");
     let row = rows
         .as_array()
-        .and_then(|r| r.iter().find(|p| p["name"] == b.name))
-        .unwrap_or_else(|| panic!("profiles lists {}: {rows}", b.name));
-    let declared: BTreeSet<&str> = row["capabilities"]
+        .and_then(|r| r.iter().find(|p| p["name"] == w.backend.name))
+        .unwrap_or_else(|| panic!("profiles lists {}: {rows}", w.backend.name));
+    row["capabilities"]
         .as_array()
         .unwrap_or_else(|| panic!("capabilities: {row}"))
         .iter()
         .filter_map(Value::as_str)
-        .collect();
+        .map(String::from)
+        .collect()
+}
+
+/// Every capability `profiles` declares works on a finished job; every other one is exit 8.
+fn capabilities_are_honest(b: &Backend) {
+    let w = World::new(b);
+    let declared = declared(&w);
     for must in ["submit", "status", "list", "abort"] {
-        assert!(declared.contains(must), "every backend can {must}: {row}");
+        assert!(
+            declared.contains(must),
+            "every backend can {must}: {declared:?}"
+        );
     }
     let r = w.submit(Outcome::Succeed, SHORT);
     assert_eq!(w.run(&["wait", &r]).0, 0);
@@ -430,9 +462,9 @@ fn capabilities_are_honest(b: &Backend) {
     for (cap, args) in &checks {
         let (code, _, err) = w.run(args);
         let reads_output = matches!(*cap, "logs" | "follow_logs" | "fetch");
-        if declared.contains(cap) && reads_output && b.output_on_cluster_fs && code == 8 {
+        if declared.contains(*cap) && reads_output && b.output_on_cluster_fs && code == 8 {
             assert!(err.contains("not readable"), "says why: {err}");
-        } else if declared.contains(cap) {
+        } else if declared.contains(*cap) {
             assert_eq!(code, 0, "declared {cap} works: {args:?}: {err}");
         } else if *cap != "batch_status" {
             // Without one-request batch status, `status` of several jobs still works.
@@ -511,6 +543,7 @@ macro_rules! backends {
             #[test] fn list_follows_pages() { super::list_follows_pages(&B) }
             #[test] fn invalid_specs_send_no_request() { super::invalid_specs_send_no_request(&B) }
             #[test] fn environment_arguments_are_unique_and_kept_as_typed() { super::environment_arguments_are_unique_and_kept_as_typed(&B) }
+            #[test] fn batch_status_costs_less_than_a_request_per_job() { super::batch_status_costs_less_than_a_request_per_job(&B) }
             #[test] fn capabilities_are_honest() { super::capabilities_are_honest(&B) }
             #[test] fn reads_survive_faults() { super::reads_survive_faults(&B) }
             #[test] fn expiring_tokens_are_renewed_mid_watch() { super::expiring_tokens_are_renewed_mid_watch(&B) }
