@@ -24,10 +24,8 @@ use std::time::{Duration, Instant};
 /// timing assertion: simulated jobs end in a second or two.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Prefixes of every backend's built-in profile variables: the policy clears them so nothing
-/// from the machine running the tests leaks into a test.
-pub const PLATFORM_PREFIXES: [&str; 7] = [
-    "JOBCTL_",
+/// Prefixes of every built-in profile's generic variables (`<P>_POLL_INTERVAL`, …).
+pub const PROFILE_PREFIXES: [&str; 6] = [
     "LOCAL_",
     "CLOUDPSS_",
     "AC_",
@@ -184,7 +182,7 @@ impl Setup {
     /// The built-in profile `name` pointed at `sim`, polling every 100 ms.
     pub fn sim(name: &str, sim: &SimHandle) -> Self {
         let mut s = Setup::new(name).vars(sim.env());
-        for prefix in PLATFORM_PREFIXES.iter().skip(1) {
+        for prefix in PROFILE_PREFIXES {
             s = s.var(&format!("{prefix}POLL_INTERVAL"), "100ms");
         }
         s
@@ -391,7 +389,7 @@ impl Sandbox {
     /// Points the built-in profiles at `sim`; its password must never show in any output.
     pub fn sim(mut self, sim: &SimHandle) -> Self {
         self.vars.extend(sim.env());
-        for prefix in PLATFORM_PREFIXES.iter().skip(1) {
+        for prefix in PROFILE_PREFIXES {
             self.vars
                 .push((format!("{prefix}POLL_INTERVAL"), "100ms".into()));
         }
