@@ -255,6 +255,59 @@ fn abort_running_and_finished_jobs(b: &Backend) {
     assert_eq!(code, 6, "abort of an unknown job: {err}");
 }
 
+/// `watch -o ndjson` streams a `state` event first, one per change, each with a full job
+/// object, and exactly one `result` event, last.
+fn watch_streams_events_ending_with_one_result(b: &Backend) {
+    let w = World::new(b);
+    let r = w.submit(Outcome::Fail, SHORT);
+    let (code, out, err) = w.run(&["-o", "ndjson", "watch", "--interval", "100ms", &r]);
+    assert_eq!(code, 1, "{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(
+        events.first().map(|e| &e["event"]),
+        Some(&Value::from("state")),
+        "{out}"
+    );
+    let results = events.iter().filter(|e| e["event"] == "result").count();
+    assert_eq!(results, 1, "{out}");
+    let last = events.last().expect("events");
+    assert_eq!(
+        (&last["event"], &last["exit_code"]),
+        (&Value::from("result"), &Value::from(1))
+    );
+    assert_eq!(last["jobs"][0]["state"], "failed", "{out}");
+    let states: Vec<&Value> = events.iter().filter(|e| e["event"] == "state").collect();
+    for e in &states {
+        assert_eq!(e["ref"], r.as_str());
+        common::assert_job_shape(&e["job"]);
+    }
+    let seen: Vec<&str> = states.iter().filter_map(|e| e["state"].as_str()).collect();
+    assert!(
+        seen.windows(2).all(|p| p[0] != p[1]),
+        "one event per change: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&"failed"));
+}
+
+/// Even at `-vvv`, with a login in between, no output shows the password (the sandbox checks
+/// every run).
+fn verbose_logs_never_show_the_password(b: &Backend) {
+    if !b.simulated {
+        return; // local has no password
+    }
+    let w = World::new(b);
+    let r = w.submit(Outcome::Succeed, SHORT);
+    let (code, _, err) = w.run(&["-vvv", "status", &r]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.is_empty(), "-vvv logs to stderr");
+    let _ = w.run(&["-vvv", "logout"]);
+    let _ = w.run(&["-vvv", "login"]);
+    let _ = w.run(&["-vvv", "-o", "json", "list"]);
+}
+
 /// `abort --wait` returns once the job is canceled.
 fn abort_wait_waits_until_canceled(b: &Backend) {
     let w = World::new(b);
@@ -548,6 +601,8 @@ macro_rules! backends {
             #[test] fn invalid_specs_send_no_request() { super::check(&B, stringify!(invalid_specs_send_no_request), super::invalid_specs_send_no_request) }
             #[test] fn environment_arguments_are_unique_and_kept_as_typed() { super::check(&B, stringify!(environment_arguments_are_unique_and_kept_as_typed), super::environment_arguments_are_unique_and_kept_as_typed) }
             #[test] fn batch_status_costs_less_than_a_request_per_job() { super::check(&B, stringify!(batch_status_costs_less_than_a_request_per_job), super::batch_status_costs_less_than_a_request_per_job) }
+            #[test] fn watch_streams_events_ending_with_one_result() { super::check(&B, stringify!(watch_streams_events_ending_with_one_result), super::watch_streams_events_ending_with_one_result) }
+            #[test] fn verbose_logs_never_show_the_password() { super::check(&B, stringify!(verbose_logs_never_show_the_password), super::verbose_logs_never_show_the_password) }
             #[test] fn capabilities_are_honest() { super::check(&B, stringify!(capabilities_are_honest), super::capabilities_are_honest) }
             #[test] fn reads_survive_faults() { super::check(&B, stringify!(reads_survive_faults), super::reads_survive_faults) }
             #[test] fn expiring_tokens_are_renewed_mid_watch() { super::check(&B, stringify!(expiring_tokens_are_renewed_mid_watch), super::expiring_tokens_are_renewed_mid_watch) }
