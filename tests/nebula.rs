@@ -669,19 +669,6 @@ async fn doctor_checks_reachability_authentication_and_api() {
     );
 }
 
-#[tokio::test]
-async fn transient_server_faults_are_retried_for_reads() {
-    let sim = Sim::start(SimConfig {
-        error_rate: 0.4,
-        ..SimConfig::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
-    for _ in 0..5 {
-        b.list(&ListQuery::default()).await.unwrap();
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The jobctl binary against the simulator.
 

@@ -103,6 +103,20 @@ pub struct SimConfig {
     /// Serve HTTPS with a self-signed certificate for 127.0.0.1/localhost.
     #[arg(long)]
     pub tls: bool,
+    /// Largest page a job list serves, below each platform's own maximum (0: no extra cap), so
+    /// a client's paging can be tested with a handful of jobs.
+    #[arg(long, default_value_t = 0)]
+    pub max_page_size: usize,
+}
+
+impl SimConfig {
+    /// The page size a job list serves when the platform allows at most `platform_max`.
+    pub fn page_cap(&self, platform_max: usize) -> usize {
+        match self.max_page_size {
+            0 => platform_max,
+            cap => platform_max.min(cap),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -123,6 +137,7 @@ impl Default for SimConfig {
             garbage_rate: 0.0,
             ac_realtime_window: Duration::from_secs(300),
             tls: false,
+            max_page_size: 0,
         }
     }
 }

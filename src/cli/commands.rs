@@ -350,6 +350,7 @@ async fn status(refs: &[String], s: &Session, p: &Printer) -> Result<Outcome> {
         report: Report::Jobs {
             single: refs.len() == 1,
             items,
+            refs: targets.iter().map(|(p, id)| format!("{p}:{id}")).collect(),
         },
     })
 }
@@ -398,6 +399,7 @@ async fn list(
     Ok(Outcome::ok(Report::Jobs {
         items,
         single: false,
+        refs: Vec::new(),
     }))
 }
 

@@ -964,7 +964,7 @@ impl Query {
         let store = count(ctx, "jobs")?;
         caller(ctx, &store)?;
         let descending = order(&input.order_by, &["createTime"])?;
-        let limit = page_limit(input.limit)?;
+        let limit = config(ctx)?.config.page_cap(page_limit(input.limit)?);
         let after = cursor_key(&input.cursor)?;
         let user = condition("user", &input.user)?;
         let id = condition("id", &input.id)?;
