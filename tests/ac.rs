@@ -314,6 +314,7 @@ async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
         LogsRequest {
             follow: true,
             stderr: false,
+            ..LogsRequest::default()
         },
         &mut followed,
     )
@@ -336,6 +337,7 @@ async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
         LogsRequest {
             follow: false,
             stderr: true,
+            ..LogsRequest::default()
         },
         &mut err,
     )
