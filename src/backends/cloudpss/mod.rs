@@ -623,7 +623,8 @@ impl JobBackend for CloudpssBackend {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(1024);
         let reader = self.streams.read(&output, req.follow, tx);
         // Ok(false): the reader of our output went away (`| head`), which ends `logs` quietly.
-        let writer = async {
+        // `move`: when the writer stops early, dropping `rx` stops the stream reader too.
+        let writer = async move {
             let broken = |e: std::io::Error| {
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     Ok(false)
