@@ -528,6 +528,7 @@ async fn logs_print_the_task_table_and_follow_until_the_end() {
     let follow = LogsRequest {
         follow: true,
         stderr: false,
+        ..LogsRequest::default()
     };
     b.logs(&job.id, follow, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -552,6 +553,7 @@ async fn logs_print_the_task_table_and_follow_until_the_end() {
     let stderr = LogsRequest {
         follow: false,
         stderr: true,
+        ..LogsRequest::default()
     };
     let e = b.logs(&job.id, stderr, &mut sink).await.unwrap_err();
     assert_eq!(e.exit_code(), 8);

@@ -480,6 +480,7 @@ async fn logs_and_fetch_read_the_output_file_when_it_is_visible() {
         LogsRequest {
             follow: true,
             stderr: true,
+            ..LogsRequest::default()
         },
         &mut buf,
     )

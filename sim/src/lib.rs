@@ -661,7 +661,10 @@ where
             Ok(resp)
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    // Upgrades: the CloudPSS message streams are also served over WebSocket.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}

@@ -37,7 +37,15 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             reference,
             follow,
             stderr,
-        } => logs(&reference, LogsRequest { follow, stderr }, s).await,
+        } => {
+            let req = LogsRequest {
+                follow,
+                stderr,
+                ndjson: p.mode == OutputMode::Ndjson,
+                color: p.color,
+            };
+            logs(&reference, req, s).await
+        }
         Command::Fetch { reference, dest } => fetch(&reference, &dest, s, p).await,
         Command::Batch {
             file,
