@@ -13,7 +13,6 @@ use common::{DEADLINE, Sandbox, Sim, eventually_blocking};
 use jobctl_sim::{Faults, SimConfig};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::time::Duration;
 
 /// How a test job ends.
@@ -49,10 +48,6 @@ struct Backend {
     /// Whether job output is read from files the cluster writes (logs and fetch then answer
     /// 8, saying the file is not readable here, unless this machine shares the filesystem).
     output_on_cluster_fs: bool,
-    /// Contract items this backend is known to break today, with why: the item still runs and
-    /// says on stderr whether it still fails, without failing the suite. Remove the entry
-    /// with the fix.
-    known_issues: &'static [(&'static str, &'static str)],
 }
 
 fn secs(d: Duration) -> String {
@@ -171,25 +166,10 @@ impl<'a> World<'a> {
     }
 }
 
-/// Runs one contract item for one backend. An item the backend lists as a known issue still
-/// runs, but its failure is reported on stderr instead of failing the suite — and so is its
-/// success, so that the entry is removed once the fix has landed.
-fn check(b: &Backend, item: &str, f: fn(&Backend)) {
-    let Some((_, why)) = b.known_issues.iter().find(|(i, _)| *i == item) else {
-        return f(b);
-    };
-    let passed = std::panic::catch_unwind(|| f(b)).is_ok();
-    let verdict = if passed {
-        "now passes: remove its known_issues entry"
-    } else {
-        "still fails"
-    };
-    // Straight to the descriptor: libtest's capture would hide it for a passing test.
-    let _ = writeln!(
-        std::io::stderr(),
-        "KNOWN ISSUE {}::{item} ({why}): {verdict}",
-        b.name
-    );
+/// Runs one contract item for one backend. Every item must pass for every backend: a
+/// backend that cannot keep part of the contract says so through its capabilities.
+fn check(b: &Backend, _item: &str, f: fn(&Backend)) {
+    f(b)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,10 +610,6 @@ backends! {
         logins: None,
         output_on_cluster_fs: false,
         env_args: true,
-        known_issues: &[(
-            "environment_arguments_are_unique_and_kept_as_typed",
-            "--arg parses values as JSON (1.10 arrives as 1.1) and a repeated variable becomes an array instead of a usage error",
-        )],
     },
     cloudpss => Backend {
         name: "cloudpss",
@@ -648,10 +624,6 @@ backends! {
         output_on_cluster_fs: false,
         env_args: false,
         logins: Some(cloudpss_logins),
-        known_issues: &[(
-            "list_follows_pages",
-            "list stops after the first page when the server serves fewer jobs than asked for",
-        )],
     },
     ac => Backend {
         name: "ac",
@@ -664,10 +636,6 @@ backends! {
         output_on_cluster_fs: false,
         env_args: false,
         logins: Some(|sim| sim.hits_like("POST /ac/openapi/v2/tokens")),
-        known_issues: &[(
-            "list_follows_pages",
-            "list --all misses jobs when the server serves fewer jobs a page than asked for",
-        )],
     },
     octoplant => Backend {
         name: "octoplant",
@@ -685,7 +653,6 @@ backends! {
         output_on_cluster_fs: false,
         env_args: false,
         logins: Some(|sim| sim.hits("POST /v1/oauth2/token")),
-        known_issues: &[],
     },
     nebula => Backend {
         name: "nebula",
@@ -700,7 +667,6 @@ backends! {
         output_on_cluster_fs: false,
         env_args: false,
         logins: Some(|sim| sim.hits("POST /api-open/v1/connect")),
-        known_issues: &[],
     },
     slurm => Backend {
         name: "slurm",
@@ -716,9 +682,5 @@ backends! {
         logins: None,
         output_on_cluster_fs: true,
         env_args: true,
-        known_issues: &[(
-            "environment_arguments_are_unique_and_kept_as_typed",
-            "a repeated --arg becomes an array instead of a usage error",
-        )],
     },
 }
