@@ -103,6 +103,9 @@ pub struct Error {
     /// Seconds the platform asked us to wait (Retry-After), when it said so.
     #[serde(skip)]
     pub retry_after: Option<std::time::Duration>,
+    /// The job reference the error is about, when it is about one (multi-job output).
+    #[serde(skip)]
+    pub reference: Option<String>,
 }
 
 /// Result alias used across the crate.
@@ -123,6 +126,7 @@ impl Error {
             operation: None,
             token_expired: false,
             retry_after: None,
+            reference: None,
         }
     }
 
@@ -184,6 +188,11 @@ impl Error {
     pub fn in_profile(mut self, profile: &str, backend: &str) -> Self {
         self.profile.get_or_insert_with(|| profile.to_string());
         self.backend.get_or_insert_with(|| backend.to_string());
+        self
+    }
+    /// Says which job reference the error is about (shown as `ref` in JSON output).
+    pub fn about(mut self, reference: impl Into<String>) -> Self {
+        self.reference = Some(reference.into());
         self
     }
     /// Fill in the operation unless already set.

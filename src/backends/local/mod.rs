@@ -99,6 +99,46 @@ impl LocalBackend {
         vars
     }
 
+    /// Cancels a job: SIGTERM to its group, then SIGKILL after `grace` (at once when zero).
+    async fn cancel(&self, id: &str, grace: std::time::Duration) -> Result<AbortOutcome> {
+        let row = self.row(id)?;
+        if !self.store.request_cancel(row.id)? {
+            return Ok(AbortOutcome::AlreadyTerminal);
+        }
+        let grace_file = supervisor::grace_file(&self.store, row.id);
+        if let Some(dir) = grace_file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+        }
+        std::fs::write(&grace_file, grace.as_millis().to_string())
+            .map_err(|e| Error::io(grace_file.display(), e))?;
+        if let Some(pgid) = row.pgid {
+            if grace.is_zero() {
+                let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+            } else {
+                supervisor::terminate(pgid);
+            }
+        }
+        if mapping::supervisor_alive(&row) {
+            if let Some(pid) = row.supervisor_pid {
+                // Tells the supervisor to start the SIGTERM → SIGKILL grace clock.
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
+            }
+        } else {
+            // Nobody will record the end: do it here, and make sure the group is gone.
+            if let Some(pgid) = row.pgid {
+                tokio::time::sleep(grace.min(std::time::Duration::from_millis(500))).await;
+                let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+            }
+            self.store.set_ended(
+                row.id,
+                "canceled",
+                None,
+                Some("canceled; the supervisor had vanished, so the exit code is unknown"),
+            )?;
+        }
+        Ok(AbortOutcome::Requested)
+    }
+
     fn spawn_supervisor(&self, id: i64) -> Result<()> {
         let exe = std::env::current_exe()
             .map_err(|e| Error::io("cannot find the jobctl executable", e))?;
@@ -107,6 +147,10 @@ impl LocalBackend {
             .arg("--state-dir")
             .arg(&self.ctx.state_dir)
             .arg(id.to_string())
+            .env(
+                supervisor::JOB_UMASK_VAR,
+                format!("{:o}", crate::config::user_umask()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -215,6 +259,7 @@ impl JobBackend for LocalBackend {
                 .unwrap_or(w)
         });
         let id = self.store.insert(
+            spec.key.as_deref(),
             spec.name.as_deref(),
             &command,
             &spec.args,
@@ -233,6 +278,22 @@ impl JobBackend for LocalBackend {
         }
         let row = self.row(&id.to_string())?;
         Ok(mapping::to_job(&row, &self.store))
+    }
+
+    /// The local store records each job's key in the same insert that creates it.
+    async fn find_by_key(
+        &self,
+        spec: &JobSpec,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::backend::KeyLookup> {
+        use crate::backend::KeyLookup;
+        let Some(key) = spec.key.as_deref() else {
+            return Ok(KeyLookup::Unsearchable);
+        };
+        match self.store.find_key(key)? {
+            Some(id) => Ok(KeyLookup::Found(self.status(&id.to_string()).await?)),
+            None => Ok(KeyLookup::Absent),
+        }
     }
 
     async fn status(&self, id: &str) -> Result<Job> {
@@ -281,32 +342,13 @@ impl JobBackend for LocalBackend {
     }
 
     async fn abort(&self, id: &str) -> Result<AbortOutcome> {
-        let row = self.row(id)?;
-        if !self.store.request_cancel(row.id)? {
-            return Ok(AbortOutcome::AlreadyTerminal);
-        }
-        if let Some(pgid) = row.pgid {
-            supervisor::terminate(pgid);
-        }
-        if mapping::supervisor_alive(&row) {
-            if let Some(pid) = row.supervisor_pid {
-                // Tells the supervisor to start the SIGTERM → SIGKILL grace clock.
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
-            }
-        } else {
-            // Nobody will record the end: do it here, and make sure the group is gone.
-            if let Some(pgid) = row.pgid {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
-            }
-            self.store.set_ended(
-                row.id,
-                "canceled",
-                None,
-                Some("canceled; the supervisor had vanished, so the exit code is unknown"),
-            )?;
-        }
-        Ok(AbortOutcome::Requested)
+        // Read when aborting, so the grace is the aborting user's choice, not the submitter's.
+        let grace = supervisor::grace_from_env()?;
+        self.cancel(id, grace).await
+    }
+
+    async fn abort_force(&self, id: &str) -> Result<AbortOutcome> {
+        self.cancel(id, std::time::Duration::ZERO).await
     }
 
     async fn logs(&self, id: &str, req: LogsRequest, out: LogSink<'_>) -> Result<()> {

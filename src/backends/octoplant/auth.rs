@@ -10,7 +10,6 @@ use crate::http::token::CachedToken;
 use crate::http::{HttpClient, Idempotency, default_transient};
 use chrono::Utc;
 use serde::Deserialize;
-use std::path::Path;
 use url::Url;
 
 /// Client id of octoplant's public export API client.
@@ -45,11 +44,11 @@ impl Credentials {
             .username
             .clone()
             .filter(|u| !u.trim().is_empty())
-            .ok_or_else(|| missing("user name", "OCTOPLANT_USERNAME", "username"))?;
+            .ok_or_else(|| profile.missing_credentials(&[&["username", "password"]]))?;
         let password = profile
             .secret("password")
             .cloned()
-            .ok_or_else(|| missing("password", "OCTOPLANT_PASSWORD", "password_env"))?;
+            .ok_or_else(|| profile.missing_credentials(&[&["username", "password"]]))?;
         let client_id = profile
             .option("client_id")
             .filter(|c| !c.trim().is_empty())
@@ -84,22 +83,6 @@ impl Credentials {
             "username": self.username,
             "client_id": self.client_id,
         })
-    }
-}
-
-/// Deletes the profile's cached token when it was issued for another identity.
-pub fn discard_foreign_token(cache_dir: &Path, profile: &str, identity: &serde_json::Value) {
-    let path = cache_dir.join(format!("{profile}.token.json"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    let same = serde_json::from_str::<CachedToken>(&text).is_ok_and(|t| &t.data == identity);
-    if !same {
-        tracing::debug!(
-            profile,
-            "cached token belongs to another server or user; discarding it"
-        );
-        let _ = std::fs::remove_file(&path);
     }
 }
 

@@ -52,14 +52,19 @@ pub fn code_name(code: i64) -> &'static str {
     }
 }
 
-/// How jobctl treats a gRPC status code returned for a request.
+/// How jobctl treats a gRPC status code returned for a request: refusals are invalid input
+/// (2) or permission/quota (4); only what may succeed later is 7.
 pub fn code_kind(code: i64) -> ErrorKind {
     match code {
-        3 | 11 => ErrorKind::Usage,
+        // INVALID_ARGUMENT, ALREADY_EXISTS, FAILED_PRECONDITION, OUT_OF_RANGE: the request as
+        // sent will be refused again.
+        3 | 6 | 9 | 11 => ErrorKind::Usage,
         5 => ErrorKind::NotFound,
-        7 | 16 => ErrorKind::Auth,
+        // PERMISSION_DENIED, RESOURCE_EXHAUSTED (a quota), UNAUTHENTICATED.
+        7 | 8 | 16 => ErrorKind::Auth,
+        12 => ErrorKind::NotSupported,
         // Transient by nature: worth trying again later.
-        4 | 8 | 10 | 14 => ErrorKind::Unavailable,
+        4 | 10 | 14 => ErrorKind::Unavailable,
         _ => ErrorKind::Platform,
     }
 }

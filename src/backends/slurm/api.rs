@@ -170,6 +170,7 @@ pub fn slurm_transient(r: &HttpResponse) -> bool {
 /// Slurm error numbers meaning "the request's parameters are invalid" (exit 2).
 const USAGE_CODES: &[i64] = &[
     2000, // ESLURM_INVALID_PARTITION_NAME
+    2001, // ESLURM_DEFAULT_PARTITION_NOT_SET
     2004, // ESLURM_REQUESTED_NODES_NOT_IN_PARTITION
     2005, // ESLURM_TOO_MANY_REQUESTED_CPUS
     2006, // ESLURM_INVALID_NODE_COUNT
@@ -181,14 +182,21 @@ const USAGE_CODES: &[i64] = &[
     2018, // ESLURM_INVALID_NODE_NAME
     2025, // ESLURM_BAD_TASK_COUNT
     2029, // ESLURM_INVALID_FEATURE
+    2045, // ESLURM_INVALID_ACCOUNT
+    2048, // ESLURM_INVALID_LICENSES
+    2051, // ESLURM_INVALID_TIME_LIMIT
+    2053, // ESLURM_RESERVATION_INVALID
     2127, // "environment must be set"
 ];
 
-/// Slurm error numbers meaning "not allowed" (exit 4).
+/// Slurm error numbers meaning "not allowed" (exit 4): refused credentials, permissions and
+/// quotas (an accounting/QOS limit is a quota).
 const AUTH_CODES: &[i64] = &[
     1007, // SLURM_PROTOCOL_AUTHENTICATION_ERROR
     2002, // ESLURM_ACCESS_DENIED
     2010, // ESLURM_USER_ID_MISSING
+    2050, // ESLURM_ACCOUNTING_POLICY
+    2052, // ESLURM_RESERVATION_ACCESS
 ];
 
 /// What the controller answers when it cannot authenticate the caller's token: the

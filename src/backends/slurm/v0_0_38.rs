@@ -37,6 +37,7 @@ fn native(o: &Map<String, Value>) -> Option<NativeJob> {
     Some(NativeJob {
         job_id,
         name: text(o.get("name")),
+        comment: text(o.get("comment")),
         state: text(o.get("job_state")).unwrap_or_else(|| "UNKNOWN".to_string()),
         state_reason: text(o.get("state_reason")),
         state_description: text(o.get("state_description")),
@@ -90,6 +91,9 @@ impl ApiVersion for V0_0_38 {
         }
         if let Some(e) = &req.stderr {
             job.insert("standard_error".into(), json!(e));
+        }
+        if let Some(c) = &req.comment {
+            job.insert("comment".into(), json!(c));
         }
         json!({ "job": job, "script": req.script })
     }
