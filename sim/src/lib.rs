@@ -751,3 +751,40 @@ fn tls_acceptor() -> Result<(tokio_rustls::TlsAcceptor, String), String> {
         .map_err(|e| e.to_string())?;
     Ok((tokio_rustls::TlsAcceptor::from(Arc::new(server)), pem))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbling_spoils_answers_as_documented() {
+        let body = br#"{"code":"0","data":{"list":[1],"n":2,"ok":true},"msg":"x"}"#;
+        assert_eq!(Garble::Off.apply(body).1, body.to_vec());
+        assert_eq!(
+            Garble::Truncate.apply(body).1,
+            body[..body.len() / 2].to_vec()
+        );
+        let (changed, html) = Garble::Html.apply(body);
+        assert_eq!(changed, Some((200, "text/html")));
+        assert!(html.starts_with(b"<html>"));
+        assert_eq!(Garble::Empty.apply(body).1, b"{}".to_vec());
+        let (_, wrong) = Garble::WrongTypes.apply(body);
+        let v: serde_json::Value = serde_json::from_slice(&wrong).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"code": 7, "data": {"list": "garbled", "n": "2", "ok": "true"}, "msg": 7})
+        );
+        // Not JSON: left as is.
+        assert_eq!(Garble::WrongTypes.apply(b"plain").1, b"plain".to_vec());
+    }
+
+    #[test]
+    fn fault_modes_are_spelled_in_snake_case_and_default_off() {
+        let f: Faults =
+            serde_json::from_str(r#"{"login_garble":"wrong_types","pad_mib":3}"#).unwrap();
+        assert_eq!(f.login_garble, Garble::WrongTypes);
+        assert_eq!(f.answer_garble, Garble::Off);
+        assert_eq!(f.pad_mib, 3);
+        assert!(serde_json::from_str::<Faults>(r#"{"login_garble":"mangle"}"#).is_err());
+    }
+}
