@@ -4,11 +4,10 @@
 use crate::config::{BackendKind, Profile};
 use crate::error::{Error, Result};
 use crate::model::{
-    AbortOutcome, Artifact, Capabilities, Check, Job, JobSpec, ListQuery, LogsRequest, QueueInfo,
-    SpecRules,
+    AbortOutcome, Artifact, Capabilities, Check, Job, JobSpec, ListQuery, LogsRequest, ProgressFn,
+    QueueInfo, SpecRules,
 };
 use async_trait::async_trait;
-use indicatif::ProgressBar;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,7 +83,7 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
         &self,
         _id: &str,
         _dest: &Path,
-        _progress: &ProgressBar,
+        _progress: ProgressFn<'_>,
     ) -> Result<Vec<Artifact>> {
         Err(Error::not_supported(
             self.name(),

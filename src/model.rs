@@ -377,6 +377,19 @@ pub struct LogsRequest {
     pub stderr: bool,
 }
 
+/// What a backend reports while `fetch` downloads, so the caller shows progress however it
+/// likes (the CLI draws a bar; tests ignore it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchProgress {
+    /// `n` more units are on their way (a file's announced size in bytes, or a file count).
+    Expect(u64),
+    /// `n` more units arrived.
+    Done(u64),
+}
+
+/// Receives [`FetchProgress`] reports; `&|_| {}` ignores them.
+pub type ProgressFn<'a> = &'a (dyn Fn(FetchProgress) + Send + Sync);
+
 /// One file written by `fetch`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Artifact {

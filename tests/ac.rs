@@ -1,6 +1,5 @@
 //! The ac backend against the in-process simulator.
 
-use indicatif::ProgressBar;
 use jobctl::backend::{BackendContext, JobBackend};
 use jobctl::config::{Config, ConfigFile, EnvSource};
 use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery, LogsRequest};
@@ -348,10 +347,7 @@ async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
     );
 
     let dest = tempfile::tempdir().unwrap();
-    let arts = b
-        .fetch(&job.id, dest.path(), &ProgressBar::hidden())
-        .await
-        .unwrap();
+    let arts = b.fetch(&job.id, dest.path(), &|_| {}).await.unwrap();
     let num = job.id.split_once('.').unwrap().1;
     let names: Vec<String> = arts.iter().map(|a| a.name.clone()).collect();
     assert_eq!(

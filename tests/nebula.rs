@@ -1,6 +1,5 @@
 //! The nebula backend against the in-process jobctl-sim: every operation and error path.
 
-use indicatif::ProgressBar;
 use jobctl::backend::{BackendContext, JobBackend};
 use jobctl::config::{Config, ConfigFile, EnvSource};
 use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery, LogsRequest};
@@ -624,10 +623,7 @@ async fn fetch_writes_one_csv_per_finished_task() {
     let b = backend(&sim, dir.path());
     let job = b.submit(&spec(COMMUNITY, &[])).await.unwrap();
     until_terminal(b.as_ref(), &job.id).await;
-    let artifacts = b
-        .fetch(&job.id, dest.path(), &ProgressBar::hidden())
-        .await
-        .unwrap();
+    let artifacts = b.fetch(&job.id, dest.path(), &|_| {}).await.unwrap();
     assert_eq!(artifacts.len(), 3);
     let names: Vec<&str> = artifacts.iter().map(|a| a.name.as_str()).collect();
     assert!(
@@ -657,10 +653,7 @@ async fn fetch_writes_one_csv_per_finished_task() {
 
     let small = backend_with(&sim, dir.path(), &[], "sample_limit = 5");
     let dest2 = tempfile::tempdir().unwrap();
-    let artifacts = small
-        .fetch(&job.id, dest2.path(), &ProgressBar::hidden())
-        .await
-        .unwrap();
+    let artifacts = small.fetch(&job.id, dest2.path(), &|_| {}).await.unwrap();
     assert_eq!(lines_of(&artifacts[2].path).len(), 5);
 
     let waiting = b
@@ -668,14 +661,11 @@ async fn fetch_writes_one_csv_per_finished_task() {
         .await
         .unwrap();
     let e = b
-        .fetch(&waiting.id, dest.path(), &ProgressBar::hidden())
+        .fetch(&waiting.id, dest.path(), &|_| {})
         .await
         .unwrap_err();
     assert_eq!(e.exit_code(), 6, "{e}");
-    let e = b
-        .fetch("99999", dest.path(), &ProgressBar::hidden())
-        .await
-        .unwrap_err();
+    let e = b.fetch("99999", dest.path(), &|_| {}).await.unwrap_err();
     assert_eq!(e.exit_code(), 6, "{e}");
 }
 

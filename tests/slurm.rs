@@ -579,10 +579,7 @@ async fn logs_and_fetch_read_the_output_file_when_it_is_visible() {
 
     let dest = dir.path().join("dest");
     std::fs::create_dir(&dest).unwrap();
-    let arts = b
-        .fetch(&job.id, &dest, &indicatif::ProgressBar::hidden())
-        .await
-        .unwrap();
+    let arts = b.fetch(&job.id, &dest, &|_| {}).await.unwrap();
     assert_eq!(arts.len(), 1);
     assert_eq!(arts[0].name, format!("greet-{}.out", job.id));
     assert_eq!(

@@ -185,3 +185,60 @@ async fn faults_can_be_switched_over_http() {
         .unwrap();
     assert_eq!(sim.state.faults().error_rate, 0.0);
 }
+
+/// Runs a jobctl command to completion off the runtime that serves the simulator.
+async fn output(mut cmd: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_platform_does_not_hold_back_the_news_of_another() {
+    let sim = sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let slow = submit(&sim, dir.path(), "SIM_DURATION=60s ./run.sh").await;
+    let mut cmd = jobctl(&sim, dir.path());
+    cmd.args([
+        "-b", "local", "submit", "-o", "quiet", "--wait", "--", "true",
+    ]);
+    let out = output(cmd).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let quick = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(quick.starts_with("local:"), "{quick}");
+
+    // Every AC answer now takes 1.5 s; the local job has already ended.
+    sim.state.set_faults(Faults {
+        latency_ms: (1500, 1500),
+        ..Faults::default()
+    });
+    let mut cmd = jobctl(&sim, dir.path());
+    cmd.args(["-o", "ndjson", "watch", "--any", &slow, &quick]);
+    let out = output(cmd).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let position = |reference: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == "state" && e["ref"] == reference)
+            .unwrap_or_else(|| panic!("no state event for {reference}: {events:?}"))
+    };
+    // `ac` sorts before `local`: polled one after the other, the slow answer would come first.
+    assert!(
+        position(&quick) < position(&slow),
+        "the local job's end is reported before the slow platform answers: {events:?}"
+    );
+    assert_eq!(events[position(&quick)]["state"], "succeeded");
+}

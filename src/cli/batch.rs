@@ -196,13 +196,8 @@ pub async fn run(
         .selected_bound()
         .map(|b| b.profile.poll_interval)
         .unwrap_or_default();
-    let opts = watch_options(
-        &tuning,
-        interval.max(std::time::Duration::from_millis(200)),
-        false,
-        p,
-    )?;
-    let mut out = wait_for(&targets, &opts, s, p).await;
+    let opts = watch_options(&tuning, interval.max(std::time::Duration::from_millis(200)))?;
+    let mut out = wait_for(&targets, &opts, false, s, p).await;
     out.code = if code != exit::SUCCESS && out.code == exit::SUCCESS {
         code
     } else {

@@ -6,8 +6,10 @@ use super::args::{Command, GlobalArgs, SubmitArgs, WaitTuning, WatchArgs};
 use crate::config::parse_duration;
 use crate::error::{Error, ErrorKind, Result, exit};
 use crate::ledger::Begin;
-use crate::model::{AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value};
-use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report};
+use crate::model::{
+    AbortOutcome, FetchProgress, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value,
+};
+use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report, WatchView};
 use crate::session::{Bound, Session};
 use crate::watch::{self, Event, WatchOptions};
 use indicatif::ProgressBar;
@@ -71,12 +73,7 @@ fn dur(flag: &str, v: &str) -> Result<Duration> {
 }
 
 /// Watch options from flags; the first interval defaults to the profile's `poll_interval`.
-pub(super) fn watch_options(
-    t: &WaitTuning,
-    default_interval: Duration,
-    live: bool,
-    p: &Printer,
-) -> Result<WatchOptions> {
+pub(super) fn watch_options(t: &WaitTuning, default_interval: Duration) -> Result<WatchOptions> {
     let interval = match &t.interval {
         Some(v) => dur("--interval", v)?,
         None => default_interval,
@@ -93,20 +90,22 @@ pub(super) fn watch_options(
         unreachable_timeout: dur("--unreachable-timeout", &t.unreachable_timeout)?,
         any: false,
         fail_fast: false,
-        live: live && p.progress,
-        notes: live && !p.progress,
         abort_mode: false,
     })
 }
 
 /// Runs the watch engine and turns its outcome into a command outcome (result event, error).
+/// `live` asks for the live terminal display (watch, submit --wait).
 pub(super) async fn wait_for(
     targets: &[(String, String)],
     opts: &WatchOptions,
+    live: bool,
     s: &Session,
     p: &Printer,
 ) -> Outcome {
-    let out = watch::run(s, targets, opts, p).await;
+    let view = WatchView::new(p, live, targets);
+    let out = watch::run(s, targets, opts, &view, super::interrupted()).await;
+    view.finish();
     if let Some(e) = &out.error {
         p.error(e);
     }
@@ -271,9 +270,9 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             existing,
         });
     }
-    let opts = watch_options(&a.watch, bound.profile.poll_interval, true, p)?;
+    let opts = watch_options(&a.watch, bound.profile.poll_interval)?;
     let targets = vec![(bound.profile.name.clone(), job.id.clone())];
-    let mut out = wait_for(&targets, &opts, s, p).await;
+    let mut out = wait_for(&targets, &opts, true, s, p).await;
     if out.code == exit::SUCCESS {
         if let Some(dir) = &a.fetch {
             let fetched = fetch(&job.reference, dir, s, p).await?;
@@ -415,10 +414,10 @@ async fn abort(
         max_interval: "10s".into(),
         unreachable_timeout: "5m".into(),
     };
-    let mut opts = watch_options(&tuning, interval, false, p)?;
+    let mut opts = watch_options(&tuning, interval)?;
     opts.timeout = timeout;
     opts.abort_mode = true;
-    let mut out = wait_for(&pending, &opts, s, p).await;
+    let mut out = wait_for(&pending, &opts, false, s, p).await;
     out.code = out.code.max(code);
     Ok(out)
 }
@@ -430,25 +429,17 @@ async fn watch_cmd(a: WatchArgs, live: bool, s: &Session, p: &Printer) -> Result
         .filter_map(|(pr, _)| s.bound(pr).ok().map(|b| b.profile.poll_interval))
         .min()
         .unwrap_or(Duration::from_secs(2));
-    let mut opts = watch_options(&a.tuning, interval, live, p)?;
+    let mut opts = watch_options(&a.tuning, interval)?;
     opts.any = a.any;
     opts.fail_fast = a.fail_fast;
-    Ok(wait_for(&targets, &opts, s, p).await)
+    Ok(wait_for(&targets, &opts, live, s, p).await)
 }
 
 async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome> {
     let (profile, id) = s.resolve(reference)?;
     let bound = s.bound(&profile)?;
     let mut stdout = tokio::io::stdout();
-    let mut sigint = super::interrupt_signal();
-    let interrupted = async move {
-        match sigint.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
+    let interrupted = super::interrupted();
     tokio::select! {
         r = bound.backend.logs(&id, req, &mut stdout) => {
             // tokio's stdout buffers: what a backend wrote must reach a pipe before we exit.
@@ -484,7 +475,11 @@ async fn fetch(
     } else {
         ProgressBar::hidden()
     };
-    let result = bound.backend.fetch(&id, dest, &bar).await;
+    let report = |p: FetchProgress| match p {
+        FetchProgress::Expect(n) => bar.inc_length(n),
+        FetchProgress::Done(n) => bar.inc(n),
+    };
+    let result = bound.backend.fetch(&id, dest, &report).await;
     bar.finish_and_clear();
     let arts = result.map_err(|e| {
         e.in_profile(&profile, bound.profile.backend.as_str())

@@ -14,15 +14,14 @@ use crate::http::pagination::{self, Page};
 use crate::http::token::{CachedToken, TokenStore};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
-    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
-    ListQuery, LogsRequest, SpecRules,
+    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, FetchProgress, Job,
+    JobSpec, JobState, ListQuery, LogsRequest, ProgressFn, SpecRules,
 };
 use api::{Api, join, page_items};
 use async_trait::async_trait;
 use auth::{Auth, Overrides, Site, SiteCache};
 use bytes::Bytes;
 use chrono::{FixedOffset, Utc};
-use indicatif::ProgressBar;
 use mapping::{JobKey, Source, to_job};
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
@@ -443,7 +442,7 @@ impl AcBackend {
         site: &Site,
         path: &str,
         dest: &Path,
-        progress: &ProgressBar,
+        progress: ProgressFn<'_>,
     ) -> Result<Option<Artifact>> {
         let url = join(&site.efile_url()?, "/openapi/v2/file/download")?;
         let mut resp = self
@@ -486,7 +485,7 @@ impl AcBackend {
             .to_string();
         let target = dest.join(&name);
         if let Some(len) = resp.content_length() {
-            progress.inc_length(len);
+            progress(FetchProgress::Expect(len));
         }
         let mut file = tokio::fs::File::create(&target)
             .await
@@ -506,7 +505,7 @@ impl AcBackend {
                 .await
                 .map_err(|e| Error::io(target.display(), e))?;
             bytes += chunk.len() as u64;
-            progress.inc(chunk.len() as u64);
+            progress(FetchProgress::Done(chunk.len() as u64));
         }
         file.flush()
             .await
@@ -1051,7 +1050,12 @@ impl JobBackend for AcBackend {
         }
     }
 
-    async fn fetch(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Vec<Artifact>> {
+    async fn fetch(
+        &self,
+        id: &str,
+        dest: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<Artifact>> {
         let run = async {
             let job = self.status_inner(id).await?;
             let paths = [

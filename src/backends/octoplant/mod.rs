@@ -12,13 +12,12 @@ use crate::backend::{BackendContext, JobBackend};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ledger::Ledger;
 use crate::model::{
-    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
-    ListQuery, SpecRules,
+    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, FetchProgress, Job,
+    JobSpec, JobState, ListQuery, ProgressFn, SpecRules,
 };
 use api::{Api, BACKEND};
 use async_trait::async_trait;
 use futures::StreamExt;
-use indicatif::ProgressBar;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -90,7 +89,12 @@ impl OctoplantBackend {
     }
 
     /// Streams the order's archive into `dest`, returning the artifact.
-    async fn download_to(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Artifact> {
+    async fn download_to(
+        &self,
+        id: &str,
+        dest: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<Artifact> {
         let resp = match self.api.download(id).await {
             Ok(r) => r,
             // The order may have been listed as succeeded a moment ago, yet the server still
@@ -113,7 +117,7 @@ impl OctoplantBackend {
         });
         let expected = resp.content_length();
         if let Some(len) = expected {
-            progress.set_length(len);
+            progress(FetchProgress::Expect(len));
         }
         let final_path = dest.join(&name);
         let part = dest.join(format!(".{name}.part"));
@@ -151,7 +155,7 @@ impl OctoplantBackend {
         resp: reqwest::Response,
         part: &PathBuf,
         expected: Option<u64>,
-        progress: &ProgressBar,
+        progress: ProgressFn<'_>,
     ) -> Result<u64> {
         let mut file = tokio::fs::File::create(part)
             .await
@@ -174,7 +178,7 @@ impl OctoplantBackend {
                 .await
                 .map_err(|e| Error::io(part.display(), e))?;
             written += chunk.len() as u64;
-            progress.inc(chunk.len() as u64);
+            progress(FetchProgress::Done(chunk.len() as u64));
         }
         file.flush()
             .await
@@ -359,7 +363,12 @@ impl JobBackend for OctoplantBackend {
         }
     }
 
-    async fn fetch(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Vec<Artifact>> {
+    async fn fetch(
+        &self,
+        id: &str,
+        dest: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<Artifact>> {
         let on_err = self.err("fetch");
         let job = self.order(id).await.map_err(&on_err)?;
         if job.state != JobState::Succeeded {

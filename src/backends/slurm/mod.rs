@@ -18,12 +18,11 @@ use crate::backend::{BackendContext, JobBackend, LogSink};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
-    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
-    ListQuery, LogsRequest, SpecRules,
+    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, FetchProgress, Job,
+    JobSpec, JobState, ListQuery, LogsRequest, ProgressFn, SpecRules,
 };
 use api::{ApiVersion, Failure, RestClient};
 use async_trait::async_trait;
-use indicatif::ProgressBar;
 use mapping::NativeJob;
 use reqwest::Method;
 use serde_json::Value;
@@ -549,7 +548,12 @@ impl JobBackend for SlurmBackend {
         Ok(())
     }
 
-    async fn fetch(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Vec<Artifact>> {
+    async fn fetch(
+        &self,
+        id: &str,
+        dest: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<Artifact>> {
         let (stdout, _) = self.output_file(id, false, "fetch").await?;
         let mut files = vec![stdout.clone()];
         if let Ok((stderr, _)) = self.output_file(id, true, "fetch").await {
@@ -573,7 +577,7 @@ impl JobBackend for SlurmBackend {
                     "fetch",
                 )
             })?;
-            progress.inc(bytes);
+            progress(FetchProgress::Done(bytes));
             artifacts.push(Artifact {
                 name,
                 path: target,
