@@ -1,4 +1,4 @@
-//! The normalised job model shared by every backend (CONTRACT §3 and §4).
+//! The normalised job model shared by every backend (README "Output" and "Submitting").
 
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -178,7 +178,7 @@ impl Job {
     }
 }
 
-/// A job specification: what `submit`, `--spec` files and `batch` lines describe (CONTRACT §4).
+/// A job specification: what `submit`, `--spec` files and `batch` lines describe (README "Submitting").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {

@@ -882,3 +882,47 @@ async fn cli_errors_exit_with_the_contract_codes() {
 
     jobctl(&sim, &d).args(["doctor", "slurm"]).assert().code(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_lists_the_partitions_with_their_limits() {
+    let sim = start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
+    assert!(
+        b.capabilities()
+            .contains(&jobctl::model::Capability::Queues)
+    );
+    let queues = b.queues().await.unwrap();
+    let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["debug", "long", "maint"]);
+    let debug = &queues[0];
+    assert_eq!(debug.limits["state"], "UP");
+    assert_eq!(debug.limits["total_cpus"], 4);
+    assert_eq!(debug.limits["total_nodes"], 1);
+    assert_eq!(debug.limits["max_time"], "1h");
+    assert_eq!(queues[1].limits["max_time"], "infinite");
+    assert_eq!(queues[2].limits["state"], "DOWN");
+
+    // The command prints them as one JSON array, each queue's limits beside its name.
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
+    cmd.env_clear()
+        .envs(slurm_vars(&sim))
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("JOBCTL_STATE_DIR", dir.path())
+        .current_dir(dir.path())
+        .args(["-b", "slurm", "-o", "json", "queues"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed[0]["name"], "debug");
+    assert_eq!(printed[0]["max_time"], "1h");
+    assert_eq!(printed[1]["total_nodes"], 8);
+}

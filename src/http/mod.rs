@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use backoff::Backoff;
 
-/// Default budget for retrying one request (CONTRACT §6: at most 30 s).
+/// Default budget for retrying one request: at most 30 s (README "Exit codes").
 pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 /// A fully read HTTP answer.

@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 const BACKEND: &str = "ac";
 
-/// Option keys of `--opt` (CONTRACT §2).
+/// Option keys of `--opt` (README "ac").
 const OPTIONS: &[&str] = &[
     "scheduler",
     "queue",

@@ -19,7 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
     AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, FetchProgress, Job,
-    JobSpec, JobState, ListQuery, LogsRequest, ProgressFn, SpecRules,
+    JobSpec, JobState, ListQuery, LogsRequest, ProgressFn, QueueInfo, SpecRules,
 };
 use api::{ApiVersion, Failure, RestClient};
 use async_trait::async_trait;
@@ -395,6 +395,7 @@ impl JobBackend for SlurmBackend {
             Capability::FollowLogs,
             Capability::Fetch,
             Capability::Login,
+            Capability::Queues,
         ]
         .into_iter()
         .collect()
@@ -477,7 +478,7 @@ impl JobBackend for SlurmBackend {
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
         let (jobs, version) = self.all_jobs("list").await?;
-        // CONTRACT: by default only the caller's own jobs.
+        // `list` shows the caller's own jobs unless asked otherwise (README "Commands").
         let me = self
             .auth
             .token()
@@ -586,6 +587,19 @@ impl JobBackend for SlurmBackend {
             });
         }
         Ok(artifacts)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        let (body, api) = self
+            .request(
+                "queues",
+                Method::GET,
+                "partitions",
+                None,
+                Idempotency::Idempotent,
+            )
+            .await?;
+        api.partitions(&body).map_err(|e| self.ctx_err(e, "queues"))
     }
 
     async fn login(&self) -> Result<String> {
