@@ -196,10 +196,7 @@ pub(super) async fn submit_spec(
 ) -> Result<(crate::model::Job, bool)> {
     let profile = &bound.profile.name;
     let backend_name = bound.profile.backend.as_str();
-    bound
-        .backend
-        .validate(spec)
-        .map_err(|e| e.in_profile(profile, backend_name).during("submit"))?;
+    bound.backend.validate(spec)?;
     let ledger = s.ledger()?;
     let seq = match ledger.begin(profile, backend_name, spec)? {
         Begin::Existing(entry) => {
@@ -213,7 +210,6 @@ pub(super) async fn submit_spec(
             Ok((s.finish_job(bound, job), false))
         }
         Err(e) => {
-            let e = e.in_profile(profile, backend_name).during("submit");
             ledger.fail(seq, &e.to_string())?;
             Err(e)
         }
@@ -303,10 +299,7 @@ async fn status(refs: &[String], s: &Session) -> Result<Outcome> {
         let ids: Vec<String> = idxs.iter().map(|&i| targets[i].1.clone()).collect();
         let results = bound.backend.statuses(&ids).await;
         for (&i, r) in idxs.iter().zip(results) {
-            items[i] = Some(r.map(|j| s.finish_job(&bound, j)).map_err(|e| {
-                e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
-                    .during("status")
-            }));
+            items[i] = Some(r.map(|j| s.finish_job(&bound, j)));
         }
     }
     let items: Vec<Result<crate::model::Job>> = items.into_iter().flatten().collect();
@@ -358,10 +351,7 @@ async fn list(
         ))
         .in_profile(&bound.profile.name, bound.profile.backend.as_str()));
     }
-    let jobs = bound.backend.list(&query).await.map_err(|e| {
-        e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
-            .during("list")
-    })?;
+    let jobs = bound.backend.list(&query).await?;
     let items = jobs
         .into_iter()
         .map(|j| Ok(s.finish_job(&bound, j)))
@@ -386,10 +376,7 @@ async fn abort(
     let mut pending = Vec::new();
     for (profile, id) in &targets {
         let bound = s.bound(profile)?;
-        let outcome = bound.backend.abort(id).await.map_err(|e| {
-            e.in_profile(profile, bound.profile.backend.as_str())
-                .during("abort")
-        });
+        let outcome = bound.backend.abort(id).await;
         match &outcome {
             Ok(AbortOutcome::Requested) => pending.push((profile.clone(), id.clone())),
             Ok(AbortOutcome::AlreadyTerminal) => {}
@@ -444,7 +431,7 @@ async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome>
         r = bound.backend.logs(&id, req, &mut stdout) => {
             // tokio's stdout buffers: what a backend wrote must reach a pipe before we exit.
             let flushed = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
-            r.map_err(|e| e.in_profile(&profile, bound.profile.backend.as_str()).during("logs"))?;
+            r?;
             flushed.map_err(|e| Error::io("writing output", e))?;
         }
         _ = interrupted => {
@@ -481,10 +468,7 @@ async fn fetch(
     };
     let result = bound.backend.fetch(&id, dest, &report).await;
     bar.finish_and_clear();
-    let arts = result.map_err(|e| {
-        e.in_profile(&profile, bound.profile.backend.as_str())
-            .during("fetch")
-    })?;
+    let arts = result?;
     Ok(Outcome::ok(Report::Artifacts(arts)))
 }
 
@@ -494,10 +478,7 @@ fn target_profile(profile: Option<String>, s: &Session) -> String {
 
 async fn login(profile: Option<String>, s: &Session) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
-    let msg = bound.backend.login().await.map_err(|e| {
-        e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
-            .during("login")
-    })?;
+    let msg = bound.backend.login().await?;
     Ok(Outcome::ok(Report::Message(format!(
         "logged in to profile {}: {msg}",
         bound.profile.name
@@ -506,10 +487,7 @@ async fn login(profile: Option<String>, s: &Session) -> Result<Outcome> {
 
 async fn logout(profile: Option<String>, s: &Session) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
-    bound.backend.logout().await.map_err(|e| {
-        e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
-            .during("logout")
-    })?;
+    bound.backend.logout().await?;
     Ok(Outcome::ok(Report::Message(format!(
         "forgot the cached token of profile {}",
         bound.profile.name

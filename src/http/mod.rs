@@ -271,7 +271,7 @@ impl HttpClient {
         };
         let mut err = Error::new(ErrorKind::Unavailable, msg);
         err.retryable = !(lower.contains("certificate") || lower.contains("invalidcert"));
-        err.in_profile(&self.profile, self.backend)
+        err
     }
 }
 

@@ -129,10 +129,6 @@ impl AcBackend {
         })
     }
 
-    fn wrap(&self, e: Error, op: &str) -> Error {
-        e.in_profile(&self.ctx.profile.name, BACKEND).during(op)
-    }
-
     /// The discovery result for `tok`: memory, disk cache, or a fresh discovery.
     async fn site(&self, tok: &CachedToken) -> Result<Site> {
         let key = format!(
@@ -762,13 +758,10 @@ impl JobBackend for AcBackend {
             Ok(job)
         })
         .await
-        .map_err(|e| self.wrap(e, "submit"))
     }
 
     async fn status(&self, id: &str) -> Result<Job> {
-        self.status_inner(id)
-            .await
-            .map_err(|e| self.wrap(e, "status"))
+        self.status_inner(id).await
     }
 
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
@@ -853,22 +846,14 @@ impl JobBackend for AcBackend {
                 .into_iter()
                 .zip(parsed)
                 .map(|(r, p)| match p {
-                    Err(e) => Err(self.wrap(e, "status")),
-                    Ok(()) => r.map_err(|e| self.wrap(e, "status")),
+                    Err(e) => Err(e),
+                    Ok(()) => r,
                 })
                 .collect(),
-            Err(e) => {
-                let e = self.wrap(e, "status");
-                ids.iter()
-                    .zip(parsed)
-                    .map(|(_, p)| {
-                        Err(p
-                            .err()
-                            .map(|pe| self.wrap(pe, "status"))
-                            .unwrap_or_else(|| e.clone()))
-                    })
-                    .collect()
-            }
+            Err(e) => parsed
+                .into_iter()
+                .map(|p| Err(p.err().unwrap_or_else(|| e.clone())))
+                .collect(),
         }
     }
 
@@ -965,7 +950,6 @@ impl JobBackend for AcBackend {
             Ok(out)
         })
         .await
-        .map_err(|e| self.wrap(e, "list"))
     }
 
     async fn abort(&self, id: &str) -> Result<AbortOutcome> {
@@ -999,7 +983,7 @@ impl JobBackend for AcBackend {
             .await
         };
         let r: Result<_> = run.await;
-        r.map_err(|e| self.wrap(e, "abort"))
+        r
     }
 
     async fn logs(&self, id: &str, req: LogsRequest, out: LogSink<'_>) -> Result<()> {
@@ -1007,15 +991,9 @@ impl JobBackend for AcBackend {
         let mut offset = 0u64;
         let mut seen_file = false;
         loop {
-            let job = self
-                .status_inner(id)
-                .await
-                .map_err(|e| self.wrap(e, "logs"))?;
-            let path = Self::stream_path(&job, req.stderr).map_err(|e| self.wrap(e, "logs"))?;
-            let chunk = self
-                .read_with_session(&path, offset)
-                .await
-                .map_err(|e| self.wrap(e, "logs"))?;
+            let job = self.status_inner(id).await?;
+            let path = Self::stream_path(&job, req.stderr)?;
+            let chunk = self.read_with_session(&path, offset).await?;
             if let Some(bytes) = chunk {
                 seen_file = true;
                 if !bytes.is_empty() {
@@ -1031,18 +1009,15 @@ impl JobBackend for AcBackend {
             // The state was read before the file, so after a terminal state the file is whole.
             if !req.follow || job.terminal {
                 if !seen_file {
-                    return Err(self.wrap(
-                        Error::not_found(format!(
-                            "job {} has no {which} file ({path}) yet{}",
-                            job.id,
-                            if job.terminal {
-                                ""
-                            } else {
-                                "; it has not started"
-                            }
-                        )),
-                        "logs",
-                    ));
+                    return Err(Error::not_found(format!(
+                        "job {} has no {which} file ({path}) yet{}",
+                        job.id,
+                        if job.terminal {
+                            ""
+                        } else {
+                            "; it has not started"
+                        }
+                    )));
                 }
                 return Ok(());
             }
@@ -1082,7 +1057,7 @@ impl JobBackend for AcBackend {
             Ok(artifacts)
         };
         let r: Result<_> = run.await;
-        r.map_err(|e| self.wrap(e, "fetch"))
+        r
     }
 
     async fn login(&self) -> Result<String> {
@@ -1109,17 +1084,13 @@ impl JobBackend for AcBackend {
             .await
         };
         let r: Result<_> = run.await;
-        r.map_err(|e| self.wrap(e, "login"))
+        r
     }
 
     async fn logout(&self) -> Result<()> {
-        self.auth
-            .store
-            .clear()
-            .await
-            .map_err(|e| self.wrap(e, "logout"))?;
+        self.auth.store.clear().await?;
         *self.site.lock().await = None;
-        self.sites.clear().map_err(|e| self.wrap(e, "logout"))?;
+        self.sites.clear()?;
         Ok(())
     }
 

@@ -46,14 +46,6 @@ impl OctoplantBackend {
         Ok(OctoplantBackend { ctx, api })
     }
 
-    fn err(&self, operation: &str) -> impl Fn(Error) -> Error + '_ {
-        let operation = operation.to_string();
-        move |e: Error| {
-            e.in_profile(&self.ctx.profile.name, BACKEND)
-                .during(&operation)
-        }
-    }
-
     async fn order(&self, id: &str) -> Result<Job> {
         let op = self.api.get_order(id).await?;
         Ok(mapping::job_from_operation(id, &op))
@@ -241,21 +233,17 @@ impl JobBackend for OctoplantBackend {
     }
 
     async fn submit(&self, spec: &JobSpec) -> Result<Job> {
-        let contents = mapping::export_contents(spec).map_err(self.err("submit"))?;
-        let op = self
-            .api
-            .run_export(&contents)
-            .await
-            .map_err(self.err("submit"))?;
+        let contents = mapping::export_contents(spec)?;
+        let op = self.api.run_export(&contents).await?;
         let Some(name) = op.name.clone().filter(|n| !n.trim().is_empty()) else {
-            return Err(self.err("submit")(Error::protocol(
+            return Err(Error::protocol(
                 "the server accepted the export order but returned no order name",
-            )));
+            ));
         };
         if name.chars().any(char::is_whitespace) {
-            return Err(self.err("submit")(Error::protocol(format!(
+            return Err(Error::protocol(format!(
                 "the server returned an order name with whitespace: '{name}'"
-            ))));
+            )));
         }
         let mut job = mapping::job_from_operation(&name, &op);
         job.name = spec.name.clone();
@@ -268,7 +256,7 @@ impl JobBackend for OctoplantBackend {
     }
 
     async fn status(&self, id: &str) -> Result<Job> {
-        self.order(id).await.map_err(self.err("status"))
+        self.order(id).await
     }
 
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
@@ -294,8 +282,7 @@ impl JobBackend for OctoplantBackend {
             Ledger::open(&state_dir)?.for_profile(&profile, ledger_limit)
         })
         .await
-        .map_err(|e| Error::io("ledger", e))?
-        .map_err(self.err("list"))?;
+        .map_err(|e| Error::io("ledger", e))??;
         let entries: Vec<_> = entries
             .into_iter()
             .filter(|e| e.backend == BACKEND && e.id.is_some())
@@ -330,7 +317,7 @@ impl JobBackend for OctoplantBackend {
             .await;
         let mut jobs = Vec::new();
         for r in results {
-            let job = r.map_err(self.err("list"))?;
+            let job = r?;
             if query.wants(job.state) {
                 jobs.push(job);
             }
@@ -342,9 +329,8 @@ impl JobBackend for OctoplantBackend {
     }
 
     async fn abort(&self, id: &str) -> Result<AbortOutcome> {
-        let on_err = self.err("abort");
         // Whether cancelling a finished order is an error is undocumented: look first.
-        let job = self.order(id).await.map_err(&on_err)?;
+        let job = self.order(id).await?;
         if job.terminal {
             return Ok(AbortOutcome::AlreadyTerminal);
         }
@@ -352,14 +338,14 @@ impl JobBackend for OctoplantBackend {
             Ok(()) => Ok(AbortOutcome::Requested),
             Err(e) if e.code.as_deref() == Some("9") => {
                 // It finished between the two requests.
-                let job = self.order(id).await.map_err(&on_err)?;
+                let job = self.order(id).await?;
                 if job.terminal {
                     Ok(AbortOutcome::AlreadyTerminal)
                 } else {
-                    Err(on_err(e))
+                    Err(e)
                 }
             }
-            Err(e) => Err(on_err(e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -369,26 +355,21 @@ impl JobBackend for OctoplantBackend {
         dest: &Path,
         progress: ProgressFn<'_>,
     ) -> Result<Vec<Artifact>> {
-        let on_err = self.err("fetch");
-        let job = self.order(id).await.map_err(&on_err)?;
+        let job = self.order(id).await?;
         if job.state != JobState::Succeeded {
-            return Err(on_err(Self::nothing_to_fetch(&job)));
+            return Err(Self::nothing_to_fetch(&job));
         }
         tokio::fs::create_dir_all(dest)
             .await
-            .map_err(|e| on_err(Error::io(dest.display(), e)))?;
-        let artifact = self
-            .download_to(id, dest, progress)
-            .await
-            .map_err(&on_err)?;
+            .map_err(|e| Error::io(dest.display(), e))?;
+        let artifact = self.download_to(id, dest, progress).await?;
         Ok(vec![artifact])
     }
 
     async fn login(&self) -> Result<String> {
-        let on_err = self.err("login");
-        let token = self.api.grant().await.map_err(&on_err)?;
+        let token = self.api.grant().await?;
         let until = token.expires_at;
-        self.api.tokens().put(token).await.map_err(&on_err)?;
+        self.api.tokens().put(token).await?;
         let who = self.api.username().unwrap_or("?");
         Ok(match until {
             Some(t) => format!(
@@ -400,12 +381,7 @@ impl JobBackend for OctoplantBackend {
     }
 
     async fn logout(&self) -> Result<()> {
-        self.api
-            .tokens()
-            .clear()
-            .await
-            .map(|_| ())
-            .map_err(self.err("logout"))
+        self.api.tokens().clear().await.map(|_| ())
     }
 
     async fn doctor(&self) -> Vec<Check> {
