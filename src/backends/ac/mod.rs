@@ -277,6 +277,125 @@ impl AcBackend {
         }
     }
 
+    /// The jobs of `keys` that the realtime lists still show, one walk per scheduler that
+    /// stops as soon as every wanted job was seen.
+    async fn realtime_many(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        keys: &[Option<JobKey>],
+    ) -> Result<HashMap<JobKey, Job>> {
+        let mut by_scheduler: BTreeMap<&str, Vec<&JobKey>> = BTreeMap::new();
+        for k in keys.iter().flatten() {
+            by_scheduler
+                .entry(k.scheduler.as_str())
+                .or_default()
+                .push(k);
+        }
+        let mut found: HashMap<JobKey, Job> = HashMap::new();
+        for (scheduler, wanted) in &by_scheduler {
+            let want: Vec<&str> = wanted.iter().map(|k| k.job.as_str()).collect();
+            let records = self
+                .realtime_pages(tok, site, scheduler, None, |got| {
+                    want.iter().all(|w| {
+                        got.iter()
+                            .any(|r| mapping::text(r, &["jobId"]).as_deref() == Some(*w))
+                    })
+                })
+                .await?;
+            for r in records {
+                let Some(job_id) = mapping::text(&r, &["jobId", "id"]) else {
+                    continue;
+                };
+                let key = JobKey {
+                    scheduler: scheduler.to_string(),
+                    job: job_id,
+                };
+                if wanted.contains(&&key) {
+                    let mut job = to_job(&r, Some(&key), Source::Realtime, self.offset)?;
+                    job.id = key.id();
+                    found.insert(key, job);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// A job the realtime list did not show: gone from it (finished long enough ago, so in the
+    /// history), or just submitted and not listed yet (its realtime detail), or not ours.
+    async fn finished(&self, tok: &CachedToken, site: &Site, key: &JobKey) -> Result<Job> {
+        match self.history(tok, site, key).await {
+            Err(e) if e.kind == ErrorKind::NotFound => match self.realtime(tok, site, key).await {
+                Ok(Some(job)) => Ok(job),
+                Ok(None) => Err(e),
+                Err(other) => Err(other),
+            },
+            other => other,
+        }
+    }
+
+    /// Adds the finished jobs of the last week from the history (those not already in
+    /// `jobs`), newest first, until the query's limit is reached.
+    async fn history_list(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        query: &ListQuery,
+        jobs: &mut BTreeMap<String, Job>,
+    ) -> Result<()> {
+        let limit = query.limit;
+        let terminal = [JobState::Succeeded, JobState::Failed, JobState::Canceled];
+        let state_code = single_code(&query.states, &terminal);
+        let url = self.hpc(site, "/hpc/openapi/v2/historyjobs")?;
+        let now = Utc::now();
+        let from = now - chrono::Duration::days(HISTORY_DAYS);
+        let mut from_history = 0usize;
+        let (url, state_code, offset) = (&url, &state_code, self.offset);
+        pagination::walk(
+            0usize,
+            |start: usize| async move {
+                let mut q = vec![
+                    ("strClusterNameList", site.scheduler.clone()),
+                    ("startTime", mapping::format_time(from, offset)),
+                    ("endTime", mapping::format_time(now, offset)),
+                    ("timeType", "CUSTOM".to_string()),
+                    ("isQueryByQueueTime", "false".to_string()),
+                    ("sort", "DESC".to_string()),
+                    ("orderBy", "jobId".to_string()),
+                    ("start", start.to_string()),
+                    ("limit", PAGE.to_string()),
+                ];
+                if let Some(u) = &site.compute_user {
+                    q.push(("strUser", u.clone()));
+                }
+                if let Some(c) = state_code {
+                    q.push(("jobState", c.to_string()));
+                }
+                let data = self.api.get(url, &tok.token, &q).await?;
+                let (items, total) = page_items(&data);
+                let next = pagination::next_offset(start, items.len(), total);
+                Ok(Page::new(items, next))
+            },
+            |items| {
+                for r in items {
+                    let key = JobKey {
+                        scheduler: site.scheduler.clone(),
+                        job: mapping::text(&r, &["jobId", "id"]).unwrap_or_default(),
+                    };
+                    if let Ok(job) = to_job(&r, Some(&key), Source::History, offset) {
+                        if query.wants(job.state) && !jobs.contains_key(&job.id) {
+                            from_history += 1;
+                            jobs.insert(job.id.clone(), job);
+                        }
+                    }
+                }
+                limit.is_none_or(|l| from_history < l)
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Pages of the realtime list of `scheduler` for the user, until `enough` says stop.
     async fn realtime_pages(
         &self,
@@ -595,6 +714,70 @@ fn app_path(raw: &str) -> Result<(String, String)> {
     }
 }
 
+/// `mapAppJobInfo` of a submission: the `GAP_*` fields of the app template, from the spec's
+/// options (`opt`) and what `submit` resolved.
+fn app_job_info(
+    opt: &dyn Fn(&str) -> Option<String>,
+    cmd: &str,
+    name: &str,
+    workdir: &str,
+    wall: Option<&str>,
+    exclusive: bool,
+    app_name: &str,
+) -> BTreeMap<&'static str, String> {
+    let nproc = opt("nproc");
+    // Cores per node default to one unless a total core count was asked for.
+    let ppn = opt("ppn").or_else(|| nproc.is_none().then(|| "1".to_string()));
+    [
+        ("GAP_CMD_FILE", cmd.to_string()),
+        ("GAP_SUBMIT_TYPE", "cmd".to_string()),
+        ("GAP_JOB_NAME", name.to_string()),
+        ("GAP_WORK_DIR", workdir.to_string()),
+        ("GAP_QUEUE", opt("queue").unwrap_or_default()),
+        ("GAP_NNODE", opt("nodes").unwrap_or_else(|| "1".to_string())),
+        ("GAP_NODE_STRING", String::new()),
+        ("GAP_PPN", ppn.unwrap_or_default()),
+        ("GAP_NPROC", nproc.unwrap_or_default()),
+        ("GAP_NGPU", opt("gpus").unwrap_or_default()),
+        ("GAP_NDCU", opt("dcus").unwrap_or_default()),
+        ("GAP_JOB_MEM", opt("memory").unwrap_or_default()),
+        ("GAP_WALL_TIME", wall.unwrap_or_default().to_string()),
+        (
+            "GAP_EXCLUSIVE",
+            if exclusive { "1" } else { "" }.to_string(),
+        ),
+        ("GAP_APPNAME", app_name.to_string()),
+        ("GAP_MULTI_SUB", String::new()),
+        ("GAP_STD_OUT_FILE", format!("{workdir}/std.out.%j")),
+        ("GAP_STD_ERR_FILE", format!("{workdir}/std.err.%j")),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The job just submitted, as far as jobctl knows it without asking: queued, with the output
+/// files the template names.
+fn submitted_job(scheduler: &str, job_id: &str, name: &str, workdir: &str) -> Job {
+    let key = JobKey {
+        scheduler: scheduler.to_string(),
+        job: job_id.to_string(),
+    };
+    let mut job = Job::new(key.id(), JobState::Queued, None);
+    job.name = Some(name.to_string());
+    job.created_at = Some(Utc::now());
+    job.extra.insert("scheduler_id".into(), scheduler.into());
+    job.extra.insert("workdir".into(), workdir.into());
+    job.extra.insert(
+        "stdout".into(),
+        format!("{workdir}/std.out.{job_id}").into(),
+    );
+    job.extra.insert(
+        "stderr".into(),
+        format!("{workdir}/std.err.{job_id}").into(),
+    );
+    job
+}
+
 /// Converts the submit answer's `data` to a job id.
 fn submitted_id(data: &Value) -> Option<String> {
     match data {
@@ -687,33 +870,15 @@ impl JobBackend for AcBackend {
                     self.home(tok, site).await?.trim_end_matches('/')
                 ),
             };
-            let nproc = opt("nproc");
-            let ppn = opt("ppn").or_else(|| nproc.is_none().then(|| "1".to_string()));
-            let info: BTreeMap<&str, String> = [
-                ("GAP_CMD_FILE", cmd.clone()),
-                ("GAP_SUBMIT_TYPE", "cmd".to_string()),
-                ("GAP_JOB_NAME", name.clone()),
-                ("GAP_WORK_DIR", workdir.clone()),
-                ("GAP_QUEUE", opt("queue").unwrap_or_default()),
-                ("GAP_NNODE", opt("nodes").unwrap_or_else(|| "1".to_string())),
-                ("GAP_NODE_STRING", String::new()),
-                ("GAP_PPN", ppn.unwrap_or_default()),
-                ("GAP_NPROC", nproc.unwrap_or_default()),
-                ("GAP_NGPU", opt("gpus").unwrap_or_default()),
-                ("GAP_NDCU", opt("dcus").unwrap_or_default()),
-                ("GAP_JOB_MEM", opt("memory").unwrap_or_default()),
-                ("GAP_WALL_TIME", wall.clone().unwrap_or_default()),
-                (
-                    "GAP_EXCLUSIVE",
-                    if exclusive { "1" } else { "" }.to_string(),
-                ),
-                ("GAP_APPNAME", app_name.clone()),
-                ("GAP_MULTI_SUB", String::new()),
-                ("GAP_STD_OUT_FILE", format!("{workdir}/std.out.%j")),
-                ("GAP_STD_ERR_FILE", format!("{workdir}/std.err.%j")),
-            ]
-            .into_iter()
-            .collect();
+            let info = app_job_info(
+                &opt,
+                cmd,
+                name,
+                &workdir,
+                wall.as_deref(),
+                exclusive,
+                app_name,
+            );
             // The documented example sends the scheduler id as a number.
             let manager = scheduler
                 .parse::<u64>()
@@ -733,26 +898,9 @@ impl JobBackend for AcBackend {
                     "the AC platform accepted the job but returned no job id (data: {data})"
                 ))
             })?;
-            let key = JobKey {
-                scheduler: scheduler.clone(),
-                job: job_id.clone(),
-            };
-            let mut job = Job::new(key.id(), JobState::Queued, None);
-            job.name = Some(name.clone());
-            job.created_at = Some(Utc::now());
+            let mut job = submitted_job(&scheduler, &job_id, name, &workdir);
             job.queue = opt("queue");
             job.owner = site.compute_user.clone();
-            job.extra
-                .insert("scheduler_id".into(), scheduler.clone().into());
-            job.extra.insert("workdir".into(), workdir.clone().into());
-            job.extra.insert(
-                "stdout".into(),
-                format!("{workdir}/std.out.{job_id}").into(),
-            );
-            job.extra.insert(
-                "stderr".into(),
-                format!("{workdir}/std.err.{job_id}").into(),
-            );
             job.extra
                 .insert("app".into(), format!("{app_type}/{app_name}").into());
             Ok(job)
@@ -777,39 +925,7 @@ impl JobBackend for AcBackend {
                     .iter()
                     .map(|id| JobKey::parse(id, Some(&site.scheduler)).ok())
                     .collect();
-                let mut by_scheduler: BTreeMap<&str, Vec<&JobKey>> = BTreeMap::new();
-                for k in keys.iter().flatten() {
-                    by_scheduler
-                        .entry(k.scheduler.as_str())
-                        .or_default()
-                        .push(k);
-                }
-                let mut found: HashMap<JobKey, Job> = HashMap::new();
-                for (scheduler, wanted) in &by_scheduler {
-                    let want: Vec<&str> = wanted.iter().map(|k| k.job.as_str()).collect();
-                    let records = self
-                        .realtime_pages(tok, site, scheduler, None, |got| {
-                            want.iter().all(|w| {
-                                got.iter()
-                                    .any(|r| mapping::text(r, &["jobId"]).as_deref() == Some(*w))
-                            })
-                        })
-                        .await?;
-                    for r in records {
-                        let Some(job_id) = mapping::text(&r, &["jobId", "id"]) else {
-                            continue;
-                        };
-                        let key = JobKey {
-                            scheduler: scheduler.to_string(),
-                            job: job_id,
-                        };
-                        if wanted.contains(&&key) {
-                            let mut job = to_job(&r, Some(&key), Source::Realtime, self.offset)?;
-                            job.id = key.id();
-                            found.insert(key, job);
-                        }
-                    }
-                }
+                let found = self.realtime_many(tok, site, &keys).await?;
                 let mut out = Vec::with_capacity(keys.len());
                 for key in &keys {
                     let Some(key) = key else {
@@ -820,17 +936,7 @@ impl JobBackend for AcBackend {
                         out.push(Ok(job.clone()));
                         continue;
                     }
-                    // Gone from the realtime list (finished long enough ago), or not ours.
-                    let r = match self.history(tok, site, key).await {
-                        Err(e) if e.kind == ErrorKind::NotFound => {
-                            match self.realtime(tok, site, key).await {
-                                Ok(Some(job)) => Ok(job),
-                                Ok(None) => Err(e),
-                                Err(other) => Err(other),
-                            }
-                        }
-                        other => other,
-                    };
+                    let r = self.finished(tok, site, key).await;
                     if let Err(e) = &r {
                         if e.kind == ErrorKind::Auth && e.token_expired {
                             return Err(e.clone());
@@ -892,55 +998,7 @@ impl JobBackend for AcBackend {
                     .iter()
                     .any(|s| s.is_terminal() || *s == JobState::Unknown);
             if wants_finished {
-                let terminal = [JobState::Succeeded, JobState::Failed, JobState::Canceled];
-                let state_code = single_code(&query.states, &terminal);
-                let url = self.hpc(site, "/hpc/openapi/v2/historyjobs")?;
-                let now = Utc::now();
-                let from = now - chrono::Duration::days(HISTORY_DAYS);
-                let mut from_history = 0usize;
-                let (url, state_code, offset) = (&url, &state_code, self.offset);
-                pagination::walk(
-                    0usize,
-                    |start: usize| async move {
-                        let mut q = vec![
-                            ("strClusterNameList", site.scheduler.clone()),
-                            ("startTime", mapping::format_time(from, offset)),
-                            ("endTime", mapping::format_time(now, offset)),
-                            ("timeType", "CUSTOM".to_string()),
-                            ("isQueryByQueueTime", "false".to_string()),
-                            ("sort", "DESC".to_string()),
-                            ("orderBy", "jobId".to_string()),
-                            ("start", start.to_string()),
-                            ("limit", PAGE.to_string()),
-                        ];
-                        if let Some(u) = &site.compute_user {
-                            q.push(("strUser", u.clone()));
-                        }
-                        if let Some(c) = state_code {
-                            q.push(("jobState", c.to_string()));
-                        }
-                        let data = self.api.get(url, &tok.token, &q).await?;
-                        let (items, total) = page_items(&data);
-                        let next = pagination::next_offset(start, items.len(), total);
-                        Ok(Page::new(items, next))
-                    },
-                    |items| {
-                        for r in items {
-                            let key = JobKey {
-                                scheduler: site.scheduler.clone(),
-                                job: mapping::text(&r, &["jobId", "id"]).unwrap_or_default(),
-                            };
-                            if let Ok(job) = to_job(&r, Some(&key), Source::History, offset) {
-                                if query.wants(job.state) && !jobs.contains_key(&job.id) {
-                                    from_history += 1;
-                                    jobs.insert(job.id.clone(), job);
-                                }
-                            }
-                        }
-                        limit.is_none_or(|l| from_history < l)
-                    },
-                )
-                .await?;
+                self.history_list(tok, site, query, &mut jobs).await?;
             }
             let mut out: Vec<Job> = jobs.into_values().collect();
             out.sort_by_key(|j| std::cmp::Reverse(mapping::sort_key(j)));
