@@ -166,6 +166,9 @@ pub async fn run(
         if let Some(t) = opts.timeout {
             sleep = sleep.min(t.saturating_sub(w.started.elapsed()));
         }
+        for at in w.last_answer.values() {
+            sleep = sleep.min(opts.unreachable_timeout.saturating_sub(at.elapsed()));
+        }
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = &mut interrupt => return w.finish(exit::INTERRUPTED, None),
@@ -232,8 +235,22 @@ impl<'a> Watch<'a> {
             let bound = self.session.bound(profile)?;
             let ids: Vec<String> = idxs.iter().map(|&i| self.targets[i].1.clone()).collect();
             let (profile, idxs) = (profile.clone(), idxs.clone());
+            // Deadlines are hard: a poll (with its retries) never outlives --timeout or the
+            // profile's --unreachable-timeout.
+            let mut deadline = self.last_answer[&profile] + self.opts.unreachable_timeout;
+            if let Some(t) = self.opts.timeout {
+                deadline = deadline.min(self.started + t);
+            }
             polls.push(async move {
-                let results = bound.backend.statuses(&ids).await;
+                let statuses = bound.backend.statuses(&ids);
+                let results = match tokio::time::timeout_at(deadline.into(), statuses).await {
+                    Ok(results) => results,
+                    Err(_) => {
+                        let e = Error::unavailable("no answer before the deadline")
+                            .in_profile(&bound.profile.name, bound.profile.backend.as_str());
+                        ids.iter().map(|_| Err(e.clone())).collect()
+                    }
+                };
                 (profile, idxs, bound, results)
             });
         }
@@ -286,6 +303,8 @@ impl<'a> Watch<'a> {
     /// A failed query for target `i`: a warning and a retry, unless retrying cannot help
     /// (refused credentials, bad input, a job that never existed).
     fn trouble(&mut self, profile: &str, i: usize, e: Error) -> Result<bool, Error> {
+        let reference = format!("{profile}:{}", self.targets[i].1);
+        let e = e.about(reference.clone());
         let fatal = match e.kind {
             ErrorKind::NotFound => self.jobs[i].is_none(),
             ErrorKind::Auth | ErrorKind::Usage | ErrorKind::NotSupported => true,
@@ -298,7 +317,6 @@ impl<'a> Watch<'a> {
             // The platform answered, it just lost sight of the job for a moment.
             self.last_answer.insert(profile.to_string(), Instant::now());
         }
-        let reference = format!("{profile}:{}", self.targets[i].1);
         self.observer.event(&Event::Warning {
             reference: Some(&reference),
             message: e.to_string(),

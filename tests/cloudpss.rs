@@ -415,8 +415,9 @@ async fn platform_refusals_map_to_usage_and_platform_errors_with_codes() {
         ))
         .await
         .unwrap_err();
-    assert_kind(&e, ErrorKind::Platform);
-    assert_eq!(e.exit_code(), 7);
+    // A quota refusal is final (permission/quota), not "may succeed later".
+    assert_kind(&e, ErrorKind::Auth);
+    assert_eq!(e.exit_code(), 4);
     assert_eq!(e.code.as_deref(), Some("QUOTA_EXCEEDED"));
     assert!(e.message.contains("at most 8 cpu"), "{e}");
     assert!(e.to_string().contains("QUOTA_EXCEEDED"), "{e}");
@@ -455,7 +456,8 @@ async fn refused_or_missing_credentials_are_auth_errors() {
         .collect();
     let b = backend_with(vars, dir.path());
     let e = b.list(&ListQuery::default()).await.unwrap_err();
-    assert_eq!(e.exit_code(), 4);
+    // Credentials missing from the configuration are a usage error naming what to set.
+    assert_eq!(e.exit_code(), 2);
     assert!(e.message.contains("CLOUDPSS_TOKEN"), "{e}");
 }
 
@@ -752,23 +754,23 @@ async fn cli_submit_wait_succeeds_and_a_failed_job_fails_the_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_all_and_status_return_every_job_when_the_server_caps_pages() {
-    // The default password, `jobctl-sim`, is also in running jobs' machine names, which the
-    // sandbox would take for a leaked secret.
-    let sim = common::sim(SimConfig {
-        password: "capped-pages-pw".into(),
-        ..common::quick()
-    });
-    let sb = Sandbox::with_sim(&sim);
-    let b = common::backend(&sim, "cloudpss", &sb.state());
+    let sim = quick_sim();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::backend(&sim, "cloudpss", dir.path());
     let mut ids = Vec::new();
     for i in 0..120 {
         ids.push(b.submit(&hello(json!({"i": i}))).await.unwrap().id);
     }
     let before = op(&sim, "jobs").await;
-    let listed = sb.json(&["-b", "cloudpss", "list", "--all"]);
+    let sb = Sandbox::with_sim(&sim);
+    let mut cmd = sb.std_cmd();
+    cmd.args(["-b", "cloudpss", "-o", "json", "list", "--all"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let mut listed: Vec<String> = listed
-        .as_array()
-        .unwrap()
         .iter()
         .map(|j| j["id"].as_str().unwrap().to_string())
         .collect();

@@ -101,6 +101,15 @@ pub trait TokenSource: Sync {
     fn can_replace(&self) -> bool {
         true
     }
+
+    /// Whether this platform refusing a token it has just issued can only be a passing
+    /// inconsistency (its refusal names the token itself, e.g. HTTP 401), so the caller should
+    /// retry later rather than report refused credentials. False for platforms whose refusal
+    /// codes also mean "this user may not do that" (AC's 10008/10009): a second refusal right
+    /// after a fresh login is then a real permission problem (exit 4).
+    fn fresh_refusal_is_transient(&self) -> bool {
+        true
+    }
 }
 
 /// The token cache of one profile.
@@ -180,22 +189,38 @@ impl TokenStore {
 
     /// Runs `op` with a token; if the platform refuses the token as expired or invalid (an
     /// Auth error marked [`Error::expired_token`]) and the source can replace it, forgets it,
-    /// obtains another once and retries `op` once. `op` gets the token by value, so its
-    /// future borrows nothing from the cache and stays `Send` inside `#[async_trait]`.
+    /// obtains another and retries `op`. `op` gets the token by value, so its future borrows
+    /// nothing from the cache and stays `Send` inside `#[async_trait]`.
+    ///
+    /// A short-lived token can expire while `op` is still retrying a flaky platform, so a
+    /// renewed token that is refused *after* it expired is renewed again (a few times). One
+    /// refused while still fresh, right after a successful login, is not a refusal of the
+    /// credentials (they were just accepted) but a platform inconsistency: it is reported as
+    /// retryable unavailability (exit 7, and `watch` keeps trying), never as exit 4.
     pub async fn with_token<T, F, Fut>(&self, source: &impl TokenSource, op: F) -> Result<T>
     where
         F: Fn(CachedToken) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let token = self.get(source).await?;
-        match op(token.clone()).await {
-            Err(e) if e.kind == ErrorKind::Auth && e.token_expired && source.can_replace() => {
-                tracing::info!("token refused ({}), obtaining a new one", e.message);
-                self.invalidate(&token).await;
-                let token = self.get(source).await?;
-                op(token).await
+        let mut token = self.get(source).await?;
+        let mut renewals = 0u32;
+        loop {
+            match op(token.clone()).await {
+                Err(e) if e.kind == ErrorKind::Auth && e.token_expired && source.can_replace() => {
+                    if renewals > 0 && (token.is_fresh() || renewals >= MAX_RENEWALS) {
+                        return Err(if source.fresh_refusal_is_transient() {
+                            refused_after_renewal(e)
+                        } else {
+                            e
+                        });
+                    }
+                    tracing::info!("token refused ({}), obtaining a new one", e.message);
+                    renewals += 1;
+                    self.invalidate(&token).await;
+                    token = self.get(source).await?;
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
@@ -245,6 +270,22 @@ impl TokenStore {
         let json = serde_json::to_vec(token).map_err(|e| Error::io("token cache", e))?;
         write_private(path, &json)
     }
+}
+
+/// How many times one operation may renew a token that expired while it was being retried.
+const MAX_RENEWALS: u32 = 3;
+
+/// The error for a token refused right after a successful login: retryable, exit 7.
+fn refused_after_renewal(e: Error) -> Error {
+    let mut out = Error::unavailable(format!(
+        "the platform refused a token it had just issued ({}); the login itself succeeded, so this is treated as a passing platform problem",
+        e.message
+    ));
+    out.code = e.code;
+    out.profile = e.profile;
+    out.backend = e.backend;
+    out.operation = e.operation;
+    out
 }
 
 /// Writes `bytes` to `path` atomically (temp file + rename) with mode 0600.
@@ -395,11 +436,72 @@ mod tests {
         assert!(!CachedToken::new("t", Some(Utc::now())).is_fresh());
     }
 
+    /// A token source made of a closure, for tests that count or script logins.
+    struct FnSource<F>(F);
+    impl<F, Fut> TokenSource for FnSource<F>
+    where
+        F: Fn() -> Fut + Sync,
+        Fut: Future<Output = Result<CachedToken>> + Send,
+    {
+        fn login(&self) -> impl Future<Output = Result<CachedToken>> + Send {
+            (self.0)()
+        }
+    }
+
     struct Refusing;
     impl TokenSource for Refusing {
         async fn login(&self) -> Result<CachedToken> {
             Err(Error::auth("bad password"))
         }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_token_refused_after_renewal_is_transient_not_auth() {
+        let store = TokenStore::in_memory();
+        let logins = AtomicU32::new(0);
+        let e = store
+            .with_token(
+                &FnSource(|| async {
+                    logins.fetch_add(1, Ordering::SeqCst);
+                    Ok(CachedToken::new("t", None))
+                }),
+                |_t: CachedToken| async { Err::<(), _>(Error::auth("refused").expired_token()) },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 7, "{e}");
+        assert!(e.retryable);
+        assert_eq!(
+            logins.load(Ordering::SeqCst),
+            2,
+            "one renewal, then give up"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_that_expired_during_retries_is_renewed_again() {
+        let store = TokenStore::in_memory();
+        let logins = AtomicU32::new(0);
+        // Every token is refused until the third login, and each is already stale when refused.
+        let seen = store
+            .with_token(
+                &FnSource(|| async {
+                    let n = logins.fetch_add(1, Ordering::SeqCst);
+                    let mut t = CachedToken::new(format!("t{n}"), Some(Utc::now()));
+                    t.obtained_at = Some(Utc::now() - chrono::Duration::seconds(2));
+                    Ok(t)
+                }),
+                |t: CachedToken| async move {
+                    if t.token.expose() == "t2" {
+                        Ok(2)
+                    } else {
+                        Err(Error::auth("expired").expired_token())
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(seen, 2);
     }
 
     #[tokio::test]

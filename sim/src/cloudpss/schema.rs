@@ -1178,6 +1178,10 @@ impl Mutation {
         if failure != Failure::Failed {
             plan.succeed = false;
         }
+        state.record_job(
+            "cloudpss",
+            &serde_json::to_string(&input.args.0).unwrap_or_default(),
+        );
         let mut inner = store.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;

@@ -201,6 +201,12 @@ impl TokenSource for Auth {
         let new = self.api.renew(&self.ac, &stale.token).await?;
         Ok(Some(self.cached(new, &stale.data)))
     }
+
+    /// AC refuses stale tokens with its permission codes, so a refusal that survives a fresh
+    /// login is a real permission problem.
+    fn fresh_refusal_is_transient(&self) -> bool {
+        false
+    }
 }
 
 /// The region to work in: `wanted` by id or name, else the first with a token that is not the

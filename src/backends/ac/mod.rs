@@ -779,6 +779,18 @@ fn submitted_job(scheduler: &str, job_id: &str, name: &str, workdir: &str) -> Jo
 }
 
 /// Converts the submit answer's `data` to a job id.
+/// The job name that carries the spec's idempotency key: the key itself, or `NAME--KEY`
+/// when the spec has a name of its own (AC jobs have no other free field a list shows).
+fn carried_name(spec: &JobSpec) -> Option<String> {
+    let name = spec.name.clone().filter(|n| !n.trim().is_empty());
+    match (name, spec.key.as_deref()) {
+        (Some(n), Some(k)) if n != k => Some(format!("{n}--{k}")),
+        (Some(n), _) => Some(n),
+        (None, Some(k)) => Some(k.to_string()),
+        (None, None) => None,
+    }
+}
+
 fn submitted_id(data: &Value) -> Option<String> {
     match data {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
@@ -846,7 +858,7 @@ impl JobBackend for AcBackend {
             Some(a) => app_path(&a)?,
             None => ("BASIC".to_string(), "BASE".to_string()),
         };
-        let name = spec.name.clone().unwrap_or_else(|| {
+        let name = carried_name(spec).unwrap_or_else(|| {
             format!(
                 "jobctl_{}",
                 Utc::now().with_timezone(&self.offset).format("%m%d_%H%M%S")
@@ -961,6 +973,23 @@ impl JobBackend for AcBackend {
                 .map(|p| Err(p.err().unwrap_or_else(|| e.clone())))
                 .collect(),
         }
+    }
+
+    /// The key travels in the job name; realtime and history lists are searched.
+    async fn find_by_key(
+        &self,
+        spec: &JobSpec,
+        _since: chrono::DateTime<Utc>,
+    ) -> Result<crate::backend::KeyLookup> {
+        use crate::backend::KeyLookup;
+        let Some(wanted) = carried_name(spec).filter(|_| spec.key.is_some()) else {
+            return Ok(KeyLookup::Unsearchable);
+        };
+        let jobs = self.list(&ListQuery::default()).await?;
+        Ok(jobs
+            .into_iter()
+            .find(|j| j.name.as_deref() == Some(wanted.as_str()))
+            .map_or(KeyLookup::Absent, KeyLookup::Found))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
@@ -1216,6 +1245,9 @@ impl JobBackend for AcBackend {
         checks
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -37,6 +37,8 @@ pub struct Auth {
     creds: Credentials,
     store: TokenStore,
     profile: String,
+    /// What to say when no credentials are configured (names this profile's keys).
+    missing: Error,
 }
 
 fn expiry(raw: &str) -> Option<DateTime<Utc>> {
@@ -80,6 +82,7 @@ impl Auth {
             creds,
             store,
             profile: p.name.clone(),
+            missing: p.missing_credentials(&[&["username", "password"], &["token"]]),
         }
     }
 
@@ -95,11 +98,13 @@ impl Auth {
 
     /// Obtains a token: logs in with the password, or checks the pre-issued token.
     pub async fn login(&self, api: &Api) -> Result<CachedToken> {
+        // The answers carry tokens: no part of them may be quoted in an error.
+        crate::http::redact::auth_exchange(self.login_exchange(api)).await
+    }
+
+    async fn login_exchange(&self, api: &Api) -> Result<CachedToken> {
         match &self.creds {
-            Credentials::Missing => Err(Error::auth(format!(
-                "profile '{}' has no CloudPSS credentials: set CLOUDPSS_USERNAME and CLOUDPSS_PASSWORD, or CLOUDPSS_TOKEN",
-                self.profile
-            ))),
+            Credentials::Missing => Err(self.missing.clone()),
             Credentials::Token(token) => self
                 .inspect(api, token)
                 .await

@@ -273,6 +273,10 @@ fn or_condition<S: AsRef<str>>(values: &[S]) -> Value {
     Value::Array(v)
 }
 
+/// The job argument that carries a submission's idempotency key (functions ignore arguments
+/// they do not declare; `jobs` lists return `args`, so the key can be searched).
+pub const KEY_ARG: &str = "_jobctl_key";
+
 #[async_trait]
 impl JobBackend for CloudpssBackend {
     fn name(&self) -> &'static str {
@@ -312,9 +316,13 @@ impl JobBackend for CloudpssBackend {
         self.validate(spec)?;
         let context = Self::context(spec)?;
         let p = self.policy(spec)?;
+        let mut args = spec.args.clone();
+        if let Some(k) = &spec.key {
+            args.insert(KEY_ARG.into(), Value::String(k.clone()));
+        }
         let input = create_job_mutation::CreateJobInput {
             context,
-            args: spec.args.clone(),
+            args,
             policy: Some(create_job_mutation::JobExecutionPolicyInput {
                 queue: p.queue,
                 tres: Some(create_job_mutation::JobTresInput {
@@ -379,6 +387,29 @@ impl JobBackend for CloudpssBackend {
                 None => Err(Error::not_found(format!("CloudPSS job {id} not found"))),
             })
             .collect()
+    }
+
+    /// The key travels in the job's `args` ([`KEY_ARG`]); the caller's jobs are searched.
+    async fn find_by_key(
+        &self,
+        spec: &JobSpec,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::backend::KeyLookup> {
+        use crate::backend::KeyLookup;
+        let Some(key) = spec.key.as_deref() else {
+            return Ok(KeyLookup::Unsearchable);
+        };
+        let jobs = self.list(&ListQuery::default()).await?;
+        Ok(jobs
+            .into_iter()
+            .find(|j| {
+                j.extra
+                    .get("args")
+                    .and_then(|a| a.get(KEY_ARG))
+                    .and_then(Value::as_str)
+                    == Some(key)
+            })
+            .map_or(KeyLookup::Absent, KeyLookup::Found))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
@@ -533,6 +564,9 @@ fn version_check(version: Option<&str>) -> Check {
         ),
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -64,18 +64,11 @@ impl Credentials {
             .username
             .clone()
             .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "profile '{}' has no user name: set NEBULA_USERNAME or `username`",
-                    p.name
-                ))
-            })?;
-        let password = p.secret("password").cloned().ok_or_else(|| {
-            Error::usage(format!(
-                "profile '{}' has no password: set NEBULA_PASSWORD or `password_env`",
-                p.name
-            ))
-        })?;
+            .ok_or_else(|| p.missing_credentials(&[&["username", "password"]]))?;
+        let password = p
+            .secret("password")
+            .cloned()
+            .ok_or_else(|| p.missing_credentials(&[&["username", "password"]]))?;
         let address = p
             .option("address")
             .map(str::trim)
@@ -142,6 +135,11 @@ impl Session {
 
     /// Connects and returns the new session cookie as a cached token.
     pub(crate) async fn connect(&self, api: &Api) -> Result<CachedToken> {
+        // The answer sets the session cookie: no part of it may be quoted in an error.
+        crate::http::redact::auth_exchange(self.connect_exchange(api)).await
+    }
+
+    async fn connect_exchange(&self, api: &Api) -> Result<CachedToken> {
         let c = self.creds()?;
         let bearer = bearer(&c.username, &c.password, c.encoding);
         let resp = api

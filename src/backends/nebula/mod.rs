@@ -650,6 +650,9 @@ impl JobBackend for NebulaBackend {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -183,7 +183,7 @@ impl Api {
                 c.post(url.clone()).json(&body)
             })
             .await?;
-        resp.json()
+        Operation::parse(&resp)
     }
 
     /// `GET /v1/order/{name}`: the order's current state.
@@ -192,7 +192,7 @@ impl Api {
         let resp = self
             .authed(Idempotency::Idempotent, |c| c.get(url.clone()))
             .await?;
-        resp.json()
+        Operation::parse(&resp)
     }
 
     /// `POST /v1/order/{name}/cancel`.

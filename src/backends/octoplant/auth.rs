@@ -44,11 +44,11 @@ impl Credentials {
             .username
             .clone()
             .filter(|u| !u.trim().is_empty())
-            .ok_or_else(|| missing("user name", "OCTOPLANT_USERNAME", "username"))?;
+            .ok_or_else(|| profile.missing_credentials(&[&["username", "password"]]))?;
         let password = profile
             .secret("password")
             .cloned()
-            .ok_or_else(|| missing("password", "OCTOPLANT_PASSWORD", "password_env"))?;
+            .ok_or_else(|| profile.missing_credentials(&[&["username", "password"]]))?;
         let client_id = profile
             .option("client_id")
             .filter(|c| !c.trim().is_empty())
@@ -107,6 +107,16 @@ struct OAuthError {
 
 /// Runs the password grant and returns the token with its expiry, tagged with `identity`.
 pub async fn password_grant(
+    http: &HttpClient,
+    url: &Url,
+    creds: &Credentials,
+    identity: serde_json::Value,
+) -> Result<CachedToken> {
+    // The answer carries the access token: no part of it may be quoted in an error.
+    crate::http::redact::auth_exchange(grant(http, url, creds, identity)).await
+}
+
+async fn grant(
     http: &HttpClient,
     url: &Url,
     creds: &Credentials,

@@ -437,3 +437,6 @@ impl JobBackend for OctoplantBackend {
         checks
     }
 }
+
+#[cfg(test)]
+mod proptests;

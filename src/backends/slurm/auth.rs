@@ -87,6 +87,8 @@ pub struct Auth {
     /// The command as configured, to recognise a cached token minted by another command.
     command_text: Option<String>,
     store: TokenStore,
+    /// What to say when no credentials are configured (names this profile's keys).
+    missing: Error,
 }
 
 impl Auth {
@@ -126,6 +128,7 @@ impl Auth {
             None => TokenStore::in_memory(),
         };
         Ok(Auth {
+            missing: profile.missing_credentials(&[&["token"], &["token_command"]]),
             profile: profile.name.clone(),
             username: profile.username.clone().filter(|u| !u.trim().is_empty()),
             static_token,
@@ -173,6 +176,11 @@ impl Auth {
         self.store.with_token(self, op).await
     }
 
+    /// The error for credentials missing from the configuration (exit 2).
+    pub fn missing(&self) -> Error {
+        self.missing.clone()
+    }
+
     /// Obtains a token without consulting the cache: the pre-issued one, or the command's.
     pub async fn mint(&self) -> Result<CachedToken> {
         if let Some(argv) = &self.command {
@@ -180,10 +188,7 @@ impl Auth {
             return Ok(self.cached(token));
         }
         let Some(token) = &self.static_token else {
-            return Err(Error::auth(format!(
-                "profile '{}' has no Slurm token: set SLURM_JWT (e.g. from `scontrol token`) or the token_command option",
-                self.profile
-            )));
+            return Err(self.missing.clone());
         };
         let c = claims(token.expose());
         if let Some(exp) = c.expires_at {
