@@ -4,12 +4,11 @@
 use crate::config::{BackendKind, Profile};
 use crate::error::{Error, Result};
 use crate::model::{
-    AbortOutcome, Artifact, Capabilities, Check, Job, JobSpec, ListQuery, LogsRequest, QueueInfo,
-    SpecRules,
+    AbortOutcome, Artifact, Capabilities, Check, Job, JobSpec, ListQuery, LogsRequest, ProgressFn,
+    QueueInfo, SpecRules,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use indicatif::ProgressBar;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,7 +115,7 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
         &self,
         _id: &str,
         _dest: &Path,
-        _progress: &ProgressBar,
+        _progress: ProgressFn<'_>,
     ) -> Result<Vec<Artifact>> {
         Err(Error::not_supported(
             self.name(),
@@ -188,16 +187,157 @@ impl BackendContext {
     }
 }
 
-/// Builds the backend a profile names.
+/// Builds the backend a profile names. Every error it returns names the profile, the backend
+/// and the operation: that context is attached here, once for every backend, so neither the
+/// backends nor the commands attach it themselves.
 pub fn build(ctx: BackendContext) -> Result<Arc<dyn JobBackend>> {
     use crate::backends;
-    let backend: Arc<dyn JobBackend> = match ctx.profile.backend {
-        BackendKind::Local => Arc::new(backends::local::LocalBackend::new(ctx)?),
-        BackendKind::Cloudpss => backends::cloudpss::build(ctx)?,
-        BackendKind::Ac => backends::ac::build(ctx)?,
-        BackendKind::Octoplant => backends::octoplant::build(ctx)?,
-        BackendKind::Nebula => backends::nebula::build(ctx)?,
-        BackendKind::Slurm => backends::slurm::build(ctx)?,
+    let profile = ctx.profile.name.clone();
+    let kind = ctx.profile.backend;
+    let built: Result<Arc<dyn JobBackend>> = match kind {
+        BackendKind::Local => {
+            backends::local::LocalBackend::new(ctx).map(|b| Arc::new(b) as Arc<dyn JobBackend>)
+        }
+        BackendKind::Cloudpss => backends::cloudpss::build(ctx),
+        BackendKind::Ac => backends::ac::build(ctx),
+        BackendKind::Octoplant => backends::octoplant::build(ctx),
+        BackendKind::Nebula => backends::nebula::build(ctx),
+        BackendKind::Slurm => backends::slurm::build(ctx),
     };
-    Ok(backend)
+    let backend = built.map_err(|e| e.in_profile(&profile, kind.as_str()))?;
+    Ok(Arc::new(InContext {
+        inner: backend,
+        profile,
+    }))
+}
+
+/// A backend whose errors carry their context (profile, backend, operation).
+#[derive(Debug)]
+struct InContext {
+    inner: Arc<dyn JobBackend>,
+    profile: String,
+}
+
+impl InContext {
+    fn ctx(&self, operation: &'static str) -> impl Fn(Error) -> Error + '_ {
+        move |e| {
+            e.in_profile(&self.profile, self.inner.name())
+                .during(operation)
+        }
+    }
+}
+
+#[async_trait]
+impl JobBackend for InContext {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn spec_rules(&self) -> SpecRules {
+        self.inner.spec_rules()
+    }
+
+    fn validate(&self, spec: &JobSpec) -> Result<()> {
+        self.inner.validate(spec).map_err(self.ctx("submit"))
+    }
+
+    async fn submit(&self, spec: &JobSpec) -> Result<Job> {
+        self.inner.submit(spec).await.map_err(self.ctx("submit"))
+    }
+
+    async fn find_by_key(&self, spec: &JobSpec, since: DateTime<Utc>) -> Result<KeyLookup> {
+        let r = self.inner.find_by_key(spec, since).await;
+        r.map_err(self.ctx("submit"))
+    }
+
+    async fn status(&self, id: &str) -> Result<Job> {
+        self.inner.status(id).await.map_err(self.ctx("status"))
+    }
+
+    async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
+        let ctx = self.ctx("status");
+        let results = self.inner.statuses(ids).await;
+        results.into_iter().map(|r| r.map_err(&ctx)).collect()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
+        self.inner.list(query).await.map_err(self.ctx("list"))
+    }
+
+    fn list_options(&self) -> &'static [&'static str] {
+        self.inner.list_options()
+    }
+
+    async fn abort(&self, id: &str) -> Result<AbortOutcome> {
+        self.inner.abort(id).await.map_err(self.ctx("abort"))
+    }
+
+    async fn abort_force(&self, id: &str) -> Result<AbortOutcome> {
+        self.inner.abort_force(id).await.map_err(self.ctx("abort"))
+    }
+
+    async fn logs(&self, id: &str, req: LogsRequest, out: LogSink<'_>) -> Result<()> {
+        self.inner
+            .logs(id, req, out)
+            .await
+            .map_err(self.ctx("logs"))
+    }
+
+    async fn fetch(
+        &self,
+        id: &str,
+        dest: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<Artifact>> {
+        let r = self.inner.fetch(id, dest, progress).await;
+        r.map_err(self.ctx("fetch"))
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        self.inner.queues().await.map_err(self.ctx("queues"))
+    }
+
+    async fn login(&self) -> Result<String> {
+        self.inner.login().await.map_err(self.ctx("login"))
+    }
+
+    async fn logout(&self) -> Result<()> {
+        self.inner.logout().await.map_err(self.ctx("logout"))
+    }
+
+    async fn doctor(&self) -> Vec<Check> {
+        self.inner.doctor().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Profile;
+
+    #[tokio::test]
+    async fn errors_name_profile_backend_and_operation_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = build(BackendContext {
+            profile: Profile::new("mine", BackendKind::Local),
+            state_dir: dir.path().to_path_buf(),
+        })
+        .unwrap();
+        let e = b.status("424242").await.unwrap_err();
+        assert_eq!(e.profile.as_deref(), Some("mine"));
+        assert_eq!(e.backend.as_deref(), Some("local"));
+        assert_eq!(e.operation.as_deref(), Some("status"));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("[profile mine, backend local, status] "),
+            "{text}"
+        );
+        assert_eq!(text.matches("profile mine").count(), 1, "{text}");
+        let e = b.abort("424242").await.unwrap_err();
+        assert_eq!(e.operation.as_deref(), Some("abort"));
+    }
 }

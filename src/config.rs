@@ -1,4 +1,4 @@
-//! Configuration: profiles from the config file and the environment (CONTRACT §5).
+//! Configuration: profiles from the config file and the environment (README "Configuration").
 //!
 //! Precedence is flags > process environment > `.env` > config file > defaults. The `.env` file
 //! is read into a map instead of the process environment, so the process environment always

@@ -1,4 +1,4 @@
-//! The normalised job model shared by every backend (CONTRACT §3 and §4).
+//! The normalised job model shared by every backend (README "Output" and "Submitting").
 
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -178,7 +178,7 @@ impl Job {
     }
 }
 
-/// A job specification: what `submit`, `--spec` files and `batch` lines describe (CONTRACT §4).
+/// A job specification: what `submit`, `--spec` files and `batch` lines describe (README "Submitting").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
@@ -380,6 +380,19 @@ pub struct LogsRequest {
     /// Colour the output (a terminal, colours not turned off).
     pub color: bool,
 }
+
+/// What a backend reports while `fetch` downloads, so the caller shows progress however it
+/// likes (the CLI draws a bar; tests ignore it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchProgress {
+    /// `n` more units are on their way (a file's announced size in bytes, or a file count).
+    Expect(u64),
+    /// `n` more units arrived.
+    Done(u64),
+}
+
+/// Receives [`FetchProgress`] reports; `&|_| {}` ignores them.
+pub type ProgressFn<'a> = &'a (dyn Fn(FetchProgress) + Send + Sync);
 
 /// One file written by `fetch`.
 #[derive(Debug, Clone, Serialize)]

@@ -1,12 +1,18 @@
 //! The one printer: every command returns a [`Report`], and only this module decides how it
-//! looks in `table`, `json`, `ndjson` or `quiet` mode (CONTRACT §3).
+//! looks in `table`, `json`, `ndjson` or `quiet` mode (README "Output"). It also shows what
+//! the watch engine reports ([`WatchView`]: ndjson events, notes, the live terminal display).
 
 use crate::error::Error;
 use crate::ledger::Entry;
 use crate::model::{AbortOutcome, Artifact, Check, Job, JobState, QueueInfo};
+use crate::watch::{Event, Observer};
+use chrono::Utc;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 /// Output mode of `-o/--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,7 +57,7 @@ pub struct AbortRow {
     pub outcome: Result<AbortOutcome, Error>,
 }
 
-/// One `batch` outcome (CONTRACT §4).
+/// One `batch` outcome (README "Batch").
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchRow {
     /// Line number in the batch file.
@@ -640,7 +646,7 @@ impl Printer {
     }
 }
 
-/// The `{"error": {...}}` object of CONTRACT §3.
+/// The `{"error": {...}}` object of json and ndjson output (README "Output").
 pub fn error_json(e: &Error) -> Value {
     json!({"error": {
         "kind": e.kind,
@@ -676,4 +682,192 @@ pub fn paint_state(state: JobState, text: &str) -> String {
         _ => s,
     }
     .to_string()
+}
+
+/// How a wait looks: every event as an ndjson line (ndjson mode), state changes as notes on
+/// stderr (table mode without a terminal), warnings on stderr (table mode), and the live
+/// display on a terminal.
+pub struct WatchView<'a> {
+    printer: &'a Printer,
+    notes: bool,
+    display: LiveDisplay,
+}
+
+impl<'a> WatchView<'a> {
+    /// The view of a wait for `targets` (profile, id); `live` asks for the terminal display,
+    /// which appears only where the printer allows progress output.
+    pub fn new(printer: &'a Printer, live: bool, targets: &[(String, String)]) -> Self {
+        WatchView {
+            printer,
+            notes: live && !printer.progress,
+            display: LiveDisplay::new(live && printer.progress, targets),
+        }
+    }
+
+    /// Removes the live display (before the final report is printed).
+    pub fn finish(&self) {
+        self.display.clear();
+    }
+}
+
+impl Observer for WatchView<'_> {
+    fn event(&self, event: &Event<'_>) {
+        self.printer.event(event);
+        match event {
+            Event::State { job, .. } => {
+                self.display.show(job);
+                if self.notes {
+                    self.printer
+                        .note(&format!("{}  {}", job.reference, state_text(job)));
+                }
+            }
+            Event::Progress { job, .. } => self.display.show(job),
+            Event::Warning {
+                reference, message, ..
+            } => {
+                if self.printer.mode == OutputMode::Table {
+                    let what = reference.map(|r| format!("{r}: ")).unwrap_or_default();
+                    self.display
+                        .suspend(|| self.printer.warn(&format!("{what}{message} (will retry)")));
+                }
+            }
+            Event::Result { .. } => {}
+        }
+    }
+
+    fn round(&self, jobs: &[Option<Job>], started: Instant) {
+        self.display.update(jobs, started);
+    }
+}
+
+/// A painted state, with the native state when it says more: `running (RUNNING_HOT)`.
+fn state_text(j: &Job) -> String {
+    format!(
+        "{}{}",
+        paint_state(j.state, j.state.as_str()),
+        j.native_state
+            .as_deref()
+            .filter(|n| *n != j.state.as_str())
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    )
+}
+
+/// The live terminal display: one line per job (up to a limit) and a summary line.
+struct LiveDisplay {
+    multi: Option<MultiProgress>,
+    bars: Vec<(String, ProgressBar)>,
+    summary: Option<ProgressBar>,
+}
+
+/// Most job lines the live display shows; the summary line counts them all.
+const MAX_LINES: usize = 20;
+
+impl LiveDisplay {
+    fn new(live: bool, targets: &[(String, String)]) -> Self {
+        if !live {
+            return LiveDisplay {
+                multi: None,
+                bars: Vec::new(),
+                summary: None,
+            };
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{spinner} {prefix}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let mut bars = Vec::new();
+        for (p, id) in targets.iter().take(MAX_LINES) {
+            let reference = format!("{p}:{id}");
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(style.clone());
+            bar.set_prefix(reference.clone());
+            bar.set_message("waiting for first answer");
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bars.push((reference, bar));
+        }
+        let summary = (targets.len() > 1).then(|| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(style.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        LiveDisplay {
+            multi: Some(multi),
+            bars,
+            summary,
+        }
+    }
+
+    /// Shows one job's news at once, without waiting for the round to end.
+    fn show(&self, job: &Job) {
+        if let Some((_, bar)) = self.bars.iter().find(|(r, _)| *r == job.reference) {
+            bar.set_message(job_line(job, None));
+        }
+    }
+
+    fn update(&self, jobs: &[Option<Job>], started: Instant) {
+        if self.multi.is_none() {
+            return;
+        }
+        for ((_, bar), job) in self.bars.iter().zip(jobs) {
+            if let Some(j) = job {
+                bar.set_message(job_line(j, Some(started)));
+            }
+        }
+        if let Some(s) = &self.summary {
+            let mut counts: BTreeMap<JobState, usize> = BTreeMap::new();
+            for j in jobs.iter().flatten() {
+                *counts.entry(j.state).or_default() += 1;
+            }
+            let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            s.set_message(format!(
+                "{} jobs: {}  ({} elapsed)",
+                jobs.len(),
+                parts.join(", "),
+                humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()))
+            ));
+        }
+    }
+
+    fn suspend(&self, f: impl FnOnce()) {
+        match &self.multi {
+            Some(m) => m.suspend(f),
+            None => f(),
+        }
+    }
+
+    fn clear(&self) {
+        for b in self.bars.iter().map(|(_, b)| b).chain(self.summary.iter()) {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// One job's line: state, how long it has run (or ran), progress.
+fn job_line(j: &Job, started: Option<Instant>) -> String {
+    let since = j
+        .started_at
+        .or(j.created_at)
+        .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
+        .or_else(|| started.map(|s| s.elapsed()))
+        .unwrap_or_default();
+    let end = j
+        .ended_at
+        .zip(j.started_at.or(j.created_at))
+        .map(|(e, s)| (e - s).to_std().unwrap_or_default());
+    let elapsed = end.unwrap_or(since);
+    let mut progress = j
+        .progress
+        .map(|p| format!(" {:>3.0}%", p * 100.0))
+        .unwrap_or_default();
+    // Backends that know what the job is doing name it (cloudpss progress titles).
+    if let Some(title) = j.extra.get("progress_title").and_then(|t| t.as_str()) {
+        progress.push_str(&format!(" {title}"));
+    }
+    format!(
+        "{}  {}{}",
+        state_text(j),
+        humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+        progress
+    )
 }

@@ -66,8 +66,7 @@ impl Session {
         let backend = backend::build(BackendContext {
             profile: resolved.clone(),
             state_dir: self.state_dir.clone(),
-        })
-        .map_err(|e| e.in_profile(&resolved.name, resolved.backend.as_str()))?;
+        })?;
         let bound = Bound {
             profile: resolved,
             backend,

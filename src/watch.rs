@@ -1,19 +1,23 @@
 //! The watch engine behind `watch`, `wait`, `submit --wait` and `abort --wait`.
 //!
-//! It polls each profile with one `statuses` call per round (so backends can answer many jobs
-//! with one list request), stretches the interval from `--interval` towards `--max-interval`
-//! while nothing changes, and decides the exit code by CONTRACT §6. A failed *query* is a
-//! warning and a retry, never a failed job; a profile that gives no answer at all for
+//! It polls every profile concurrently, with one `statuses` call per profile and round (so
+//! backends can answer many jobs with one list request, and a slow platform holds back no
+//! other), stretches the interval from `--interval` towards `--max-interval` while nothing
+//! changes, and decides the exit code (README "Exit codes" and "Waiting"). A failed *query* is
+//! a warning and a retry, never a failed job; a profile that gives no answer at all for
 //! `--unreachable-timeout` ends the wait with exit 7.
+//!
+//! The engine only produces [`Event`]s (to an [`Observer`]) and an [`Outcome`]; how they look
+//! — ndjson lines, a live terminal display, notes on stderr — is the output layer's business.
 
 use crate::error::{Error, ErrorKind, exit};
 use crate::model::{Job, JobState};
-use crate::output::{OutputMode, Printer, paint_state};
-use crate::session::Session;
+use crate::session::{Bound, Session};
 use chrono::Utc;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// How to wait.
@@ -31,15 +35,11 @@ pub struct WatchOptions {
     pub any: bool,
     /// Return as soon as one job fails or is canceled.
     pub fail_fast: bool,
-    /// Show the live display (watch on a terminal).
-    pub live: bool,
-    /// Print state changes to stderr when not live (watch in table mode).
-    pub notes: bool,
     /// `abort --wait`: any terminal state is success.
     pub abort_mode: bool,
 }
 
-/// A watch/wait event (CONTRACT §3), one ndjson line each.
+/// A watch/wait event, one ndjson line each (README "Output").
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event<'a> {
@@ -79,7 +79,7 @@ pub enum Event<'a> {
         /// When.
         at: chrono::DateTime<Utc>,
     },
-    /// Always the last line.
+    /// Always the last line (written by the command once the engine returned).
     Result {
         /// The exit code jobctl exits with.
         exit_code: i32,
@@ -88,10 +88,20 @@ pub enum Event<'a> {
     },
 }
 
+/// Who hears what the engine sees: the CLI's printer and live display, or a test.
+pub trait Observer {
+    /// A state change, progress change or warning, as soon as it is known.
+    fn event(&self, event: &Event<'_>);
+
+    /// A polling round ended; `jobs` holds the last known state of every target, in order
+    /// (`None`: no answer yet).
+    fn round(&self, _jobs: &[Option<Job>], _started: Instant) {}
+}
+
 /// How a wait ended.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Exit code (0, 1, 3, 5, 6, 7, 130…).
+    /// Exit code (see [`crate::error::exit`]).
     pub exit_code: i32,
     /// Last known state of every job that was observed.
     pub jobs: Vec<Job>,
@@ -121,338 +131,263 @@ fn job_code(state: JobState) -> i32 {
     }
 }
 
-/// Waits for `targets` (profile, id) and streams events through `printer`.
+/// Waits for `targets` (profile, id), telling `observer` what happens, until the jobs end,
+/// the options say stop, or `interrupt` completes (exit 130; the jobs keep running).
 pub async fn run(
     session: &Session,
     targets: &[(String, String)],
     opts: &WatchOptions,
-    printer: &Printer,
+    observer: &dyn Observer,
+    interrupt: impl Future<Output = ()>,
 ) -> Outcome {
-    let started = Instant::now();
-    let mut jobs: Vec<Option<Job>> = vec![None; targets.len()];
-    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, (p, _)) in targets.iter().enumerate() {
-        groups.entry(p.as_str()).or_default().push(i);
-    }
-    let mut last_answer: BTreeMap<&str, Instant> = groups.keys().map(|p| (*p, started)).collect();
-    let display = Display::new(opts.live, targets);
-    // Registered now, not on first poll, so a Ctrl-C right after the first event is caught.
-    let mut sigint = crate::cli::interrupt_signal();
-    let mut interrupt = std::pin::pin!(async move {
-        match sigint.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    });
+    let mut w = Watch::new(session, targets, opts, observer);
+    let mut interrupt = std::pin::pin!(interrupt);
     let mut delay = opts.interval;
-    let mut first_terminal: Option<usize> = None;
-
-    let finish = |jobs: &Vec<Option<Job>>, code: i32, error: Option<Error>| {
-        let list: Vec<Job> = jobs.iter().flatten().cloned().collect();
-        Outcome {
-            exit_code: code,
-            jobs: list,
-            error,
-        }
-    };
-
     loop {
-        let mut changed = false;
-        for (profile, idxs) in &groups {
-            let bound = match session.bound(profile) {
-                Ok(b) => b,
-                Err(e) => return finish(&jobs, e.exit_code(), Some(e)),
-            };
-            let ids: Vec<String> = idxs.iter().map(|&i| targets[i].1.clone()).collect();
-            // Deadlines are hard: a poll (with its retries) never outlives --timeout or the
-            // profile's --unreachable-timeout.
-            let mut deadline = last_answer[profile] + opts.unreachable_timeout;
-            if let Some(t) = opts.timeout {
-                deadline = deadline.min(started + t);
-            }
-            let results = tokio::select! {
-                r = bound.backend.statuses(&ids) => r,
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    let e = Error::unavailable("no answer before the deadline")
-                        .in_profile(&bound.profile.name, bound.profile.backend.as_str());
-                    ids.iter().map(|_| Err(e.clone())).collect()
-                }
-                _ = &mut interrupt => {
-                    display.clear();
-                    return finish(&jobs, exit::INTERRUPTED, None);
-                }
-            };
-            for (&i, result) in idxs.iter().zip(results) {
-                let reference = format!("{profile}:{}", targets[i].1);
-                match result {
-                    Ok(job) => {
-                        last_answer.insert(profile, Instant::now());
-                        let job = session.finish_job(&bound, job);
-                        let prev = jobs[i].as_ref();
-                        let now = Utc::now();
-                        let state_changed = prev.is_none_or(|p| {
-                            p.state != job.state || p.native_state != job.native_state
-                        });
-                        if state_changed {
-                            changed = true;
-                            printer.event(&Event::State {
-                                reference: &job.reference,
-                                state: job.state,
-                                native_state: job.native_state.as_deref(),
-                                at: now,
-                                job: &job,
-                            });
-                            if opts.notes {
-                                printer.note(&format!(
-                                    "{}  {}{}",
-                                    job.reference,
-                                    paint_state(job.state, job.state.as_str()),
-                                    job.native_state
-                                        .as_deref()
-                                        .filter(|n| *n != job.state.as_str())
-                                        .map(|n| format!(" ({n})"))
-                                        .unwrap_or_default()
-                                ));
-                            }
-                        } else if prev.is_some_and(|p| p.progress != job.progress) {
-                            changed = true;
-                            printer.event(&Event::Progress {
-                                reference: &job.reference,
-                                progress: job.progress,
-                                at: now,
-                                job: &job,
-                            });
-                        }
-                        if job.terminal && first_terminal.is_none() {
-                            first_terminal = Some(i);
-                        }
-                        jobs[i] = Some(job);
-                    }
-                    Err(e) => {
-                        let e = e
-                            .in_profile(&bound.profile.name, bound.profile.backend.as_str())
-                            .about(reference.clone());
-                        let fatal = match e.kind {
-                            ErrorKind::NotFound => jobs[i].is_none(),
-                            ErrorKind::Auth | ErrorKind::Usage | ErrorKind::NotSupported => true,
-                            _ => false,
-                        };
-                        if fatal {
-                            display.clear();
-                            return finish(&jobs, e.exit_code(), Some(e));
-                        }
-                        if e.kind == ErrorKind::NotFound {
-                            // The platform answered, it just lost sight of the job for a moment.
-                            last_answer.insert(profile, Instant::now());
-                        }
-                        printer.event(&Event::Warning {
-                            reference: Some(&reference),
-                            message: e.to_string(),
-                            at: Utc::now(),
-                        });
-                        if printer.mode == OutputMode::Table {
-                            display.suspend(|| {
-                                printer.warn(&format!("{reference}: {e} (will retry)"))
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        display.update(&jobs, started);
-
-        // Decide whether we are done.
-        let terminal: Vec<&Job> = jobs.iter().flatten().filter(|j| j.terminal).collect();
-        let all_terminal = jobs.iter().all(|j| j.as_ref().is_some_and(|j| j.terminal));
-        if opts.abort_mode {
-            if all_terminal {
-                display.clear();
-                return finish(&jobs, exit::SUCCESS, None);
-            }
-        } else {
-            if opts.fail_fast {
-                if let Some(j) = terminal
-                    .iter()
-                    .find(|j| matches!(j.state, JobState::Failed | JobState::Canceled))
-                {
-                    let code = job_code(j.state);
-                    display.clear();
-                    return finish(&jobs, code, None);
-                }
-            }
-            if opts.any {
-                if let Some(i) = first_terminal {
-                    let code = jobs[i].as_ref().map_or(0, |j| job_code(j.state));
-                    display.clear();
-                    return finish(&jobs, code, None);
-                }
-            }
-            if all_terminal {
-                display.clear();
-                return finish(&jobs, aggregate(&jobs, false), None);
-            }
-        }
-        for (profile, at) in &last_answer {
-            if at.elapsed() >= opts.unreachable_timeout {
-                display.clear();
-                let e = Error::unavailable(format!(
-                    "profile '{profile}' gave no usable answer for {}; giving up (the jobs may still be running)",
-                    humantime::format_duration(Duration::from_secs(at.elapsed().as_secs()))
-                ));
-                return finish(&jobs, e.exit_code(), Some(e));
-            }
-        }
-        let elapsed = started.elapsed();
-        if let Some(t) = opts.timeout {
-            if elapsed >= t {
-                display.clear();
-                let code = if opts.abort_mode {
-                    exit::TIMEOUT
-                } else {
-                    aggregate(&jobs, true)
-                };
-                let e = (code == exit::TIMEOUT).then(|| {
-                    Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "timed out after {} with jobs still not finished",
-                            humantime::format_duration(t)
-                        ),
-                    )
-                });
-                return finish(&jobs, code, e);
-            }
+        let round = tokio::select! {
+            r = w.round() => Some(r),
+            _ = &mut interrupt => None,
+        };
+        let changed = match round {
+            None => return w.finish(exit::INTERRUPTED, None),
+            Some(Err(e)) => return w.finish(e.exit_code(), Some(e)),
+            Some(Ok(changed)) => changed,
+        };
+        observer.round(&w.jobs, w.started);
+        if let Some((code, error)) = w.verdict() {
+            return w.finish(code, error);
         }
         delay = if changed {
             opts.interval
         } else {
-            (delay.mul_f64(1.5)).min(opts.max_interval)
+            delay.mul_f64(1.5).min(opts.max_interval)
         };
         let mut sleep = delay;
         if let Some(t) = opts.timeout {
-            sleep = sleep.min(t.saturating_sub(elapsed));
+            sleep = sleep.min(t.saturating_sub(w.started.elapsed()));
         }
-        for at in last_answer.values() {
+        for at in w.last_answer.values() {
             sleep = sleep.min(opts.unreachable_timeout.saturating_sub(at.elapsed()));
         }
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
-            _ = &mut interrupt => {
-                display.clear();
-                return finish(&jobs, exit::INTERRUPTED, None);
-            }
+            _ = &mut interrupt => return w.finish(exit::INTERRUPTED, None),
         }
     }
 }
 
-/// The live terminal display: one line per job (up to a limit) and a summary line.
-struct Display {
-    multi: Option<MultiProgress>,
-    bars: Vec<ProgressBar>,
-    summary: Option<ProgressBar>,
+/// The state of one wait.
+struct Watch<'a> {
+    session: &'a Session,
+    targets: &'a [(String, String)],
+    opts: &'a WatchOptions,
+    observer: &'a dyn Observer,
+    started: Instant,
+    /// Last known state of each target.
+    jobs: Vec<Option<Job>>,
+    /// Target positions per profile.
+    groups: BTreeMap<String, Vec<usize>>,
+    /// When each profile last gave a usable answer.
+    last_answer: BTreeMap<String, Instant>,
+    first_terminal: Option<usize>,
 }
 
-const MAX_LINES: usize = 20;
+impl<'a> Watch<'a> {
+    fn new(
+        session: &'a Session,
+        targets: &'a [(String, String)],
+        opts: &'a WatchOptions,
+        observer: &'a dyn Observer,
+    ) -> Self {
+        let started = Instant::now();
+        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, (p, _)) in targets.iter().enumerate() {
+            groups.entry(p.clone()).or_default().push(i);
+        }
+        let last_answer = groups.keys().map(|p| (p.clone(), started)).collect();
+        Watch {
+            session,
+            targets,
+            opts,
+            observer,
+            started,
+            jobs: vec![None; targets.len()],
+            groups,
+            last_answer,
+            first_terminal: None,
+        }
+    }
 
-impl Display {
-    fn new(live: bool, targets: &[(String, String)]) -> Self {
-        if !live {
-            return Display {
-                multi: None,
-                bars: Vec::new(),
-                summary: None,
+    fn finish(&self, exit_code: i32, error: Option<Error>) -> Outcome {
+        Outcome {
+            exit_code,
+            jobs: self.jobs.iter().flatten().cloned().collect(),
+            error,
+        }
+    }
+
+    /// Polls every profile at once and absorbs each answer as it arrives, so a quick
+    /// platform's news is not held back by a slow one. Returns whether anything changed; an
+    /// error ends the wait.
+    async fn round(&mut self) -> Result<bool, Error> {
+        let mut polls = FuturesUnordered::new();
+        for (profile, idxs) in &self.groups {
+            let bound = self.session.bound(profile)?;
+            let ids: Vec<String> = idxs.iter().map(|&i| self.targets[i].1.clone()).collect();
+            let (profile, idxs) = (profile.clone(), idxs.clone());
+            // Deadlines are hard: a poll (with its retries) never outlives --timeout or the
+            // profile's --unreachable-timeout.
+            let mut deadline = self.last_answer[&profile] + self.opts.unreachable_timeout;
+            if let Some(t) = self.opts.timeout {
+                deadline = deadline.min(self.started + t);
+            }
+            polls.push(async move {
+                let statuses = bound.backend.statuses(&ids);
+                let results = match tokio::time::timeout_at(deadline.into(), statuses).await {
+                    Ok(results) => results,
+                    Err(_) => {
+                        let e = Error::unavailable("no answer before the deadline")
+                            .in_profile(&bound.profile.name, bound.profile.backend.as_str());
+                        ids.iter().map(|_| Err(e.clone())).collect()
+                    }
+                };
+                (profile, idxs, bound, results)
+            });
+        }
+        let mut changed = false;
+        while let Some((profile, idxs, bound, results)) = polls.next().await {
+            for (i, result) in idxs.into_iter().zip(results) {
+                changed |= match result {
+                    Ok(job) => self.absorb(&profile, &bound, i, job),
+                    Err(e) => self.trouble(&profile, i, e)?,
+                };
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Records an answer for target `i`; true when its state or progress changed.
+    fn absorb(&mut self, profile: &str, bound: &Bound, i: usize, job: Job) -> bool {
+        self.last_answer.insert(profile.to_string(), Instant::now());
+        let job = self.session.finish_job(bound, job);
+        let prev = self.jobs[i].as_ref();
+        let now = Utc::now();
+        let changed =
+            if prev.is_none_or(|p| p.state != job.state || p.native_state != job.native_state) {
+                self.observer.event(&Event::State {
+                    reference: &job.reference,
+                    state: job.state,
+                    native_state: job.native_state.as_deref(),
+                    at: now,
+                    job: &job,
+                });
+                true
+            } else if prev.is_some_and(|p| p.progress != job.progress) {
+                self.observer.event(&Event::Progress {
+                    reference: &job.reference,
+                    progress: job.progress,
+                    at: now,
+                    job: &job,
+                });
+                true
+            } else {
+                false
             };
+        if job.terminal && self.first_terminal.is_none() {
+            self.first_terminal = Some(i);
         }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{spinner} {prefix}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        let mut bars = Vec::new();
-        for (p, id) in targets.iter().take(MAX_LINES) {
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(style.clone());
-            bar.set_prefix(format!("{p}:{id}"));
-            bar.set_message("waiting for first answer");
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bars.push(bar);
+        self.jobs[i] = Some(job);
+        changed
+    }
+
+    /// A failed query for target `i`: a warning and a retry, unless retrying cannot help
+    /// (refused credentials, bad input, a job that never existed).
+    fn trouble(&mut self, profile: &str, i: usize, e: Error) -> Result<bool, Error> {
+        let reference = format!("{profile}:{}", self.targets[i].1);
+        let e = e.about(reference.clone());
+        let fatal = match e.kind {
+            ErrorKind::NotFound => self.jobs[i].is_none(),
+            ErrorKind::Auth | ErrorKind::Usage | ErrorKind::NotSupported => true,
+            _ => false,
+        };
+        if fatal {
+            return Err(e);
         }
-        let summary = (targets.len() > 1).then(|| {
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(style.clone());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
+        if e.kind == ErrorKind::NotFound {
+            // The platform answered, it just lost sight of the job for a moment.
+            self.last_answer.insert(profile.to_string(), Instant::now());
+        }
+        self.observer.event(&Event::Warning {
+            reference: Some(&reference),
+            message: e.to_string(),
+            at: Utc::now(),
         });
-        Display {
-            multi: Some(multi),
-            bars,
-            summary,
-        }
+        Ok(false)
     }
 
-    fn update(&self, jobs: &[Option<Job>], started: Instant) {
-        if self.multi.is_none() {
-            return;
+    /// Whether the wait is over after this round, with which exit code and error.
+    fn verdict(&self) -> Option<(i32, Option<Error>)> {
+        if let Some(code) = self.jobs_verdict() {
+            return Some((code, None));
         }
-        for (bar, job) in self.bars.iter().zip(jobs) {
-            if let Some(j) = job {
-                let since = j
-                    .started_at
-                    .or(j.created_at)
-                    .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
-                    .unwrap_or_else(|| started.elapsed());
-                let end = j
-                    .ended_at
-                    .zip(j.started_at.or(j.created_at))
-                    .map(|(e, s)| (e - s).to_std().unwrap_or_default());
-                let elapsed = end.unwrap_or(since);
-                let mut progress = j
-                    .progress
-                    .map(|p| format!(" {:>3.0}%", p * 100.0))
-                    .unwrap_or_default();
-                // Backends that know what the job is doing name it (cloudpss progress titles).
-                if let Some(title) = j.extra.get("progress_title").and_then(|t| t.as_str()) {
-                    progress.push_str(&format!(" {title}"));
-                }
-                bar.set_message(format!(
-                    "{}{}  {}{}",
-                    paint_state(j.state, j.state.as_str()),
-                    j.native_state
-                        .as_deref()
-                        .filter(|n| *n != j.state.as_str())
-                        .map(|n| format!(" ({n})"))
-                        .unwrap_or_default(),
-                    humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-                    progress
+        for (profile, at) in &self.last_answer {
+            if at.elapsed() >= self.opts.unreachable_timeout {
+                let e = Error::unavailable(format!(
+                    "profile '{profile}' gave no usable answer for {}; giving up (the jobs may still be running)",
+                    humantime::format_duration(Duration::from_secs(at.elapsed().as_secs()))
                 ));
+                return Some((e.exit_code(), Some(e)));
             }
         }
-        if let Some(s) = &self.summary {
-            let mut counts: BTreeMap<JobState, usize> = BTreeMap::new();
-            for j in jobs.iter().flatten() {
-                *counts.entry(j.state).or_default() += 1;
+        let t = self.opts.timeout?;
+        if self.started.elapsed() < t {
+            return None;
+        }
+        let code = if self.opts.abort_mode {
+            exit::TIMEOUT
+        } else {
+            aggregate(&self.jobs, true)
+        };
+        let e = (code == exit::TIMEOUT).then(|| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "timed out after {} with jobs still not finished",
+                    humantime::format_duration(t)
+                ),
+            )
+        });
+        Some((code, e))
+    }
+
+    /// The exit code when the jobs' states alone end the wait.
+    fn jobs_verdict(&self) -> Option<i32> {
+        let all_terminal = self
+            .jobs
+            .iter()
+            .all(|j| j.as_ref().is_some_and(|j| j.terminal));
+        if self.opts.abort_mode {
+            return all_terminal.then_some(exit::SUCCESS);
+        }
+        if self.opts.fail_fast {
+            let bad =
+                self.jobs.iter().flatten().find(|j| {
+                    j.terminal && matches!(j.state, JobState::Failed | JobState::Canceled)
+                });
+            if let Some(j) = bad {
+                return Some(job_code(j.state));
             }
-            let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            s.set_message(format!(
-                "{} jobs: {}  ({} elapsed)",
-                jobs.len(),
-                parts.join(", "),
-                humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()))
-            ));
         }
-    }
-
-    fn suspend(&self, f: impl FnOnce()) {
-        match &self.multi {
-            Some(m) => m.suspend(f),
-            None => f(),
+        if self.opts.any {
+            if let Some(i) = self.first_terminal {
+                return Some(
+                    self.jobs[i]
+                        .as_ref()
+                        .map_or(exit::SUCCESS, |j| job_code(j.state)),
+                );
+            }
         }
-    }
-
-    fn clear(&self) {
-        for b in self.bars.iter().chain(self.summary.iter()) {
-            b.finish_and_clear();
-        }
+        all_terminal.then(|| aggregate(&self.jobs, false))
     }
 }
 
@@ -466,15 +401,18 @@ mod tests {
 
     #[test]
     fn precedence_is_failed_then_canceled_then_timeout() {
-        assert_eq!(aggregate(&[job(JobState::Succeeded)], false), 0);
+        assert_eq!(aggregate(&[job(JobState::Succeeded)], false), exit::SUCCESS);
         assert_eq!(
             aggregate(&[job(JobState::Canceled), job(JobState::Failed)], true),
-            1
+            exit::JOB_FAILED
         );
         assert_eq!(
             aggregate(&[job(JobState::Canceled), job(JobState::Running)], true),
-            5
+            exit::CANCELED
         );
-        assert_eq!(aggregate(&[job(JobState::Running), None], true), 3);
+        assert_eq!(
+            aggregate(&[job(JobState::Running), None], true),
+            exit::TIMEOUT
+        );
     }
 }

@@ -3,7 +3,6 @@
 mod common;
 
 use common::{Sandbox, Setup, Sim, quick, wait_terminal};
-use indicatif::ProgressBar;
 use jobctl::model::{AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest};
 use jobctl::{Error, ErrorKind};
 use jobctl_sim::SimConfig;
@@ -283,10 +282,7 @@ async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
     );
 
     let dest = tempfile::tempdir().unwrap();
-    let arts = b
-        .fetch(&job.id, dest.path(), &ProgressBar::hidden())
-        .await
-        .unwrap();
+    let arts = b.fetch(&job.id, dest.path(), &|_| {}).await.unwrap();
     let num = job.id.split_once('.').unwrap().1;
     let names: Vec<String> = arts.iter().map(|a| a.name.clone()).collect();
     assert_eq!(

@@ -256,7 +256,7 @@ async fn a_stream_the_platform_cleaned_up_is_not_found_with_a_clear_message() {
     assert!(e.message.contains("cleaned it up"), "{e}");
     let fetch_dir = tempfile::tempdir().unwrap();
     let e = b
-        .fetch(&job.id, fetch_dir.path(), &indicatif::ProgressBar::hidden())
+        .fetch(&job.id, fetch_dir.path(), &|_| {})
         .await
         .unwrap_err();
     assert_eq!(e.exit_code(), 6);
@@ -269,10 +269,7 @@ async fn fetch_writes_messages_plots_tables_and_an_index() {
     let b = backend(&sim, dir.path());
     let job = finished(&*b, json!({"sim_messages": 30})).await;
     let dest = tempfile::tempdir().unwrap();
-    let arts = b
-        .fetch(&job.id, dest.path(), &indicatif::ProgressBar::hidden())
-        .await
-        .unwrap();
+    let arts = b.fetch(&job.id, dest.path(), &|_| {}).await.unwrap();
     let names: Vec<&str> = arts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(
         names,

@@ -3,7 +3,6 @@
 mod common;
 
 use common::{Sandbox, Setup, Sim, count, observe_until_terminal};
-use indicatif::ProgressBar;
 use jobctl::backend::JobBackend;
 use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery, LogsRequest};
 use jobctl::{ErrorKind, Result};
@@ -575,10 +574,7 @@ async fn fetch_writes_one_csv_per_finished_task() {
     let b = backend(&sim, dir.path());
     let job = b.submit(&spec(COMMUNITY, &[])).await.unwrap();
     observe_until_terminal(&b, &job.id).await;
-    let artifacts = b
-        .fetch(&job.id, dest.path(), &ProgressBar::hidden())
-        .await
-        .unwrap();
+    let artifacts = b.fetch(&job.id, dest.path(), &|_| {}).await.unwrap();
     assert_eq!(artifacts.len(), 3);
     let names: Vec<&str> = artifacts.iter().map(|a| a.name.as_str()).collect();
     assert!(
@@ -608,10 +604,7 @@ async fn fetch_writes_one_csv_per_finished_task() {
 
     let small = backend_with(&sim, dir.path(), &[], "sample_limit = 5");
     let dest2 = tempfile::tempdir().unwrap();
-    let artifacts = small
-        .fetch(&job.id, dest2.path(), &ProgressBar::hidden())
-        .await
-        .unwrap();
+    let artifacts = small.fetch(&job.id, dest2.path(), &|_| {}).await.unwrap();
     assert_eq!(lines_of(&artifacts[2].path).len(), 5);
 
     let waiting = b
@@ -619,14 +612,11 @@ async fn fetch_writes_one_csv_per_finished_task() {
         .await
         .unwrap();
     let e = b
-        .fetch(&waiting.id, dest.path(), &ProgressBar::hidden())
+        .fetch(&waiting.id, dest.path(), &|_| {})
         .await
         .unwrap_err();
     assert_eq!(e.exit_code(), 6, "{e}");
-    let e = b
-        .fetch("99999", dest.path(), &ProgressBar::hidden())
-        .await
-        .unwrap_err();
+    let e = b.fetch("99999", dest.path(), &|_| {}).await.unwrap_err();
     assert_eq!(e.exit_code(), 6, "{e}");
 }
 

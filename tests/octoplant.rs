@@ -3,15 +3,15 @@
 mod common;
 
 use common::{Sandbox, Setup, Sim, observe_until_terminal};
-use indicatif::ProgressBar;
 use jobctl::backend::JobBackend;
 use jobctl::config::Profile;
 use jobctl::error::ErrorKind;
 use jobctl::ledger::{Begin, Ledger};
-use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery};
+use jobctl::model::{AbortOutcome, FetchProgress, Job, JobSpec, JobState, ListQuery};
 use jobctl_sim::{SimConfig, SimHandle};
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -82,10 +82,7 @@ async fn an_export_runs_with_progress_and_downloads_as_a_zip() {
 
     // Before success there is nothing to fetch: exit 6, naming the state.
     let dest = state.path().join("out/exports");
-    let e = b
-        .fetch(&job.id, &dest, &ProgressBar::hidden())
-        .await
-        .unwrap_err();
+    let e = b.fetch(&job.id, &dest, &|_| {}).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
     assert_eq!(e.exit_code(), 6);
     assert!(e.message.contains("STATE_"), "{e}");
@@ -105,8 +102,14 @@ async fn an_export_runs_with_progress_and_downloads_as_a_zip() {
             && j.extra["current_sub_process"].is_string()
     }));
 
-    let bar = ProgressBar::hidden();
-    let artifacts = b.fetch(&job.id, &dest, &bar).await.unwrap();
+    let (expected, received) = (AtomicU64::new(0), AtomicU64::new(0));
+    let report = |p: FetchProgress| {
+        match p {
+            FetchProgress::Expect(n) => expected.fetch_add(n, Ordering::SeqCst),
+            FetchProgress::Done(n) => received.fetch_add(n, Ordering::SeqCst),
+        };
+    };
+    let artifacts = b.fetch(&job.id, &dest, &report).await.unwrap();
     assert_eq!(artifacts.len(), 1);
     let a = &artifacts[0];
     assert_eq!(a.name, format!("export-{}.zip", job.id));
@@ -117,8 +120,8 @@ async fn an_export_runs_with_progress_and_downloads_as_a_zip() {
     );
     let on_disk = std::fs::metadata(&a.path).unwrap().len();
     assert_eq!(on_disk, a.bytes);
-    assert_eq!(bar.position(), a.bytes);
-    assert_eq!(bar.length(), Some(a.bytes));
+    assert_eq!(received.load(Ordering::SeqCst), a.bytes);
+    assert_eq!(expected.load(Ordering::SeqCst), a.bytes);
     let zip = zip::ZipArchive::new(std::fs::File::open(&a.path).unwrap()).unwrap();
     assert_eq!(zip.len(), 3);
     // No partial file is left behind.
@@ -186,7 +189,7 @@ async fn platform_errors_keep_their_grpc_names() {
     for res in [
         b.status("no-such-order").await.map(|_| ()),
         b.abort("no-such-order").await.map(|_| ()),
-        b.fetch("no-such-order", state.path(), &ProgressBar::hidden())
+        b.fetch("no-such-order", state.path(), &|_| {})
             .await
             .map(|_| ()),
     ] {
@@ -221,10 +224,7 @@ async fn aborting_cancels_and_a_canceled_order_has_nothing_to_fetch() {
         AbortOutcome::AlreadyTerminal
     );
     assert_eq!(sim.hits("POST /v1/order/{name}/cancel"), 1);
-    let e = b
-        .fetch(&job.id, state.path(), &ProgressBar::hidden())
-        .await
-        .unwrap_err();
+    let e = b.fetch(&job.id, state.path(), &|_| {}).await.unwrap_err();
     assert_eq!(e.exit_code(), 6);
     assert!(e.message.contains("canceled"), "{e}");
     assert_eq!(sim.hits("GET /v1/order/{name}/download"), 0);
@@ -248,10 +248,7 @@ async fn a_failed_order_reports_why() {
     assert_eq!(done.native_state.as_deref(), Some("STATE_FAILED"));
     let reason = done.reason.unwrap();
     assert!(reason.contains("INTERNAL"), "{reason}");
-    let e = b
-        .fetch(&job.id, state.path(), &ProgressBar::hidden())
-        .await
-        .unwrap_err();
+    let e = b.fetch(&job.id, state.path(), &|_| {}).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert!(e.message.contains("STATE_FAILED"), "{e}");
 }
@@ -500,7 +497,7 @@ async fn self_signed_tls_needs_ca_cert_or_insecure() {
     let done = seen.last().cloned().expect("observed");
     assert_eq!(done.state, JobState::Succeeded);
     let a = trusted
-        .fetch(&job.id, &state.path().join("dl"), &ProgressBar::hidden())
+        .fetch(&job.id, &state.path().join("dl"), &|_| {})
         .await
         .unwrap();
     assert_eq!(a[0].entries, ["contents.json", "usageInformation.json"]);

@@ -490,10 +490,7 @@ async fn logs_and_fetch_read_the_output_file_when_it_is_visible() {
 
     let dest = dir.path().join("dest");
     std::fs::create_dir(&dest).unwrap();
-    let arts = b
-        .fetch(&job.id, &dest, &indicatif::ProgressBar::hidden())
-        .await
-        .unwrap();
+    let arts = b.fetch(&job.id, &dest, &|_| {}).await.unwrap();
     assert_eq!(arts.len(), 1);
     assert_eq!(arts[0].name, format!("greet-{}.out", job.id));
     assert_eq!(
@@ -781,4 +778,31 @@ async fn cli_errors_exit_with_the_contract_codes() {
     );
 
     sb.cmd().args(["doctor", "slurm"]).assert().code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_lists_the_partitions_with_their_limits() {
+    let sim = Sim::start(quick());
+    let sb = Sandbox::with_sim(&sim);
+    let b = backend_from(&slurm_vars(&sim), &sb.state()).unwrap();
+    assert!(
+        b.capabilities()
+            .contains(&jobctl::model::Capability::Queues)
+    );
+    let queues = b.queues().await.unwrap();
+    let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["debug", "long", "maint"]);
+    let debug = &queues[0];
+    assert_eq!(debug.limits["state"], "UP");
+    assert_eq!(debug.limits["total_cpus"], 4);
+    assert_eq!(debug.limits["total_nodes"], 1);
+    assert_eq!(debug.limits["max_time"], "1h");
+    assert_eq!(queues[1].limits["max_time"], "infinite");
+    assert_eq!(queues[2].limits["state"], "DOWN");
+
+    // The command prints them as one JSON array, each queue's limits beside its name.
+    let printed = sb.json(&["-b", "slurm", "queues"]);
+    assert_eq!(printed[0]["name"], "debug");
+    assert_eq!(printed[0]["max_time"], "1h");
+    assert_eq!(printed[1]["total_nodes"], 8);
 }

@@ -136,10 +136,7 @@ async fn real_job_succeeds_and_its_output_is_read() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out), "hello world\n");
     let dest = tempfile::tempdir().unwrap();
-    let arts = b
-        .fetch(&job.id, dest.path(), &indicatif::ProgressBar::hidden())
-        .await
-        .unwrap();
+    let arts = b.fetch(&job.id, dest.path(), &|_| {}).await.unwrap();
     assert_eq!(arts[0].name, format!("greet-{}.out", job.id));
     assert_eq!(
         std::fs::read_to_string(&arts[0].path).unwrap(),

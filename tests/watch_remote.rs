@@ -115,3 +115,39 @@ async fn faults_can_be_switched_over_http() {
         .unwrap();
     assert_eq!(sim.state.faults().error_rate, 0.0);
 }
+
+#[test]
+fn a_slow_platform_does_not_hold_back_the_news_of_another() {
+    let sim = Sim::start(SimConfig::default());
+    let (sb, slow) = submit(&sim, "SIM_DURATION=60s ./run.sh");
+    let (code, out, err) = sb.run(&[
+        "-b", "local", "submit", "-o", "quiet", "--wait", "--", "true",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let quick = out.trim().to_string();
+    assert!(quick.starts_with("local:"), "{quick}");
+
+    // Every AC answer now takes 1.5 s; the local job has already ended.
+    sim.set_faults(Faults {
+        latency_ms: (1500, 1500),
+        ..Faults::default()
+    });
+    let (code, out, err) = sb.run(&["-o", "ndjson", "watch", "--any", &slow, &quick]);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let position = |reference: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == "state" && e["ref"] == reference)
+            .unwrap_or_else(|| panic!("no state event for {reference}: {events:?}"))
+    };
+    // `ac` sorts before `local`: polled one after the other, the slow answer would come first.
+    assert!(
+        position(&quick) < position(&slow),
+        "the local job's end is reported before the slow platform answers: {events:?}"
+    );
+    assert_eq!(events[position(&quick)]["state"], "succeeded");
+}

@@ -572,7 +572,7 @@ impl SimHandle {
         let _ = self.stop.send(true);
     }
 
-    /// Environment variables (CONTRACT §5) that point jobctl at this simulator.
+    /// Environment variables (README "Configuration") that point jobctl at this simulator.
     pub fn env(&self) -> Vec<(String, String)> {
         env_vars(&self.base_url, &self.state.config)
     }

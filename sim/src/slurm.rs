@@ -1,5 +1,5 @@
 //! Simulated slurmrestd, API v0.0.38 (Slurm 22.05): `ping`, `job/submit`, `job/{id}` (GET
-//! and DELETE), `jobs` and `openapi`, with Slurm's authentication headers, JWT expiry and both
+//! and DELETE), `jobs`, `partitions` and `openapi`, with Slurm's authentication headers, JWT expiry and both
 //! shapes of its `errors[]` answers.
 //!
 //! Jobs follow the shared [`Lifecycle`]; the job's `environment` carries the per-job knobs
@@ -154,6 +154,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/openapi/v3", get(openapi))
         .route(&format!("/slurm/{VERSION}/ping"), get(ping))
         .route(&format!("/slurm/{VERSION}/jobs"), get(list_jobs))
+        .route(&format!("/slurm/{VERSION}/partitions"), get(partitions))
         .route(&format!("/slurm/{VERSION}/job/submit"), post(submit))
         .route(
             &format!("/slurm/{VERSION}/job/{{job_id}}"),
@@ -304,6 +305,31 @@ async fn ping(State(s): State<Shared>, headers: HeaderMap) -> Response {
     answer(
         StatusCode::OK,
         json!({"pings": [{"hostname": "sim", "ping": "UP", "status": 0, "mode": "primary"}]}),
+    )
+}
+
+/// INFINITE in a v0.0.38 time limit.
+const INFINITE: u64 = 0xFFFF_FFFF;
+
+/// The partitions: `debug` (the only one jobs may be submitted to, one hour at most), `long`
+/// (no time limit) and `maint` (down).
+async fn partitions(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    let refusal = || json!({"errors": [long_error(-1, "Unspecified error", "Failed to load partition info", "slurm_load_partitions")], "partitions": []});
+    if let Err(r) = authenticate(&s, &headers, refusal) {
+        return r;
+    }
+    let partition = |name: &str, state: &str, cpus: u64, nodes: u64, max: u64, list: &str| {
+        json!({"name": name, "state": state, "total_cpus": cpus, "total_nodes": nodes,
+               "max_time_limit": max, "default_time_limit": INFINITE, "nodes": list,
+               "flags": [], "preemption_mode": ["disabled"], "qos": ""})
+    };
+    answer(
+        StatusCode::OK,
+        json!({"partitions": [
+            partition("debug", "UP", 4, 1, 60, "sim"),
+            partition("long", "UP", 64, 8, INFINITE, "sim[1-8]"),
+            partition("maint", "DOWN", 16, 2, 1440, "sim[9-10]"),
+        ]}),
     )
 }
 

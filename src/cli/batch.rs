@@ -13,7 +13,7 @@ use super::commands::watch_options;
 use super::submission::{Submission, submit_spec};
 use crate::error::{Error, Result, exit};
 use crate::model::{Job, JobSpec};
-use crate::output::{BatchRow, OutputMode, Printer, Report, error_json};
+use crate::output::{BatchRow, OutputMode, Printer, Report, WatchView, error_json};
 use crate::session::{Bound, Session};
 use crate::watch::{self, Event};
 use futures::StreamExt;
@@ -452,8 +452,10 @@ async fn wait_rows(
         .selected_bound()
         .map(|b| b.profile.poll_interval)
         .unwrap_or_default();
-    let wopts = watch_options(&tuning, interval.max(Duration::from_millis(200)), false, p)?;
-    let out = watch::run(s, &targets, &wopts, p).await;
+    let wopts = watch_options(&tuning, interval.max(Duration::from_millis(200)), p)?;
+    let view = WatchView::new(p, false, &targets);
+    let out = watch::run(s, &targets, &wopts, &view, super::interrupted()).await;
+    view.finish();
     if let Some(e) = &out.error {
         // json prints one value: the error goes to stderr, the lines carry what is known.
         if p.mode == OutputMode::Json {

@@ -5,8 +5,10 @@ use super::Outcome;
 use super::args::{Command, GlobalArgs, SubmitArgs, WaitTuning, WatchArgs};
 use crate::config::parse_duration;
 use crate::error::{Error, ErrorKind, Result, exit};
-use crate::model::{AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value};
-use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report};
+use crate::model::{
+    AbortOutcome, FetchProgress, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value,
+};
+use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report, WatchView};
 use crate::session::Session;
 use crate::watch::{self, Event, WatchOptions};
 use indicatif::ProgressBar;
@@ -101,7 +103,6 @@ fn dur(flag: &str, v: &str) -> Result<Duration> {
 pub(super) fn watch_options(
     t: &WaitTuning,
     default_interval: Duration,
-    live: bool,
     p: &Printer,
 ) -> Result<WatchOptions> {
     let mut interval = match &t.interval {
@@ -128,20 +129,22 @@ pub(super) fn watch_options(
         unreachable_timeout: dur("--unreachable-timeout", &t.unreachable_timeout)?,
         any: false,
         fail_fast: false,
-        live: live && p.progress,
-        notes: live && !p.progress,
         abort_mode: false,
     })
 }
 
 /// Runs the watch engine and turns its outcome into a command outcome (result event, error).
+/// `live` asks for the live terminal display (watch, submit --wait).
 pub(super) async fn wait_for(
     targets: &[(String, String)],
     opts: &WatchOptions,
+    live: bool,
     s: &Session,
     p: &Printer,
 ) -> Outcome {
-    let out = watch::run(s, targets, opts, p).await;
+    let view = WatchView::new(p, live, targets);
+    let out = watch::run(s, targets, opts, &view, super::interrupted()).await;
+    view.finish();
     if let Some(e) = &out.error {
         p.error_event(e);
     }
@@ -295,9 +298,9 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             existing,
         });
     }
-    let opts = watch_options(&a.watch, bound.profile.poll_interval, true, p)?;
+    let opts = watch_options(&a.watch, bound.profile.poll_interval, p)?;
     let targets = vec![(bound.profile.name.clone(), job.id.clone())];
-    let mut out = wait_for(&targets, &opts, s, p).await;
+    let mut out = wait_for(&targets, &opts, true, s, p).await;
     if out.code == exit::SUCCESS {
         if let Some(dir) = &a.fetch {
             let fetched = fetch(&job.reference, dir, s, p).await?;
@@ -329,11 +332,10 @@ async fn status(refs: &[String], s: &Session, p: &Printer) -> Result<Outcome> {
         let results = bound.backend.statuses(&ids).await;
         for (&i, r) in idxs.iter().zip(results) {
             let reference = format!("{}:{}", bound.profile.name, targets[i].1);
-            items[i] = Some(r.map(|j| s.finish_job(&bound, j)).map_err(|e| {
-                e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
-                    .during("status")
-                    .about(reference)
-            }));
+            items[i] = Some(
+                r.map(|j| s.finish_job(&bound, j))
+                    .map_err(|e| e.about(reference)),
+            );
         }
     }
     let items: Vec<Result<crate::model::Job>> = items.into_iter().flatten().collect();
@@ -396,10 +398,7 @@ async fn list(
         ))
         .in_profile(&bound.profile.name, bound.profile.backend.as_str()));
     }
-    let jobs = bound.backend.list(&query).await.map_err(|e| {
-        e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
-            .during("list")
-    })?;
+    let jobs = bound.backend.list(&query).await?;
     let items = jobs
         .into_iter()
         .map(|j| Ok(s.finish_job(&bound, j)))
@@ -433,15 +432,11 @@ async fn abort(
     let mut pending = Vec::new();
     for (profile, id) in &targets {
         let bound = s.bound(profile)?;
-        let request = if flags.force {
+        let outcome = if flags.force {
             bound.backend.abort_force(id).await
         } else {
             bound.backend.abort(id).await
         };
-        let outcome = request.map_err(|e| {
-            e.in_profile(profile, bound.profile.backend.as_str())
-                .during("abort")
-        });
         match &outcome {
             Ok(AbortOutcome::Requested) => pending.push((profile.clone(), id.clone())),
             Ok(AbortOutcome::AlreadyTerminal) => {}
@@ -466,10 +461,10 @@ async fn abort(
         max_interval: "10s".into(),
         unreachable_timeout: "5m".into(),
     };
-    let mut opts = watch_options(&tuning, interval, false, p)?;
+    let mut opts = watch_options(&tuning, interval, p)?;
     opts.timeout = timeout;
     opts.abort_mode = true;
-    let mut out = wait_for(&pending, &opts, s, p).await;
+    let mut out = wait_for(&pending, &opts, false, s, p).await;
     out.code = out.code.max(code);
     Ok(out)
 }
@@ -482,13 +477,13 @@ async fn watch_cmd(a: WatchArgs, live: bool, s: &Session, p: &Printer) -> Result
             .filter_map(|(pr, _)| s.bound(pr).ok().map(|b| b.profile.poll_interval))
             .min()
             .unwrap_or(Duration::from_secs(2));
-        let mut opts = watch_options(&a.tuning, interval, live, p)?;
+        let mut opts = watch_options(&a.tuning, interval, p)?;
         opts.any = a.any;
         opts.fail_fast = a.fail_fast;
         Ok((targets, opts))
     })();
     match prepared {
-        Ok((targets, opts)) => Ok(wait_for(&targets, &opts, s, p).await),
+        Ok((targets, opts)) => Ok(wait_for(&targets, &opts, live, s, p).await),
         // In an ndjson event stream even a refusal before the first poll (a bad reference)
         // is an error event followed by the result event.
         Err(e) if p.mode == OutputMode::Ndjson => {
@@ -510,20 +505,12 @@ async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome>
     let (profile, id) = s.resolve(reference)?;
     let bound = s.bound(&profile)?;
     let mut stdout = tokio::io::stdout();
-    let mut sigint = super::interrupt_signal();
-    let interrupted = async move {
-        match sigint.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
+    let interrupted = super::interrupted();
     tokio::select! {
         r = bound.backend.logs(&id, req, &mut stdout) => {
             // tokio's stdout buffers: what a backend wrote must reach a pipe before we exit.
             let flushed = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
-            r.map_err(|e| e.in_profile(&profile, bound.profile.backend.as_str()).during("logs"))?;
+            r?;
             flushed.map_err(|e| Error::io("writing output", e))?;
         }
         _ = interrupted => {
@@ -555,12 +542,13 @@ async fn fetch(
     } else {
         ProgressBar::hidden()
     };
-    let result = bound.backend.fetch(&id, dest, &bar).await;
+    let report = |p: FetchProgress| match p {
+        FetchProgress::Expect(n) => bar.inc_length(n),
+        FetchProgress::Done(n) => bar.inc(n),
+    };
+    let result = bound.backend.fetch(&id, dest, &report).await;
     bar.finish_and_clear();
-    let arts = result.map_err(|e| {
-        e.in_profile(&profile, bound.profile.backend.as_str())
-            .during("fetch")
-    })?;
+    let arts = result?;
     user_permissions(created.then_some(dest), &arts);
     Ok(Outcome::ok(Report::Artifacts(arts)))
 }
@@ -599,10 +587,7 @@ fn said(p: &Printer, value: Value, text: String) -> Report {
 
 async fn login(profile: Option<String>, s: &Session, p: &Printer) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
-    let msg = bound.backend.login().await.map_err(|e| {
-        e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
-            .during("login")
-    })?;
+    let msg = bound.backend.login().await?;
     let value = serde_json::json!({"profile": bound.profile.name, "backend": bound.profile.backend,
         "logged_in": true, "message": msg});
     let text = format!("logged in to profile {}: {msg}", bound.profile.name);
@@ -618,10 +603,7 @@ async fn logout(profile: Option<String>, s: &Session, p: &Printer) -> Result<Out
         .join("cache")
         .join(format!("{name}.token.json"))
         .exists();
-    bound.backend.logout().await.map_err(|e| {
-        e.in_profile(name, bound.profile.backend.as_str())
-            .during("logout")
-    })?;
+    bound.backend.logout().await?;
     let text = if cached {
         format!("forgot the cached token of profile {name}")
     } else {

@@ -93,8 +93,22 @@ pub fn main() -> i32 {
 }
 
 /// SIGINT, registered at once (the handler must exist before the first event is printed).
-pub fn interrupt_signal() -> Option<tokio::signal::unix::Signal> {
+fn interrupt_signal() -> Option<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()
+}
+
+/// Completes on Ctrl-C. The handler is registered when this is called, not on first poll, so
+/// a Ctrl-C right after the first event is already caught.
+pub fn interrupted() -> impl std::future::Future<Output = ()> {
+    let mut sigint = interrupt_signal();
+    async move {
+        match sigint.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
 }
 
 /// A hint for the mistakes clap cannot explain: a command given to `submit` without `--`.

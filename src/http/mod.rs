@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 pub use backoff::Backoff;
 
-/// Default budget for retrying one request (CONTRACT §6: at most 30 s).
+/// Default budget for retrying one request: at most 30 s (README "Exit codes").
 pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 /// The largest API answer (JSON, text, error pages) jobctl reads: 16 MiB. Downloads
@@ -383,8 +383,7 @@ impl HttpClient {
                 "the answer (HTTP {status}) is larger than the {} MiB jobctl accepts for an API answer ({seen}); it was not read",
                 MAX_ANSWER_BYTES / (1024 * 1024)
             ))
-            .with_code("answer-too-large")
-            .in_profile(&self.profile, self.backend);
+            .with_code("answer-too-large");
             (e, false)
         };
         if let Some(len) = resp
@@ -425,7 +424,7 @@ impl HttpClient {
         };
         let mut err = Error::new(ErrorKind::Unavailable, msg);
         err.retryable = !(lower.contains("certificate") || lower.contains("invalidcert"));
-        err.in_profile(&self.profile, self.backend)
+        err
     }
 }
 

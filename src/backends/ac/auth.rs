@@ -362,7 +362,8 @@ pub struct Overrides {
     pub scheduler: Option<String>,
 }
 
-/// Discovers what `overrides` leaves open, using the regional token.
+/// Discovers what `overrides` leaves open, using the regional token: the region's hosts and
+/// cluster user from `/center`, the scheduler id from `/cluster`.
 pub async fn discover(
     api: &Api,
     ac: &Url,
@@ -380,56 +381,7 @@ pub async fn discover(
         ..Site::default()
     };
     if overrides.hpc.is_none() || overrides.efile.is_none() {
-        let data = api
-            .get(&join(ac, "/ac/openapi/v2/center")?, &token.token, &[])
-            .await?;
-        let region_id = token.data.get("region_id").and_then(Value::as_str);
-        let region_name = token.data.get("region_name").and_then(Value::as_str);
-        // Documented as an array of regions, observed as one object per regional token.
-        let info = match &data {
-            Value::Array(items) => items
-                .iter()
-                .find(|i| {
-                    let id = i.get("id").or_else(|| i.get("clusterId")).map(code_string);
-                    let name = i
-                        .get("name")
-                        .or_else(|| i.get("clusterName"))
-                        .and_then(Value::as_str);
-                    (region_id.is_some() && id.as_deref() == region_id)
-                        || (region_name.is_some() && name == region_name)
-                })
-                .or_else(|| items.first())
-                .cloned()
-                .unwrap_or(Value::Null),
-            other => other.clone(),
-        };
-        let region = region_name.or(region_id).unwrap_or("?");
-        if overrides.hpc.is_none() {
-            let url = enabled_url(info.get("hpcUrls")).ok_or_else(|| {
-                Error::platform(format!(
-                    "the AC platform lists no enabled hpc URL for region {region}; set AC_HPC_URL"
-                ))
-            })?;
-            site.hpc = normalize_hpc(&url);
-        }
-        if overrides.efile.is_none() {
-            let url = enabled_url(info.get("efileUrls")).ok_or_else(|| {
-                Error::platform(format!(
-                    "the AC platform lists no enabled efile URL for region {region}; set AC_EFILE_URL"
-                ))
-            })?;
-            site.efile = normalize_efile(&url);
-        }
-        if site.compute_user.is_none() {
-            site.compute_user = info
-                .get("clusterUserName")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-        }
-        site.home = info
-            .get("homePath")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        discover_hosts(api, ac, token, overrides, &mut site).await?;
     }
     if let Some(h) = &overrides.hpc {
         site.hpc = normalize_hpc(h);
@@ -437,28 +389,95 @@ pub async fn discover(
     if let Some(e) = &overrides.efile {
         site.efile = normalize_efile(e);
     }
-    match &overrides.scheduler {
-        Some(s) => site.scheduler = s.clone(),
-        None => {
-            let data = api
-                .get(
-                    &join(&site.hpc_url()?, "/hpc/openapi/v2/cluster")?,
-                    &token.token,
-                    &[],
-                )
-                .await?;
-            site.scheduler = data
-                .as_array()
-                .and_then(|a| a.iter().find_map(|c| c.get("id").map(code_string)))
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| {
-                    Error::platform(
-                        "the AC platform lists no scheduler for this region; set AC_SCHEDULER_ID",
-                    )
-                })?;
-        }
-    }
+    site.scheduler = match &overrides.scheduler {
+        Some(s) => s.clone(),
+        None => discover_scheduler(api, token, &site).await?,
+    };
     Ok(site)
+}
+
+/// The `/center` entry of the token's region. Documented as an array of regions, observed as
+/// one object per regional token.
+fn region_info(data: &Value, region_id: Option<&str>, region_name: Option<&str>) -> Value {
+    match data {
+        Value::Array(items) => items
+            .iter()
+            .find(|i| {
+                let id = i.get("id").or_else(|| i.get("clusterId")).map(code_string);
+                let name = i
+                    .get("name")
+                    .or_else(|| i.get("clusterName"))
+                    .and_then(Value::as_str);
+                (region_id.is_some() && id.as_deref() == region_id)
+                    || (region_name.is_some() && name == region_name)
+            })
+            .or_else(|| items.first())
+            .cloned()
+            .unwrap_or(Value::Null),
+        other => other.clone(),
+    }
+}
+
+/// Fills the hpc and efile hosts (those not overridden), the cluster user and the home
+/// directory from `/center`.
+async fn discover_hosts(
+    api: &Api,
+    ac: &Url,
+    token: &CachedToken,
+    overrides: &Overrides,
+    site: &mut Site,
+) -> Result<()> {
+    let data = api
+        .get(&join(ac, "/ac/openapi/v2/center")?, &token.token, &[])
+        .await?;
+    let region_id = token.data.get("region_id").and_then(Value::as_str);
+    let region_name = token.data.get("region_name").and_then(Value::as_str);
+    let info = region_info(&data, region_id, region_name);
+    let region = region_name.or(region_id).unwrap_or("?");
+    let listed = |key: &str, variable: &str| {
+        enabled_url(info.get(key)).ok_or_else(|| {
+            Error::platform(format!(
+                "the AC platform lists no enabled {} URL for region {region}; set {variable}",
+                if key == "hpcUrls" { "hpc" } else { "efile" }
+            ))
+        })
+    };
+    if overrides.hpc.is_none() {
+        site.hpc = normalize_hpc(&listed("hpcUrls", "AC_HPC_URL")?);
+    }
+    if overrides.efile.is_none() {
+        site.efile = normalize_efile(&listed("efileUrls", "AC_EFILE_URL")?);
+    }
+    if site.compute_user.is_none() {
+        site.compute_user = info
+            .get("clusterUserName")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+    }
+    site.home = info
+        .get("homePath")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(())
+}
+
+/// The region's default scheduler id, the first `/cluster` lists.
+async fn discover_scheduler(api: &Api, token: &CachedToken, site: &Site) -> Result<String> {
+    let data = api
+        .get(
+            &join(&site.hpc_url()?, "/hpc/openapi/v2/cluster")?,
+            &token.token,
+            &[],
+        )
+        .await?;
+    data.as_array()
+        .and_then(|a| a.iter().find_map(|c| c.get("id").map(code_string)))
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            Error::platform(
+                "the AC platform lists no scheduler for this region; set AC_SCHEDULER_ID",
+            )
+        })
 }
 
 #[cfg(test)]

@@ -14,15 +14,14 @@ use crate::http::pagination::{self, Page};
 use crate::http::token::{CachedToken, TokenStore};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
-    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
-    ListQuery, LogsRequest, SpecRules,
+    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, FetchProgress, Job,
+    JobSpec, JobState, ListQuery, LogsRequest, ProgressFn, SpecRules,
 };
 use api::{Api, join, page_items};
 use async_trait::async_trait;
 use auth::{Auth, Overrides, Site, SiteCache};
 use bytes::Bytes;
 use chrono::{FixedOffset, Utc};
-use indicatif::ProgressBar;
 use mapping::{JobKey, Source, to_job};
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
@@ -34,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 const BACKEND: &str = "ac";
 
-/// Option keys of `--opt` (CONTRACT §2).
+/// Option keys of `--opt` (README "ac").
 const OPTIONS: &[&str] = &[
     "scheduler",
     "queue",
@@ -128,10 +127,6 @@ impl AcBackend {
             site: tokio::sync::Mutex::new(None),
             offset,
         })
-    }
-
-    fn wrap(&self, e: Error, op: &str) -> Error {
-        e.in_profile(&self.ctx.profile.name, BACKEND).during(op)
     }
 
     /// The discovery result for `tok`: memory, disk cache, or a fresh discovery.
@@ -280,6 +275,125 @@ impl AcBackend {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The jobs of `keys` that the realtime lists still show, one walk per scheduler that
+    /// stops as soon as every wanted job was seen.
+    async fn realtime_many(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        keys: &[Option<JobKey>],
+    ) -> Result<HashMap<JobKey, Job>> {
+        let mut by_scheduler: BTreeMap<&str, Vec<&JobKey>> = BTreeMap::new();
+        for k in keys.iter().flatten() {
+            by_scheduler
+                .entry(k.scheduler.as_str())
+                .or_default()
+                .push(k);
+        }
+        let mut found: HashMap<JobKey, Job> = HashMap::new();
+        for (scheduler, wanted) in &by_scheduler {
+            let want: Vec<&str> = wanted.iter().map(|k| k.job.as_str()).collect();
+            let records = self
+                .realtime_pages(tok, site, scheduler, None, |got| {
+                    want.iter().all(|w| {
+                        got.iter()
+                            .any(|r| mapping::text(r, &["jobId"]).as_deref() == Some(*w))
+                    })
+                })
+                .await?;
+            for r in records {
+                let Some(job_id) = mapping::text(&r, &["jobId", "id"]) else {
+                    continue;
+                };
+                let key = JobKey {
+                    scheduler: scheduler.to_string(),
+                    job: job_id,
+                };
+                if wanted.contains(&&key) {
+                    let mut job = to_job(&r, Some(&key), Source::Realtime, self.offset)?;
+                    job.id = key.id();
+                    found.insert(key, job);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// A job the realtime list did not show: gone from it (finished long enough ago, so in the
+    /// history), or just submitted and not listed yet (its realtime detail), or not ours.
+    async fn finished(&self, tok: &CachedToken, site: &Site, key: &JobKey) -> Result<Job> {
+        match self.history(tok, site, key).await {
+            Err(e) if e.kind == ErrorKind::NotFound => match self.realtime(tok, site, key).await {
+                Ok(Some(job)) => Ok(job),
+                Ok(None) => Err(e),
+                Err(other) => Err(other),
+            },
+            other => other,
+        }
+    }
+
+    /// Adds the finished jobs of the last week from the history (those not already in
+    /// `jobs`), newest first, until the query's limit is reached.
+    async fn history_list(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        query: &ListQuery,
+        jobs: &mut BTreeMap<String, Job>,
+    ) -> Result<()> {
+        let limit = query.limit;
+        let terminal = [JobState::Succeeded, JobState::Failed, JobState::Canceled];
+        let state_code = single_code(&query.states, &terminal);
+        let url = self.hpc(site, "/hpc/openapi/v2/historyjobs")?;
+        let now = Utc::now();
+        let from = now - chrono::Duration::days(HISTORY_DAYS);
+        let mut from_history = 0usize;
+        let (url, state_code, offset) = (&url, &state_code, self.offset);
+        pagination::walk(
+            0usize,
+            |start: usize| async move {
+                let mut q = vec![
+                    ("strClusterNameList", site.scheduler.clone()),
+                    ("startTime", mapping::format_time(from, offset)),
+                    ("endTime", mapping::format_time(now, offset)),
+                    ("timeType", "CUSTOM".to_string()),
+                    ("isQueryByQueueTime", "false".to_string()),
+                    ("sort", "DESC".to_string()),
+                    ("orderBy", "jobId".to_string()),
+                    ("start", start.to_string()),
+                    ("limit", PAGE.to_string()),
+                ];
+                if let Some(u) = &site.compute_user {
+                    q.push(("strUser", u.clone()));
+                }
+                if let Some(c) = state_code {
+                    q.push(("jobState", c.to_string()));
+                }
+                let data = self.api.get(url, &tok.token, &q).await?;
+                let (items, total) = page_items(&data);
+                let next = pagination::next_offset(start, items.len(), total);
+                Ok(Page::new(items, next))
+            },
+            |items| {
+                for r in items {
+                    let key = JobKey {
+                        scheduler: site.scheduler.clone(),
+                        job: mapping::text(&r, &["jobId", "id"]).unwrap_or_default(),
+                    };
+                    if let Ok(job) = to_job(&r, Some(&key), Source::History, offset) {
+                        if query.wants(job.state) && !jobs.contains_key(&job.id) {
+                            from_history += 1;
+                            jobs.insert(job.id.clone(), job);
+                        }
+                    }
+                }
+                limit.is_none_or(|l| from_history < l)
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     /// Pages of the realtime list of `scheduler` for the user, until `enough` says stop.
@@ -443,7 +557,7 @@ impl AcBackend {
         site: &Site,
         path: &str,
         dest: &Path,
-        progress: &ProgressBar,
+        progress: ProgressFn<'_>,
     ) -> Result<Option<Artifact>> {
         let url = join(&site.efile_url()?, "/openapi/v2/file/download")?;
         let mut resp = self
@@ -486,7 +600,7 @@ impl AcBackend {
             .to_string();
         let target = dest.join(&name);
         if let Some(len) = resp.content_length() {
-            progress.inc_length(len);
+            progress(FetchProgress::Expect(len));
         }
         let mut file = tokio::fs::File::create(&target)
             .await
@@ -506,7 +620,7 @@ impl AcBackend {
                 .await
                 .map_err(|e| Error::io(target.display(), e))?;
             bytes += chunk.len() as u64;
-            progress.inc(chunk.len() as u64);
+            progress(FetchProgress::Done(chunk.len() as u64));
         }
         file.flush()
             .await
@@ -598,6 +712,70 @@ fn app_path(raw: &str) -> Result<(String, String)> {
             "option `app` must be TYPE/NAME (e.g. BASIC/BASE), got '{raw}'"
         ))),
     }
+}
+
+/// `mapAppJobInfo` of a submission: the `GAP_*` fields of the app template, from the spec's
+/// options (`opt`) and what `submit` resolved.
+fn app_job_info(
+    opt: &dyn Fn(&str) -> Option<String>,
+    cmd: &str,
+    name: &str,
+    workdir: &str,
+    wall: Option<&str>,
+    exclusive: bool,
+    app_name: &str,
+) -> BTreeMap<&'static str, String> {
+    let nproc = opt("nproc");
+    // Cores per node default to one unless a total core count was asked for.
+    let ppn = opt("ppn").or_else(|| nproc.is_none().then(|| "1".to_string()));
+    [
+        ("GAP_CMD_FILE", cmd.to_string()),
+        ("GAP_SUBMIT_TYPE", "cmd".to_string()),
+        ("GAP_JOB_NAME", name.to_string()),
+        ("GAP_WORK_DIR", workdir.to_string()),
+        ("GAP_QUEUE", opt("queue").unwrap_or_default()),
+        ("GAP_NNODE", opt("nodes").unwrap_or_else(|| "1".to_string())),
+        ("GAP_NODE_STRING", String::new()),
+        ("GAP_PPN", ppn.unwrap_or_default()),
+        ("GAP_NPROC", nproc.unwrap_or_default()),
+        ("GAP_NGPU", opt("gpus").unwrap_or_default()),
+        ("GAP_NDCU", opt("dcus").unwrap_or_default()),
+        ("GAP_JOB_MEM", opt("memory").unwrap_or_default()),
+        ("GAP_WALL_TIME", wall.unwrap_or_default().to_string()),
+        (
+            "GAP_EXCLUSIVE",
+            if exclusive { "1" } else { "" }.to_string(),
+        ),
+        ("GAP_APPNAME", app_name.to_string()),
+        ("GAP_MULTI_SUB", String::new()),
+        ("GAP_STD_OUT_FILE", format!("{workdir}/std.out.%j")),
+        ("GAP_STD_ERR_FILE", format!("{workdir}/std.err.%j")),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The job just submitted, as far as jobctl knows it without asking: queued, with the output
+/// files the template names.
+fn submitted_job(scheduler: &str, job_id: &str, name: &str, workdir: &str) -> Job {
+    let key = JobKey {
+        scheduler: scheduler.to_string(),
+        job: job_id.to_string(),
+    };
+    let mut job = Job::new(key.id(), JobState::Queued, None);
+    job.name = Some(name.to_string());
+    job.created_at = Some(Utc::now());
+    job.extra.insert("scheduler_id".into(), scheduler.into());
+    job.extra.insert("workdir".into(), workdir.into());
+    job.extra.insert(
+        "stdout".into(),
+        format!("{workdir}/std.out.{job_id}").into(),
+    );
+    job.extra.insert(
+        "stderr".into(),
+        format!("{workdir}/std.err.{job_id}").into(),
+    );
+    job
 }
 
 /// Converts the submit answer's `data` to a job id.
@@ -704,33 +882,15 @@ impl JobBackend for AcBackend {
                     self.home(tok, site).await?.trim_end_matches('/')
                 ),
             };
-            let nproc = opt("nproc");
-            let ppn = opt("ppn").or_else(|| nproc.is_none().then(|| "1".to_string()));
-            let info: BTreeMap<&str, String> = [
-                ("GAP_CMD_FILE", cmd.clone()),
-                ("GAP_SUBMIT_TYPE", "cmd".to_string()),
-                ("GAP_JOB_NAME", name.clone()),
-                ("GAP_WORK_DIR", workdir.clone()),
-                ("GAP_QUEUE", opt("queue").unwrap_or_default()),
-                ("GAP_NNODE", opt("nodes").unwrap_or_else(|| "1".to_string())),
-                ("GAP_NODE_STRING", String::new()),
-                ("GAP_PPN", ppn.unwrap_or_default()),
-                ("GAP_NPROC", nproc.unwrap_or_default()),
-                ("GAP_NGPU", opt("gpus").unwrap_or_default()),
-                ("GAP_NDCU", opt("dcus").unwrap_or_default()),
-                ("GAP_JOB_MEM", opt("memory").unwrap_or_default()),
-                ("GAP_WALL_TIME", wall.clone().unwrap_or_default()),
-                (
-                    "GAP_EXCLUSIVE",
-                    if exclusive { "1" } else { "" }.to_string(),
-                ),
-                ("GAP_APPNAME", app_name.clone()),
-                ("GAP_MULTI_SUB", String::new()),
-                ("GAP_STD_OUT_FILE", format!("{workdir}/std.out.%j")),
-                ("GAP_STD_ERR_FILE", format!("{workdir}/std.err.%j")),
-            ]
-            .into_iter()
-            .collect();
+            let info = app_job_info(
+                &opt,
+                cmd,
+                name,
+                &workdir,
+                wall.as_deref(),
+                exclusive,
+                app_name,
+            );
             // The documented example sends the scheduler id as a number.
             let manager = scheduler
                 .parse::<u64>()
@@ -750,38 +910,18 @@ impl JobBackend for AcBackend {
                     "the AC platform accepted the job but returned no job id (data: {data})"
                 ))
             })?;
-            let key = JobKey {
-                scheduler: scheduler.clone(),
-                job: job_id.clone(),
-            };
-            let mut job = Job::new(key.id(), JobState::Queued, None);
-            job.name = Some(name.clone());
-            job.created_at = Some(Utc::now());
+            let mut job = submitted_job(&scheduler, &job_id, name, &workdir);
             job.queue = opt("queue");
             job.owner = site.compute_user.clone();
-            job.extra
-                .insert("scheduler_id".into(), scheduler.clone().into());
-            job.extra.insert("workdir".into(), workdir.clone().into());
-            job.extra.insert(
-                "stdout".into(),
-                format!("{workdir}/std.out.{job_id}").into(),
-            );
-            job.extra.insert(
-                "stderr".into(),
-                format!("{workdir}/std.err.{job_id}").into(),
-            );
             job.extra
                 .insert("app".into(), format!("{app_type}/{app_name}").into());
             Ok(job)
         })
         .await
-        .map_err(|e| self.wrap(e, "submit"))
     }
 
     async fn status(&self, id: &str) -> Result<Job> {
-        self.status_inner(id)
-            .await
-            .map_err(|e| self.wrap(e, "status"))
+        self.status_inner(id).await
     }
 
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
@@ -797,39 +937,7 @@ impl JobBackend for AcBackend {
                     .iter()
                     .map(|id| JobKey::parse(id, Some(&site.scheduler)).ok())
                     .collect();
-                let mut by_scheduler: BTreeMap<&str, Vec<&JobKey>> = BTreeMap::new();
-                for k in keys.iter().flatten() {
-                    by_scheduler
-                        .entry(k.scheduler.as_str())
-                        .or_default()
-                        .push(k);
-                }
-                let mut found: HashMap<JobKey, Job> = HashMap::new();
-                for (scheduler, wanted) in &by_scheduler {
-                    let want: Vec<&str> = wanted.iter().map(|k| k.job.as_str()).collect();
-                    let records = self
-                        .realtime_pages(tok, site, scheduler, None, |got| {
-                            want.iter().all(|w| {
-                                got.iter()
-                                    .any(|r| mapping::text(r, &["jobId"]).as_deref() == Some(*w))
-                            })
-                        })
-                        .await?;
-                    for r in records {
-                        let Some(job_id) = mapping::text(&r, &["jobId", "id"]) else {
-                            continue;
-                        };
-                        let key = JobKey {
-                            scheduler: scheduler.to_string(),
-                            job: job_id,
-                        };
-                        if wanted.contains(&&key) {
-                            let mut job = to_job(&r, Some(&key), Source::Realtime, self.offset)?;
-                            job.id = key.id();
-                            found.insert(key, job);
-                        }
-                    }
-                }
+                let found = self.realtime_many(tok, site, &keys).await?;
                 let mut out = Vec::with_capacity(keys.len());
                 for key in &keys {
                     let Some(key) = key else {
@@ -840,17 +948,7 @@ impl JobBackend for AcBackend {
                         out.push(Ok(job.clone()));
                         continue;
                     }
-                    // Gone from the realtime list (finished long enough ago), or not ours.
-                    let r = match self.history(tok, site, key).await {
-                        Err(e) if e.kind == ErrorKind::NotFound => {
-                            match self.realtime(tok, site, key).await {
-                                Ok(Some(job)) => Ok(job),
-                                Ok(None) => Err(e),
-                                Err(other) => Err(other),
-                            }
-                        }
-                        other => other,
-                    };
+                    let r = self.finished(tok, site, key).await;
                     if let Err(e) = &r {
                         if e.kind == ErrorKind::Auth && e.token_expired {
                             return Err(e.clone());
@@ -866,22 +964,14 @@ impl JobBackend for AcBackend {
                 .into_iter()
                 .zip(parsed)
                 .map(|(r, p)| match p {
-                    Err(e) => Err(self.wrap(e, "status")),
-                    Ok(()) => r.map_err(|e| self.wrap(e, "status")),
+                    Err(e) => Err(e),
+                    Ok(()) => r,
                 })
                 .collect(),
-            Err(e) => {
-                let e = self.wrap(e, "status");
-                ids.iter()
-                    .zip(parsed)
-                    .map(|(_, p)| {
-                        Err(p
-                            .err()
-                            .map(|pe| self.wrap(pe, "status"))
-                            .unwrap_or_else(|| e.clone()))
-                    })
-                    .collect()
-            }
+            Err(e) => parsed
+                .into_iter()
+                .map(|p| Err(p.err().unwrap_or_else(|| e.clone())))
+                .collect(),
         }
     }
 
@@ -937,55 +1027,7 @@ impl JobBackend for AcBackend {
                     .iter()
                     .any(|s| s.is_terminal() || *s == JobState::Unknown);
             if wants_finished {
-                let terminal = [JobState::Succeeded, JobState::Failed, JobState::Canceled];
-                let state_code = single_code(&query.states, &terminal);
-                let url = self.hpc(site, "/hpc/openapi/v2/historyjobs")?;
-                let now = Utc::now();
-                let from = now - chrono::Duration::days(HISTORY_DAYS);
-                let mut from_history = 0usize;
-                let (url, state_code, offset) = (&url, &state_code, self.offset);
-                pagination::walk(
-                    0usize,
-                    |start: usize| async move {
-                        let mut q = vec![
-                            ("strClusterNameList", site.scheduler.clone()),
-                            ("startTime", mapping::format_time(from, offset)),
-                            ("endTime", mapping::format_time(now, offset)),
-                            ("timeType", "CUSTOM".to_string()),
-                            ("isQueryByQueueTime", "false".to_string()),
-                            ("sort", "DESC".to_string()),
-                            ("orderBy", "jobId".to_string()),
-                            ("start", start.to_string()),
-                            ("limit", PAGE.to_string()),
-                        ];
-                        if let Some(u) = &site.compute_user {
-                            q.push(("strUser", u.clone()));
-                        }
-                        if let Some(c) = state_code {
-                            q.push(("jobState", c.to_string()));
-                        }
-                        let data = self.api.get(url, &tok.token, &q).await?;
-                        let (items, total) = page_items(&data);
-                        let next = pagination::next_offset(start, items.len(), total);
-                        Ok(Page::new(items, next))
-                    },
-                    |items| {
-                        for r in items {
-                            let key = JobKey {
-                                scheduler: site.scheduler.clone(),
-                                job: mapping::text(&r, &["jobId", "id"]).unwrap_or_default(),
-                            };
-                            if let Ok(job) = to_job(&r, Some(&key), Source::History, offset) {
-                                if query.wants(job.state) && !jobs.contains_key(&job.id) {
-                                    from_history += 1;
-                                    jobs.insert(job.id.clone(), job);
-                                }
-                            }
-                        }
-                        limit.is_none_or(|l| from_history < l)
-                    },
-                )
-                .await?;
+                self.history_list(tok, site, query, &mut jobs).await?;
             }
             let mut out: Vec<Job> = jobs.into_values().collect();
             out.sort_by_key(|j| std::cmp::Reverse(mapping::sort_key(j)));
@@ -995,7 +1037,6 @@ impl JobBackend for AcBackend {
             Ok(out)
         })
         .await
-        .map_err(|e| self.wrap(e, "list"))
     }
 
     async fn abort(&self, id: &str) -> Result<AbortOutcome> {
@@ -1029,7 +1070,7 @@ impl JobBackend for AcBackend {
             .await
         };
         let r: Result<_> = run.await;
-        r.map_err(|e| self.wrap(e, "abort"))
+        r
     }
 
     async fn logs(&self, id: &str, req: LogsRequest, out: LogSink<'_>) -> Result<()> {
@@ -1037,15 +1078,9 @@ impl JobBackend for AcBackend {
         let mut offset = 0u64;
         let mut seen_file = false;
         loop {
-            let job = self
-                .status_inner(id)
-                .await
-                .map_err(|e| self.wrap(e, "logs"))?;
-            let path = Self::stream_path(&job, req.stderr).map_err(|e| self.wrap(e, "logs"))?;
-            let chunk = self
-                .read_with_session(&path, offset)
-                .await
-                .map_err(|e| self.wrap(e, "logs"))?;
+            let job = self.status_inner(id).await?;
+            let path = Self::stream_path(&job, req.stderr)?;
+            let chunk = self.read_with_session(&path, offset).await?;
             if let Some(bytes) = chunk {
                 seen_file = true;
                 if !bytes.is_empty() {
@@ -1061,18 +1096,15 @@ impl JobBackend for AcBackend {
             // The state was read before the file, so after a terminal state the file is whole.
             if !req.follow || job.terminal {
                 if !seen_file {
-                    return Err(self.wrap(
-                        Error::not_found(format!(
-                            "job {} has no {which} file ({path}) yet{}",
-                            job.id,
-                            if job.terminal {
-                                ""
-                            } else {
-                                "; it has not started"
-                            }
-                        )),
-                        "logs",
-                    ));
+                    return Err(Error::not_found(format!(
+                        "job {} has no {which} file ({path}) yet{}",
+                        job.id,
+                        if job.terminal {
+                            ""
+                        } else {
+                            "; it has not started"
+                        }
+                    )));
                 }
                 return Ok(());
             }
@@ -1080,7 +1112,12 @@ impl JobBackend for AcBackend {
         }
     }
 
-    async fn fetch(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Vec<Artifact>> {
+    async fn fetch(
+        &self,
+        id: &str,
+        dest: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<Artifact>> {
         let run = async {
             let job = self.status_inner(id).await?;
             let paths = [
@@ -1107,7 +1144,7 @@ impl JobBackend for AcBackend {
             Ok(artifacts)
         };
         let r: Result<_> = run.await;
-        r.map_err(|e| self.wrap(e, "fetch"))
+        r
     }
 
     async fn login(&self) -> Result<String> {
@@ -1134,17 +1171,13 @@ impl JobBackend for AcBackend {
             .await
         };
         let r: Result<_> = run.await;
-        r.map_err(|e| self.wrap(e, "login"))
+        r
     }
 
     async fn logout(&self) -> Result<()> {
-        self.auth
-            .store
-            .clear()
-            .await
-            .map_err(|e| self.wrap(e, "logout"))?;
+        self.auth.store.clear().await?;
         *self.site.lock().await = None;
-        self.sites.clear().map_err(|e| self.wrap(e, "logout"))?;
+        self.sites.clear()?;
         Ok(())
     }
 

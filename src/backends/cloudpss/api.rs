@@ -227,7 +227,6 @@ pub fn interpret<T: serde::de::DeserializeOwned>(
 pub struct Api {
     http: HttpClient,
     url: url::Url,
-    profile: String,
 }
 
 impl Api {
@@ -236,7 +235,6 @@ impl Api {
         Ok(Api {
             http: HttpClient::new(profile, "cloudpss")?,
             url,
-            profile: profile.name.clone(),
         })
     }
 
@@ -272,7 +270,7 @@ impl Api {
                 }
             })
             .await?;
-        interpret(&resp, self.url.as_str()).map_err(|e| e.in_profile(&self.profile, "cloudpss"))
+        interpret(&resp, self.url.as_str())
     }
 }
 

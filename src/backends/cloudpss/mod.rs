@@ -34,10 +34,9 @@ use crate::http::pagination::{self, Page};
 use crate::http::token::CachedToken;
 use crate::model::{
     AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
-    ListQuery, LogsRequest, QueueInfo, SpecRules,
+    ListQuery, LogsRequest, ProgressFn, QueueInfo, SpecRules,
 };
 use async_trait::async_trait;
-use indicatif::ProgressBar;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
@@ -684,7 +683,12 @@ impl JobBackend for CloudpssBackend {
         read.map(|_| ())
     }
 
-    async fn fetch(&self, id: &str, dest: &Path, _progress: &ProgressBar) -> Result<Vec<Artifact>> {
+    async fn fetch(
+        &self,
+        id: &str,
+        dest: &Path,
+        _progress: ProgressFn<'_>,
+    ) -> Result<Vec<Artifact>> {
         let job = self.fetch_job(id).await?;
         let messages = self.messages(&job).await?;
         if messages.is_empty() {

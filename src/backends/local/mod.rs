@@ -15,7 +15,6 @@ use crate::backend::{BackendContext, JobBackend, LogSink};
 use crate::error::{Error, Result};
 use crate::model::*;
 use async_trait::async_trait;
-use indicatif::ProgressBar;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::path::Path;
@@ -381,7 +380,12 @@ impl JobBackend for LocalBackend {
         }
     }
 
-    async fn fetch(&self, id: &str, dest: &Path, _progress: &ProgressBar) -> Result<Vec<Artifact>> {
+    async fn fetch(
+        &self,
+        id: &str,
+        dest: &Path,
+        _progress: ProgressFn<'_>,
+    ) -> Result<Vec<Artifact>> {
         let row = self.row(id)?;
         let mut artifacts = Vec::new();
         for stderr in [false, true] {

@@ -46,7 +46,7 @@ fn code_name(code: i64) -> Option<&'static str> {
     })
 }
 
-/// Classifies an envelope error code (CONTRACT §6): 40404000 → not found, 401xxxxx/403xxxxx →
+/// Classifies an envelope error code (README "Exit codes"): 40404000 → not found, 401xxxxx/403xxxxx →
 /// auth (the two session codes also mark the token as expired so one re-connect is tried),
 /// 400040xx → invalid parameters, everything else → a platform error.
 pub(crate) fn classify(code: i64, message: &str, what: &str) -> Error {

@@ -15,13 +15,12 @@ use crate::http::HttpClient;
 use crate::http::pagination::{self, Page};
 use crate::http::token::TokenStore;
 use crate::model::{
-    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
-    ListQuery, LogsRequest, SpecRules,
+    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, FetchProgress, Job,
+    JobSpec, JobState, ListQuery, LogsRequest, ProgressFn, SpecRules,
 };
 use api::{Api, JobRecord, codes};
 use async_trait::async_trait;
 use auth::{Credentials, Session};
-use indicatif::ProgressBar;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -513,7 +512,12 @@ impl JobBackend for NebulaBackend {
         write(&mut out, &end).await
     }
 
-    async fn fetch(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Vec<Artifact>> {
+    async fn fetch(
+        &self,
+        id: &str,
+        dest: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<Artifact>> {
         let job = self.status(id).await?;
         let done: Vec<(String, String)> = tasks_of(&job)
             .iter()
@@ -530,7 +534,7 @@ impl JobBackend for NebulaBackend {
                 job.state
             )));
         }
-        progress.set_length(done.len() as u64);
+        progress(FetchProgress::Expect(done.len() as u64));
         let api = self.api()?;
         let mut artifacts = Vec::new();
         for (tid, name) in &done {
@@ -546,7 +550,7 @@ impl JobBackend for NebulaBackend {
             tokio::fs::write(&path, text.as_bytes())
                 .await
                 .map_err(|e| Error::io(path.display(), e))?;
-            progress.inc(1);
+            progress(FetchProgress::Done(1));
             artifacts.push(Artifact {
                 name: file,
                 path,

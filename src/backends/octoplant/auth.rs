@@ -86,7 +86,7 @@ impl Credentials {
     }
 }
 
-/// The token endpoint's answer (RFC 6749 §5.1; the swagger leaves it undocumented).
+/// The token endpoint's answer (RFC 6749 section 5.1; the swagger leaves it undocumented).
 #[derive(Debug, Deserialize)]
 struct TokenResponse {
     access_token: Option<String>,

@@ -6,7 +6,7 @@ use crate::model::{Job, JobSpec, JobState};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-/// Every key of `ExportContents` (platforms.md §3.4), in the platform's spelling.
+/// Every key of `ExportContents` (the export API's request body), in the platform's spelling.
 pub const EXPORT_KINDS: [&str; 13] = [
     "projectTree",
     "jobList",

@@ -12,13 +12,12 @@ use crate::backend::{BackendContext, JobBackend};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ledger::Ledger;
 use crate::model::{
-    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
-    ListQuery, SpecRules,
+    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, FetchProgress, Job,
+    JobSpec, JobState, ListQuery, ProgressFn, SpecRules,
 };
 use api::{Api, BACKEND};
 use async_trait::async_trait;
 use futures::StreamExt;
-use indicatif::ProgressBar;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,14 +44,6 @@ impl OctoplantBackend {
         let base = ctx.require_url("OCTOPLANT_URL")?;
         let api = Api::new(&ctx.profile, base, &ctx.cache_dir())?;
         Ok(OctoplantBackend { ctx, api })
-    }
-
-    fn err(&self, operation: &str) -> impl Fn(Error) -> Error + '_ {
-        let operation = operation.to_string();
-        move |e: Error| {
-            e.in_profile(&self.ctx.profile.name, BACKEND)
-                .during(&operation)
-        }
     }
 
     async fn order(&self, id: &str) -> Result<Job> {
@@ -90,7 +81,12 @@ impl OctoplantBackend {
     }
 
     /// Streams the order's archive into `dest`, returning the artifact.
-    async fn download_to(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Artifact> {
+    async fn download_to(
+        &self,
+        id: &str,
+        dest: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<Artifact> {
         let resp = match self.api.download(id).await {
             Ok(r) => r,
             // The order may have been listed as succeeded a moment ago, yet the server still
@@ -113,7 +109,7 @@ impl OctoplantBackend {
         });
         let expected = resp.content_length();
         if let Some(len) = expected {
-            progress.set_length(len);
+            progress(FetchProgress::Expect(len));
         }
         let final_path = dest.join(&name);
         let part = dest.join(format!(".{name}.part"));
@@ -151,7 +147,7 @@ impl OctoplantBackend {
         resp: reqwest::Response,
         part: &PathBuf,
         expected: Option<u64>,
-        progress: &ProgressBar,
+        progress: ProgressFn<'_>,
     ) -> Result<u64> {
         let mut file = tokio::fs::File::create(part)
             .await
@@ -174,7 +170,7 @@ impl OctoplantBackend {
                 .await
                 .map_err(|e| Error::io(part.display(), e))?;
             written += chunk.len() as u64;
-            progress.inc(chunk.len() as u64);
+            progress(FetchProgress::Done(chunk.len() as u64));
         }
         file.flush()
             .await
@@ -237,21 +233,17 @@ impl JobBackend for OctoplantBackend {
     }
 
     async fn submit(&self, spec: &JobSpec) -> Result<Job> {
-        let contents = mapping::export_contents(spec).map_err(self.err("submit"))?;
-        let op = self
-            .api
-            .run_export(&contents)
-            .await
-            .map_err(self.err("submit"))?;
+        let contents = mapping::export_contents(spec)?;
+        let op = self.api.run_export(&contents).await?;
         let Some(name) = op.name.clone().filter(|n| !n.trim().is_empty()) else {
-            return Err(self.err("submit")(Error::protocol(
+            return Err(Error::protocol(
                 "the server accepted the export order but returned no order name",
-            )));
+            ));
         };
         if name.chars().any(char::is_whitespace) {
-            return Err(self.err("submit")(Error::protocol(format!(
+            return Err(Error::protocol(format!(
                 "the server returned an order name with whitespace: '{name}'"
-            ))));
+            )));
         }
         let mut job = mapping::job_from_operation(&name, &op);
         job.name = spec.name.clone();
@@ -264,7 +256,7 @@ impl JobBackend for OctoplantBackend {
     }
 
     async fn status(&self, id: &str) -> Result<Job> {
-        self.order(id).await.map_err(self.err("status"))
+        self.order(id).await
     }
 
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
@@ -290,8 +282,7 @@ impl JobBackend for OctoplantBackend {
             Ledger::open(&state_dir)?.for_profile(&profile, ledger_limit)
         })
         .await
-        .map_err(|e| Error::io("ledger", e))?
-        .map_err(self.err("list"))?;
+        .map_err(|e| Error::io("ledger", e))??;
         let entries: Vec<_> = entries
             .into_iter()
             .filter(|e| e.backend == BACKEND && e.id.is_some())
@@ -326,7 +317,7 @@ impl JobBackend for OctoplantBackend {
             .await;
         let mut jobs = Vec::new();
         for r in results {
-            let job = r.map_err(self.err("list"))?;
+            let job = r?;
             if query.wants(job.state) {
                 jobs.push(job);
             }
@@ -338,9 +329,8 @@ impl JobBackend for OctoplantBackend {
     }
 
     async fn abort(&self, id: &str) -> Result<AbortOutcome> {
-        let on_err = self.err("abort");
         // Whether cancelling a finished order is an error is undocumented: look first.
-        let job = self.order(id).await.map_err(&on_err)?;
+        let job = self.order(id).await?;
         if job.terminal {
             return Ok(AbortOutcome::AlreadyTerminal);
         }
@@ -348,38 +338,38 @@ impl JobBackend for OctoplantBackend {
             Ok(()) => Ok(AbortOutcome::Requested),
             Err(e) if e.code.as_deref() == Some("9") => {
                 // It finished between the two requests.
-                let job = self.order(id).await.map_err(&on_err)?;
+                let job = self.order(id).await?;
                 if job.terminal {
                     Ok(AbortOutcome::AlreadyTerminal)
                 } else {
-                    Err(on_err(e))
+                    Err(e)
                 }
             }
-            Err(e) => Err(on_err(e)),
+            Err(e) => Err(e),
         }
     }
 
-    async fn fetch(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Vec<Artifact>> {
-        let on_err = self.err("fetch");
-        let job = self.order(id).await.map_err(&on_err)?;
+    async fn fetch(
+        &self,
+        id: &str,
+        dest: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<Artifact>> {
+        let job = self.order(id).await?;
         if job.state != JobState::Succeeded {
-            return Err(on_err(Self::nothing_to_fetch(&job)));
+            return Err(Self::nothing_to_fetch(&job));
         }
         tokio::fs::create_dir_all(dest)
             .await
-            .map_err(|e| on_err(Error::io(dest.display(), e)))?;
-        let artifact = self
-            .download_to(id, dest, progress)
-            .await
-            .map_err(&on_err)?;
+            .map_err(|e| Error::io(dest.display(), e))?;
+        let artifact = self.download_to(id, dest, progress).await?;
         Ok(vec![artifact])
     }
 
     async fn login(&self) -> Result<String> {
-        let on_err = self.err("login");
-        let token = self.api.grant().await.map_err(&on_err)?;
+        let token = self.api.grant().await?;
         let until = token.expires_at;
-        self.api.tokens().put(token).await.map_err(&on_err)?;
+        self.api.tokens().put(token).await?;
         let who = self.api.username().unwrap_or("?");
         Ok(match until {
             Some(t) => format!(
@@ -391,12 +381,7 @@ impl JobBackend for OctoplantBackend {
     }
 
     async fn logout(&self) -> Result<()> {
-        self.api
-            .tokens()
-            .clear()
-            .await
-            .map(|_| ())
-            .map_err(self.err("logout"))
+        self.api.tokens().clear().await.map(|_| ())
     }
 
     async fn doctor(&self) -> Vec<Check> {

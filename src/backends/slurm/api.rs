@@ -11,6 +11,7 @@ use super::mapping::{NativeJob, SubmitRequest};
 use crate::config::Secret;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpClient, HttpResponse, Idempotency, default_transient, snippet};
+use crate::model::QueueInfo;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::fmt;
@@ -34,6 +35,9 @@ pub trait ApiVersion: Send + Sync + fmt::Debug {
 
     /// The job records of a `GET job/{id}` or `GET jobs` answer.
     fn jobs(&self, body: &Value) -> Result<Vec<NativeJob>>;
+
+    /// The partitions of a `GET partitions` answer, as queues.
+    fn partitions(&self, body: &Value) -> Result<Vec<QueueInfo>>;
 }
 
 /// The versions jobctl speaks, newest first; discovery picks the first the server offers.

@@ -371,7 +371,7 @@ pub fn expand_pattern(pattern: &str, n: &NativeJob, host: Option<&str>) -> Strin
     out
 }
 
-/// Option keys of a Slurm submission (CONTRACT §2).
+/// Option keys of a Slurm submission (README "slurm").
 pub const OPTIONS: &[&str] = &[
     "partition",
     "nodes",

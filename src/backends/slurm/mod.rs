@@ -18,12 +18,11 @@ use crate::backend::{BackendContext, JobBackend, KeyLookup, LogSink};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
-    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
-    ListQuery, LogsRequest, SpecRules,
+    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, FetchProgress, Job,
+    JobSpec, JobState, ListQuery, LogsRequest, ProgressFn, QueueInfo, SpecRules,
 };
 use api::{ApiVersion, Failure, RestClient};
 use async_trait::async_trait;
-use indicatif::ProgressBar;
 use mapping::NativeJob;
 use reqwest::Method;
 use serde_json::Value;
@@ -82,10 +81,6 @@ impl SlurmBackend {
             api: OnceCell::new(),
             poll_interval: profile.poll_interval.min(Duration::from_secs(2)),
         })
-    }
-
-    fn ctx_err(&self, e: Error, op: &str) -> Error {
-        e.in_profile(&self.profile, NAME).during(op)
     }
 
     /// One authenticated call. A failure that looks like a refused token is confirmed with a
@@ -245,18 +240,14 @@ impl SlurmBackend {
     /// An authenticated request against the discovered version.
     async fn request(
         &self,
-        op: &str,
         method: Method,
         tail: &str,
         body: Option<&Value>,
         idem: Idempotency,
     ) -> Result<(Value, &'static dyn ApiVersion)> {
-        let run = async {
-            let api = self.api().await?;
-            let v = self.authenticated(api, method, tail, body, idem).await?;
-            Ok((v, api))
-        };
-        run.await.map_err(|e| self.ctx_err(e, op))
+        let api = self.api().await?;
+        let v = self.authenticated(api, method, tail, body, idem).await?;
+        Ok((v, api))
     }
 
     /// [`Self::call_with`] with the current token; when the controller refuses it and a new
@@ -281,60 +272,48 @@ impl SlurmBackend {
             .await
     }
 
-    fn job_id(&self, id: &str, op: &str) -> Result<u64> {
+    fn job_id(&self, id: &str) -> Result<u64> {
         id.trim().parse::<u64>().map_err(|_| {
-            self.ctx_err(
-                Error::usage(format!(
-                    "'{id}' is not a Slurm job id (a number, e.g. slurm:1234)"
-                )),
-                op,
-            )
+            Error::usage(format!(
+                "'{id}' is not a Slurm job id (a number, e.g. slurm:1234)"
+            ))
         })
     }
 
-    async fn native(&self, id: &str, op: &str) -> Result<(NativeJob, &'static str)> {
-        let n = self.job_id(id, op)?;
+    async fn native(&self, id: &str) -> Result<(NativeJob, &'static str)> {
+        let n = self.job_id(id)?;
         let (body, api) = self
             .request(
-                op,
                 Method::GET,
                 &format!("job/{n}"),
                 None,
                 Idempotency::Idempotent,
             )
             .await?;
-        let jobs = api.jobs(&body).map_err(|e| self.ctx_err(e, op))?;
+        let jobs = api.jobs(&body)?;
         jobs.into_iter()
             .find(|j| j.job_id == n)
             .map(|j| (j, api.version()))
-            .ok_or_else(|| {
-                self.ctx_err(
-                    Error::not_found(format!("Slurm knows no job {n}")).with_code("2017"),
-                    op,
-                )
-            })
+            .ok_or_else(|| Error::not_found(format!("Slurm knows no job {n}")).with_code("2017"))
     }
 
-    async fn all_jobs(&self, op: &str) -> Result<(Vec<NativeJob>, &'static str)> {
+    async fn all_jobs(&self) -> Result<(Vec<NativeJob>, &'static str)> {
         let (body, api) = self
-            .request(op, Method::GET, "jobs", None, Idempotency::Idempotent)
+            .request(Method::GET, "jobs", None, Idempotency::Idempotent)
             .await?;
-        let jobs = api.jobs(&body).map_err(|e| self.ctx_err(e, op))?;
+        let jobs = api.jobs(&body)?;
         Ok((jobs, api.version()))
     }
 
     /// The local file holding the job's output (or error) stream, or why there is none.
     async fn output_file(&self, id: &str, stderr: bool, op: &str) -> Result<(PathBuf, Job)> {
-        let (native, version) = self.native(id, op).await?;
+        let (native, version) = self.native(id).await?;
         let job = mapping::to_job(&native, version);
         let Some(path) = mapping::output_path(&native, stderr) else {
-            return Err(self.ctx_err(
-                Error::not_supported(
-                    NAME,
-                    op,
-                    format!("Slurm reports no output file for job {id} (no working directory)"),
-                ),
+            return Err(Error::not_supported(
+                NAME,
                 op,
+                format!("Slurm reports no output file for job {id} (no working directory)"),
             ));
         };
         let mut candidates = vec![PathBuf::from(&path)];
@@ -374,23 +353,17 @@ impl SlurmBackend {
             }
         }
         if job.state == JobState::Queued {
-            return Err(self.ctx_err(
-                Error::not_found(format!(
-                    "job {id} has not started yet, so it has no output; its output will be written to {path} on the cluster"
-                )),
-                op,
-            ));
+            return Err(Error::not_found(format!(
+                "job {id} has not started yet, so it has no output; its output will be written to {path} on the cluster"
+            )));
         }
-        Err(self.ctx_err(
-            Error::not_supported(
-                NAME,
-                op,
-                format!(
-                    "slurmrestd does not serve job output; the job's {} file {path} is not readable from this machine (jobctl reads it only on the cluster's host or a shared filesystem)",
-                    if stderr { "error" } else { "output" }
-                ),
-            ),
+        Err(Error::not_supported(
+            NAME,
             op,
+            format!(
+                "slurmrestd does not serve job output; the job's {} file {path} is not readable from this machine (jobctl reads it only on the cluster's host or a shared filesystem)",
+                if stderr { "error" } else { "output" }
+            ),
         ))
     }
 }
@@ -421,6 +394,7 @@ impl JobBackend for SlurmBackend {
             Capability::FollowLogs,
             Capability::Fetch,
             Capability::Login,
+            Capability::Queues,
         ]
         .into_iter()
         .collect()
@@ -441,22 +415,19 @@ impl JobBackend for SlurmBackend {
     }
 
     async fn submit(&self, spec: &JobSpec) -> Result<Job> {
-        self.validate(spec).map_err(|e| self.ctx_err(e, "submit"))?;
-        let req = mapping::submit_request(spec).map_err(|e| self.ctx_err(e, "submit"))?;
-        let api = self.api().await.map_err(|e| self.ctx_err(e, "submit"))?;
+        self.validate(spec)?;
+        let req = mapping::submit_request(spec)?;
+        let api = self.api().await?;
         let body = api.submit_body(&req);
         let (answer, api) = self
             .request(
-                "submit",
                 Method::POST,
                 "job/submit",
                 Some(&body),
                 Idempotency::NotIdempotent,
             )
             .await?;
-        let id = api
-            .submitted_id(&answer)
-            .map_err(|e| self.ctx_err(e, "submit"))?;
+        let id = api.submitted_id(&answer)?;
         // The submission answer carries only the id; what Slurm made of the request is read
         // back, falling back to what was asked when the read fails.
         match self.status(&id.to_string()).await {
@@ -484,7 +455,7 @@ impl JobBackend for SlurmBackend {
             return Ok(KeyLookup::Unsearchable);
         };
         let wanted = mapping::key_comment(key);
-        let (jobs, version) = self.all_jobs("submit").await?;
+        let (jobs, version) = self.all_jobs().await?;
         if let Some(n) = jobs
             .iter()
             .find(|n| n.comment.as_deref() == Some(wanted.as_str()))
@@ -499,14 +470,14 @@ impl JobBackend for SlurmBackend {
     }
 
     async fn status(&self, id: &str) -> Result<Job> {
-        let (native, version) = self.native(id, "status").await?;
+        let (native, version) = self.native(id).await?;
         Ok(mapping::to_job(&native, version))
     }
 
     /// One `GET jobs` answers every id; ids the list lacks (hidden by the cluster's privacy
     /// settings, or not numeric) are asked for one by one.
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
-        let all = match self.all_jobs("status").await {
+        let all = match self.all_jobs().await {
             Ok(a) => a,
             Err(e) => return ids.iter().map(|_| Err(e.clone())).collect(),
         };
@@ -528,8 +499,8 @@ impl JobBackend for SlurmBackend {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
-        let (jobs, version) = self.all_jobs("list").await?;
-        // CONTRACT: by default only the caller's own jobs.
+        let (jobs, version) = self.all_jobs().await?;
+        // `list` shows the caller's own jobs unless asked otherwise (README "Commands").
         let me = self
             .auth
             .token()
@@ -565,11 +536,10 @@ impl JobBackend for SlurmBackend {
         if job.terminal {
             return Ok(AbortOutcome::AlreadyTerminal);
         }
-        let n = self.job_id(id, "abort")?;
+        let n = self.job_id(id)?;
         // No signal parameter: Slurm then cancels like `scancel`, and the job ends CANCELLED
         // (an explicit SIGTERM that kills the script would end it FAILED).
         self.request(
-            "abort",
             Method::DELETE,
             &format!("job/{n}"),
             None,
@@ -581,7 +551,7 @@ impl JobBackend for SlurmBackend {
 
     async fn logs(&self, id: &str, req: LogsRequest, out: LogSink<'_>) -> Result<()> {
         let (path, mut job) = self.output_file(id, req.stderr, "logs").await?;
-        let io = |e: std::io::Error| self.ctx_err(Error::io(path.display(), e), "logs");
+        let io = |e: std::io::Error| Error::io(path.display(), e);
         let mut offset: u64 = 0;
         loop {
             offset += copy_from(&path, offset, out).await.map_err(io)?;
@@ -600,7 +570,12 @@ impl JobBackend for SlurmBackend {
         Ok(())
     }
 
-    async fn fetch(&self, id: &str, dest: &Path, progress: &ProgressBar) -> Result<Vec<Artifact>> {
+    async fn fetch(
+        &self,
+        id: &str,
+        dest: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<Artifact>> {
         let (stdout, _) = self.output_file(id, false, "fetch").await?;
         let mut files = vec![stdout.clone()];
         if let Ok((stderr, _)) = self.output_file(id, true, "fetch").await {
@@ -616,15 +591,12 @@ impl JobBackend for SlurmBackend {
                 .unwrap_or_else(|| format!("slurm-{id}.out"));
             let target = dest.join(&name);
             let bytes = tokio::fs::copy(&src, &target).await.map_err(|e| {
-                self.ctx_err(
-                    Error::io(
-                        format!("copying {} to {}", src.display(), target.display()),
-                        e,
-                    ),
-                    "fetch",
+                Error::io(
+                    format!("copying {} to {}", src.display(), target.display()),
+                    e,
                 )
             })?;
-            progress.inc(bytes);
+            progress(FetchProgress::Done(bytes));
             artifacts.push(Artifact {
                 name,
                 path: target,
@@ -633,6 +605,13 @@ impl JobBackend for SlurmBackend {
             });
         }
         Ok(artifacts)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        let (body, api) = self
+            .request(Method::GET, "partitions", None, Idempotency::Idempotent)
+            .await?;
+        api.partitions(&body)
     }
 
     async fn login(&self) -> Result<String> {
@@ -662,7 +641,7 @@ impl JobBackend for SlurmBackend {
                 None => format!("token for Slurm user {user} accepted"),
             })
         };
-        op.await.map_err(|e| self.ctx_err(e, "login"))
+        op.await
     }
 
     async fn logout(&self) -> Result<()> {

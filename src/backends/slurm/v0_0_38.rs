@@ -4,6 +4,7 @@
 use super::api::ApiVersion;
 use super::mapping::{NativeJob, SubmitRequest};
 use crate::error::{Error, Result};
+use crate::model::QueueInfo;
 use serde_json::{Map, Value, json};
 
 /// The v0.0.38 dialect.
@@ -20,6 +21,55 @@ fn int(v: Option<&Value>) -> Option<i64> {
 
 fn text(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(str::to_string)
+}
+
+/// Reads one partition: its name, state, size and longest time limit. `None` without a name.
+fn partition(p: &Value) -> Option<QueueInfo> {
+    let name = text(p.get("name")).filter(|n| !n.is_empty())?;
+    let mut limits = Map::new();
+    limits.insert(
+        "state".into(),
+        text(p.get("state")).map_or(Value::Null, Value::String),
+    );
+    for key in ["total_cpus", "total_nodes"] {
+        limits.insert(key.into(), int(p.get(key)).map_or(Value::Null, Value::from));
+    }
+    limits.insert("max_time".into(), time_limit(p.get("max_time_limit")));
+    Some(QueueInfo {
+        name,
+        description: text(p.get("nodes"))
+            .filter(|n| !n.is_empty())
+            .map(|n| format!("nodes {n}")),
+        limits,
+    })
+}
+
+/// A partition time limit (minutes) as a duration jobctl reads back (`1h`, `2days`),
+/// `infinite`, or null when unset. Slurm writes INFINITE as 0xFFFFFFFF and "not set" as
+/// 0xFFFFFFFE; later API versions use `{set, infinite, number}`.
+fn time_limit(v: Option<&Value>) -> Value {
+    const INFINITE: i64 = 0xFFFF_FFFF;
+    const NO_VALUE: i64 = 0xFFFF_FFFE;
+    let minutes = match v {
+        Some(Value::Object(o)) => {
+            if o.get("infinite").and_then(Value::as_bool) == Some(true) {
+                Some(INFINITE)
+            } else if o.get("set").and_then(Value::as_bool) == Some(false) {
+                None
+            } else {
+                int(o.get("number"))
+            }
+        }
+        other => int(other),
+    };
+    match minutes {
+        Some(INFINITE) => Value::from("infinite"),
+        Some(NO_VALUE) | None => Value::Null,
+        Some(m) if m < 0 => Value::Null,
+        Some(m) => Value::from(
+            humantime::format_duration(std::time::Duration::from_secs(m as u64 * 60)).to_string(),
+        ),
+    }
 }
 
 /// Reads one job object; `None` when it lacks an id (nothing can be said about it then).
@@ -130,11 +180,45 @@ impl ApiVersion for V0_0_38 {
             })
             .collect()
     }
+
+    fn partitions(&self, body: &Value) -> Result<Vec<QueueInfo>> {
+        let list = body
+            .get("partitions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                Error::protocol(format!(
+                    "slurmrestd's answer has no `partitions` list: {}",
+                    crate::http::snippet(body.to_string().as_bytes())
+                ))
+            })?;
+        Ok(list.iter().filter_map(partition).collect())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_become_queues_with_readable_time_limits() {
+        let body = json!({"partitions": [
+            {"name": "debug", "state": "UP", "total_cpus": 4, "total_nodes": 1,
+             "max_time_limit": 90, "nodes": "n1"},
+            {"name": "long", "state": "UP", "max_time_limit": 4294967295u64},
+            {"name": "new", "max_time_limit": {"set": true, "infinite": false, "number": 1440}},
+            {"name": "unset", "max_time_limit": 4294967294u64},
+            {"state": "UP"}
+        ]});
+        let q = V0_0_38.partitions(&body).unwrap();
+        assert_eq!(q.len(), 4, "a partition without a name is skipped");
+        assert_eq!(q[0].limits["max_time"], "1h 30m");
+        assert_eq!(q[0].limits["total_cpus"], 4);
+        assert_eq!(q[0].description.as_deref(), Some("nodes n1"));
+        assert_eq!(q[1].limits["max_time"], "infinite");
+        assert_eq!(q[2].limits["max_time"], "1day");
+        assert!(q[3].limits["max_time"].is_null());
+        assert!(V0_0_38.partitions(&json!({"jobs": []})).is_err());
+    }
 
     #[test]
     fn reads_a_job_as_slurm_22_05_writes_it() {
