@@ -97,7 +97,18 @@ fn err_of<T: std::fmt::Debug>(r: Result<T, Error>) -> Error {
 const LIST: &str = "GET /hpc/openapi/v2/jobs";
 const DETAIL: &str = "GET /hpc/openapi/v2/jobs/{job_id}";
 const HISTORY: &str = "GET /hpc/openapi/v2/historyjobs/{jobmanager_id}/{job_id}";
-const LOGIN: &str = "POST /ac/openapi/v2/tokens";
+const LOGIN: &str = "POST /api/user/v3/tokens";
+const PW_LOGIN: &str = "POST /ac/openapi/v2/tokens";
+
+/// A backend that logs in with password + orgId instead of AK/SK.
+fn password_backend(sim: &SimHandle, dir: &Path, extra: &[(&str, &str)]) -> Arc<dyn JobBackend> {
+    let mut vars = vec![
+        ("AC_PASSWORD", "jobctl-sim"),
+        ("AC_ORG_ID", sim::ac::ORG_ID),
+    ];
+    vars.extend_from_slice(extra);
+    backend_with(sim, dir, &vars, &["AC_ACCESS_KEY", "AC_SECRET_KEY"])
+}
 
 #[tokio::test]
 async fn submit_runs_to_success_with_discovered_defaults() {
@@ -108,10 +119,12 @@ async fn submit_runs_to_success_with_discovered_defaults() {
     let (sched, num) = job.id.split_once('.').unwrap();
     assert_eq!(sched, SCHED);
     assert!(num.parse::<u64>().is_ok());
-    assert_eq!(
-        job.extra["stdout"],
-        format!("/public/home/jobctl/BASE/demo/std.out.{num}")
+    let workdir = job.extra["workdir"].as_str().unwrap().to_string();
+    assert!(
+        workdir.starts_with("/public/home/jobctl/jobctl/demo-"),
+        "a fresh directory under the home named after the job: {workdir}"
     );
+    assert_eq!(job.extra["stdout"], format!("{workdir}/std.out.{num}"));
     let done = wait_terminal(&b, &job.id).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert_eq!(done.native_state.as_deref(), Some("statC"));
@@ -122,7 +135,8 @@ async fn submit_runs_to_success_with_discovered_defaults() {
     assert_eq!(count(&sim, LOGIN), 1);
     assert_eq!(count(&sim, "GET /ac/openapi/v2/center"), 1);
     assert_eq!(count(&sim, "GET /hpc/openapi/v2/cluster"), 1);
-    assert_eq!(count(&sim, "GET /ac/openapi/v2/user"), 1);
+    // `/center` said where the home is.
+    assert_eq!(count(&sim, "GET /ac/openapi/v2/user"), 0);
 }
 
 #[tokio::test]
@@ -354,13 +368,14 @@ async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
         .unwrap();
     let num = job.id.split_once('.').unwrap().1;
     let names: Vec<String> = arts.iter().map(|a| a.name.clone()).collect();
+    // A failed job leaves only its streams in its working directory.
     assert_eq!(
         names,
-        vec![format!("std.out.{num}"), format!("std.err.{num}")]
+        vec![format!("std.err.{num}"), format!("std.out.{num}")]
     );
     let saved = std::fs::read(dest.path().join(format!("std.out.{num}"))).unwrap();
     assert_eq!(saved, whole);
-    assert_eq!(arts[0].bytes, whole.len() as u64);
+    assert_eq!(arts[1].bytes, whole.len() as u64);
 }
 
 #[tokio::test]
@@ -451,11 +466,26 @@ async fn documented_error_codes_become_typed_errors() {
         e.message.contains("502") && e.message.contains("Bad Gateway"),
         "{e}"
     );
+    // A queue the user does not have is refused before sending, naming the valid ones.
+    let submits = count(
+        &sim,
+        "POST /hpc/openapi/v2/apptemplates/{apptype}/{appname}/job",
+    );
     let mut s = spec("true");
     s.options.insert("queue".into(), "gpu-a100".into());
     let e = err_of(b.submit(&s).await);
-    assert_eq!(e.code.as_deref(), Some("815007"));
-    assert!(e.message.contains("Invalid partition"), "{e}");
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(
+        e.message.contains("gpu-a100") && e.message.contains("debug, normal"),
+        "{e}"
+    );
+    assert_eq!(
+        count(
+            &sim,
+            "POST /hpc/openapi/v2/apptemplates/{apptype}/{appname}/job"
+        ),
+        submits
+    );
     let e = err_of(b.status(&format!("{SCHED}.777777")).await);
     assert_eq!(e.exit_code(), 6, "{e}");
     assert!(e.message.contains("777777"), "{e}");
@@ -501,20 +531,20 @@ async fn refused_logins_are_auth_errors_with_codes() {
         ("nobody", "x", "10009"),
         ("frozen", "x", "10007"),
     ] {
-        let b = backend_with(
-            &sim,
-            dir.path(),
-            &[("AC_USER", user), ("AC_PASSWORD", pw)],
-            &[],
-        );
+        let b = password_backend(&sim, dir.path(), &[("AC_USER", user), ("AC_PASSWORD", pw)]);
         let e = err_of(b.status(&format!("{SCHED}.1")).await);
         assert_eq!(e.exit_code(), 4, "{e}");
         assert_eq!(e.code.as_deref(), Some(code));
         assert!(!e.to_string().contains("wrong"), "no password in {e}");
     }
     // One login attempt each: a refused login is not retried.
-    assert_eq!(count(&sim, LOGIN), 3);
-    let b = backend_with(&sim, dir.path(), &[], &["AC_ORG_ID"]);
+    assert_eq!(count(&sim, PW_LOGIN), 3);
+    let b = backend_with(
+        &sim,
+        dir.path(),
+        &[("AC_PASSWORD", "jobctl-sim")],
+        &["AC_ACCESS_KEY", "AC_SECRET_KEY"],
+    );
     let e = err_of(b.list(&ListQuery::default()).await);
     assert_eq!(e.exit_code(), 2);
     assert!(e.message.contains("AC_ORG_ID"), "{e}");
@@ -640,7 +670,7 @@ async fn a_preissued_token_works_and_a_bad_one_is_explained() {
         .unwrap();
     let regional = resp["data"][2]["token"].as_str().unwrap().to_string();
     let platform = resp["data"][0]["token"].as_str().unwrap().to_string();
-    let drop = ["AC_USER", "AC_PASSWORD"];
+    let drop = ["AC_USER", "AC_ACCESS_KEY", "AC_SECRET_KEY"];
     let b = backend_with(&sim, dir.path(), &[("AC_TOKEN", regional.as_str())], &drop);
     let job = b.submit(&spec("true")).await.unwrap();
     assert_eq!(wait_terminal(&b, &job.id).await.state, JobState::Succeeded);
@@ -657,7 +687,7 @@ async fn a_preissued_token_works_and_a_bad_one_is_explained() {
     );
     let b = backend_with(&sim, dir.path(), &[("AC_TOKEN", platform.as_str())], &drop);
     assert_eq!(err_of(b.status(&job.id).await).exit_code(), 2);
-    let b = backend_with(&sim, dir.path(), &[], &["AC_USER", "AC_PASSWORD"]);
+    let b = backend_with(&sim, dir.path(), &[], &drop);
     assert_eq!(err_of(b.status(&job.id).await).exit_code(), 2);
 }
 
@@ -668,11 +698,13 @@ async fn doctor_and_login_report_the_region() {
     let b = backend(&sim, dir.path());
     let checks = b.doctor().await;
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
-    assert_eq!(checks.len(), 4);
+    assert_eq!(checks.len(), 5);
+    let queues = checks.iter().find(|c| c.name == "queues").unwrap();
+    assert!(queues.detail.contains("debug (max 00:30:00)"), "{queues:?}");
     let desc = b.login().await.unwrap();
     assert!(desc.contains("sim-east") && desc.contains(SCHED), "{desc}");
     let other = tempfile::tempdir().unwrap();
-    let bad = backend_with(&sim, other.path(), &[("AC_PASSWORD", "nope")], &[]);
+    let bad = backend_with(&sim, other.path(), &[("AC_SECRET_KEY", "nope")], &[]);
     let checks = bad.doctor().await;
     assert!(
         checks
@@ -789,4 +821,273 @@ async fn cli_submit_wait_logs_and_error_codes() {
     .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+}
+
+#[tokio::test]
+async fn aksk_login_signs_and_refused_keys_are_explained() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let desc = b.login().await.unwrap();
+    // The live token list puts the regions before the platform entry; jobctl still picks the
+    // first usable region, not whatever comes first.
+    assert!(desc.contains("sim-east") && desc.contains(SCHED), "{desc}");
+    assert_eq!((count(&sim, LOGIN), count(&sim, PW_LOGIN)), (1, 0));
+    let cached = std::fs::read_to_string(dir.path().join("cache/ac.token.json")).unwrap();
+    assert!(
+        !cached.contains(sim::ac::SECRET_KEY),
+        "no secret key on disk"
+    );
+
+    for (var, value) in [
+        ("AC_SECRET_KEY", "not-the-secret"),
+        ("AC_ACCESS_KEY", "unknown-key"),
+    ] {
+        let other = tempfile::tempdir().unwrap();
+        let bad = backend_with(&sim, other.path(), &[(var, value)], &[]);
+        let e = err_of(bad.list(&ListQuery::default()).await);
+        assert_eq!(e.exit_code(), 4, "{e}");
+        assert!(
+            e.message.contains("AK/SK") && e.message.contains("AC_SECRET_KEY"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("not-the-secret"), "{e}");
+    }
+    let other = tempfile::tempdir().unwrap();
+    let partial = backend_with(&sim, other.path(), &[], &["AC_SECRET_KEY"]);
+    let e = err_of(partial.list(&ListQuery::default()).await);
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.message.contains("AC_SECRET_KEY is missing"), "{e}");
+
+    // The simulator checks the signature's timestamp against its clock.
+    let stale = (chrono::Utc::now().timestamp() - 3600).to_string();
+    let sig = sim::ac::aksk_signature(sim::ac::ACCESS_KEY, &stale, "jobctl", sim::ac::SECRET_KEY);
+    let resp: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/user/v3/tokens", sim.base_url))
+        .header("user", "jobctl")
+        .header("accessKey", sim::ac::ACCESS_KEY)
+        .header("signature", sig)
+        .header("timestamp", stale)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resp["code"], "10004", "{resp}");
+}
+
+#[tokio::test]
+async fn queues_are_listed_with_numeric_limits_and_checked_before_submitting() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    assert!(
+        b.capabilities()
+            .contains(&jobctl::model::Capability::Queues)
+    );
+    let queues = b.queues().await.unwrap();
+    let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["debug", "normal"]);
+    let debug = serde_json::to_value(&queues[0]).unwrap();
+    assert_eq!(debug["free_cores"], 64);
+    assert_eq!(debug["max_cores_per_node"], 32);
+    assert_eq!(debug["max_wall_time"], "00:30:00");
+
+    const SUBMIT: &str = "POST /hpc/openapi/v2/apptemplates/{apptype}/{appname}/job";
+    let with = |opts: &[(&str, &str)]| {
+        let mut s = spec("true");
+        for (k, v) in opts {
+            s.options.insert(k.to_string(), (*v).into());
+        }
+        s
+    };
+    let e = err_of(
+        b.submit(&with(&[("queue", "debug"), ("wall_time", "2h")]))
+            .await,
+    );
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(
+        e.message.contains("02:00:00") && e.message.contains("00:30:00"),
+        "{e}"
+    );
+    let e = err_of(b.submit(&with(&[("queue", "debug"), ("ppn", "48")])).await);
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(e.message.contains("32 cores per node"), "{e}");
+    let e = err_of(
+        b.submit(&with(&[("queue", "debug"), ("nproc", "100")]))
+            .await,
+    );
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert_eq!(count(&sim, SUBMIT), 0, "nothing sent");
+    let job = b
+        .submit(&with(&[("queue", "debug"), ("wall_time", "10m")]))
+        .await
+        .unwrap();
+    assert_eq!(job.queue.as_deref(), Some("debug"));
+    // `queues` asked once; the checks reused its answer from the short-lived cache.
+    assert_eq!(
+        count(&sim, "GET /hpc/openapi/v2/queuenames/users/{user}"),
+        1
+    );
+}
+
+/// Reads a file of the simulated efile service.
+async fn remote_file(sim: &SimHandle, dir: &Path, path: &str) -> Vec<u8> {
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cache/ac.token.json")).unwrap())
+            .unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/efile/openapi/v2/file/download", sim.base_url))
+        .header("token", cached["token"].as_str().unwrap())
+        .query(&[("path", path)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn uploads_stage_inputs_and_fetch_brings_the_working_directory_back() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend_with(&sim, dir.path(), &[("AC_UPLOAD_CHUNK_SIZE", "1K")], &[]);
+    let local = tempfile::tempdir().unwrap();
+    let run = local.path().join("run.sh");
+    std::fs::write(&run, "#!/bin/sh\n./solve input/mesh.bin\n").unwrap();
+    let input = local.path().join("input");
+    std::fs::create_dir_all(input.join("deep")).unwrap();
+    let big: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(input.join("mesh.bin"), &big).unwrap();
+    std::fs::write(input.join("deep/params.txt"), "n=3\n").unwrap();
+    let mut s = named("sh run.sh", "staged");
+    s.key = Some("case-7".into());
+    s.uploads = vec![
+        run.display().to_string(),
+        input.display().to_string(),
+        format!("{}:bin/start.sh", run.display()),
+    ];
+    let job = b.submit(&s).await.unwrap();
+    let workdir = "/public/home/jobctl/jobctl/case-7";
+    assert_eq!(job.extra["workdir"], workdir, "named after the job key");
+    // The large file went in three chunks and one merge; the others in one request each.
+    assert_eq!(count(&sim, "POST /efile/openapi/v2/file/burst"), 3);
+    assert_eq!(count(&sim, "POST /efile/openapi/v2/file/merge"), 1);
+    assert_eq!(count(&sim, "POST /efile/openapi/v2/file/upload"), 3);
+    assert_eq!(
+        remote_file(&sim, dir.path(), &format!("{workdir}/input/mesh.bin")).await,
+        big
+    );
+    assert_eq!(
+        remote_file(&sim, dir.path(), &format!("{workdir}/bin/start.sh")).await,
+        std::fs::read(&run).unwrap()
+    );
+    assert_eq!(wait_terminal(&b, &job.id).await.state, JobState::Succeeded);
+
+    let dest = tempfile::tempdir().unwrap();
+    let arts = b
+        .fetch(&job.id, dest.path(), &ProgressBar::hidden())
+        .await
+        .unwrap();
+    let num = job.id.split_once('.').unwrap().1;
+    let mut names: Vec<String> = arts.iter().map(|a| a.name.clone()).collect();
+    names.sort();
+    let mut expected = vec![
+        "bin/start.sh".to_string(),
+        "input/deep/params.txt".into(),
+        "input/mesh.bin".into(),
+        "out/summary.json".into(),
+        "result.txt".into(),
+        "run.sh".into(),
+        format!("std.err.{num}"),
+        format!("std.out.{num}"),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("result.txt")).unwrap(),
+        format!("result of job {num}\n")
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("input/mesh.bin")).unwrap(),
+        big
+    );
+}
+
+#[tokio::test]
+async fn a_failed_upload_names_the_file_and_submits_nothing() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let local = tempfile::tempdir().unwrap();
+    let bad = local.path().join("sim-upload-fail.dat");
+    std::fs::write(&bad, "x").unwrap();
+    let mut s = spec("true");
+    s.uploads = vec![bad.display().to_string()];
+    let e = err_of(b.submit(&s).await);
+    assert_eq!(e.exit_code(), 7, "{e}");
+    assert!(
+        e.message.contains("sim-upload-fail.dat") && e.message.contains("10010"),
+        "{e}"
+    );
+    // Outside the home directory: permission refused (exit 4), the file named.
+    let ok = local.path().join("ok.txt");
+    std::fs::write(&ok, "x").unwrap();
+    s.uploads = vec![format!("{}:/etc/ok.txt", ok.display())];
+    let e = err_of(b.submit(&s).await);
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(e.message.contains("ok.txt"), "{e}");
+    // A local file that does not exist is refused before anything is sent.
+    let before = total(&sim);
+    s.uploads = vec!["/no/such/input.dat".into()];
+    let e = err_of(b.submit(&s).await);
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(e.message.contains("/no/such/input.dat"), "{e}");
+    assert_eq!(total(&sim), before);
+    assert_eq!(
+        count(
+            &sim,
+            "POST /hpc/openapi/v2/apptemplates/{apptype}/{appname}/job"
+        ),
+        0
+    );
+}
+
+#[tokio::test]
+async fn jobs_gone_from_the_realtime_list_are_found_in_history_whatever_it_answers() {
+    let sim = start(SimConfig {
+        ac_realtime_window: Duration::ZERO,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    for name in ["sim-gone-null", "sim-gone-404", "sim-gone-text", "plain"] {
+        let job = b.submit(&named("true", name)).await.unwrap();
+        let done = wait_terminal(&b, &job.id).await;
+        assert_eq!(done.state, JobState::Succeeded, "{name}");
+        assert_eq!(done.exit_code, Some(0), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn internal_errors_on_reads_are_retried() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let job = b.submit(&spec("true")).await.unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/_sim/ac/internal-errors?count=2", sim.base_url))
+        .send()
+        .await
+        .unwrap();
+    let before = count(&sim, DETAIL);
+    let j = b.status(&job.id).await.unwrap();
+    assert!(!j.id.is_empty());
+    assert_eq!(
+        count(&sim, DETAIL) - before,
+        3,
+        "two 10001 answers, then the job"
+    );
 }

@@ -151,6 +151,7 @@ pub(super) fn build_spec(a: &SubmitArgs) -> Result<JobSpec> {
     if !a.command.is_empty() {
         spec.command = Some(a.command.clone());
     }
+    spec.uploads.extend(a.uploads.iter().cloned());
     merge_pairs("--arg", &a.args, &mut spec.args)?;
     let mut opts: Vec<String> = a.opts.clone();
     let shorthands = [
@@ -197,6 +198,20 @@ pub(super) async fn submit_spec(
 ) -> Result<(crate::model::Job, bool)> {
     let profile = &bound.profile.name;
     let backend_name = bound.profile.backend.as_str();
+    if !spec.uploads.is_empty()
+        && !bound
+            .backend
+            .capabilities()
+            .contains(&crate::model::Capability::Upload)
+    {
+        return Err(Error::not_supported(
+            backend_name,
+            "submit --upload",
+            "this platform has no file staging jobctl can use",
+        )
+        .in_profile(profile, backend_name)
+        .during("submit"));
+    }
     bound
         .backend
         .validate(spec)
