@@ -988,3 +988,74 @@ async fn internal_errors_on_reads_are_retried() {
         "two 10001 answers, then the job"
     );
 }
+
+/// Runs the requests of a real third-party SCNet client (scnet-chat, reproduced byte for byte
+/// in `tests/fixtures/scnet-client/scnet_client.py`) against the simulator, then follows the
+/// job it submitted with jobctl: both sides of the simulator agree with that client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_scnet_client_works_against_the_simulator() {
+    let Ok(python) = which_python() else {
+        eprintln!("SKIP: python3 is not available");
+        return;
+    };
+    let sim = Sim::start(quick());
+    let local = tempfile::tempdir().unwrap();
+    let script = local.path().join("run.sh");
+    std::fs::write(&script, "echo from scnet-chat\n").unwrap();
+    let env: std::collections::BTreeMap<String, String> = sim.env().into_iter().collect();
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/scnet-client/scnet_client.py"
+    ))
+    .env_clear()
+    .env("SCNET_LOGIN_URL", &env["AC_LOGIN_URL"])
+    .env("SCNET_AC_URL", &env["AC_URL"])
+    .env("SCNET_ACCESS_KEY", &env["AC_ACCESS_KEY"])
+    .env("SCNET_SECRET_KEY", &env["AC_SECRET_KEY"])
+    .env("SCNET_USER", &env["AC_USER"])
+    .env("JOB_DIR_NAME", "scnet-chat/job1")
+    .env("UPLOAD_FILE", &script);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["queues"], serde_json::json!(["debug", "normal"]));
+    assert_eq!(report["region"], "sim-east");
+    for endpoint in [
+        "POST /api/user/v3/tokens",
+        "GET /ac/openapi/v2/center",
+        "GET /hpc/openapi/v2/queuenames/users/{user}",
+        "POST /efile/openapi/v2/file/mkdir",
+        "POST /efile/openapi/v2/file/upload",
+        SUBMIT,
+    ] {
+        assert_eq!(sim.hits(endpoint), 1, "{endpoint}");
+    }
+    // jobctl sees the client's job and its staged file.
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::backend(&sim, "scnet", dir.path());
+    let id = report["job_id"].as_str().unwrap();
+    let done = wait_terminal(&b, id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.queue.as_deref(), Some("debug"));
+    let workdir = report["workdir"].as_str().unwrap();
+    assert_eq!(
+        remote_file(&sim, dir.path(), &format!("{workdir}/run.sh")).await,
+        b"echo from scnet-chat\n"
+    );
+}
+
+fn which_python() -> Result<std::path::PathBuf, ()> {
+    let ok = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok { Ok("python3".into()) } else { Err(()) }
+}
