@@ -1059,3 +1059,56 @@ fn which_python() -> Result<std::path::PathBuf, ()> {
         .is_ok_and(|o| o.status.success());
     if ok { Ok("python3".into()) } else { Err(()) }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_queues_upload_and_secret_key_by_reference() {
+    let sim = Sim::start(quick());
+    let sb = Sandbox::with_sim(&sim);
+    let v = sb.json(&["-b", "scnet", "queues"]);
+    assert_eq!(v[1]["name"], "normal");
+    assert_eq!(v[1]["max_cores"], 2048);
+    let local = tempfile::tempdir().unwrap();
+    let run = local.path().join("run.sh");
+    std::fs::write(&run, "echo staged\n").unwrap();
+    let upload = run.display().to_string();
+    // A backend without file staging refuses --upload before sending anything.
+    let (code, _, err) = sb.run(&["-b", "local", "submit", "--upload", &upload, "--", "true"]);
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("--upload"), "{err}");
+    let (code, out, err) = sb.run(&[
+        "-b",
+        "scnet",
+        "-o",
+        "json",
+        "submit",
+        "--queue",
+        "debug",
+        "--upload",
+        &upload,
+        "--wait",
+        "--",
+        "sh run.sh",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("succeeded"), "{out}");
+    assert_eq!(sim.hits("POST /efile/openapi/v2/file/upload"), 1);
+
+    // The secret key is a secret: by reference in a config file, never inline.
+    let inline = Setup::new("scnet")
+        .config("[profiles.scnet]\nsecret_key = \"abc\"\n")
+        .profile()
+        .unwrap_err();
+    assert_eq!(inline.exit_code(), 2);
+    assert!(inline.message.contains("secret_key_env"), "{inline}");
+    let env: std::collections::BTreeMap<String, String> = sim.env().into_iter().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Setup::new("sk")
+        .var("MY_SCNET_SK", &env["AC_SECRET_KEY"])
+        .config(&format!(
+            "[profiles.sk]\nbackend = \"scnet\"\nurl = \"{u}\"\nlogin_url = \"{u}\"\nusername = \"jobctl\"\naccess_key = \"{ak}\"\nsecret_key_env = \"MY_SCNET_SK\"\n",
+            u = env["AC_URL"],
+            ak = env["AC_ACCESS_KEY"],
+        ))
+        .backend(dir.path());
+    assert_eq!(b.queues().await.unwrap().len(), 2);
+}
