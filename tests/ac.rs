@@ -74,6 +74,8 @@ async fn submit_runs_to_success_with_discovered_defaults() {
     assert_eq!(sim.hits("GET /hpc/openapi/v2/cluster"), 1);
     // `/center` said where the home is.
     assert_eq!(sim.hits("GET /ac/openapi/v2/user"), 0);
+    // jobctl created the directory it chose.
+    assert_eq!(sim.hits("POST /efile/openapi/v2/file/mkdir"), 1);
 }
 
 #[tokio::test]

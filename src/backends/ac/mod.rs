@@ -761,12 +761,14 @@ impl AcBackend {
         Ok(())
     }
 
-    /// Creates the working directory and uploads `uploads` into it.
+    /// Creates the working directory (when jobctl chose it, or files go into it) and uploads
+    /// `uploads` into it. A directory the user named and nothing to upload is left as it is.
     async fn stage(
         &self,
         tok: &CachedToken,
         site: &Site,
         workdir: &str,
+        invented: bool,
         uploads: &[files::UploadArg],
     ) -> Result<()> {
         let efile = files::Efile {
@@ -775,8 +777,7 @@ impl AcBackend {
             token: &tok.token,
         };
         let plan = files::plan(uploads, workdir)?;
-        if uploads.is_empty() {
-            // The platform creates the working directory of a plain job itself.
+        if uploads.is_empty() && !invented {
             return Ok(());
         }
         for dir in &plan.dirs {
@@ -1042,14 +1043,17 @@ impl JobBackend for AcBackend {
         with_session!(self, |tok, site| {
             let scheduler = opt("scheduler").unwrap_or_else(|| site.scheduler.clone());
             self.check_queue(tok, site, &scheduler, spec).await?;
-            let workdir = match opt("workdir") {
-                Some(w) => w.trim_end_matches('/').to_string(),
-                None => format!(
-                    "{}/jobctl/{dir_name}",
-                    self.home(tok, site).await?.trim_end_matches('/')
+            let (workdir, invented) = match opt("workdir") {
+                Some(w) => (w.trim_end_matches('/').to_string(), false),
+                None => (
+                    format!(
+                        "{}/jobctl/{dir_name}",
+                        self.home(tok, site).await?.trim_end_matches('/')
+                    ),
+                    true,
                 ),
             };
-            self.stage(tok, site, &workdir, &uploads).await?;
+            self.stage(tok, site, &workdir, invented, &uploads).await?;
             let nproc = opt("nproc");
             let ppn = opt("ppn").or_else(|| nproc.is_none().then(|| "1".to_string()));
             let info: BTreeMap<&str, String> = [
