@@ -158,10 +158,17 @@ fn walk(local: &Path, remote: &str, plan: &mut Plan) -> Result<()> {
     for entry in entries {
         let path = entry.path();
         let name = file_name(&path)?;
-        // Follows symlinks, as `cp -r` users expect of their inputs.
+        // Symlinked files are followed (their content is the input); symlinked directories
+        // are not, so a link back up the tree cannot make the walk endless.
         let meta = std::fs::metadata(&path)
             .map_err(|e| Error::usage(format!("--upload '{}': {e}", path.display())))?;
-        if meta.is_dir() {
+        let link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        if meta.is_dir() && link {
+            tracing::warn!(
+                "--upload: skipping {} (a symlink to a directory)",
+                path.display()
+            );
+        } else if meta.is_dir() {
             walk(&path, &format!("{remote}/{name}"), plan)?;
         } else if meta.is_file() {
             plan.files
@@ -276,7 +283,7 @@ impl Efile<'_> {
             .await
             .map_err(|e| Error::io(local.display(), e))?;
         for number in 1..=total {
-            let mut buf = Vec::with_capacity(chunk as usize);
+            let mut buf = Vec::with_capacity(chunk.min(size) as usize);
             (&mut file)
                 .take(chunk)
                 .read_to_end(&mut buf)

@@ -860,10 +860,16 @@ fn parse_size(raw: &str) -> Result<u64> {
         }
         _ => (t, 1),
     };
-    match num.trim().parse::<u64>() {
-        Ok(n) if n > 0 && mult > 0 => Ok(n * mult),
+    // A chunk is held in memory while it is sent: at most 1 GiB.
+    match num
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+    {
+        Some(n) if n > 0 && n <= 1024 * 1024 * 1024 => Ok(n),
         _ => Err(Error::usage(format!(
-            "invalid AC_UPLOAD_CHUNK_SIZE '{raw}': write bytes or e.g. 512K, 8M"
+            "invalid AC_UPLOAD_CHUNK_SIZE '{raw}': write bytes or e.g. 512K, 8M (at most 1G)"
         ))),
     }
 }
@@ -1569,6 +1575,20 @@ mod tests {
             command_text(&["echo".into(), "a b".into(), "it's".into()]),
             "echo 'a b' 'it'\\''s'"
         );
+    }
+
+    #[test]
+    fn chunk_sizes_parse_with_suffixes_and_bounds() {
+        assert_eq!(parse_size("1K").unwrap(), 1024);
+        assert_eq!(parse_size("8M").unwrap(), 8 * 1024 * 1024);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        for bad in ["0", "2G", "x", "12Q", "-1", "99999999999999999999K"] {
+            assert_eq!(parse_size(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
+        assert!(workdir_name(Some("case 7/a"), "x").starts_with("case_7_a"));
+        let fresh = workdir_name(None, "demo");
+        assert!(fresh.starts_with("demo-") && fresh.len() == 13, "{fresh}");
+        assert_ne!(fresh, workdir_name(None, "demo"));
     }
 
     #[test]
