@@ -177,6 +177,15 @@ impl Auth {
         self.user.is_some() && self.access_key.is_some() && self.secret_key.is_some()
     }
 
+    /// The host a login talks to: the AK/SK login host, else the platform host.
+    pub fn login_host(&self) -> &Url {
+        if self.uses_aksk() {
+            &self.login_url
+        } else {
+            &self.ac
+        }
+    }
+
     /// Whether jobctl can log in by itself (AK/SK or password), rather than only use a
     /// pre-issued token.
     pub fn can_login(&self) -> bool {

@@ -1483,7 +1483,7 @@ impl JobBackend for AcBackend {
             Ok(t) => {
                 checks.push(Check::pass(
                     "reachability",
-                    format!("{} answered", self.auth.ac),
+                    format!("{} answered", self.auth.login_host()),
                 ));
                 let region = t
                     .data
@@ -1504,7 +1504,7 @@ impl JobBackend for AcBackend {
                 } else {
                     checks.push(Check::pass(
                         "reachability",
-                        format!("{} answered", self.auth.ac),
+                        format!("{} answered", self.auth.login_host()),
                     ));
                     checks.push(Check::fail("authentication", e.to_string()));
                 }
