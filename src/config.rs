@@ -69,6 +69,9 @@ impl BackendKind {
             BackendKind::Ac => &[
                 ("AC_URL", "url", false),
                 ("AC_USER", "username", false),
+                ("AC_ACCESS_KEY", "access_key", false),
+                ("AC_SECRET_KEY", "secret_key", true),
+                ("AC_LOGIN_URL", "login_url", false),
                 ("AC_PASSWORD", "password", true),
                 ("AC_ORG_ID", "org_id", false),
                 ("AC_TOKEN", "token", true),
@@ -77,6 +80,7 @@ impl BackendKind {
                 ("AC_EFILE_URL", "efile_url", false),
                 ("AC_SCHEDULER_ID", "scheduler_id", false),
                 ("AC_UTC_OFFSET", "utc_offset", false),
+                ("AC_UPLOAD_CHUNK_SIZE", "upload_chunk_size", false),
             ],
             BackendKind::Octoplant => &[
                 ("OCTOPLANT_URL", "url", false),
@@ -502,7 +506,14 @@ pub fn builtin_secret_vars() -> Vec<String> {
 }
 
 /// Keys that hold secrets; they must be given by reference (`<key>_env`), never inline.
-const SECRET_KEYS: &[&str] = &["password", "token", "client_secret", "jwt", "secret"];
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "token",
+    "client_secret",
+    "jwt",
+    "secret",
+    "secret_key",
+];
 
 /// The config file, parsed but not yet resolved against the environment.
 #[derive(Debug, Clone, Default)]

@@ -203,6 +203,10 @@ pub struct JobSpec {
     /// Backend options (`--opt`).
     #[serde(default)]
     pub options: Map<String, Value>,
+    /// Files to stage before submitting (`--upload LOCAL[:REMOTE]`), for backends with
+    /// [`Capability::Upload`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uploads: Vec<String>,
 }
 
 impl JobSpec {
@@ -331,6 +335,8 @@ pub enum Capability {
     Login,
     /// `queues`: the queues, partitions or job policies a profile may submit to.
     Queues,
+    /// `submit --upload`: files staged into the job's working directory before submitting.
+    Upload,
 }
 
 /// One queue (AC queue, Slurm partition, CloudPSS job policy) a profile may submit to.

@@ -30,9 +30,21 @@ fn err_of<T: std::fmt::Debug>(r: Result<T, Error>) -> Error {
 }
 
 const LIST: &str = "GET /hpc/openapi/v2/jobs";
+const SUBMIT: &str = "POST /hpc/openapi/v2/apptemplates/{apptype}/{appname}/job";
 const DETAIL: &str = "GET /hpc/openapi/v2/jobs/{job_id}";
 const HISTORY: &str = "GET /hpc/openapi/v2/historyjobs/{jobmanager_id}/{job_id}";
-const LOGIN: &str = "POST /ac/openapi/v2/tokens";
+const LOGIN: &str = "POST /api/user/v3/tokens";
+const PW_LOGIN: &str = "POST /ac/openapi/v2/tokens";
+
+/// The profile logging in with password + orgId instead of AK/SK.
+fn password_setup(sim: &Sim) -> Setup {
+    Setup::sim("scnet", sim)
+        .with(&[
+            ("AC_PASSWORD", "jobctl-sim"),
+            ("AC_ORG_ID", jobctl_sim::ac::ORG_ID),
+        ])
+        .without(&["AC_ACCESS_KEY", "AC_SECRET_KEY"])
+}
 
 #[tokio::test]
 async fn submit_runs_to_success_with_discovered_defaults() {
@@ -43,10 +55,12 @@ async fn submit_runs_to_success_with_discovered_defaults() {
     let (sched, num) = job.id.split_once('.').unwrap();
     assert_eq!(sched, SCHED);
     assert!(num.parse::<u64>().is_ok());
-    assert_eq!(
-        job.extra["stdout"],
-        format!("/public/home/jobctl/BASE/demo/std.out.{num}")
+    let workdir = job.extra["workdir"].as_str().unwrap().to_string();
+    assert!(
+        workdir.starts_with("/public/home/jobctl/jobctl/demo-"),
+        "a fresh directory under the home named after the job: {workdir}"
     );
+    assert_eq!(job.extra["stdout"], format!("{workdir}/std.out.{num}"));
     let done = wait_terminal(&b, &job.id).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert_eq!(done.native_state.as_deref(), Some("statC"));
@@ -57,7 +71,10 @@ async fn submit_runs_to_success_with_discovered_defaults() {
     assert_eq!(sim.hits(LOGIN), 1);
     assert_eq!(sim.hits("GET /ac/openapi/v2/center"), 1);
     assert_eq!(sim.hits("GET /hpc/openapi/v2/cluster"), 1);
-    assert_eq!(sim.hits("GET /ac/openapi/v2/user"), 1);
+    // `/center` said where the home is.
+    assert_eq!(sim.hits("GET /ac/openapi/v2/user"), 0);
+    // jobctl created the directory it chose.
+    assert_eq!(sim.hits("POST /efile/openapi/v2/file/mkdir"), 1);
 }
 
 #[tokio::test]
@@ -285,13 +302,14 @@ async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
     let arts = b.fetch(&job.id, dest.path(), &|_| {}).await.unwrap();
     let num = job.id.split_once('.').unwrap().1;
     let names: Vec<String> = arts.iter().map(|a| a.name.clone()).collect();
+    // A failed job leaves only its streams in its working directory.
     assert_eq!(
         names,
-        vec![format!("std.out.{num}"), format!("std.err.{num}")]
+        vec![format!("std.err.{num}"), format!("std.out.{num}")]
     );
     let saved = std::fs::read(dest.path().join(format!("std.out.{num}"))).unwrap();
     assert_eq!(saved, whole);
-    assert_eq!(arts[0].bytes, whole.len() as u64);
+    assert_eq!(arts[1].bytes, whole.len() as u64);
 }
 
 #[tokio::test]
@@ -382,13 +400,17 @@ async fn documented_error_codes_become_typed_errors() {
         e.message.contains("502") && e.message.contains("Bad Gateway"),
         "{e}"
     );
+    // A queue the user does not have is refused before sending, naming the valid ones.
+    let submits = sim.hits(SUBMIT);
     let mut s = spec("true");
     s.options.insert("queue".into(), "gpu-a100".into());
     let e = err_of(b.submit(&s).await);
-    assert_eq!(e.code.as_deref(), Some("815007"));
-    // An invalid queue is refused for good: invalid input (2), not "may succeed later" (7).
     assert_eq!(e.exit_code(), 2, "{e}");
-    assert!(e.message.contains("Invalid partition"), "{e}");
+    assert!(
+        e.message.contains("gpu-a100") && e.message.contains("debug, normal"),
+        "{e}"
+    );
+    assert_eq!(sim.hits(SUBMIT), submits);
     let e = err_of(b.status(&format!("{SCHED}.777777")).await);
     assert_eq!(e.exit_code(), 6, "{e}");
     assert!(e.message.contains("777777"), "{e}");
@@ -434,7 +456,7 @@ async fn refused_logins_are_auth_errors_with_codes() {
         ("nobody", "x", "10009"),
         ("frozen", "x", "10007"),
     ] {
-        let b = Setup::sim("scnet", &sim)
+        let b = password_setup(&sim)
             .with(&[("AC_USER", user), ("AC_PASSWORD", pw)])
             .backend(dir.path());
         let e = err_of(b.status(&format!("{SCHED}.1")).await);
@@ -443,8 +465,8 @@ async fn refused_logins_are_auth_errors_with_codes() {
         assert!(!e.to_string().contains("wrong"), "no password in {e}");
     }
     // One login attempt each: a refused login is not retried.
-    assert_eq!(sim.hits(LOGIN), 3);
-    let b = Setup::sim("scnet", &sim)
+    assert_eq!(sim.hits(PW_LOGIN), 3);
+    let b = password_setup(&sim)
         .without(&["AC_ORG_ID"])
         .backend(dir.path());
     let e = err_of(b.list(&ListQuery::default()).await);
@@ -574,7 +596,7 @@ async fn a_preissued_token_works_and_a_bad_one_is_explained() {
         .unwrap();
     let regional = resp["data"][2]["token"].as_str().unwrap().to_string();
     let platform = resp["data"][0]["token"].as_str().unwrap().to_string();
-    let drop = ["AC_USER", "AC_PASSWORD"];
+    let drop = ["AC_USER", "AC_ACCESS_KEY", "AC_SECRET_KEY"];
     let b = Setup::sim("scnet", &sim)
         .without(&drop)
         .with(&[("AC_TOKEN", regional.as_str())])
@@ -600,9 +622,7 @@ async fn a_preissued_token_works_and_a_bad_one_is_explained() {
         .with(&[("AC_TOKEN", platform.as_str())])
         .backend(dir.path());
     assert_eq!(err_of(b.status(&job.id).await).exit_code(), 2);
-    let b = Setup::sim("scnet", &sim)
-        .without(&["AC_USER", "AC_PASSWORD"])
-        .backend(dir.path());
+    let b = Setup::sim("scnet", &sim).without(&drop).backend(dir.path());
     assert_eq!(err_of(b.status(&job.id).await).exit_code(), 2);
 }
 
@@ -613,12 +633,14 @@ async fn doctor_and_login_report_the_region() {
     let b = common::backend(&sim, "scnet", dir.path());
     let checks = b.doctor().await;
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
-    assert_eq!(checks.len(), 4);
+    assert_eq!(checks.len(), 5);
+    let queues = checks.iter().find(|c| c.name == "queues").unwrap();
+    assert!(queues.detail.contains("debug (max 00:30:00)"), "{queues:?}");
     let desc = b.login().await.unwrap();
     assert!(desc.contains("sim-east") && desc.contains(SCHED), "{desc}");
     let other = tempfile::tempdir().unwrap();
     let bad = Setup::sim("scnet", &sim)
-        .with(&[("AC_PASSWORD", "nope")])
+        .with(&[("AC_SECRET_KEY", "nope")])
         .backend(other.path());
     let checks = bad.doctor().await;
     assert!(
@@ -696,4 +718,394 @@ async fn cli_submit_wait_logs_and_error_codes() {
     let out = sb.output(&["-b", "ac", "submit", "--opt", "colour=red", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+}
+
+#[tokio::test]
+async fn aksk_login_signs_and_refused_keys_are_explained() {
+    let sim = Sim::start(quick());
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::backend(&sim, "scnet", dir.path());
+    let desc = b.login().await.unwrap();
+    // The live token list puts the regions before the platform entry; jobctl still picks the
+    // first usable region, not whatever comes first.
+    assert!(desc.contains("sim-east") && desc.contains(SCHED), "{desc}");
+    assert_eq!((sim.hits(LOGIN), sim.hits(PW_LOGIN)), (1, 0));
+    let cached = std::fs::read_to_string(dir.path().join("cache/ac.token.json")).unwrap();
+    assert!(
+        !cached.contains(jobctl_sim::ac::SECRET_KEY),
+        "no secret key on disk"
+    );
+
+    for (var, value) in [
+        ("AC_SECRET_KEY", "not-the-secret"),
+        ("AC_ACCESS_KEY", "unknown-key"),
+    ] {
+        let other = tempfile::tempdir().unwrap();
+        let bad = Setup::sim("scnet", &sim)
+            .with(&[(var, value)])
+            .backend(other.path());
+        let e = err_of(bad.list(&ListQuery::default()).await);
+        assert_eq!(e.exit_code(), 4, "{e}");
+        assert!(
+            e.message.contains("AK/SK") && e.message.contains("AC_SECRET_KEY"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("not-the-secret"), "{e}");
+    }
+    let other = tempfile::tempdir().unwrap();
+    let partial = Setup::sim("scnet", &sim)
+        .without(&["AC_SECRET_KEY"])
+        .backend(other.path());
+    let e = err_of(partial.list(&ListQuery::default()).await);
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.message.contains("AC_SECRET_KEY is missing"), "{e}");
+
+    // The simulator checks the signature's timestamp against its clock.
+    let stale = (chrono::Utc::now().timestamp() - 3600).to_string();
+    let sig = jobctl_sim::ac::aksk_signature(
+        jobctl_sim::ac::ACCESS_KEY,
+        &stale,
+        "jobctl",
+        jobctl_sim::ac::SECRET_KEY,
+    );
+    let resp: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/user/v3/tokens", sim.base_url))
+        .header("user", "jobctl")
+        .header("accessKey", jobctl_sim::ac::ACCESS_KEY)
+        .header("signature", sig)
+        .header("timestamp", stale)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resp["code"], "10004", "{resp}");
+}
+
+#[tokio::test]
+async fn queues_are_listed_with_numeric_limits_and_checked_before_submitting() {
+    let sim = Sim::start(quick());
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::backend(&sim, "scnet", dir.path());
+    assert!(
+        b.capabilities()
+            .contains(&jobctl::model::Capability::Queues)
+    );
+    let queues = b.queues().await.unwrap();
+    let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["debug", "normal"]);
+    let debug = serde_json::to_value(&queues[0]).unwrap();
+    assert_eq!(debug["free_cores"], 64);
+    assert_eq!(debug["max_cores_per_node"], 32);
+    assert_eq!(debug["max_wall_time"], "00:30:00");
+
+    let with = |opts: &[(&str, &str)]| {
+        let mut s = spec("true");
+        for (k, v) in opts {
+            s.options.insert(k.to_string(), (*v).into());
+        }
+        s
+    };
+    let e = err_of(
+        b.submit(&with(&[("queue", "debug"), ("wall_time", "2h")]))
+            .await,
+    );
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(
+        e.message.contains("02:00:00") && e.message.contains("00:30:00"),
+        "{e}"
+    );
+    let e = err_of(b.submit(&with(&[("queue", "debug"), ("ppn", "48")])).await);
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(e.message.contains("32 cores per node"), "{e}");
+    let e = err_of(
+        b.submit(&with(&[("queue", "debug"), ("nproc", "100")]))
+            .await,
+    );
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert_eq!(sim.hits(SUBMIT), 0, "nothing sent");
+    let job = b
+        .submit(&with(&[("queue", "debug"), ("wall_time", "10m")]))
+        .await
+        .unwrap();
+    assert_eq!(job.queue.as_deref(), Some("debug"));
+    // `queues` asked once; the checks reused its answer from the short-lived cache.
+    assert_eq!(sim.hits("GET /hpc/openapi/v2/queuenames/users/{user}"), 1);
+}
+
+/// Reads a file of the simulated efile service.
+async fn remote_file(sim: &Sim, dir: &std::path::Path, path: &str) -> Vec<u8> {
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cache/ac.token.json")).unwrap())
+            .unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/efile/openapi/v2/file/download", sim.base_url))
+        .header("token", cached["token"].as_str().unwrap())
+        .query(&[("path", path)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn uploads_stage_inputs_and_fetch_brings_the_working_directory_back() {
+    let sim = Sim::start(quick());
+    let dir = tempfile::tempdir().unwrap();
+    let b = Setup::sim("scnet", &sim)
+        .with(&[("AC_UPLOAD_CHUNK_SIZE", "1K")])
+        .backend(dir.path());
+    let local = tempfile::tempdir().unwrap();
+    let run = local.path().join("run.sh");
+    std::fs::write(&run, "#!/bin/sh\n./solve input/mesh.bin\n").unwrap();
+    let input = local.path().join("input");
+    std::fs::create_dir_all(input.join("deep")).unwrap();
+    let big: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(input.join("mesh.bin"), &big).unwrap();
+    std::fs::write(input.join("deep/params.txt"), "n=3\n").unwrap();
+    let mut s = named("sh run.sh", "staged");
+    s.key = Some("case-7".into());
+    s.uploads = vec![
+        run.display().to_string(),
+        input.display().to_string(),
+        format!("{}:bin/start.sh", run.display()),
+    ];
+    let job = b.submit(&s).await.unwrap();
+    let workdir = "/public/home/jobctl/jobctl/case-7";
+    assert_eq!(job.extra["workdir"], workdir, "named after the job key");
+    // The large file went in three chunks and one merge; the others in one request each.
+    assert_eq!(sim.hits("POST /efile/openapi/v2/file/burst"), 3);
+    assert_eq!(sim.hits("POST /efile/openapi/v2/file/merge"), 1);
+    assert_eq!(sim.hits("POST /efile/openapi/v2/file/upload"), 3);
+    assert_eq!(
+        remote_file(&sim, dir.path(), &format!("{workdir}/input/mesh.bin")).await,
+        big
+    );
+    assert_eq!(
+        remote_file(&sim, dir.path(), &format!("{workdir}/bin/start.sh")).await,
+        std::fs::read(&run).unwrap()
+    );
+    assert_eq!(wait_terminal(&b, &job.id).await.state, JobState::Succeeded);
+
+    let dest = tempfile::tempdir().unwrap();
+    let arts = b.fetch(&job.id, dest.path(), &|_| {}).await.unwrap();
+    let num = job.id.split_once('.').unwrap().1;
+    let mut names: Vec<String> = arts.iter().map(|a| a.name.clone()).collect();
+    names.sort();
+    let mut expected = vec![
+        "bin/start.sh".to_string(),
+        "input/deep/params.txt".into(),
+        "input/mesh.bin".into(),
+        "out/summary.json".into(),
+        "result.txt".into(),
+        "run.sh".into(),
+        format!("std.err.{num}"),
+        format!("std.out.{num}"),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("result.txt")).unwrap(),
+        format!("result of job {num}\n")
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("input/mesh.bin")).unwrap(),
+        big
+    );
+}
+
+#[tokio::test]
+async fn a_failed_upload_names_the_file_and_submits_nothing() {
+    let sim = Sim::start(quick());
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::backend(&sim, "scnet", dir.path());
+    let local = tempfile::tempdir().unwrap();
+    let bad = local.path().join("sim-upload-fail.dat");
+    std::fs::write(&bad, "x").unwrap();
+    let mut s = spec("true");
+    s.uploads = vec![bad.display().to_string()];
+    let e = err_of(b.submit(&s).await);
+    assert_eq!(e.exit_code(), 7, "{e}");
+    assert!(
+        e.message.contains("sim-upload-fail.dat") && e.message.contains("10010"),
+        "{e}"
+    );
+    // Outside the home directory: permission refused (exit 4), the file named.
+    let ok = local.path().join("ok.txt");
+    std::fs::write(&ok, "x").unwrap();
+    s.uploads = vec![format!("{}:/etc/ok.txt", ok.display())];
+    let e = err_of(b.submit(&s).await);
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(e.message.contains("ok.txt"), "{e}");
+    // A local file that does not exist is refused before anything is sent.
+    let before = sim.total();
+    s.uploads = vec!["/no/such/input.dat".into()];
+    let e = err_of(b.submit(&s).await);
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(e.message.contains("/no/such/input.dat"), "{e}");
+    assert_eq!(sim.total(), before);
+    assert_eq!(sim.hits(SUBMIT), 0);
+}
+
+#[tokio::test]
+async fn jobs_gone_from_the_realtime_list_are_found_in_history_whatever_it_answers() {
+    let sim = Sim::start(SimConfig {
+        ac_realtime_window: Duration::ZERO,
+        ..quick()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::backend(&sim, "scnet", dir.path());
+    for name in ["sim-gone-null", "sim-gone-404", "sim-gone-text", "plain"] {
+        let job = b.submit(&named("true", name)).await.unwrap();
+        let done = wait_terminal(&b, &job.id).await;
+        assert_eq!(done.state, JobState::Succeeded, "{name}");
+        assert_eq!(done.exit_code, Some(0), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn internal_errors_on_reads_are_retried() {
+    let sim = Sim::start(quick());
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::backend(&sim, "scnet", dir.path());
+    let job = b.submit(&spec("true")).await.unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/_sim/ac/internal-errors?count=2", sim.base_url))
+        .send()
+        .await
+        .unwrap();
+    let before = sim.hits(DETAIL);
+    let j = b.status(&job.id).await.unwrap();
+    assert!(!j.id.is_empty());
+    assert_eq!(
+        sim.hits(DETAIL) - before,
+        3,
+        "two 10001 answers, then the job"
+    );
+}
+
+/// Runs the requests of a real third-party SCNet client (scnet-chat, reproduced byte for byte
+/// in `tests/fixtures/scnet-client/scnet_client.py`) against the simulator, then follows the
+/// job it submitted with jobctl: both sides of the simulator agree with that client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_scnet_client_works_against_the_simulator() {
+    let Ok(python) = which_python() else {
+        eprintln!("SKIP: python3 is not available");
+        return;
+    };
+    let sim = Sim::start(quick());
+    let local = tempfile::tempdir().unwrap();
+    let script = local.path().join("run.sh");
+    std::fs::write(&script, "echo from scnet-chat\n").unwrap();
+    let env: std::collections::BTreeMap<String, String> = sim.env().into_iter().collect();
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/scnet-client/scnet_client.py"
+    ))
+    .env_clear()
+    .env("SCNET_LOGIN_URL", &env["AC_LOGIN_URL"])
+    .env("SCNET_AC_URL", &env["AC_URL"])
+    .env("SCNET_ACCESS_KEY", &env["AC_ACCESS_KEY"])
+    .env("SCNET_SECRET_KEY", &env["AC_SECRET_KEY"])
+    .env("SCNET_USER", &env["AC_USER"])
+    .env("JOB_DIR_NAME", "scnet-chat/job1")
+    .env("UPLOAD_FILE", &script);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["queues"], serde_json::json!(["debug", "normal"]));
+    assert_eq!(report["region"], "sim-east");
+    for endpoint in [
+        "POST /api/user/v3/tokens",
+        "GET /ac/openapi/v2/center",
+        "GET /hpc/openapi/v2/queuenames/users/{user}",
+        "POST /efile/openapi/v2/file/mkdir",
+        "POST /efile/openapi/v2/file/upload",
+        SUBMIT,
+    ] {
+        assert_eq!(sim.hits(endpoint), 1, "{endpoint}");
+    }
+    // jobctl sees the client's job and its staged file.
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::backend(&sim, "scnet", dir.path());
+    let id = report["job_id"].as_str().unwrap();
+    let done = wait_terminal(&b, id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.queue.as_deref(), Some("debug"));
+    let workdir = report["workdir"].as_str().unwrap();
+    assert_eq!(
+        remote_file(&sim, dir.path(), &format!("{workdir}/run.sh")).await,
+        b"echo from scnet-chat\n"
+    );
+}
+
+fn which_python() -> Result<std::path::PathBuf, ()> {
+    let ok = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok { Ok("python3".into()) } else { Err(()) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_queues_upload_and_secret_key_by_reference() {
+    let sim = Sim::start(quick());
+    let sb = Sandbox::with_sim(&sim);
+    let v = sb.json(&["-b", "scnet", "queues"]);
+    assert_eq!(v[1]["name"], "normal");
+    assert_eq!(v[1]["max_cores"], 2048);
+    let local = tempfile::tempdir().unwrap();
+    let run = local.path().join("run.sh");
+    std::fs::write(&run, "echo staged\n").unwrap();
+    let upload = run.display().to_string();
+    // A backend without file staging refuses --upload before sending anything.
+    let (code, _, err) = sb.run(&["-b", "local", "submit", "--upload", &upload, "--", "true"]);
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("--upload"), "{err}");
+    let (code, out, err) = sb.run(&[
+        "-b",
+        "scnet",
+        "-o",
+        "json",
+        "submit",
+        "--queue",
+        "debug",
+        "--upload",
+        &upload,
+        "--wait",
+        "--",
+        "sh run.sh",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("succeeded"), "{out}");
+    assert_eq!(sim.hits("POST /efile/openapi/v2/file/upload"), 1);
+
+    // The secret key is a secret: by reference in a config file, never inline.
+    let inline = Setup::new("scnet")
+        .config("[profiles.scnet]\nsecret_key = \"abc\"\n")
+        .profile()
+        .unwrap_err();
+    assert_eq!(inline.exit_code(), 2);
+    assert!(inline.message.contains("secret_key_env"), "{inline}");
+    let env: std::collections::BTreeMap<String, String> = sim.env().into_iter().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Setup::new("sk")
+        .var("MY_SCNET_SK", &env["AC_SECRET_KEY"])
+        .config(&format!(
+            "[profiles.sk]\nbackend = \"scnet\"\nurl = \"{u}\"\nlogin_url = \"{u}\"\nusername = \"jobctl\"\naccess_key = \"{ak}\"\nsecret_key_env = \"MY_SCNET_SK\"\n",
+            u = env["AC_URL"],
+            ak = env["AC_ACCESS_KEY"],
+        ))
+        .backend(dir.path());
+    assert_eq!(b.queues().await.unwrap().len(), 2);
 }

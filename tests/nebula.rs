@@ -198,10 +198,11 @@ async fn platform_errors_carry_their_documented_codes() {
         2,
         "40004001",
     );
+    // On a run, 50004002 means required parameters are missing: the spec's fault.
     check(
         b.submit(&spec(PAGERANK, &[("sim.reject", json!(50004002))]))
             .await,
-        7,
+        2,
         "50004002",
     );
     check(
@@ -222,7 +223,8 @@ async fn platform_errors_carry_their_documented_codes() {
         7,
         "90004000",
     );
-    check(b.status("99999").await, 6, "40404000");
+    // Explorer answers an unknown job id with its database error, which is "not found".
+    check(b.status("99999").await, 6, "50004001");
     // An envelope with a 500xxxxx code is final: the submission was not repeated.
     assert_eq!(
         count(
@@ -725,7 +727,7 @@ async fn cli_exit_codes_follow_the_contract() {
     let (code, out, _) = sb.run(&["-o", "json", "status", "nebula:99999"]);
     assert_eq!(code, 6);
     let e: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(e["error"]["code"], "40404000");
+    assert_eq!(e["error"]["code"], "50004001");
 
     let (code, _, err) = sb.run(&[
         "-b",
@@ -734,10 +736,10 @@ async fn cli_exit_codes_follow_the_contract() {
         "--workflow",
         PAGERANK,
         "--arg",
-        "sim.reject=50004002",
+        "sim.reject=50004003",
     ]);
     assert_eq!(code, 7);
-    assert!(err.contains("50004002"), "{err}");
+    assert!(err.contains("50004003"), "{err}");
 
     // A fresh state directory: a cached session would (rightly) still be accepted.
     let other = Sandbox::with_sim(&sim).var("NEBULA_PASSWORD", "not-the-password");
@@ -857,4 +859,27 @@ async fn cli_list_opt_workflow_lists_one_workflows_jobs() {
     assert!(err.contains("colour") && err.contains("workflow"), "{err}");
     let (code, _, _) = sb.run(&["list", "--opt", "workflow=1"]);
     assert_eq!(code, 2, "local takes no list options");
+}
+
+#[tokio::test]
+async fn a_run_missing_required_parameters_is_a_usage_error_with_the_platforms_message() {
+    let sim = start_default();
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    const SHORTEST: &str = "4216617531";
+    let e = b.submit(&spec(SHORTEST, &[])).await.unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert_eq!(e.code.as_deref(), Some("50004002"));
+    assert!(
+        e.message.contains("sssp_1.root") && e.message.contains("--arg"),
+        "{e}"
+    );
+    let job = b
+        .submit(&spec(SHORTEST, &[("sssp_1.root", json!("player100"))]))
+        .await
+        .unwrap();
+    assert!(!job.id.is_empty());
+    let e = b.abort("99999").await.unwrap_err();
+    assert_eq!(e.exit_code(), 6, "{e}");
+    assert_eq!(e.code.as_deref(), Some("50004001"));
 }

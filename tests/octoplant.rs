@@ -263,7 +263,9 @@ async fn refused_credentials_and_permissions_exit_4() {
     );
     let e = bad_pw.status("x").await.unwrap_err();
     assert_eq!(e.exit_code(), 4, "{e}");
-    assert!(e.message.contains("UNAUTHENTICATED"), "{e}");
+    // The token endpoint's OAuth2 error, with its description.
+    assert_eq!(e.code.as_deref(), Some("invalid_grant"));
+    assert!(e.message.contains("invalid username or password"), "{e}");
     assert!(!e.to_string().contains("hunter2-wrong"));
     // A refused login is not repeated.
     assert_eq!(sim.hits("POST /v1/oauth2/token"), 1);
@@ -274,7 +276,8 @@ async fn refused_credentials_and_permissions_exit_4() {
     );
     let e = bad_client.login().await.unwrap_err();
     assert_eq!(e.exit_code(), 4, "{e}");
-    assert!(e.message.contains("client"), "{e}");
+    assert_eq!(e.code.as_deref(), Some("invalid_client"));
+    assert!(e.message.contains("invalid client credentials"), "{e}");
     assert!(!format!("{bad_client:?}").contains("not-the-secret"));
     assert!(!format!("{bad_client:?}").contains("jobctl-sim"));
 
@@ -441,7 +444,7 @@ async fn doctor_checks_reachability_login_and_version() {
     .doctor()
     .await;
     assert!(bad[0].ok && !bad[1].ok, "{bad:?}");
-    assert!(bad[1].detail.contains("UNAUTHENTICATED"), "{bad:?}");
+    assert!(bad[1].detail.contains("invalid_grant"), "{bad:?}");
 
     // Nothing listens on a port we just released.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -612,7 +615,7 @@ async fn cli_exit_codes_follow_the_contract() {
     let wrong = sandbox(&sim).var("OCTOPLANT_PASSWORD", "definitely-wrong");
     let (code, _, err) = wrong.run(&["-vvv", "status", &reference]);
     assert_eq!(code, 4, "{err}");
-    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+    assert!(err.contains("invalid_grant"), "{err}");
     assert!(!err.contains("definitely-wrong"), "{err}");
 
     let (code, out, err) = cli.run(&["doctor", "octoplant"]);

@@ -1,7 +1,10 @@
-//! Simulated AC / SCNet OpenAPI v2: per-region tokens (JWT-shaped, with `computeUser` and
-//! `expireTime`), `/center` and `/cluster` discovery, the job endpoints with a realtime list
-//! that forgets finished jobs after `--ac-realtime-window`, the history endpoints, the
-//! form-body DELETE, and efile downloads honouring `Range`.
+//! Simulated AC / SCNet OpenAPI v2: the AK/SK token endpoint (signature checked, with a
+//! clock-skew window) and the password login, per-region tokens (JWT-shaped, with
+//! `computeUser` and `expireTime`), `/center` (with `clusterUserInfo`) and `/cluster`
+//! discovery, `tokens/state`, the user's queues with their limits, the job endpoints with a
+//! realtime list that forgets finished jobs after `--ac-realtime-window`, the history
+//! endpoints, the form-body DELETE, and the efile service (`mkdir`, `upload`, `burst` +
+//! `merge`, `list`, `download` honouring `Range`) over an in-memory file tree.
 //!
 //! Test hooks (documented in the README):
 //! - `SIM_OUTCOME=fail|succeed`, `SIM_DURATION=2s`, `SIM_QUEUE=1s`, `SIM_EXIT_CODE=3` tokens
@@ -9,17 +12,26 @@
 //! - A job named `sim-error-CODE` is refused with that platform code; `sim-html-error` gets an
 //!   HTML error page (HTTP 502).
 //! - User `frozen` (any password) is refused with 10007.
+//! - A job named `sim-gone-null`, `sim-gone-404` or `sim-gone-text` answers its realtime
+//!   detail, once it has left the realtime list, with `code 0` + null data, HTTP 404, or a
+//!   "作业不存在" message (instead of the default `10004` "not in the realtime list").
+//! - `POST /_sim/ac/internal-errors?count=N` makes the next N job reads answer `10001`.
+//! - An uploaded file named `sim-upload-fail…` is refused with `10010`.
+//! - A successful job leaves `result.txt` and `out/summary.json` in its working directory.
 
 use super::{Lifecycle, Phase, SimConfig, SimState};
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use chrono::{DateTime, FixedOffset, Utc};
+use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap};
+use sha2::Sha256;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -32,6 +44,25 @@ const REGIONS: &[(&str, &str, u64, bool)] = &[
 
 /// The organisation code the simulator expects in `orgId`.
 pub const ORG_ID: &str = "jobctl-sim-org";
+
+/// The access key the AK/SK token endpoint accepts.
+pub const ACCESS_KEY: &str = "jobctl-sim-access-key";
+
+/// The secret key that signs for [`ACCESS_KEY`].
+pub const SECRET_KEY: &str = "jobctl-sim-secret-key";
+
+/// How far an AK/SK `timestamp` may be from the simulator's clock.
+const CLOCK_SKEW: i64 = 300;
+
+/// Queues of every simulated user: (name, free cores, max cores per node, max cores, max wall
+/// time). Values go out as strings, as on the platform.
+const QUEUES: &[(&str, u32, u32, u32, &str)] = &[
+    ("debug", 64, 32, 64, "00:30:00"),
+    ("normal", 1024, 64, 2048, "72:00:00"),
+];
+
+/// Files bigger than this are refused by `upload` (the platform wants `burst` for them).
+const UPLOAD_LIMIT: usize = 4 * 1024 * 1024;
 
 /// How long after expiry a token may still be renewed.
 const RENEWAL_LIMIT: chrono::Duration = chrono::Duration::hours(24);
@@ -63,28 +94,45 @@ struct Data {
     tokens: HashMap<String, TokenInfo>,
     jobs: BTreeMap<u64, SimJob>,
     next_id: u64,
+    /// The efile tree: directories and files by absolute path.
+    dirs: BTreeSet<String>,
+    files: BTreeMap<String, Vec<u8>>,
+    /// Chunks of `burst` uploads not merged yet, by target path.
+    parts: HashMap<String, efile::Parts>,
 }
 
 #[derive(Debug)]
 struct Ac {
     state: Arc<SimState>,
     data: Mutex<Data>,
+    /// Job reads still to answer with `10001`.
+    internal_errors: AtomicU32,
 }
 
 type Shared = Arc<Ac>;
 
 /// Routes of the simulated ac platform.
 pub fn router(state: Arc<SimState>) -> Router {
+    let home = format!("/public/home/{}", state.config.username);
     let ac = Arc::new(Ac {
         state,
         data: Mutex::new(Data {
             next_id: 35_900,
+            dirs: ["/", "/public", "/public/home", home.as_str()]
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
             ..Data::default()
         }),
+        internal_errors: AtomicU32::new(0),
     });
     Router::new()
+        .route("/api/user/v3/tokens", post(aksk_login))
         .route("/ac/openapi/v2/tokens", post(login))
         .route("/ac/openapi/v2/tokens/next", post(renew))
+        .route("/ac/openapi/v2/tokens/state", get(token_state))
+        .route("/_sim/ac/internal-errors", post(inject_internal_errors))
+        .route("/hpc/openapi/v2/queuenames/users/{user}", get(user_queues))
         .route("/ac/openapi/v2/center", get(center))
         .route("/ac/openapi/v2/user", get(user_info))
         .route("/hpc/openapi/v2/cluster", get(cluster))
@@ -100,17 +148,45 @@ pub fn router(state: Arc<SimState>) -> Router {
             get(history_detail),
         )
         .route("/efile/openapi/v2/file/download", get(download))
+        .route("/efile/openapi/v2/file/list", get(efile::list))
+        .route("/efile/openapi/v2/file/mkdir", post(efile::mkdir))
+        .route("/efile/openapi/v2/file/upload", post(efile::upload))
+        .route("/efile/openapi/v2/file/burst", post(efile::burst))
+        .route("/efile/openapi/v2/file/merge", post(efile::merge))
+        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(ac)
 }
 
-/// Environment variables pointing jobctl's built-in ac profile at the simulator.
+/// Environment variables pointing jobctl's built-in ac profile at the simulator: the AK/SK
+/// login, as SCNet users have it (the password login takes `AC_PASSWORD` = the simulator's
+/// password and `AC_ORG_ID` = [`ORG_ID`]).
 pub fn env_vars(base: &str, config: &SimConfig) -> Vec<(String, String)> {
     vec![
         ("AC_URL".into(), base.to_string()),
+        ("AC_LOGIN_URL".into(), base.to_string()),
         ("AC_USER".into(), config.username.clone()),
-        ("AC_PASSWORD".into(), config.password.clone()),
-        ("AC_ORG_ID".into(), ORG_ID.into()),
+        ("AC_ACCESS_KEY".into(), ACCESS_KEY.into()),
+        ("AC_SECRET_KEY".into(), SECRET_KEY.into()),
     ]
+}
+
+/// The signature the AK/SK endpoint expects (HMAC-SHA256 over the sorted compact JSON, hex).
+pub fn aksk_signature(access_key: &str, timestamp: &str, user: &str, secret: &str) -> String {
+    let text = format!(
+        "{{\"accessKey\":{},\"timestamp\":{},\"user\":{}}}",
+        Value::from(access_key),
+        Value::from(timestamp),
+        Value::from(user)
+    );
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(text.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn ok(data: Value) -> Response {
@@ -293,6 +369,124 @@ async fn login(State(ac): State<Shared>, headers: HeaderMap) -> Response {
     ok(Value::Array(list))
 }
 
+/// The token list as the AK/SK endpoint gives it on the live platform: regions first with
+/// string ids, the platform entry after them, success as the number 200.
+async fn aksk_login(State(ac): State<Shared>, headers: HeaderMap) -> Response {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (user, key, sig, ts) = (h("user"), h("accessKey"), h("signature"), h("timestamp"));
+    if user.is_empty() || key.is_empty() || sig.is_empty() || ts.is_empty() {
+        return refuse(
+            "10003",
+            "参数不全: user, accessKey, signature and timestamp headers are required",
+        );
+    }
+    if user == "frozen" {
+        return refuse("10007", "用户已被冻结");
+    }
+    if user != ac.state.config.username {
+        return refuse("10009", "用户不存在");
+    }
+    if key != ACCESS_KEY {
+        return refuse("10008", "权限不足: accessKey 不存在");
+    }
+    let Ok(sent) = ts.parse::<i64>() else {
+        return refuse("10004", "参数无效: timestamp must be unix seconds");
+    };
+    if (Utc::now().timestamp() - sent).abs() > CLOCK_SKEW {
+        return refuse("10004", "参数无效: timestamp 已过期 (clock skew)");
+    }
+    if sig != aksk_signature(&key, &ts, &user, SECRET_KEY) {
+        return refuse("10008", "权限不足: 签名校验失败");
+    }
+    let Ok(mut data) = ac.data.lock() else {
+        return refuse("10001", "内部错误");
+    };
+    let mut list = Vec::new();
+    for (id, name, _, usable) in REGIONS {
+        let token = usable.then(|| ac.issue(&mut data, id, &user));
+        list.push(json!({"clusterId": id, "clusterName": name, "token": token}));
+    }
+    list.push(
+        json!({"clusterId": "0", "clusterName": "ac", "token": ac.issue(&mut data, "0", &user)}),
+    );
+    axum::Json(json!({"code": 200, "msg": "success", "data": list})).into_response()
+}
+
+async fn token_state(State(ac): State<Shared>, headers: HeaderMap) -> Response {
+    match ac.check(&headers, false) {
+        Ok(_) => ok(Value::String("token is valid".into())),
+        Err(r) => r,
+    }
+}
+
+async fn inject_internal_errors(
+    State(ac): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let n = q.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+    ac.internal_errors.store(n, Ordering::SeqCst);
+    ok(json!({"count": n}))
+}
+
+impl Ac {
+    /// `10001` while injected internal errors remain.
+    fn internal_error(&self) -> Option<Response> {
+        self.internal_errors
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .ok()
+            .map(|_| refuse("10001", "internal_error"))
+    }
+}
+
+fn queue_json(q: &(&str, u32, u32, u32, &str)) -> Value {
+    json!({
+        "queueName": q.0, "queFreeNcpus": q.1.to_string(), "queFreeNodes": (q.1 / q.2).to_string(),
+        "queMaxPPN": q.2.to_string(), "queMaxNcpus": q.3.to_string(), "queMaxWalltime": q.4,
+        "queMaxNgpus": "0", "queMaxNdcu": "0", "queStatus": "Open",
+    })
+}
+
+async fn user_queues(
+    State(ac): State<Shared>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let info = match ac.check(&headers, true) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let sched = q.get("strJobManagerID").map(String::as_str).unwrap_or("");
+    if sched.is_empty() {
+        return refuse("10003", "参数不全: strJobManagerID");
+    }
+    if sched.parse().ok() != Ac::scheduler_of(&info.cluster_id) {
+        return refuse("10004", "参数无效: strJobManagerID");
+    }
+    if user != info.user {
+        return refuse(
+            "10008",
+            &format!("权限不足: cannot read the queues of {user}"),
+        );
+    }
+    ok(Value::Array(QUEUES.iter().map(queue_json).collect()))
+}
+
+/// Seconds of `HH:MM:SS`.
+fn clock_secs(t: &str) -> Option<u64> {
+    let mut secs = 0u64;
+    for p in t.split(':') {
+        secs = secs.checked_mul(60)?.checked_add(p.parse().ok()?)?;
+    }
+    Some(secs)
+}
+
 async fn renew(State(ac): State<Shared>, headers: HeaderMap) -> Response {
     let token = headers
         .get("token")
@@ -336,9 +530,9 @@ async fn center(State(ac): State<Shared>, headers: HeaderMap) -> Response {
             {"url": "http://127.0.0.1:9/hpc", "enable": "false"},
             {"url": format!("{base}/hpc"), "enable": "true"},
         ],
-        "efileUrls": [{"url": base, "enable": true}],
+        "efileUrls": [{"url": format!("{base}/efile"), "enable": true}],
         "aiUrls": [],
-        "clusterUserName": info.user,
+        "clusterUserInfo": {"userName": info.user, "homePath": format!("/public/home/{}", info.user)},
     }))
 }
 
@@ -438,13 +632,22 @@ async fn submit(
         );
     }
     let queue = get("GAP_QUEUE");
-    if !["", "debug", "normal"].contains(&queue) {
+    let limits = QUEUES.iter().find(|q| q.0 == queue);
+    if !queue.is_empty() && limits.is_none() {
         return refuse(
             "815007",
             &format!(
                 "作业提交失败: sbatch: error: Batch job submission failed: Invalid partition name specified ({queue})"
             ),
         );
+    }
+    if let (Some(q), Some(wall)) = (limits, clock_secs(get("GAP_WALL_TIME"))) {
+        if clock_secs(q.4).is_some_and(|max| wall > max) {
+            return refuse(
+                "815007",
+                "作业提交失败: sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or exceeds some limit)",
+            );
+        }
     }
     let Ok(mut data) = ac.data.lock() else {
         return refuse("10001", "内部错误");
@@ -479,6 +682,63 @@ async fn submit(
     drop(data);
     ac.state.record_job("ac", name);
     ac.state.after_create(ok(Value::String(id.to_string())))
+}
+
+impl SimJob {
+    /// Files the job has written so far: its output streams and, once it succeeded, its
+    /// results (`result.txt`, `out/summary.json`).
+    fn outputs(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        if let Some(o) = self.stdout() {
+            out.push((self.out.clone(), o.into_bytes()));
+        }
+        if let Some(e) = self.stderr() {
+            out.push((self.err.clone(), e.into_bytes()));
+        }
+        if self.life.phase() == Phase::Succeeded {
+            let dir = self.workdir.trim_end_matches('/');
+            out.push((
+                format!("{dir}/result.txt"),
+                format!("result of job {}\n", self.id).into_bytes(),
+            ));
+            out.push((
+                format!("{dir}/out/summary.json"),
+                json!({"job": self.id, "ok": true}).to_string().into_bytes(),
+            ));
+        }
+        out
+    }
+}
+
+impl Data {
+    /// A file's content: uploaded, or written by a job.
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        if let Some(f) = self.files.get(path) {
+            return Some(f.clone());
+        }
+        self.jobs.values().find_map(|j| {
+            j.outputs()
+                .into_iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, c)| c)
+        })
+    }
+
+    /// Every file with its content (uploaded and job-written).
+    fn all_files(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut all: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for j in self.jobs.values() {
+            all.extend(j.outputs());
+        }
+        all.extend(self.files.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all
+    }
+
+    /// Whether `path` is a directory (made with mkdir, or holding some file).
+    fn is_dir(&self, path: &str) -> bool {
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        self.dirs.contains(path) || self.all_files().keys().any(|f| f.starts_with(&prefix))
+    }
 }
 
 fn native(phase: Phase) -> &'static str {
@@ -614,6 +874,9 @@ async fn realtime_list(
     if let Err(r) = ac.check(&headers, true) {
         return r;
     }
+    if let Some(r) = ac.internal_error() {
+        return r;
+    }
     let Some(sched) = q.get("strClusterIDList").filter(|s| !s.is_empty()) else {
         return refuse("10003", "参数不全: strClusterIDList");
     };
@@ -657,12 +920,24 @@ async fn realtime_detail(
     if let Err(r) = ac.check(&headers, true) {
         return r;
     }
+    if let Some(r) = ac.internal_error() {
+        return r;
+    }
     let Ok(data) = ac.data.lock() else {
         return refuse("10001", "内部错误");
     };
     let window = ac.state.config.ac_realtime_window;
-    match job_id.parse::<u64>().ok().and_then(|id| data.jobs.get(&id)) {
+    let job = job_id.parse::<u64>().ok().and_then(|id| data.jobs.get(&id));
+    match job {
         Some(j) if j.in_realtime(window) => ok(j.realtime()),
+        Some(j) if j.name == "sim-gone-null" => ok(Value::Null),
+        Some(j) if j.name == "sim-gone-404" => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "Not Found",
+        )
+            .into_response(),
+        Some(j) if j.name == "sim-gone-text" => refuse("500", &format!("作业 {job_id} 不存在")),
         _ => refuse(
             "10004",
             &format!("参数无效: 作业 {job_id} 不在实时作业列表中"),
@@ -801,6 +1076,9 @@ async fn history_detail(
     if let Err(r) = ac.check(&headers, true) {
         return r;
     }
+    if let Some(r) = ac.internal_error() {
+        return r;
+    }
     let Ok(data) = ac.data.lock() else {
         return refuse("10001", "内部错误");
     };
@@ -830,15 +1108,7 @@ async fn download(
         let Ok(data) = ac.data.lock() else {
             return refuse("10001", "内部错误");
         };
-        data.jobs.values().find_map(|j| {
-            if *path == j.out {
-                j.stdout()
-            } else if *path == j.err {
-                j.stderr()
-            } else {
-                None
-            }
-        })
+        data.read(path)
     };
     let Some(content) = content else {
         return fail(
@@ -847,7 +1117,7 @@ async fn download(
             &format!("参数无效: 文件 {path} 不存在"),
         );
     };
-    let bytes = content.into_bytes();
+    let bytes = content;
     let len = bytes.len() as u64;
     let range = headers
         .get(header::RANGE)
@@ -884,6 +1154,8 @@ async fn download(
         Some((None, _)) => refuse("10004", "参数无效: only `bytes=N-` ranges are supported"),
     }
 }
+
+mod efile;
 
 #[cfg(test)]
 mod tests {

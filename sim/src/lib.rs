@@ -487,6 +487,7 @@ async fn faults_and_stats(
 /// Paths whose answers carry tokens (CloudPSS logins share `/graphql` and are told apart by
 /// their operation).
 const LOGIN_PATHS: &[&str] = &[
+    "/api/user/v3/tokens",
     "/ac/openapi/v2/tokens",
     "/ac/openapi/v2/tokens/next",
     "/v1/oauth2/token",

@@ -81,6 +81,11 @@ fn rpc_error(code: i32, message: impl Into<String>, details: Vec<Value>) -> Resp
     (http_status(code), axum::Json(body)).into_response()
 }
 
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = json!({ "error": error, "error_description": description });
+    (status, axum::Json(body)).into_response()
+}
+
 fn bad_field(field: &str, description: &str) -> Response {
     rpc_error(
         code::INVALID_ARGUMENT,
@@ -351,24 +356,31 @@ async fn token(State(octo): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         return rpc_error(code::INVALID_ARGUMENT, "malformed form body", vec![]);
     };
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    // The token endpoint answers failures the OAuth2 way (RFC 6749 §5.2), unlike the order
+    // endpoints' google.rpc.Status.
     if field("grant_type") != "password" {
-        return bad_field(
-            "grant_type",
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
             "only the password grant is enabled for this client",
         );
     }
     if field("client_id") != CLIENT_ID || field("client_secret") != CLIENT_SECRET {
-        return rpc_error(code::UNAUTHENTICATED, "invalid client credentials", vec![]);
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "invalid client credentials",
+        );
     }
     let config = &octo.sim.config;
     // Windows-style `DOMAIN\user` names log in as `user`.
     let user = field("username").rsplit('\\').next().unwrap_or("");
     let known_user = user == config.username || user == READ_ONLY_USER;
     if !known_user || field("password") != config.password {
-        return rpc_error(
-            code::UNAUTHENTICATED,
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
             "invalid username or password",
-            vec![],
         );
     }
     let access = uuid::Uuid::new_v4().simple().to_string();
@@ -654,7 +666,9 @@ mod tests {
         assert_eq!(v["token_type"], "Bearer");
         assert_eq!(v["expires_in"], 3600);
         assert_eq!(login(&h, &c, "CORP\\jobctl").await.status(), 200);
-        assert_eq!(login(&h, &c, "mallory").await.status(), 401);
+        let r = login(&h, &c, "mallory").await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
         // JSON instead of a form is refused as an invalid argument.
         let r = c
             .post(format!("{}/v1/oauth2/token", h.base_url))
@@ -678,8 +692,8 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), 401);
         let v: Value = r.json().await.unwrap();
-        assert_eq!(v["code"], 16);
-        assert!(v["message"].as_str().unwrap().contains("client"));
+        assert_eq!(v["error"], "invalid_client");
+        assert!(v["error_description"].as_str().unwrap().contains("client"));
     }
 
     #[tokio::test]

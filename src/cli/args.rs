@@ -321,6 +321,11 @@ pub struct SubmitArgs {
     /// Shorthand for --opt partition=P (slurm).
     #[arg(long, value_name = "P")]
     pub partition: Option<String>,
+    /// Upload LOCAL (a file, or a directory recursively) into the job's working directory
+    /// before submitting, as REMOTE (relative to the working directory unless absolute).
+    /// Repeatable; backends that stage files (ac).
+    #[arg(long = "upload", value_name = "LOCAL[:REMOTE]")]
+    pub uploads: Vec<String>,
     /// Wait for the job like `watch`.
     #[arg(long)]
     pub wait: bool,

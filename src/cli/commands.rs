@@ -194,6 +194,7 @@ pub(super) fn build_spec(a: &SubmitArgs) -> Result<JobSpec> {
         }
         spec.command = Some(a.command.clone());
     }
+    spec.uploads.extend(a.uploads.iter().cloned());
     let mut opts: Vec<String> = a.opts.clone();
     let shorthands = [
         ("function", &a.function),

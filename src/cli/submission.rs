@@ -95,6 +95,18 @@ async fn submit_inner(
     s: &Session,
     resubmit_unknown: bool,
 ) -> Result<Submission> {
+    if !spec.uploads.is_empty()
+        && !bound
+            .backend
+            .capabilities()
+            .contains(&crate::model::Capability::Upload)
+    {
+        return Err(Error::not_supported(
+            bound.profile.backend.as_str(),
+            "submit --upload",
+            "this platform has no file staging jobctl can use",
+        ));
+    }
     bound.backend.validate(spec)?;
     let ledger = s.ledger()?;
     let profile = &bound.profile.name;

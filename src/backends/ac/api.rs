@@ -22,6 +22,16 @@ pub fn transient(r: &HttpResponse) -> bool {
             .is_some_and(|c| TRANSIENT_CODES.contains(&c.as_str()))
 }
 
+/// Retry classification of reads: also `10001` ("internal error"), which the platform answers
+/// to reads during its own hiccups; a write is never repeated on it (it may have happened).
+pub fn transient_read(r: &HttpResponse) -> bool {
+    transient(r)
+        || serde_json::from_slice::<Value>(&r.body)
+            .ok()
+            .and_then(|v| v.get("code").map(code_string))
+            .is_some_and(|c| c == "10001")
+}
+
 /// The envelope's `code`, which is documented as a string but is a number on some endpoints.
 pub fn code_string(v: &Value) -> String {
     match v {
@@ -160,7 +170,7 @@ impl Api {
     pub async fn get(&self, url: &Url, token: &Secret, query: &[(&str, String)]) -> Result<Value> {
         let resp = self
             .http
-            .send(Idempotency::Idempotent, transient, |c| {
+            .send(Idempotency::Idempotent, transient_read, |c| {
                 c.get(url.clone())
                     .header("token", token.expose())
                     .query(query)
@@ -249,29 +259,7 @@ impl Api {
             }
             e
         })?;
-        let Value::Array(items) = data else {
-            return Err(Error::protocol(
-                "the AC token endpoint did not return a list of regions",
-            ));
-        };
-        Ok(items
-            .iter()
-            .filter_map(|i| {
-                Some(RegionToken {
-                    cluster_id: i.get("clusterId").map(code_string)?,
-                    cluster_name: i
-                        .get("clusterName")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    token: i
-                        .get("token")
-                        .and_then(Value::as_str)
-                        .filter(|t| !t.is_empty())
-                        .map(Secret::new),
-                })
-            })
-            .collect())
+        region_tokens(&data)
     }
 
     /// `POST {ac}/ac/openapi/v2/tokens/next`: a new token for an old one.
@@ -304,6 +292,34 @@ pub struct RegionToken {
     pub cluster_name: String,
     /// The token, absent for unusable regions.
     pub token: Option<Secret>,
+}
+
+/// The regions of a token list (password or AK/SK login). `clusterId` may be a number or a
+/// string, and the platform entry (`0`) may come anywhere in the list.
+pub fn region_tokens(data: &Value) -> Result<Vec<RegionToken>> {
+    let Value::Array(items) = data else {
+        return Err(Error::protocol(
+            "the AC token endpoint did not return a list of regions",
+        ));
+    };
+    Ok(items
+        .iter()
+        .filter_map(|i| {
+            Some(RegionToken {
+                cluster_id: i.get("clusterId").map(code_string)?,
+                cluster_name: i
+                    .get("clusterName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                token: i
+                    .get("token")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .map(Secret::new),
+            })
+        })
+        .collect())
 }
 
 /// The `{total, list}` page shape of the job lists (also accepts a bare array).
@@ -390,6 +406,8 @@ mod tests {
         assert!(transient(&resp(200, r#"{"code":"10012","msg":"x"}"#)));
         assert!(transient(&resp(503, "<html></html>")));
         assert!(!transient(&resp(200, r#"{"code":"10004","msg":"x"}"#)));
+        let internal = resp(200, r#"{"code":"10001","msg":"internal_error"}"#);
+        assert!(transient_read(&internal) && !transient(&internal));
     }
 
     #[test]

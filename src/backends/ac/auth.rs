@@ -7,17 +7,89 @@
 //! platform refused it.
 //! Discovery (`/center` for the region's hosts, `/cluster` for the scheduler id, `/user` for the
 //! home directory) runs once per profile and is cached next to the token.
+//!
+//! Two logins produce the same per-region token list: AK/SK ([`aksk_login`], what SCNet users
+//! have) and password + orgId (what integrators have). Renewal does not care which one it was.
 
-use super::api::{Api, RegionToken, code_string, join};
+use super::api::{Api, RegionToken, code_string, decode, join, region_tokens, transient};
 use crate::config::Secret;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::http::Idempotency;
 use crate::http::token::{CachedToken, TokenSource, TokenStore, write_private};
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sha2::Sha256;
 use std::path::PathBuf;
 use url::Url;
+
+/// The AK/SK signature: HMAC-SHA256 with the secret key over the compact JSON
+/// `{"accessKey":…,"timestamp":…,"user":…}` (keys sorted, no spaces), as lowercase hex.
+pub fn signature(access_key: &str, timestamp: &str, user: &str, secret_key: &Secret) -> String {
+    // Built by hand rather than through a JSON map so the key order never depends on which
+    // serde_json features the build happens to unify.
+    let text = format!(
+        "{{\"accessKey\":{},\"timestamp\":{},\"user\":{}}}",
+        Value::from(access_key),
+        Value::from(timestamp),
+        Value::from(user)
+    );
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret_key.expose().as_bytes()) else {
+        // HMAC takes keys of any length; this branch cannot be reached.
+        return String::new();
+    };
+    mac.update(text.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `POST {login}/api/user/v3/tokens` signed with the access key: the same per-region token
+/// list as the password login.
+pub async fn aksk_login(
+    api: &Api,
+    login: &Url,
+    user: &str,
+    access_key: &str,
+    secret_key: &Secret,
+) -> Result<Vec<RegionToken>> {
+    let url = join(login, "/api/user/v3/tokens")?;
+    let resp = api
+        .http
+        .send(Idempotency::Idempotent, transient, |c| {
+            // Signed per attempt: a retry after a backoff must not carry a stale timestamp.
+            let ts = Utc::now().timestamp().to_string();
+            c.post(url.clone())
+                .header("user", user)
+                .header("accessKey", access_key)
+                .header("signature", signature(access_key, &ts, user, secret_key))
+                .header("timestamp", ts)
+        })
+        .await?;
+    let data = decode(&resp).map_err(aksk_refused)?;
+    region_tokens(&data)
+}
+
+/// A refused AK/SK login is an authentication failure whatever code carried it (the platform
+/// answers a bad signature or a stale timestamp as a parameter problem); trouble on the
+/// platform's side stays what it is.
+fn aksk_refused(mut e: Error) -> Error {
+    e.token_expired = false;
+    let platform_trouble = matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Protocol)
+        || e.code.as_deref() == Some("10001");
+    if !platform_trouble {
+        e.kind = ErrorKind::Auth;
+        e.retryable = false;
+        e.message.push_str(
+            " (the AK/SK login was refused: check AC_ACCESS_KEY and AC_SECRET_KEY, that AC_USER is the current platform login name, and this machine's clock)",
+        );
+    }
+    e
+}
 
 /// Renewal stops working once a token has been expired for this long (platform rule).
 const RENEWAL_LIMIT: chrono::Duration = chrono::Duration::hours(24);
@@ -66,8 +138,14 @@ pub struct Auth {
     pub api: Api,
     /// The platform host.
     pub ac: Url,
+    /// The AK/SK login host (`AC_LOGIN_URL`).
+    pub login_url: Url,
     /// `AC_USER`.
     pub user: Option<String>,
+    /// `AC_ACCESS_KEY`.
+    pub access_key: Option<String>,
+    /// `AC_SECRET_KEY`.
+    pub secret_key: Option<Secret>,
     /// `AC_PASSWORD`.
     pub password: Option<Secret>,
     /// `AC_ORG_ID`.
@@ -95,6 +173,25 @@ impl Auth {
         self.user.is_some() && self.password.is_some()
     }
 
+    fn uses_aksk(&self) -> bool {
+        self.user.is_some() && self.access_key.is_some() && self.secret_key.is_some()
+    }
+
+    /// The host a login talks to: the AK/SK login host, else the platform host.
+    pub fn login_host(&self) -> &Url {
+        if self.uses_aksk() {
+            &self.login_url
+        } else {
+            &self.ac
+        }
+    }
+
+    /// Whether jobctl can log in by itself (AK/SK or password), rather than only use a
+    /// pre-issued token.
+    pub fn can_login(&self) -> bool {
+        self.uses_aksk() || self.uses_password()
+    }
+
     /// A usable token for the profile's region.
     pub async fn token(&self) -> Result<CachedToken> {
         self.store.get(self).await
@@ -102,12 +199,9 @@ impl Auth {
 
     /// Adds a hint to an authentication failure of a pre-issued token.
     pub fn explain(&self, mut e: Error) -> Error {
-        if e.kind == crate::error::ErrorKind::Auth
-            && !self.uses_password()
-            && self.preissued.is_some()
-        {
+        if e.kind == ErrorKind::Auth && !self.can_login() && self.preissued.is_some() {
             e.message.push_str(
-                " (the pre-issued AC_TOKEN was refused: issue a new one, or set AC_USER, AC_PASSWORD and AC_ORG_ID)",
+                " (the pre-issued AC_TOKEN was refused: issue a new one, or set AC_USER, AC_ACCESS_KEY and AC_SECRET_KEY)",
             );
         }
         e
@@ -115,14 +209,14 @@ impl Auth {
 
     /// A fresh token: a password login, or the pre-issued token (renewed when it expired).
     pub async fn obtain(&self) -> Result<CachedToken> {
-        if self.uses_password() {
-            return self.password_login().await;
+        if self.can_login() {
+            return self.region_login().await;
         }
         if let Some(tok) = &self.preissued {
             let c = claims(tok.expose());
             if c.cluster_id.as_deref() == Some("0") {
                 return Err(Error::usage(
-                    "AC_TOKEN is the platform token (clusterId 0), which the job APIs refuse: give a regional token, or set AC_USER, AC_PASSWORD and AC_ORG_ID",
+                    "AC_TOKEN is the platform token (clusterId 0), which the job APIs refuse: give a regional token, or set AC_USER, AC_ACCESS_KEY and AC_SECRET_KEY",
                 ));
             }
             let data = json!({"key": self.key(), "region_id": c.cluster_id});
@@ -137,9 +231,15 @@ impl Auth {
             }
             return Ok(self.cached(tok.clone(), &data));
         }
-        Err(Error::usage(
-            "the ac profile has no credentials: set AC_USER, AC_PASSWORD and AC_ORG_ID, or AC_TOKEN",
-        ))
+        let partial = match (&self.user, &self.access_key, &self.secret_key) {
+            (None, Some(_), _) | (None, _, Some(_)) => " (AC_USER is missing)",
+            (Some(_), Some(_), None) => " (AC_SECRET_KEY is missing)",
+            (Some(_), None, Some(_)) => " (AC_ACCESS_KEY is missing)",
+            _ => "",
+        };
+        Err(Error::usage(format!(
+            "the ac profile has no credentials{partial}: set AC_USER, AC_ACCESS_KEY and AC_SECRET_KEY (or AC_PASSWORD and AC_ORG_ID), or AC_TOKEN"
+        )))
     }
 
     fn cached(&self, token: Secret, data: &Value) -> CachedToken {
@@ -157,15 +257,29 @@ impl Auth {
         }
     }
 
-    /// Password login; picks the configured region, else the first usable one.
-    pub async fn password_login(&self) -> Result<CachedToken> {
-        let (Some(user), Some(password)) = (&self.user, &self.password) else {
-            return Err(Error::usage("password login needs AC_USER and AC_PASSWORD"));
+    /// Logs in (AK/SK when configured, else password); picks the configured region, else the
+    /// first usable one.
+    pub async fn region_login(&self) -> Result<CachedToken> {
+        let regions = match (
+            &self.user,
+            &self.access_key,
+            &self.secret_key,
+            &self.password,
+        ) {
+            (Some(user), Some(ak), Some(sk), _) => {
+                aksk_login(&self.api, &self.login_url, user, ak, sk).await?
+            }
+            (Some(user), _, _, Some(password)) => {
+                self.api
+                    .login(&self.ac, user, password, self.org_id.as_deref())
+                    .await?
+            }
+            _ => {
+                return Err(Error::usage(
+                    "logging in needs AC_USER with AC_ACCESS_KEY and AC_SECRET_KEY, or with AC_PASSWORD",
+                ));
+            }
         };
-        let regions = self
-            .api
-            .login(&self.ac, user, password, self.org_id.as_deref())
-            .await?;
         let chosen = choose_region(&regions, self.region.as_deref())?;
         let token = chosen.token.clone().ok_or_else(|| {
             Error::auth(format!(
@@ -195,7 +309,7 @@ impl TokenSource for Auth {
         let recent = stale
             .expires_at
             .is_some_and(|e| Utc::now() - e < RENEWAL_LIMIT);
-        if !self.uses_password() || !recent {
+        if !self.can_login() || !recent {
             return Ok(None);
         }
         let new = self.api.renew(&self.ac, &stale.token).await?;
@@ -448,16 +562,22 @@ async fn discover_hosts(
     if overrides.efile.is_none() {
         site.efile = normalize_efile(&listed("efileUrls", "AC_EFILE_URL")?);
     }
-    if site.compute_user.is_none() {
-        site.compute_user = info
-            .get("clusterUserName")
+    // Clients read the cluster user and home from a nested `clusterUserInfo`; flat fields
+    // are the older shape.
+    let user_info = info.get("clusterUserInfo");
+    let field = |nested: &str, flat: &str| {
+        user_info
+            .and_then(|u| u.get(nested))
+            .or_else(|| info.get(flat))
             .and_then(Value::as_str)
-            .map(str::to_string);
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    if site.compute_user.is_none() {
+        site.compute_user = field("userName", "clusterUserName");
     }
-    site.home = info
-        .get("homePath")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    site.home = field("homePath", "homePath");
     Ok(())
 }
 
@@ -509,6 +629,42 @@ mod tests {
         assert!(e.message.contains("north"));
         assert!(choose_region(&rs, Some("ac")).is_err());
         assert!(choose_region(&rs[..2], None).is_err());
+    }
+
+    #[test]
+    fn signatures_match_an_independent_hmac_sha256() {
+        // Reference value computed with Python's hmac/hashlib over the same compact JSON.
+        let sig = signature("ak-1", "1764100000", "alice", &Secret::new("sk-1"));
+        assert_eq!(
+            sig,
+            "058e14d242be388919e16246bdceb528f8a324c871903a5ff5766c5f38960096"
+        );
+        assert_eq!(sig.len(), 64);
+        assert!(
+            sig.chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        );
+        assert_ne!(
+            sig,
+            signature("ak-1", "1764100001", "alice", &Secret::new("sk-1"))
+        );
+    }
+
+    #[test]
+    fn refused_aksk_logins_are_auth_errors_but_outages_are_not() {
+        let e = aksk_refused(
+            Error::usage("AC error 10004 (invalid parameters): 签名错误").with_code("10004"),
+        );
+        assert_eq!(e.exit_code(), 4);
+        assert!(
+            e.message.contains("AC_SECRET_KEY") && e.message.contains("签名错误"),
+            "{e}"
+        );
+        let e =
+            aksk_refused(Error::platform("AC error 10001 (internal error): x").with_code("10001"));
+        assert_eq!(e.exit_code(), 7);
+        let e = aksk_refused(Error::unavailable("down"));
+        assert_eq!(e.exit_code(), 7);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! value, it does not break `status`.
 
 use crate::error::{Error, Result};
-use crate::model::{Job, JobState};
+use crate::model::{Job, JobState, QueueInfo};
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 
@@ -298,9 +298,104 @@ pub fn sort_key(job: &Job) -> (u64, String) {
     (num, job.id.clone())
 }
 
+/// Queue fields jobctl shows, as (platform field, jobctl name). The platform sends every value
+/// as a string.
+const QUEUE_LIMITS: &[(&str, &str)] = &[
+    ("queFreeNcpus", "free_cores"),
+    ("queFreeNodes", "free_nodes"),
+    ("queMaxPPN", "max_cores_per_node"),
+    ("queMaxNcpus", "max_cores"),
+    ("queMaxWalltime", "max_wall_time"),
+    ("queMaxNgpus", "max_gpus_per_node"),
+    ("queMaxNdcu", "max_dcus_per_node"),
+];
+
+/// A numeric string as a JSON number; anything else as it is.
+fn number_or_text(v: &Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::String(s) if s.trim().is_empty() => None,
+        Value::String(s) => {
+            let t = s.trim();
+            Some(
+                t.parse::<i64>()
+                    .map(Value::from)
+                    .or_else(|_| t.parse::<f64>().map(Value::from))
+                    .unwrap_or_else(|_| Value::String(t.to_string())),
+            )
+        }
+        other => Some(other.clone()),
+    }
+}
+
+/// One entry of `queuenames/users/{user}`: an object (`queueName`, `queFreeNcpus`, …) or a
+/// bare name.
+pub fn to_queue(v: &Value) -> Option<QueueInfo> {
+    let obj = match v {
+        Value::String(s) if !s.trim().is_empty() => {
+            return Some(QueueInfo {
+                name: s.trim().to_string(),
+                description: None,
+                limits: Map::new(),
+            });
+        }
+        Value::Object(o) => o,
+        _ => return None,
+    };
+    let name = text(obj, &["queueName", "name", "queue"])?;
+    let mut limits = Map::new();
+    for (field, shown) in QUEUE_LIMITS {
+        if let Some(v) = obj.get(*field).and_then(number_or_text) {
+            // A wall time stays `HH:MM:SS`; everything else is a count.
+            let v = match (*shown, v) {
+                ("max_wall_time", Value::Number(n)) => Value::String(n.to_string()),
+                (_, v) => v,
+            };
+            limits.insert((*shown).to_string(), v);
+        }
+    }
+    Some(QueueInfo {
+        name,
+        description: text(obj, &["queueDesc", "description"]),
+        limits,
+    })
+}
+
+/// The queue list of `data` (a list, or an object with `list`); `null` means none known.
+pub fn to_queues(data: &Value) -> Vec<QueueInfo> {
+    let list = match data {
+        Value::Array(a) => Some(a),
+        Value::Object(o) => o.get("list").and_then(Value::as_array),
+        _ => None,
+    };
+    list.map(|l| l.iter().filter_map(to_queue).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_limits_become_numbers() {
+        let data = serde_json::json!([
+            {"queueName": "debug", "queFreeNcpus": "64", "queMaxPPN": "32",
+             "queMaxWalltime": "00:30:00", "queMaxNcpus": "", "other": "x"},
+            "plain",
+            42
+        ]);
+        let q = to_queues(&data);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].name, "debug");
+        assert_eq!(q[0].limits["free_cores"], 64);
+        assert_eq!(q[0].limits["max_cores_per_node"], 32);
+        assert_eq!(q[0].limits["max_wall_time"], "00:30:00");
+        assert!(!q[0].limits.contains_key("max_cores"));
+        assert_eq!(q[1].name, "plain");
+        let wrapped = serde_json::json!({"list": [{"queueName": "x"}]});
+        assert_eq!(to_queues(&wrapped)[0].name, "x");
+        assert!(to_queues(&Value::Null).is_empty());
+    }
     use serde_json::json;
 
     fn cst() -> FixedOffset {

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod files;
 pub mod mapping;
 
 use crate::backend::{BackendContext, JobBackend, LogSink};
@@ -15,7 +16,7 @@ use crate::http::token::{CachedToken, TokenStore};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
     AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, FetchProgress, Job,
-    JobSpec, JobState, ListQuery, LogsRequest, ProgressFn, SpecRules,
+    JobSpec, JobState, ListQuery, LogsRequest, ProgressFn, QueueInfo, SpecRules,
 };
 use api::{Api, join, page_items};
 use async_trait::async_trait;
@@ -49,8 +50,14 @@ const OPTIONS: &[&str] = &[
     "app",
 ];
 
+/// Where SCNet's AK/SK token endpoint lives unless `AC_LOGIN_URL` says otherwise.
+const DEFAULT_LOGIN_URL: &str = "https://api.scnet.cn";
+
 /// Page size of the job lists.
 const PAGE: usize = 100;
+
+/// How long `submit` trusts the cached queue list, in seconds.
+const QUEUE_TTL_SECS: i64 = 300;
 
 /// How far back `list` looks in the history.
 const HISTORY_DAYS: i64 = 7;
@@ -70,6 +77,10 @@ pub struct AcBackend {
     sites: SiteCache,
     site: tokio::sync::Mutex<Option<Site>>,
     offset: FixedOffset,
+    /// Files larger than this are uploaded in chunks of this size.
+    chunk: u64,
+    /// `<cache>/<profile>.ac-queues.json`: the queue list, reused for a few minutes.
+    queue_cache: std::path::PathBuf,
 }
 
 impl AcBackend {
@@ -82,7 +93,24 @@ impl AcBackend {
         };
         let offset = mapping::parse_offset(p.option("utc_offset").unwrap_or("+08:00"))?;
         let password = p.secret("password").cloned();
-        let uses_password = p.username.is_some() && password.is_some();
+        let access_key = p
+            .option("access_key")
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string);
+        let secret_key = p.secret("secret_key").cloned();
+        let logs_in = p.username.is_some()
+            && (password.is_some() || (access_key.is_some() && secret_key.is_some()));
+        let login_raw = p.option("login_url").unwrap_or(DEFAULT_LOGIN_URL);
+        let login_url = url::Url::parse(login_raw)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "profile '{}': invalid AC_LOGIN_URL / `login_url` '{login_raw}': give the login host, e.g. {DEFAULT_LOGIN_URL}",
+                    p.name
+                ))
+            })?;
         let cache = ctx.cache_dir();
         let opt = |k: &str| {
             p.option(k)
@@ -105,18 +133,27 @@ impl AcBackend {
         let mut auth = Auth {
             api: api.clone(),
             ac,
+            login_url,
             user: p.username.clone(),
+            access_key,
+            secret_key,
             password,
             org_id: opt("org_id"),
             preissued: p.secret("token").cloned(),
             region: opt("region"),
             store: TokenStore::in_memory(),
         };
+        let chunk = match p.option("upload_chunk_size") {
+            Some(c) => parse_size(c)?,
+            None => files::DEFAULT_CHUNK,
+        };
         // A pre-issued token is the user's to manage: it is not written to disk.
-        if uses_password {
+        if logs_in {
             auth.store = TokenStore::new(&cache, &p.name).bound_to(auth.key());
         }
         Ok(AcBackend {
+            chunk,
+            queue_cache: cache.join(format!("{}.ac-queues.json", p.name)),
             sites: SiteCache {
                 path: cache.join(format!("{}.ac-site.json", p.name)),
             },
@@ -244,7 +281,7 @@ impl AcBackend {
                 Ok(Some(job))
             }
             Ok(_) => Ok(None),
-            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) if is_missing(&e) || gone_from_realtime(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -550,12 +587,61 @@ impl AcBackend {
         }
     }
 
-    /// Streams one file into `dest`; `None` when it does not exist.
+    /// What `fetch` downloads, as (remote path, local relative path): every file of the job's
+    /// working directory, and the output streams wherever they are. A working directory that
+    /// is the home directory itself is not walked (that would copy the whole account).
+    async fn fetch_list(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        job: &Job,
+    ) -> Result<Vec<(String, String)>> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let workdir = job
+            .extra
+            .get("workdir")
+            .and_then(Value::as_str)
+            .map(|w| w.trim_end_matches('/').to_string())
+            .filter(|w| !w.is_empty());
+        if let Some(w) = workdir {
+            let home = site.home.as_deref().map(|h| h.trim_end_matches('/'));
+            if home == Some(w.as_str()) || w.matches('/').count() < 2 {
+                tracing::warn!(
+                    "job {} runs in {w}; fetching only its output streams",
+                    job.id
+                );
+            } else {
+                let efile = files::Efile {
+                    api: &self.api,
+                    base: site.efile_url()?,
+                    token: &tok.token,
+                };
+                match efile.walk(&w).await {
+                    Ok(list) => out.extend(list.into_iter().map(|rel| (format!("{w}/{rel}"), rel))),
+                    // Not created yet (the job has not started) or already cleaned up.
+                    Err(e) if is_missing(&e) || e.code.as_deref() == Some("1001") => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for stderr in [false, true] {
+            if let Ok(p) = Self::stream_path(job, stderr) {
+                if !out.iter().any(|(r, _)| *r == p) {
+                    let name = p.rsplit('/').next().unwrap_or("output").to_string();
+                    out.push((p, name));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Streams one file into `dest/rel`; `None` when it does not exist.
     async fn download(
         &self,
         tok: &CachedToken,
         site: &Site,
         path: &str,
+        rel: &str,
         dest: &Path,
         progress: ProgressFn<'_>,
     ) -> Result<Option<Artifact>> {
@@ -592,13 +678,22 @@ impl AcBackend {
                 ))),
             };
         }
-        let name = path
-            .rsplit('/')
-            .next()
-            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-            .unwrap_or("output")
-            .to_string();
+        // Only plain components: a listing cannot make jobctl write outside `dest`.
+        let parts: Vec<&str> = rel
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != "." && *c != "..")
+            .collect();
+        let name = if parts.is_empty() {
+            "output".to_string()
+        } else {
+            parts.join("/")
+        };
         let target = dest.join(&name);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| Error::io(parent.display(), e))?;
+        }
         if let Some(len) = resp.content_length() {
             progress(FetchProgress::Expect(len));
         }
@@ -633,6 +728,170 @@ impl AcBackend {
         }))
     }
 
+    /// The user's queues on `scheduler`: from the short-lived cache unless `fresh`, else from
+    /// the platform. The flag says whether the answer is fresh.
+    async fn queue_list(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        scheduler: &str,
+        fresh: bool,
+    ) -> Result<(Vec<QueueInfo>, bool)> {
+        let key = format!("{}|{scheduler}", site.key);
+        if !fresh {
+            if let Some(data) = self.cached_queues(&key) {
+                return Ok((mapping::to_queues(&data), false));
+            }
+        }
+        let user = site.compute_user.clone().ok_or_else(|| {
+            Error::usage("cannot tell the cluster user whose queues to list; set AC_USER")
+        })?;
+        let url = self.hpc(
+            site,
+            &format!("/hpc/openapi/v2/queuenames/users/{}", urlencode(&user)),
+        )?;
+        let data = self
+            .api
+            .get(
+                &url,
+                &tok.token,
+                &[("strJobManagerID", scheduler.to_string())],
+            )
+            .await?;
+        let record = json!({"key": key, "at": Utc::now().timestamp(), "data": data});
+        if let Ok(bytes) = serde_json::to_vec(&record) {
+            if let Err(e) = crate::http::token::write_private(&self.queue_cache, &bytes) {
+                tracing::warn!("cannot cache AC queues: {e}");
+            }
+        }
+        Ok((mapping::to_queues(&data), true))
+    }
+
+    fn cached_queues(&self, key: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(&self.queue_cache).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        let age = Utc::now().timestamp() - v.get("at")?.as_i64()?;
+        (v.get("key")?.as_str()? == key && (0..QUEUE_TTL_SECS).contains(&age))
+            .then(|| v.get("data").cloned())
+            .flatten()
+    }
+
+    /// Refuses a queue the user does not have, or a wall time / core count over its limits,
+    /// before anything is sent. A queue list the platform cannot give does not block the job.
+    async fn check_queue(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        scheduler: &str,
+        spec: &JobSpec,
+    ) -> Result<()> {
+        let opt = |k: &str| {
+            spec.opt_str(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let Some(queue) = opt("queue") else {
+            return Ok(());
+        };
+        let mut listed = match self.queue_list(tok, site, scheduler, false).await {
+            Ok(l) => l,
+            Err(e) if e.kind == ErrorKind::Auth => return Err(e),
+            Err(e) => {
+                tracing::warn!("cannot check queue '{queue}' before submitting: {e}");
+                return Ok(());
+            }
+        };
+        if !listed.1 && !listed.0.iter().any(|q| q.name == queue) {
+            // A queue granted since the cache was written.
+            listed = self.queue_list(tok, site, scheduler, true).await?;
+        }
+        let queues = listed.0;
+        if queues.is_empty() {
+            return Ok(());
+        }
+        let Some(q) = queues.iter().find(|q| q.name == queue) else {
+            let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+            return Err(Error::usage(format!(
+                "queue '{queue}' is not one of your queues on scheduler {scheduler}: {} (see `jobctl queues`)",
+                names.join(", ")
+            )));
+        };
+        let limit = |k: &str| q.limits.get(k).and_then(Value::as_u64).filter(|n| *n > 0);
+        if let (Some(w), Some(max)) = (
+            opt("wall_time"),
+            q.limits.get("max_wall_time").and_then(Value::as_str),
+        ) {
+            let wanted = mapping::parse_elapsed(&wall_time(&w)?);
+            let most = mapping::parse_elapsed(max);
+            if let (Some(wanted), Some(most)) = (wanted, most) {
+                if wanted > most && most > chrono::Duration::zero() {
+                    return Err(Error::usage(format!(
+                        "wall time {} exceeds the maximum {max} of queue '{queue}'",
+                        wall_time(&w)?
+                    )));
+                }
+            }
+        }
+        let num = |k: &str| opt(k).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(ppn), Some(max)) = (num("ppn"), limit("max_cores_per_node")) {
+            if ppn > max {
+                return Err(Error::usage(format!(
+                    "ppn {ppn} exceeds the {max} cores per node of queue '{queue}'"
+                )));
+            }
+        }
+        let total =
+            num("nproc").or_else(|| Some(num("nodes").unwrap_or(1) * num("ppn").unwrap_or(1)));
+        if let (Some(total), Some(max)) = (total, limit("max_cores")) {
+            if total > max {
+                return Err(Error::usage(format!(
+                    "{total} cores exceed the maximum {max} of queue '{queue}'"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the working directory (when jobctl chose it, or files go into it) and uploads
+    /// `uploads` into it. A directory the user named and nothing to upload is left as it is.
+    async fn stage(
+        &self,
+        tok: &CachedToken,
+        site: &Site,
+        workdir: &str,
+        invented: bool,
+        uploads: &[files::UploadArg],
+    ) -> Result<()> {
+        let efile = files::Efile {
+            api: &self.api,
+            base: site.efile_url()?,
+            token: &tok.token,
+        };
+        let plan = files::plan(uploads, workdir)?;
+        if uploads.is_empty() && !invented {
+            return Ok(());
+        }
+        for dir in &plan.dirs {
+            if let Err(mut e) = efile.mkdir(dir).await {
+                // Name the local file that needed the directory.
+                let prefix = format!("{dir}/");
+                if let Some((local, ..)) = plan
+                    .files
+                    .iter()
+                    .find(|(_, d, ..)| d == dir || d.starts_with(&prefix))
+                {
+                    e.message = format!("{} (for {})", e.message, local.display());
+                }
+                return Err(e);
+            }
+        }
+        for (local, dir, name, size) in &plan.files {
+            tracing::info!("uploading {} to {dir}/{name}", local.display());
+            efile.put(local, dir, name, *size, self.chunk).await?;
+        }
+        Ok(())
+    }
+
     async fn read_with_session(&self, path: &str, offset: u64) -> Result<Option<Bytes>> {
         self.with_session(|tok, site| async move {
             let (tok, site) = (&tok, &site);
@@ -652,9 +911,86 @@ impl AcBackend {
     }
 }
 
+/// The default working directory's name: the idempotency key when there is one (a retried
+/// submission finds its uploads again), else the job name made unique.
+fn workdir_name(key: Option<&str>, name: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+            .trim_start_matches('.')
+            .to_string()
+    };
+    match key.map(clean).filter(|k| !k.is_empty()) {
+        Some(k) => k,
+        None => format!("{}-{:08x}", clean(name), rand::random::<u32>()),
+    }
+}
+
+/// Percent-encodes one path segment.
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// Parses `upload_chunk_size` (`AC_UPLOAD_CHUNK_SIZE`): bytes, or with a `K`/`M`/`G` suffix.
+fn parse_size(raw: &str) -> Result<u64> {
+    let t = raw.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1024,
+                'M' => 1024 * 1024,
+                'G' => 1024 * 1024 * 1024,
+                _ => 0,
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    // A chunk is held in memory while it is sent: at most 1 GiB.
+    match num
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+    {
+        Some(n) if n > 0 && n <= 1024 * 1024 * 1024 => Ok(n),
+        _ => Err(Error::usage(format!(
+            "invalid AC_UPLOAD_CHUNK_SIZE '{raw}': write bytes or e.g. 512K, 8M (at most 1G)"
+        ))),
+    }
+}
+
 /// Whether an error means "no such job / file" rather than a real failure.
 fn is_missing(e: &Error) -> bool {
     e.kind == ErrorKind::NotFound || e.code.as_deref() == Some("10004")
+}
+
+/// Whether the realtime detail's refusal says the job is not (or no longer) there. The exact
+/// answer is undocumented; clients see a "不存在" / "not found" message or an HTTP 404 page,
+/// and any of them sends the lookup to the history, which has the final word.
+fn gone_from_realtime(e: &Error) -> bool {
+    if matches!(e.kind, ErrorKind::Auth | ErrorKind::Unavailable) {
+        return false;
+    }
+    let m = e.message.to_lowercase();
+    [
+        "不存在",
+        "not found",
+        "not exist",
+        "no such job",
+        "http 404",
+    ]
+    .iter()
+    .any(|n| m.contains(n))
 }
 
 fn is_json(h: &reqwest::header::HeaderMap) -> bool {
@@ -827,6 +1163,8 @@ impl JobBackend for AcBackend {
             Capability::FollowLogs,
             Capability::Fetch,
             Capability::Login,
+            Capability::Queues,
+            Capability::Upload,
         ]
         .into_iter()
         .collect()
@@ -843,7 +1181,11 @@ impl JobBackend for AcBackend {
 
     fn validate(&self, spec: &JobSpec) -> Result<()> {
         self.spec_rules().check(BACKEND, spec)?;
-        self.spec_checks(spec)
+        self.spec_checks(spec)?;
+        for u in &spec.uploads {
+            files::UploadArg::parse(u)?;
+        }
+        Ok(())
     }
 
     async fn submit(&self, spec: &JobSpec) -> Result<Job> {
@@ -869,19 +1211,31 @@ impl JobBackend for AcBackend {
             .map(|e| crate::config::parse_bool(&e))
             .transpose()?
             .unwrap_or(false);
+        let uploads = spec
+            .uploads
+            .iter()
+            .map(|u| files::UploadArg::parse(u))
+            .collect::<Result<Vec<_>>>()?;
+        let dir_name = workdir_name(spec.key.as_deref(), &name);
         // The operation may run twice (a refused token): it borrows what it needs.
         let (opt, cmd, name, wall) = (&opt, &cmd, &name, &wall);
         let (app_type, app_name) = (&app_type, &app_name);
+        let (uploads, dir_name) = (&uploads, &dir_name);
         self.with_session(|tok, site| async move {
             let (tok, site) = (&tok, &site);
             let scheduler = opt("scheduler").unwrap_or_else(|| site.scheduler.clone());
-            let workdir = match opt("workdir") {
-                Some(w) => w.trim_end_matches('/').to_string(),
-                None => format!(
-                    "{}/{app_name}/{name}",
-                    self.home(tok, site).await?.trim_end_matches('/')
+            self.check_queue(tok, site, &scheduler, spec).await?;
+            let (workdir, invented) = match opt("workdir") {
+                Some(w) => (w.trim_end_matches('/').to_string(), false),
+                None => (
+                    format!(
+                        "{}/jobctl/{dir_name}",
+                        self.home(tok, site).await?.trim_end_matches('/')
+                    ),
+                    true,
                 ),
             };
+            self.stage(tok, site, &workdir, invented, uploads).await?;
             let info = app_job_info(
                 &opt,
                 cmd,
@@ -1120,31 +1474,42 @@ impl JobBackend for AcBackend {
     ) -> Result<Vec<Artifact>> {
         let run = async {
             let job = self.status_inner(id).await?;
-            let paths = [
-                Self::stream_path(&job, false)?,
-                Self::stream_path(&job, true)?,
-            ];
+            let job = &job;
+            let wanted = self
+                .with_session(|tok, site| async move {
+                    let (tok, site) = (&tok, &site);
+                    self.fetch_list(tok, site, job).await
+                })
+                .await?;
             let mut artifacts = Vec::new();
-            for path in &paths {
+            for (remote, rel) in &wanted {
                 let got = self
                     .with_session(|tok, site| async move {
                         let (tok, site) = (&tok, &site);
-                        self.download(tok, site, path, dest, progress).await
+                        self.download(tok, site, remote, rel, dest, progress).await
                     })
                     .await?;
                 artifacts.extend(got);
             }
             if artifacts.is_empty() {
+                let names: Vec<&str> = wanted.iter().map(|(r, _)| r.as_str()).collect();
                 return Err(Error::not_found(format!(
                     "job {} has no output files yet ({})",
                     job.id,
-                    paths.join(", ")
+                    names.join(", ")
                 )));
             }
             Ok(artifacts)
         };
         let r: Result<_> = run.await;
         r
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        self.with_session(|tok, site| async move {
+            Ok(self.queue_list(&tok, &site, &site.scheduler, true).await?.0)
+        })
+        .await
     }
 
     async fn login(&self) -> Result<String> {
@@ -1187,7 +1552,7 @@ impl JobBackend for AcBackend {
             Ok(t) => {
                 checks.push(Check::pass(
                     "reachability",
-                    format!("{} answered", self.auth.ac),
+                    format!("{} answered", self.auth.login_host()),
                 ));
                 let region = t
                     .data
@@ -1208,7 +1573,7 @@ impl JobBackend for AcBackend {
                 } else {
                     checks.push(Check::pass(
                         "reachability",
-                        format!("{} answered", self.auth.ac),
+                        format!("{} answered", self.auth.login_host()),
                     ));
                     checks.push(Check::fail("authentication", e.to_string()));
                 }
@@ -1242,6 +1607,25 @@ impl JobBackend for AcBackend {
             )),
             Err(e) => checks.push(Check::fail("api version", e.to_string())),
         }
+        match self.queue_list(&tok, &site, &site.scheduler, true).await {
+            Ok((queues, _)) if queues.is_empty() => checks.push(Check::pass(
+                "queues",
+                "the platform lists no queues for this user (submit without --queue)",
+            )),
+            Ok((queues, _)) => {
+                let names: Vec<String> = queues
+                    .iter()
+                    .map(
+                        |q| match q.limits.get("max_wall_time").and_then(Value::as_str) {
+                            Some(w) => format!("{} (max {w})", q.name),
+                            None => q.name.clone(),
+                        },
+                    )
+                    .collect();
+                checks.push(Check::pass("queues", names.join(", ")));
+            }
+            Err(e) => checks.push(Check::fail("queues", e.to_string())),
+        }
         checks
     }
 }
@@ -1263,6 +1647,20 @@ mod tests {
             command_text(&["echo".into(), "a b".into(), "it's".into()]),
             "echo 'a b' 'it'\\''s'"
         );
+    }
+
+    #[test]
+    fn chunk_sizes_parse_with_suffixes_and_bounds() {
+        assert_eq!(parse_size("1K").unwrap(), 1024);
+        assert_eq!(parse_size("8M").unwrap(), 8 * 1024 * 1024);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        for bad in ["0", "2G", "x", "12Q", "-1", "99999999999999999999K"] {
+            assert_eq!(parse_size(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
+        assert!(workdir_name(Some("case 7/a"), "x").starts_with("case_7_a"));
+        let fresh = workdir_name(None, "demo");
+        assert!(fresh.starts_with("demo-") && fresh.len() == 13, "{fresh}");
+        assert_ne!(fresh, workdir_name(None, "demo"));
     }
 
     #[test]

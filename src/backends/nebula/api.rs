@@ -26,6 +26,35 @@ pub(crate) mod codes {
     pub(crate) const SESSION: i64 = 40104001;
     /// ErrNotFound.
     pub(crate) const NOT_FOUND: i64 = 40404000;
+    /// ErrInternalDatabase: what Explorer answers for a job id it does not have.
+    pub(crate) const DATABASE: i64 = 50004001;
+    /// ErrInternalController: what Explorer answers a run missing required parameters.
+    pub(crate) const CONTROLLER: i64 = 50004002;
+}
+
+/// A lookup of one job: Explorer answers an unknown id with `50004001` (its database found no
+/// row), which is "not found" (exit 6), not an outage.
+pub(crate) fn job_lookup(e: Error, id: &str) -> Error {
+    if e.code.as_deref() == Some(&codes::DATABASE.to_string()) {
+        let mut nf = Error::not_found(format!("job {id} does not exist ({})", e.message));
+        nf.code = e.code;
+        return nf;
+    }
+    e
+}
+
+/// A run: `50004002` means the workflow's required parameters are missing, a mistake in the
+/// spec (exit 2) that the platform's message explains.
+pub(crate) fn run_refused(e: Error) -> Error {
+    if e.code.as_deref() == Some(&codes::CONTROLLER.to_string()) {
+        let mut u = Error::usage(format!(
+            "{} (the workflow's required parameters are missing: give them as --arg TASK.PARAM=VALUE)",
+            e.message
+        ));
+        u.code = e.code;
+        return u;
+    }
+    e
 }
 
 /// The documented name of an error code, for messages.
@@ -323,7 +352,7 @@ impl Api {
                 c.get(url.clone()).header(COOKIE, cookie.clone())
             })
             .await?;
-        decode(&resp, &format!("job {id}"))
+        decode(&resp, &format!("job {id}")).map_err(|e| job_lookup(e, id))
     }
 
     /// `GET /jobs` or `GET /workflows/{workflow}/jobs`, one page.
@@ -374,7 +403,8 @@ impl Api {
                     .json(body)
             })
             .await?;
-        let created: Created = decode(&resp, &format!("run workflow {workflow}"))?;
+        let created: Created =
+            decode(&resp, &format!("run workflow {workflow}")).map_err(run_refused)?;
         match created.id {
             Value::Number(n) => Ok(n.to_string()),
             Value::String(s) if !s.trim().is_empty() && !s.contains(char::is_whitespace) => Ok(s),
@@ -397,7 +427,7 @@ impl Api {
                 )
             })
             .await?;
-        decode::<Value>(&resp, &format!("cancel job {id}"))?;
+        decode::<Value>(&resp, &format!("cancel job {id}")).map_err(|e| job_lookup(e, id))?;
         Ok(())
     }
 
@@ -492,6 +522,20 @@ mod tests {
                 .contains("ErrInternalController: dag controller down"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn context_decides_the_internal_codes() {
+        let db = classify(50004001, "record not found", "job 9");
+        let e = job_lookup(db.clone(), "9");
+        assert_eq!(e.exit_code(), crate::error::exit::NOT_FOUND);
+        assert_eq!(e.code.as_deref(), Some("50004001"));
+        // Elsewhere the same code stays an error of the platform.
+        assert_eq!(run_refused(db).exit_code(), crate::error::exit::UNAVAILABLE);
+        let ctl = classify(50004002, "task 1 param x is required", "run workflow 3");
+        let e = run_refused(ctl);
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE);
+        assert!(e.message.contains("param x is required"), "{e}");
     }
 
     #[test]

@@ -169,6 +169,20 @@ async fn grant(
     Ok(cached)
 }
 
+/// What an OAuth2 error code means, for answers without a description.
+fn oauth_meaning(error: &str) -> &'static str {
+    match error {
+        "invalid_grant" => "wrong user name or password",
+        "invalid_client" => {
+            "the client id or secret was refused (OCTOPLANT_CLIENT_ID / OCTOPLANT_CLIENT_SECRET)"
+        }
+        "unauthorized_client" => "this client may not use the password grant",
+        "unsupported_grant_type" => "the password grant is not enabled",
+        "invalid_scope" => "the requested scope was refused",
+        _ => "no description",
+    }
+}
+
 /// The error for a refused grant. A refused login is final: it is never marked as an expired
 /// token, so it is not retried.
 fn login_refused(status: reqwest::StatusCode, body: &[u8], user: &str) -> Error {
@@ -183,12 +197,13 @@ fn login_refused(status: reqwest::StatusCode, body: &[u8], user: &str) -> Error 
         } else {
             ErrorKind::Auth
         };
-        let desc = o.error_description.unwrap_or_default();
+        let desc = o
+            .error_description
+            .filter(|d| !d.trim().is_empty())
+            .unwrap_or_else(|| oauth_meaning(&o.error).to_string());
         return Error::new(
             kind,
-            format!("login as {user} refused: {} {desc}", o.error)
-                .trim_end()
-                .to_string(),
+            format!("login as {user} refused ({}): {}", o.error, desc.trim()),
         )
         .with_code(o.error);
     }
@@ -253,6 +268,17 @@ mod tests {
             (e.kind, e.code.as_deref()),
             (ErrorKind::Auth, Some("invalid_grant"))
         );
+        assert_eq!(
+            e.message,
+            "login as bob refused (invalid_grant): bad password"
+        );
+        let e = login_refused(
+            reqwest::StatusCode::UNAUTHORIZED,
+            br#"{"error":"invalid_client"}"#,
+            "bob",
+        );
+        assert_eq!(e.exit_code(), crate::error::exit::AUTH);
+        assert!(e.message.contains("OCTOPLANT_CLIENT_SECRET"), "{e}");
         let e = login_refused(reqwest::StatusCode::BAD_GATEWAY, b"<html>", "bob");
         assert_eq!(e.kind, ErrorKind::Unavailable);
         let e = login_refused(reqwest::StatusCode::NOT_FOUND, b"", "bob");
