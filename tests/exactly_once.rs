@@ -140,15 +140,13 @@ fn ac_batch_under_faults_creates_every_job_once() {
     );
 }
 
-#[test]
-fn octoplant_unknown_outcomes_are_reported_not_resent() {
+/// On a platform that cannot be searched by key, unknown outcomes are reported (exit 7, with
+/// their keys) and sent again only with `--resubmit-unknown`.
+fn unsearchable_unknowns_are_reported_not_resent(platform: &str, line: impl Fn(usize) -> Value) {
     const N: usize = 60;
     let sim = sim(config());
     let sb = Sandbox::with_sim(&sim).var("JOBCTL_RETRY_BUDGET", "3s");
-    let file = write_batch(&sb, N, |i| {
-        json!({"profile": "octoplant", "name": format!("o-{i}"),
-               "options": {"exports": {"projectTree": {}}}})
-    });
+    let file = write_batch(&sb, N, line);
     sim.set_faults(Faults {
         drop_after_create_rate: 0.2,
         ..Faults::default()
@@ -156,13 +154,13 @@ fn octoplant_unknown_outcomes_are_reported_not_resent() {
     let (_, out, err) = sb.run(&["-o", "json", "batch", &file, "--concurrency", "8"]);
     let unknown = outcomes(&rows(&out)).get("unknown").copied().unwrap_or(0);
     assert!(unknown > 0, "{out} {err}");
-    let made = created(&sim, "octoplant").0;
+    let made = created(&sim, platform).0;
     assert_eq!(
         made, N as u64,
         "every order was created once, answered or not"
     );
 
-    // Octoplant cannot be searched by key: the re-run reports them, with their keys, exit 7.
+    // The platform cannot be searched by key: the re-run reports them, with their keys, exit 7.
     sim.set_faults(Faults::default());
     let (code, out, err) = sb.run(&["-o", "json", "batch", &file]);
     assert_eq!(code, 7, "{err}");
@@ -172,12 +170,124 @@ fn octoplant_unknown_outcomes_are_reported_not_resent() {
     assert!(still.iter().all(|r| r["key"].is_string()));
     let message = still[0]["error"]["message"].as_str().unwrap();
     assert!(message.contains("--resubmit-unknown"), "{message}");
-    assert_eq!(created(&sim, "octoplant").0, N as u64, "nothing doubled");
+    assert_eq!(created(&sim, platform).0, N as u64, "nothing doubled");
 
     // Asked explicitly, they are sent again.
     let (code, _, err) = sb.run(&["batch", &file, "--resubmit-unknown"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(created(&sim, "octoplant").0, (N + unknown) as u64);
+    assert_eq!(created(&sim, platform).0, (N + unknown) as u64);
+}
+
+#[test]
+fn octoplant_unknown_outcomes_are_reported_not_resent() {
+    unsearchable_unknowns_are_reported_not_resent("octoplant", |i| {
+        json!({"profile": "octoplant", "name": format!("o-{i}"),
+               "options": {"exports": {"projectTree": {}}}})
+    });
+}
+
+#[test]
+fn nebula_unknown_outcomes_are_reported_not_resent() {
+    unsearchable_unknowns_are_reported_not_resent("nebula", |i| {
+        json!({"profile": "nebula", "options": {"workflow": "4216617528"},
+               "args": {"query_1.name": format!("p{i}")}})
+    });
+}
+
+#[test]
+fn local_batch_killed_then_rerun_creates_every_job_once() {
+    const N: usize = 60;
+    let sb = Sandbox::new();
+    let file = write_batch(
+        &sb,
+        N,
+        |i| json!({"name": format!("l-{i}"), "command": ["true"]}),
+    );
+    for delay in [150u64, 400, 700] {
+        let mut child = sb
+            .std_cmd()
+            .args(["batch", &file, "--concurrency", "16"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let (code, out, err) = sb.run(&["-o", "json", "batch", &file, "--concurrency", "16"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(rows(&out).iter().all(|r| r["ref"].is_string()), "{out}");
+    let jobs: Vec<Value> =
+        serde_json::from_str(&sb.run(&["-o", "json", "list", "--all"]).1).unwrap();
+    let names: std::collections::BTreeSet<&str> =
+        jobs.iter().filter_map(|j| j["name"].as_str()).collect();
+    assert_eq!(jobs.len(), N, "exactly one local job per line");
+    assert_eq!(names.len(), N);
+}
+
+#[test]
+fn interrupted_batch_exits_130_with_a_hint_and_resumes() {
+    const N: usize = 80;
+    let sim = sim(config());
+    sim.set_faults(Faults {
+        latency_ms: (150, 250),
+        ..Faults::default()
+    });
+    let sb = Sandbox::with_sim(&sim);
+    let file = write_batch(
+        &sb,
+        N,
+        |i| json!({"profile": "slurm", "name": format!("i-{i}"), "command": [format!("echo {i}")]}),
+    );
+    let child = sb
+        .std_cmd()
+        .args(["batch", &file, "--concurrency", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    let made = created(&sim, "slurm").0;
+    assert!(made < N as u64, "interrupted before the end ({made})");
+    sim.set_faults(Faults::default());
+    let (code, _, err) = sb.run(&["batch", &file]);
+    assert_eq!(code, 0, "{err}");
+    let (made, dups) = created(&sim, "slurm");
+    assert_eq!(made, N as u64);
+    assert!(dups.is_empty());
+}
+
+#[test]
+fn wait_from_reads_the_ndjson_of_batch() {
+    let sb = Sandbox::new();
+    let file = write_batch(
+        &sb,
+        3,
+        |i| json!({"command": ["sh", "-c", format!("exit {}", i / 3)]}),
+    );
+    let (_, out, _) = sb.run(&["-o", "ndjson", "batch", &file]);
+    let events = sb.path().join("events.ndjson");
+    std::fs::write(&events, &out).unwrap();
+    let (code, out, err) = sb.run(&["-o", "json", "wait", "--from", events.to_str().unwrap()]);
+    assert_eq!(code, 1, "line 3 fails: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 3, "{out}");
+    let plain = sb.path().join("refs.txt");
+    std::fs::write(&plain, "local:1\nlocal:2\n").unwrap();
+    assert_eq!(sb.run(&["wait", "--from", plain.to_str().unwrap()]).0, 0);
 }
 
 #[test]

@@ -328,8 +328,12 @@ pub struct WaitTuning {
 #[derive(Debug, Args, Clone)]
 pub struct WatchArgs {
     /// Job references.
-    #[arg(required = true, value_name = "REF")]
+    #[arg(required_unless_present = "from", value_name = "REF")]
     pub refs: Vec<String>,
+    /// Read references from FILE (`-` for stdin): one per line, or JSON lines carrying a
+    /// `ref` (the ndjson output of `batch`, `submit`, `watch`).
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<std::path::PathBuf>,
     /// Polling options.
     #[command(flatten)]
     pub tuning: WaitTuning,

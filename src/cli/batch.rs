@@ -168,6 +168,40 @@ fn read_input(file: &Path) -> Result<String> {
     }
 }
 
+/// References for `watch`/`wait --from`: one per line, or JSON lines carrying a `ref` (each
+/// reference once, in order of first appearance; lines without one, like a `result` event,
+/// are skipped).
+pub fn refs_from(path: &Path) -> Result<Vec<String>> {
+    let text = read_input(path)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut refs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let reference = if t.starts_with('{') {
+            let v: Value = serde_json::from_str(t).map_err(|e| {
+                Error::usage(format!(
+                    "{}: line {}: invalid JSON: {e}",
+                    path.display(),
+                    i + 1
+                ))
+            })?;
+            match v.get("ref").and_then(Value::as_str) {
+                Some(r) => r.to_string(),
+                None => continue,
+            }
+        } else {
+            t.to_string()
+        };
+        if seen.insert(reference.clone()) {
+            refs.push(reference);
+        }
+    }
+    Ok(refs)
+}
+
 /// A run id: the time in milliseconds, in hex (short, sortable, unique per machine).
 fn new_run_id() -> String {
     format!("{:x}", chrono::Utc::now().timestamp_millis())
@@ -544,6 +578,21 @@ mod tests {
         let j = read_journal(&path);
         assert_eq!(j.run.as_deref(), Some("r2"));
         assert_eq!(j.done.keys().copied().collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn references_come_from_plain_lines_or_json_lines_with_a_ref() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refs");
+        std::fs::write(
+            &path,
+            "local:1\n\n{\"event\":\"line\",\"ref\":\"local:2\"}\n{\"event\":\"line\",\"ref\":null}\n\
+             {\"event\":\"result\",\"jobs\":[]}\nlocal:1\n",
+        )
+        .unwrap();
+        assert_eq!(refs_from(&path).unwrap(), vec!["local:1", "local:2"]);
+        std::fs::write(&path, "{oops\n").unwrap();
+        assert!(refs_from(&path).unwrap_err().message.contains("line 1"));
     }
 
     #[test]
