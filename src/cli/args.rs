@@ -183,9 +183,10 @@ pub enum Command {
         /// JSON-lines file, one job spec per line (`-` for stdin).
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// Submissions in flight at once.
-        #[arg(long, default_value_t = 4, value_name = "N")]
-        concurrency: usize,
+        /// Submissions in flight at once [default: 16 for remote platforms, 4 when a line
+        /// runs on the local backend].
+        #[arg(long, value_name = "N")]
+        concurrency: Option<usize>,
         /// Journal of outcomes, so a re-run skips what was done [default: FILE.journal].
         #[arg(long, value_name = "PATH")]
         journal: Option<PathBuf>,

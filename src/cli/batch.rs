@@ -31,8 +31,8 @@ const SETTLE_ON_INTERRUPT: Duration = Duration::from_secs(10);
 /// Flags of `batch`.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
-    /// Submissions in flight at once.
-    pub concurrency: usize,
+    /// Submissions in flight at once (default: [`default_concurrency`]).
+    pub concurrency: Option<usize>,
     /// Journal path (default: `FILE.journal`; none for stdin).
     pub journal: Option<PathBuf>,
     /// Wait for the jobs.
@@ -43,6 +43,23 @@ pub struct BatchOptions {
     pub new_run: bool,
     /// Resubmit unknown outcomes on unsearchable platforms.
     pub resubmit_unknown: bool,
+}
+
+/// Default submissions in flight for a batch, from measurements against jobctl-sim (see
+/// BENCHMARKS.md): remote platforms spend most of a submission waiting on the network, so 16
+/// in flight multiply throughput while 429/Retry-After keeps a real platform safe; the local
+/// backend starts a process per job and saturates small machines sooner.
+pub fn default_concurrency(
+    backends: impl IntoIterator<Item = crate::config::BackendKind>,
+) -> usize {
+    if backends
+        .into_iter()
+        .any(|b| b == crate::config::BackendKind::Local)
+    {
+        4
+    } else {
+        16
+    }
 }
 
 /// A stable 64-bit FNV-1a hash: derived keys must not change between Rust releases.
@@ -363,6 +380,13 @@ pub async fn run(file: &Path, opts: &BatchOptions, s: &Session, p: &Printer) -> 
         }
     }
 
+    let concurrency = opts.concurrency.unwrap_or_else(|| {
+        default_concurrency(
+            pending
+                .iter()
+                .map(|(_, _, b): &(usize, JobSpec, Bound)| b.profile.backend),
+        )
+    });
     let bar = progress_bar(p, pending.len());
     let stop = Arc::new(AtomicBool::new(false));
     let mut stream = futures::stream::iter(pending.into_iter().map(|(n, spec, bound)| {
@@ -376,7 +400,7 @@ pub async fn run(file: &Path, opts: &BatchOptions, s: &Session, p: &Printer) -> 
             (n, spec.key, Some(sub))
         }
     }))
-    .buffer_unordered(opts.concurrency.max(1));
+    .buffer_unordered(concurrency.max(1));
 
     let mut sigint = super::interrupt_signal();
     let mut interrupted = false;
