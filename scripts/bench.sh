@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh            # full run (a few minutes)
 #   BENCH_QUICK=1 scripts/bench.sh   # smaller sizes
+#   BENCH_PROFILE=dev scripts/bench.sh   # unoptimised binaries (to try the script quickly)
 #
 # Needs: cargo, python3, /usr/bin/time. Everything runs on 127.0.0.1.
 set -euo pipefail
@@ -17,9 +18,16 @@ RSS_JOBS=${BENCH_RSS_JOBS:-$([ "$quick" = 1 ] && echo 2000 || echo 10000)}
 LOCAL=${BENCH_LOCAL:-200}
 LATENCY=${BENCH_LATENCY:-20ms}
 
-cargo build --release -q -p jobctl -p jobctl-sim
-cargo build --release -q -p jobctl-sim --example loadgen
-bin=target/release
+profile=${BENCH_PROFILE:-release}
+if [ "$profile" = release ]; then
+    cargo build --release -q -p jobctl -p jobctl-sim
+    cargo build --release -q -p jobctl-sim --example loadgen
+    bin=target/release
+else
+    cargo build -q -p jobctl -p jobctl-sim
+    cargo build -q -p jobctl-sim --example loadgen
+    bin=target/debug
+fi
 work=$(mktemp -d)
 sim_pid=
 cleanup() {
@@ -35,7 +43,6 @@ start_sim() {
         --job-duration 2h "${@:2}" 2>/dev/null &
     sim_pid=$!
     for _ in $(seq 100); do
-        curl -fs "http://127.0.0.1:$port/_sim/health" >/dev/null 2>&1 && return
         python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/_sim/health')" 2>/dev/null && return
         sleep 0.1
     done
@@ -70,7 +77,7 @@ row() { rows+=("| $1 | $2 | $3 |"); }
 
 start_sim "$LATENCY"
 for c in 1 8 32 64; do
-    raw=$("$bin/../release/examples/loadgen" "http://127.0.0.1:$port" "$SLURM_JWT" "$c" "$N" | cut -d' ' -f1)
+    raw=$("$bin/examples/loadgen" "http://127.0.0.1:$port" "$SLURM_JWT" "$c" "$N" | cut -d' ' -f1)
     batch_file "$N" "c$c"
     measure "$bin/jobctl" --no-progress batch "$work/c$c.jsonl" --concurrency "$c"
     rate=$(python3 -c "print(round($N/$secs,1))")
@@ -115,7 +122,7 @@ for i in range($LOCAL):
 measure "$bin/jobctl" --no-progress batch "$work/local.jsonl" --concurrency 8
 row "local backend, batch of $LOCAL, concurrency 8" "$(python3 -c "print(round($LOCAL/$secs,1))") jobs/s" "CPU $(python3 -c "print(round(1000*$cpu/$LOCAL,2))") ms per job (jobctl only)"
 
-echo "Machine: $(nproc) cores, $(uname -sr); jobctl $("$bin/jobctl" --version | awk '{print $2}'); $(date -u +%Y-%m-%d)"
+echo "Machine: $(nproc) cores, $(uname -sr); jobctl $("$bin/jobctl" --version | awk '{print $2}') ($profile build); $(date -u +%Y-%m-%d)"
 echo
 echo "| measurement | result | note |"
 echo "|---|---|---|"
