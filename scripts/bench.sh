@@ -50,7 +50,8 @@ start_sim() {
     exit 1
 }
 eval "$("$bin/jobctl-sim" --listen "127.0.0.1:$port" --print-env)"
-export JOBCTL_STATE_DIR="$work/state" JOBCTL_CONFIG="$work/none.toml" NO_COLOR=1
+: >"$work/empty.toml"
+export JOBCTL_STATE_DIR="$work/state" JOBCTL_CONFIG="$work/empty.toml" NO_COLOR=1
 total_requests() {
     python3 -c "import json,urllib.request as u; print(json.load(u.urlopen('http://127.0.0.1:$port/_sim/stats'))['total'])"
 }
@@ -62,7 +63,7 @@ measure() {
     /usr/bin/time -f '%U %S %M' -o "$work/time" "$@" >"$work/out" 2>"$work/err" || true
     t1=$(now)
     secs=$(python3 -c "print($t1-$t0)")
-    read -r u s rss <"$work/time"
+    read -r u s rss < <(tail -1 "$work/time")
     cpu=$(python3 -c "print($u+$s)")
 }
 batch_file() { # N PREFIX
