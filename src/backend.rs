@@ -92,6 +92,16 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
     /// Requests cancellation of one job.
     async fn abort(&self, id: &str) -> Result<AbortOutcome>;
 
+    /// `abort --force`: stops the job at once, without the grace period a normal cancellation
+    /// gives it, where the platform can.
+    async fn abort_force(&self, _id: &str) -> Result<AbortOutcome> {
+        Err(Error::not_supported(
+            self.name(),
+            "abort --force",
+            "the platform has no forced cancellation; use `abort` without --force",
+        ))
+    }
+
     /// Writes the job's output (or error stream) to `out`; with `follow`, until the job ends.
     async fn logs(&self, _id: &str, _req: LogsRequest, _out: LogSink<'_>) -> Result<()> {
         Err(Error::not_supported(

@@ -210,6 +210,24 @@ impl Printer {
         }
     }
 
+    /// Reports an error inside an ndjson event stream as an event line
+    /// (`{"event":"error","ref":…,"error":{…}}`); elsewhere like [`Self::error`].
+    pub fn error_event(&self, e: &Error) {
+        if self.mode != OutputMode::Ndjson {
+            return self.error(e);
+        }
+        eprintln!("jobctl: error: {e}");
+        let mut v = error_json(e);
+        if let Value::Object(m) = &mut v {
+            m.insert("event".into(), Value::String("error".into()));
+            m.insert(
+                "ref".into(),
+                e.reference.clone().map_or(Value::Null, Value::String),
+            );
+        }
+        self.json_out(&v);
+    }
+
     /// Renders a report.
     pub fn render(&self, report: Report) {
         match report {
@@ -355,16 +373,17 @@ impl Printer {
     fn submitted(&self, job: &Job, existing: bool) {
         match self.mode {
             OutputMode::Quiet => self.out(&job.reference),
-            OutputMode::Json => self.json_out(job),
+            OutputMode::Json => {
+                let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("existing".into(), Value::Bool(existing));
+                }
+                self.json_out(&v)
+            }
             OutputMode::Ndjson => {
                 self.json_out(&json!({"event": "submitted", "ref": job.reference, "existing": existing, "job": job}))
             }
-            OutputMode::Table => {
-                if existing {
-                    eprintln!("key already submitted; not submitting again");
-                }
-                self.out(&job.reference);
-            }
+            OutputMode::Table => self.out(&job.reference),
         }
     }
 
@@ -618,7 +637,13 @@ pub fn error_json(e: &Error) -> Value {
 fn item_json(it: &Result<Job, Error>) -> Value {
     match it {
         Ok(j) => serde_json::to_value(j).unwrap_or(Value::Null),
-        Err(e) => error_json(e),
+        Err(e) => {
+            let mut v = error_json(e);
+            if let (Some(r), Value::Object(m)) = (&e.reference, &mut v) {
+                m.insert("ref".into(), Value::String(r.clone()));
+            }
+            v
+        }
     }
 }
 

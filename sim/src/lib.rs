@@ -163,6 +163,14 @@ pub struct Faults {
     /// Share of job creations answered with garbage after the job was created: a truncated
     /// body or `{}` (HTTP 200).
     pub garbage_rate: f64,
+    /// How answers to logins and token renewals are spoiled (they carry tokens, so jobctl must
+    /// never quote them).
+    pub login_garble: Garble,
+    /// How every other answer is spoiled.
+    pub answer_garble: Garble,
+    /// Pads every answer with this many MiB of trailing whitespace (JSON stays valid), to test
+    /// jobctl's answer size cap.
+    pub pad_mib: u32,
 }
 
 impl Default for Faults {
@@ -174,7 +182,65 @@ impl Default for Faults {
             rate_limit: 0,
             drop_after_create_rate: 0.0,
             garbage_rate: 0.0,
+            login_garble: Garble::Off,
+            answer_garble: Garble::Off,
+            pad_mib: 0,
         }
+    }
+}
+
+/// A way of spoiling an answer, as broken proxies, half-deployed servers and cut connections do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Garble {
+    /// Answers are left alone.
+    #[default]
+    Off,
+    /// Only the first half of the body is sent.
+    Truncate,
+    /// HTTP 200 with an HTML page, as a captive portal or a misrouted proxy sends.
+    Html,
+    /// HTTP 200 with `{}`.
+    Empty,
+    /// The JSON's values (two levels deep) have the wrong types: arrays become strings, objects
+    /// arrays, strings numbers, numbers strings.
+    WrongTypes,
+}
+
+impl Garble {
+    /// `body` spoiled this way; returns the new status and content type when they change.
+    pub fn apply(self, body: &[u8]) -> (Option<(u16, &'static str)>, Vec<u8>) {
+        match self {
+            Garble::Off => (None, body.to_vec()),
+            Garble::Truncate => (None, body[..body.len() / 2].to_vec()),
+            Garble::Html => (
+                Some((200, "text/html")),
+                b"<html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>"
+                    .to_vec(),
+            ),
+            Garble::Empty => (Some((200, "application/json")), b"{}".to_vec()),
+            Garble::WrongTypes => match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(v) => (None, wrong_types(v, 2).to_string().into_bytes()),
+                Err(_) => (None, body.to_vec()),
+            },
+        }
+    }
+}
+
+fn wrong_types(v: serde_json::Value, depth: u8) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) if depth > 0 => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, wrong_types(v, depth - 1)))
+                .collect(),
+        ),
+        Value::Object(_) => Value::Array(Vec::new()),
+        Value::Array(_) => Value::String("garbled".into()),
+        Value::String(_) => Value::from(7),
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Bool(b) => Value::String(b.to_string()),
+        Value::Null => Value::Bool(true),
     }
 }
 
@@ -190,6 +256,7 @@ impl Faults {
             rate_limit: c.rate_limit,
             drop_after_create_rate: c.drop_after_create_rate,
             garbage_rate: c.garbage_rate,
+            ..Faults::default()
         }
     }
 }
@@ -326,6 +393,10 @@ pub fn router(state: Arc<SimState>) -> Router {
         .merge(sim.with_state(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            garble_answers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             faults_and_stats,
         ))
         .layer(axum::middleware::from_fn_with_state(state, drop_marker))
@@ -396,6 +467,74 @@ async fn faults_and_stats(
             .into_response();
     }
     next.run(req).await
+}
+
+/// Paths whose answers carry tokens (CloudPSS logins share `/graphql` and are told apart by
+/// their operation).
+const LOGIN_PATHS: &[&str] = &[
+    "/ac/openapi/v2/tokens",
+    "/ac/openapi/v2/tokens/next",
+    "/v1/oauth2/token",
+    "/api-open/v1/connect",
+];
+
+/// GraphQL operations that log in or inspect a token.
+const LOGIN_OPERATIONS: &[&str] = &["accountChallenge", "createAccountToken", "accountToken"];
+
+/// Middleware that spoils answers as [`Faults::login_garble`], [`Faults::answer_garble`] and
+/// [`Faults::pad_mib`] say.
+async fn garble_answers(State(state): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+    let faults = state.faults();
+    let path = req.uri().path().to_string();
+    if path.starts_with("/_sim/")
+        || (faults.login_garble == Garble::Off
+            && faults.answer_garble == Garble::Off
+            && faults.pad_mib == 0)
+    {
+        return next.run(req).await;
+    }
+    let (req, login) = if path == "/graphql" {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 16 << 20)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let login = LOGIN_OPERATIONS.iter().any(|op| text.contains(op));
+        (
+            Request::from_parts(parts, axum::body::Body::from(bytes)),
+            login,
+        )
+    } else {
+        let login = LOGIN_PATHS.contains(&path.as_str());
+        (req, login)
+    };
+    let garble = if login {
+        faults.login_garble
+    } else {
+        faults.answer_garble
+    };
+    let resp = next.run(req).await;
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "sim: unreadable body",
+        )
+            .into_response();
+    };
+    let (changed, mut out) = garble.apply(&bytes);
+    if let Some((status, content_type)) = changed {
+        parts.status = axum::http::StatusCode::from_u16(status).unwrap_or(parts.status);
+        parts.headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static(content_type),
+        );
+    }
+    if faults.pad_mib > 0 {
+        out.resize(out.len() + (faults.pad_mib as usize) * (1 << 20), b' ');
+    }
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(out))
 }
 
 /// A running simulator; dropping it (or calling [`SimHandle::shutdown`]) stops it.

@@ -98,6 +98,7 @@ async fn submit_inner(
         Begin::New(seq) => return Ok(send(bound, spec, s, &ledger, seq).await),
         Begin::Existing(entry) => entry,
     };
+    same_spec(&entry, spec)?;
     let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
     // Another process (or another line of this batch) is sending the key right now: its
     // answer is the answer. Wait for it rather than racing it.
@@ -126,6 +127,24 @@ async fn submit_inner(
         "failed" => Box::pin(submit_inner(bound, spec, s, resubmit_unknown)).await,
         _ => reconcile(bound, spec, s, &ledger, entry, resubmit_unknown).await,
     }
+}
+
+/// Refuses a key reused for another job: returning the earlier job would silently drop the
+/// new spec.
+fn same_spec(entry: &Entry, spec: &JobSpec) -> Result<()> {
+    let new = serde_json::to_value(spec).map_err(|e| Error::io("job spec", e))?;
+    if entry.spec == new {
+        return Ok(());
+    }
+    let earlier = entry
+        .reference
+        .clone()
+        .unwrap_or_else(|| format!("{}:(outcome unknown)", entry.profile));
+    Err(Error::usage(format!(
+        "key '{}' was already used for a different job spec ({earlier}, submitted {}); use another key, or the same spec to get that job back",
+        entry.key.as_deref().unwrap_or_default(),
+        entry.submitted_at.format("%Y-%m-%d %H:%M:%S UTC")
+    )))
 }
 
 /// The job of an earlier accepted submission, as the platform sees it now.

@@ -182,9 +182,34 @@ impl SlurmBackend {
             let is_slurm = serde_json::from_slice::<Value>(&resp.body)
                 .ok()
                 .is_some_and(|b| b.get("meta").is_some() || b.get("errors").is_some());
+            if !is_slurm
+                && (resp.status.is_server_error()
+                    || resp.status == reqwest::StatusCode::TOO_MANY_REQUESTS)
+            {
+                // An overloaded or restarting slurmrestd says nothing about the versions it
+                // serves: a transient failure, not "not supported".
+                return Err(Error::unavailable(format!(
+                    "slurmrestd failed while jobctl probed API version {} (HTTP {}: {}); try again later",
+                    v.version(),
+                    resp.status.as_u16(),
+                    crate::http::snippet(&resp.body)
+                )));
+            }
             if resp.status != reqwest::StatusCode::NOT_FOUND && is_slurm {
                 tracing::debug!(profile = %self.profile, version = v.version(), "slurmrestd API version");
                 return Ok(*v);
+            }
+            if resp.status != reqwest::StatusCode::NOT_FOUND {
+                // The path exists but what answers is not slurmrestd (an HTML portal, a
+                // garbled body): an unusable answer (exit 7), not "version not supported".
+                return Err(api::classify(&resp).err().map(|f| f.error).unwrap_or_else(|| {
+                    Error::protocol(format!(
+                        "the ping of slurmrestd {} answered HTTP {} with something that is not a Slurm answer: {}",
+                        v.version(),
+                        resp.status.as_u16(),
+                        crate::http::snippet(&resp.body)
+                    ))
+                }));
             }
         }
         let offered = match self
@@ -244,21 +269,16 @@ impl SlurmBackend {
         body: Option<&Value>,
         idem: Idempotency,
     ) -> Result<Value> {
-        let token = self.auth.token().await?;
-        let user = self.auth.user_for(&token)?;
-        match self
-            .call_with(api, (&user, &token.token), method.clone(), tail, body, idem)
+        self.auth
+            .with_token(|token| {
+                let method = method.clone();
+                async move {
+                    let user = self.auth.user_for(&token)?;
+                    self.call_with(api, (&user, &token.token), method, tail, body, idem)
+                        .await
+                }
+            })
             .await
-        {
-            Err(e) if e.token_expired && self.auth.can_renew() => {
-                self.auth.invalidate(&token).await;
-                let fresh = self.auth.token().await?;
-                let user = self.auth.user_for(&fresh)?;
-                self.call_with(api, (&user, &fresh.token), method, tail, body, idem)
-                    .await
-            }
-            other => other,
-        }
     }
 
     fn job_id(&self, id: &str, op: &str) -> Result<u64> {
@@ -618,9 +638,7 @@ impl JobBackend for SlurmBackend {
     async fn login(&self) -> Result<String> {
         let op = async {
             if !self.auth.configured() {
-                return Err(Error::auth(
-                    "no Slurm credentials: set SLURM_JWT or the token_command option",
-                ));
+                return Err(self.auth.missing());
             }
             self.auth.clear().await?;
             let token = self.auth.token().await?;
@@ -730,3 +748,6 @@ async fn copy_from(path: &Path, offset: u64, out: LogSink<'_>) -> std::io::Resul
     out.write_all(&buf).await?;
     Ok(buf.len() as u64)
 }
+
+#[cfg(test)]
+mod proptests;
