@@ -35,6 +35,11 @@ else
   echo "no Slurm cluster here (slurm-up.sh exit $up): the real-Slurm tests will be SKIPPED" >&2
 fi
 
+# The official CloudPSS Python SDK against jobctl-sim (SKIPPED only when PyPI cannot be
+# reached, and never under CI=true).
+echo "== official CloudPSS SDK against jobctl-sim"
+bash scripts/cloudpss-sdk-test.sh
+
 echo "== cargo test"
 # More test threads than cores: the Slurm time-limit test mostly waits.
 cargo test --workspace --all-targets -- --test-threads=8
