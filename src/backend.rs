@@ -60,7 +60,7 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
     async fn submit(&self, spec: &JobSpec) -> Result<Job>;
 
     /// Looks for the job an earlier submission of `spec` (with its idempotency key) created,
-    /// among jobs created since `since`. Backends carry the key into the platform request
+    /// given that it was recorded (by this machine's clock) at `since`. Backends carry the key into the platform request
     /// (a job name, comment or argument) so a submission whose answer was lost can be found;
     /// those that cannot keep this default.
     async fn find_by_key(&self, _spec: &JobSpec, _since: DateTime<Utc>) -> Result<KeyLookup> {

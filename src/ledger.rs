@@ -344,4 +344,29 @@ mod tests {
         assert_eq!(l.find_id("17").unwrap().len(), 1);
         assert_eq!(l.history(Some(2)).unwrap().len(), 2);
     }
+
+    #[test]
+    fn unknown_keys_stay_taken_and_only_one_process_claims_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        let spec = JobSpec {
+            key: Some("k".into()),
+            ..JobSpec::default()
+        };
+        let Begin::New(seq) = l.begin("p", "local", &spec).unwrap() else {
+            panic!("new")
+        };
+        l.unknown(seq, "answer lost").unwrap();
+        let Begin::Existing(e) = l.begin("p", "local", &spec).unwrap() else {
+            panic!("an unknown outcome must not free its key")
+        };
+        assert_eq!(e.status, "unknown");
+        assert!(!e.in_flight());
+        assert!(l.claim(&e).unwrap(), "the first claim wins");
+        assert!(!l.claim(&e).unwrap(), "a stale read cannot claim it again");
+        let now = l.by_key("p", "k").unwrap().unwrap();
+        assert_eq!(now.status, "sending");
+        // Sent by this very process: in flight, to be waited for rather than raced.
+        assert!(now.in_flight());
+    }
 }

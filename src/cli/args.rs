@@ -219,9 +219,10 @@ pub enum Command {
         /// JSON-lines file, one job spec per line (`-` for stdin).
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// Submissions in flight at once.
-        #[arg(long, default_value_t = 4, value_name = "N")]
-        concurrency: usize,
+        /// Submissions in flight at once [default: 16 for remote platforms, 4 when a line
+        /// runs on the local backend].
+        #[arg(long, value_name = "N")]
+        concurrency: Option<usize>,
         /// Journal of outcomes, so a re-run skips what was done [default: FILE.journal].
         #[arg(long, value_name = "PATH")]
         journal: Option<PathBuf>,
@@ -365,8 +366,12 @@ pub struct WaitTuning {
 #[derive(Debug, Args, Clone)]
 pub struct WatchArgs {
     /// Job references.
-    #[arg(required = true, value_name = "REF")]
+    #[arg(required_unless_present = "from", value_name = "REF")]
     pub refs: Vec<String>,
+    /// Read references from FILE (`-` for stdin): one per line, or JSON lines carrying a
+    /// `ref` (the ndjson output of `batch`, `submit`, `watch`).
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<std::path::PathBuf>,
     /// Polling options.
     #[command(flatten)]
     pub tuning: WaitTuning,

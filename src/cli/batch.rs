@@ -31,8 +31,8 @@ const SETTLE_ON_INTERRUPT: Duration = Duration::from_secs(10);
 /// Flags of `batch`.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
-    /// Submissions in flight at once.
-    pub concurrency: usize,
+    /// Submissions in flight at once (default: [`default_concurrency`]).
+    pub concurrency: Option<usize>,
     /// Journal path (default: `FILE.journal`; none for stdin).
     pub journal: Option<PathBuf>,
     /// Wait for the jobs.
@@ -43,6 +43,23 @@ pub struct BatchOptions {
     pub new_run: bool,
     /// Resubmit unknown outcomes on unsearchable platforms.
     pub resubmit_unknown: bool,
+}
+
+/// Default submissions in flight for a batch, from measurements against jobctl-sim (see
+/// BENCHMARKS.md): remote platforms spend most of a submission waiting on the network, so 16
+/// in flight multiply throughput while 429/Retry-After keeps a real platform safe; the local
+/// backend starts a process per job and saturates small machines sooner.
+pub fn default_concurrency(
+    backends: impl IntoIterator<Item = crate::config::BackendKind>,
+) -> usize {
+    if backends
+        .into_iter()
+        .any(|b| b == crate::config::BackendKind::Local)
+    {
+        4
+    } else {
+        16
+    }
 }
 
 /// A stable 64-bit FNV-1a hash: derived keys must not change between Rust releases.
@@ -166,6 +183,40 @@ fn read_input(file: &Path) -> Result<String> {
         std::fs::read_to_string(file)
             .map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))
     }
+}
+
+/// References for `watch`/`wait --from`: one per line, or JSON lines carrying a `ref` (each
+/// reference once, in order of first appearance; lines without one, like a `result` event,
+/// are skipped).
+pub fn refs_from(path: &Path) -> Result<Vec<String>> {
+    let text = read_input(path)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut refs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let reference = if t.starts_with('{') {
+            let v: Value = serde_json::from_str(t).map_err(|e| {
+                Error::usage(format!(
+                    "{}: line {}: invalid JSON: {e}",
+                    path.display(),
+                    i + 1
+                ))
+            })?;
+            match v.get("ref").and_then(Value::as_str) {
+                Some(r) => r.to_string(),
+                None => continue,
+            }
+        } else {
+            t.to_string()
+        };
+        if seen.insert(reference.clone()) {
+            refs.push(reference);
+        }
+    }
+    Ok(refs)
 }
 
 /// A run id: the time in milliseconds, in hex (short, sortable, unique per machine).
@@ -329,6 +380,13 @@ pub async fn run(file: &Path, opts: &BatchOptions, s: &Session, p: &Printer) -> 
         }
     }
 
+    let concurrency = opts.concurrency.unwrap_or_else(|| {
+        default_concurrency(
+            pending
+                .iter()
+                .map(|(_, _, b): &(usize, JobSpec, Bound)| b.profile.backend),
+        )
+    });
     let bar = progress_bar(p, pending.len());
     let stop = Arc::new(AtomicBool::new(false));
     let mut stream = futures::stream::iter(pending.into_iter().map(|(n, spec, bound)| {
@@ -342,7 +400,7 @@ pub async fn run(file: &Path, opts: &BatchOptions, s: &Session, p: &Printer) -> 
             (n, spec.key, Some(sub))
         }
     }))
-    .buffer_unordered(opts.concurrency.max(1));
+    .buffer_unordered(concurrency.max(1));
 
     let mut sigint = super::interrupt_signal();
     let mut interrupted = false;
@@ -546,6 +604,21 @@ mod tests {
         let j = read_journal(&path);
         assert_eq!(j.run.as_deref(), Some("r2"));
         assert_eq!(j.done.keys().copied().collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn references_come_from_plain_lines_or_json_lines_with_a_ref() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refs");
+        std::fs::write(
+            &path,
+            "local:1\n\n{\"event\":\"line\",\"ref\":\"local:2\"}\n{\"event\":\"line\",\"ref\":null}\n\
+             {\"event\":\"result\",\"jobs\":[]}\nlocal:1\n",
+        )
+        .unwrap();
+        assert_eq!(refs_from(&path).unwrap(), vec!["local:1", "local:2"]);
+        std::fs::write(&path, "{oops\n").unwrap();
+        assert!(refs_from(&path).unwrap_err().message.contains("line 1"));
     }
 
     #[test]

@@ -472,7 +472,14 @@ async fn abort(
 
 async fn watch_cmd(a: WatchArgs, live: bool, s: &Session, p: &Printer) -> Result<Outcome> {
     let prepared = (|| {
-        let targets = group(&a.refs, s)?;
+        let mut refs = a.refs.clone();
+        if let Some(from) = &a.from {
+            refs.extend(super::batch::refs_from(from)?);
+        }
+        if refs.is_empty() {
+            return Err(Error::usage("no job references to wait for"));
+        }
+        let targets = group(&refs, s)?;
         let interval = targets
             .iter()
             .filter_map(|(pr, _)| s.bound(pr).ok().map(|b| b.profile.poll_interval))

@@ -16,10 +16,6 @@ use crate::model::{Job, JobSpec, JobState};
 use crate::session::{Bound, Session};
 use std::time::Duration;
 
-/// How far before a recorded submission a key lookup searches (clock skew between this
-/// machine and the platform, and the platform's own creation-time resolution).
-const LOOKUP_SLACK_MINUTES: i64 = 10;
-
 /// How long a submission waits for another process sending the same key right now.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
 
@@ -183,7 +179,7 @@ async fn reconcile(
     entry: Entry,
     resubmit_unknown: bool,
 ) -> Result<Submission> {
-    let since = entry.submitted_at - chrono::Duration::minutes(LOOKUP_SLACK_MINUTES);
+    let since = entry.submitted_at;
     let lookup = if spec.key.is_some() {
         bound.backend.find_by_key(spec, since).await
     } else {
