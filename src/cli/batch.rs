@@ -15,33 +15,23 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A stable 64-bit FNV-1a hash: derived keys must not change between Rust releases.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// Parses the batch file; any malformed line fails the whole batch before anything is sent.
+/// Orchestration fields (`after`, `retries`) need `--wait`: without it nothing would wait for a
+/// prerequisite or resubmit a failed job, so such a file is refused rather than half-run.
 pub fn parse(text: &str) -> Result<Vec<(usize, JobSpec)>> {
-    let mut specs = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let mut spec: JobSpec = serde_json::from_str(t)
-            .map_err(|e| Error::usage(format!("line {n}: invalid job spec: {e}")))?;
-        if spec.key.is_none() {
-            spec.key = Some(format!("batch-{n}-{:016x}", fnv1a(t.as_bytes())));
-        }
-        specs.push((n, spec));
+    let lines = crate::pipeline::parse(text)?;
+    let orchestrated: Vec<String> = lines
+        .iter()
+        .filter(|l| l.orchestrated())
+        .map(|l| l.line.to_string())
+        .collect();
+    if !orchestrated.is_empty() {
+        return Err(Error::usage(format!(
+            "line {}: `after` and `retries` need `batch --wait` (jobctl runs the pipeline while it waits); `--dry-run` shows the order",
+            orchestrated.join(", ")
+        )));
     }
-    Ok(specs)
+    Ok(lines.into_iter().map(|l| (l.line, l.spec)).collect())
 }
 
 fn read_journal(path: &Path) -> BTreeMap<usize, BatchRow> {

@@ -8,6 +8,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ledger::Begin;
 use crate::model::{AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value};
 use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report};
+use crate::report::{Case, ReportTarget, Verdict};
 use crate::session::{Bound, Session};
 use crate::watch::{self, Event, WatchOptions};
 use indicatif::ProgressBar;
@@ -45,7 +46,22 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             journal,
             wait,
             timeout,
-        } => super::batch::run(&file, concurrency, journal, wait, timeout.as_deref(), s, p).await,
+            dry_run,
+            reports,
+        } => {
+            if wait || dry_run {
+                let o = super::pipeline::BatchFlags {
+                    file: &file,
+                    concurrency,
+                    journal,
+                    dry_run,
+                    timeout: timeout.as_deref(),
+                    reports: &reports,
+                };
+                return super::pipeline::batch(o, s, p).await;
+            }
+            super::batch::run(&file, concurrency, journal, wait, timeout.as_deref(), s, p).await
+        }
         Command::History { limit } => Ok(Outcome::ok(Report::History(
             s.ledger()?.history(Some(limit))?,
         ))),
@@ -106,6 +122,40 @@ pub(super) async fn wait_for(
     s: &Session,
     p: &Printer,
 ) -> Outcome {
+    let out = run_watch(targets, opts, s, p).await;
+    conclude(out, targets, &Reports::none(), s, p).await
+}
+
+/// The CI reports a wait writes when it ends (`--report`).
+pub(super) struct Reports<'a> {
+    targets: &'a [ReportTarget],
+    title: String,
+    started: chrono::DateTime<chrono::Utc>,
+    attempts: u32,
+}
+
+impl<'a> Reports<'a> {
+    fn none() -> Self {
+        Reports::new(&[], String::new())
+    }
+
+    fn new(targets: &'a [ReportTarget], title: String) -> Self {
+        Reports {
+            targets,
+            title,
+            started: chrono::Utc::now(),
+            attempts: 1,
+        }
+    }
+}
+
+/// The watch engine, with its error and an interruption said on stderr.
+async fn run_watch(
+    targets: &[(String, String)],
+    opts: &WatchOptions,
+    s: &Session,
+    p: &Printer,
+) -> watch::Outcome {
     let out = watch::run(s, targets, opts, p).await;
     if let Some(e) = &out.error {
         p.error(e);
@@ -113,16 +163,67 @@ pub(super) async fn wait_for(
     if out.exit_code == 130 {
         p.warn("interrupted; the jobs keep running");
     }
+    out
+}
+
+/// Writes the reports of a finished wait, then the result event (always the last line).
+async fn conclude(
+    out: watch::Outcome,
+    targets: &[(String, String)],
+    reports: &Reports<'_>,
+    s: &Session,
+    p: &Printer,
+) -> Outcome {
+    let mut code = out.exit_code;
+    if !reports.targets.is_empty() {
+        let now = chrono::Utc::now();
+        let mut cases: Vec<Case> = targets
+            .iter()
+            .map(|(profile, id)| {
+                let reference = format!("{profile}:{id}");
+                match out.jobs.iter().find(|j| j.reference == reference) {
+                    Some(job) => Case::from_job(job, None, now),
+                    None => Case {
+                        name: reference.clone(),
+                        classname: profile.clone(),
+                        reference: Some(reference),
+                        state: "unknown".into(),
+                        attempts: 1,
+                        time: Duration::ZERO,
+                        verdict: Verdict::Error {
+                            message: "the job could not be read before the wait ended".into(),
+                        },
+                    },
+                }
+            })
+            .collect();
+        if reports.attempts > 1 {
+            cases.iter_mut().for_each(|c| c.attempts = reports.attempts);
+        }
+        crate::report::add_output(s, &mut cases, &out.jobs).await;
+        if let Err(e) = super::pipeline::write_reports(
+            reports.targets,
+            &reports.title,
+            &cases,
+            reports.started,
+            p,
+        ) {
+            p.error(&e);
+            if code == 0 {
+                code = e.exit_code();
+            }
+        }
+    }
     p.event(&Event::Result {
-        exit_code: out.exit_code,
+        exit_code: code,
         jobs: &out.jobs,
     });
     Outcome {
         report: Report::WatchResult {
-            exit_code: out.exit_code,
+            exit_code: code,
             jobs: out.jobs,
         },
-        code: out.exit_code,
+        code,
     }
 }
 
@@ -272,8 +373,49 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         });
     }
     let opts = watch_options(&a.watch, bound.profile.poll_interval, true, p)?;
-    let targets = vec![(bound.profile.name.clone(), job.id.clone())];
-    let mut out = wait_for(&targets, &opts, s, p).await;
+    let mut reports = Reports::new(&a.reports, "jobctl submit".into());
+    let mut job = job;
+    let mut targets = vec![(bound.profile.name.clone(), job.id.clone())];
+    let mut watched = run_watch(&targets, &opts, s, p).await;
+    // Resubmit a failed job (never a canceled one) while attempts remain; each attempt has its
+    // own key so a re-run of the same command finds every attempt in the ledger.
+    let mut attempt = 1;
+    while attempt <= a.retries
+        && watched.exit_code == 1
+        && watched.jobs.iter().any(|j| j.state == JobState::Failed)
+    {
+        attempt += 1;
+        let delay = crate::pipeline::retry_delay(attempt);
+        p.event(&serde_json::json!({
+            "event": "retry", "ref": job.reference, "attempt": attempt,
+            "key": spec.key.as_deref().map(|k| crate::pipeline::attempt_key(k, attempt)),
+            "delay_ms": delay.as_millis(),
+        }));
+        p.note(&format!(
+            "{} failed; attempt {attempt} of {} in {}",
+            job.reference,
+            a.retries + 1,
+            humantime::format_duration(delay)
+        ));
+        tokio::time::sleep(delay).await;
+        let mut next = spec.clone();
+        next.key = spec
+            .key
+            .as_deref()
+            .map(|k| crate::pipeline::attempt_key(k, attempt));
+        let (again, existing) = submit_spec(&bound, &next, s).await?;
+        if p.mode != OutputMode::Json {
+            p.render(Report::Submitted {
+                job: again.clone(),
+                existing,
+            });
+        }
+        job = again;
+        targets = vec![(bound.profile.name.clone(), job.id.clone())];
+        watched = run_watch(&targets, &opts, s, p).await;
+    }
+    reports.attempts = attempt;
+    let mut out = conclude(watched, &targets, &reports, s, p).await;
     if out.code == 0 {
         if let Some(dir) = &a.fetch {
             let fetched = fetch(&job.reference, dir, s, p).await?;
@@ -433,7 +575,10 @@ async fn watch_cmd(a: WatchArgs, live: bool, s: &Session, p: &Printer) -> Result
     let mut opts = watch_options(&a.tuning, interval, live, p)?;
     opts.any = a.any;
     opts.fail_fast = a.fail_fast;
-    Ok(wait_for(&targets, &opts, s, p).await)
+    let title = if live { "jobctl watch" } else { "jobctl wait" };
+    let reports = Reports::new(&a.reports, title.into());
+    let out = run_watch(&targets, &opts, s, p).await;
+    Ok(conclude(out, &targets, &reports, s, p).await)
 }
 
 async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome> {

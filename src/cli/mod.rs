@@ -5,6 +5,7 @@
 pub mod args;
 mod batch;
 mod commands;
+mod pipeline;
 
 use crate::config::{Config, ConfigFile, EnvSource};
 use crate::error::{Error, Result};
