@@ -656,7 +656,10 @@ mod tests {
     #[test]
     fn unknown_profiles_and_backends_are_usage_errors() {
         let cfg = Config::default();
-        assert_eq!(cfg.profile("nope").unwrap_err().exit_code(), 2);
+        assert_eq!(
+            cfg.profile("nope").unwrap_err().exit_code(),
+            crate::error::exit::USAGE
+        );
         let file = ConfigFile::parse("[profiles.y]\nbackend=\"mainframe\"\n").unwrap();
         let cfg = Config {
             file,

@@ -1,10 +1,36 @@
-//! The one error type of jobctl and its mapping to exit codes (CONTRACT §6).
+//! The one error type of jobctl and the process exit codes (README "Exit codes").
 //!
 //! Every failure, from a bad flag to a platform refusing a token, becomes an [`Error`] whose
 //! [`ErrorKind`] decides the process exit code in exactly one place: [`ErrorKind::exit_code`].
+//! The codes themselves are named once, in [`exit`]; nothing else in the crate writes a number.
 
 use serde::Serialize;
 use std::fmt;
+
+/// The process exit codes, as the README's "Exit codes" table documents them. Scripts depend
+/// on these numbers: change one only together with that table.
+pub mod exit {
+    /// Success; for watch/wait/`submit --wait`: every awaited job succeeded.
+    pub const SUCCESS: i32 = 0;
+    /// At least one awaited job failed.
+    pub const JOB_FAILED: i32 = 1;
+    /// Usage error or invalid input (flags, spec, reference, config, duration).
+    pub const USAGE: i32 = 2;
+    /// `--timeout` reached while a job was still not terminal.
+    pub const TIMEOUT: i32 = 3;
+    /// Authentication or permission refused.
+    pub const AUTH: i32 = 4;
+    /// At least one awaited job was canceled, and none failed.
+    pub const CANCELED: i32 = 5;
+    /// Job, resource or artifact not found.
+    pub const NOT_FOUND: i32 = 6;
+    /// Platform unreachable or its answer unusable, or a local I/O failure.
+    pub const UNAVAILABLE: i32 = 7;
+    /// The operation is not supported by this backend.
+    pub const NOT_SUPPORTED: i32 = 8;
+    /// Interrupted (Ctrl-C); the jobs keep running.
+    pub const INTERRUPTED: i32 = 130;
+}
 
 /// What went wrong, at the granularity a script needs to react to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,16 +59,18 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The process exit code for this kind; the single source of truth for CONTRACT §6.
+    /// The process exit code for this kind: the one place errors become exit codes.
     pub fn exit_code(self) -> i32 {
         match self {
-            ErrorKind::Usage => 2,
-            ErrorKind::Timeout => 3,
-            ErrorKind::Auth => 4,
-            ErrorKind::NotFound => 6,
-            ErrorKind::Unavailable | ErrorKind::Protocol | ErrorKind::Platform | ErrorKind::Io => 7,
-            ErrorKind::NotSupported => 8,
-            ErrorKind::Interrupted => 130,
+            ErrorKind::Usage => exit::USAGE,
+            ErrorKind::Timeout => exit::TIMEOUT,
+            ErrorKind::Auth => exit::AUTH,
+            ErrorKind::NotFound => exit::NOT_FOUND,
+            ErrorKind::Unavailable | ErrorKind::Protocol | ErrorKind::Platform | ErrorKind::Io => {
+                exit::UNAVAILABLE
+            }
+            ErrorKind::NotSupported => exit::NOT_SUPPORTED,
+            ErrorKind::Interrupted => exit::INTERRUPTED,
         }
     }
 

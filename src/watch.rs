@@ -6,7 +6,7 @@
 //! warning and a retry, never a failed job; a profile that gives no answer at all for
 //! `--unreachable-timeout` ends the wait with exit 7.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, exit};
 use crate::model::{Job, JobState};
 use crate::output::{OutputMode, Printer, paint_state};
 use crate::session::Session;
@@ -103,21 +103,21 @@ pub struct Outcome {
 pub fn aggregate(jobs: &[Option<Job>], timed_out: bool) -> i32 {
     let states: Vec<JobState> = jobs.iter().flatten().map(|j| j.state).collect();
     if states.contains(&JobState::Failed) {
-        1
+        exit::JOB_FAILED
     } else if states.contains(&JobState::Canceled) {
-        5
+        exit::CANCELED
     } else if timed_out {
-        3
+        exit::TIMEOUT
     } else {
-        0
+        exit::SUCCESS
     }
 }
 
 fn job_code(state: JobState) -> i32 {
     match state {
-        JobState::Failed => 1,
-        JobState::Canceled => 5,
-        _ => 0,
+        JobState::Failed => exit::JOB_FAILED,
+        JobState::Canceled => exit::CANCELED,
+        _ => exit::SUCCESS,
     }
 }
 
@@ -170,7 +170,7 @@ pub async fn run(
                 r = bound.backend.statuses(&ids) => r,
                 _ = &mut interrupt => {
                     display.clear();
-                    return finish(&jobs, 130, None);
+                    return finish(&jobs, exit::INTERRUPTED, None);
                 }
             };
             for (&i, result) in idxs.iter().zip(results) {
@@ -256,7 +256,7 @@ pub async fn run(
         if opts.abort_mode {
             if all_terminal {
                 display.clear();
-                return finish(&jobs, 0, None);
+                return finish(&jobs, exit::SUCCESS, None);
             }
         } else {
             if opts.fail_fast {
@@ -296,11 +296,11 @@ pub async fn run(
             if elapsed >= t {
                 display.clear();
                 let code = if opts.abort_mode {
-                    3
+                    exit::TIMEOUT
                 } else {
                     aggregate(&jobs, true)
                 };
-                let e = (code == 3).then(|| {
+                let e = (code == exit::TIMEOUT).then(|| {
                     Error::new(
                         ErrorKind::Timeout,
                         format!(
@@ -325,7 +325,7 @@ pub async fn run(
             _ = tokio::time::sleep(sleep) => {}
             _ = &mut interrupt => {
                 display.clear();
-                return finish(&jobs, 130, None);
+                return finish(&jobs, exit::INTERRUPTED, None);
             }
         }
     }

@@ -1,61 +1,16 @@
 //! The ac backend against the in-process simulator.
 
+mod common;
+
+use common::{Sandbox, Setup, Sim, quick, wait_terminal};
 use indicatif::ProgressBar;
-use jobctl::backend::{BackendContext, JobBackend};
-use jobctl::config::{Config, ConfigFile, EnvSource};
-use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery, LogsRequest};
+use jobctl::model::{AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest};
 use jobctl::{Error, ErrorKind};
-use jobctl_sim::{self as sim, SimConfig, SimHandle};
-use std::collections::BTreeMap;
+use jobctl_sim::SimConfig;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 const SCHED: &str = "1638523853";
-
-async fn start(cfg: SimConfig) -> SimHandle {
-    sim::start(cfg).await.expect("simulator starts")
-}
-
-fn quick() -> SimConfig {
-    SimConfig {
-        job_duration: Duration::from_millis(600),
-        queue_duration: Duration::from_millis(100),
-        ..SimConfig::default()
-    }
-}
-
-fn backend_with(
-    sim: &SimHandle,
-    dir: &Path,
-    extra: &[(&str, &str)],
-    drop: &[&str],
-) -> Arc<dyn JobBackend> {
-    let mut vars: BTreeMap<String, String> = sim
-        .env()
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("AC_") && !drop.contains(&k.as_str()))
-        .collect();
-    vars.insert("AC_POLL_INTERVAL".into(), "100ms".into());
-    for (k, v) in extra {
-        vars.insert(k.to_string(), v.to_string());
-    }
-    let cfg = Config {
-        file: ConfigFile::default(),
-        env: EnvSource::fixed(vars),
-    };
-    let profile = cfg.profile("scnet").expect("profile");
-    jobctl::backend::build(BackendContext {
-        profile,
-        state_dir: dir.to_path_buf(),
-    })
-    .expect("backend builds")
-}
-
-fn backend(sim: &SimHandle, dir: &Path) -> Arc<dyn JobBackend> {
-    backend_with(sim, dir, &[], &[])
-}
 
 fn spec(cmd: &str) -> JobSpec {
     JobSpec {
@@ -71,25 +26,6 @@ fn named(cmd: &str, name: &str) -> JobSpec {
     }
 }
 
-fn count(sim: &SimHandle, key: &str) -> u64 {
-    sim.state.stats().get(key).copied().unwrap_or(0)
-}
-
-fn total(sim: &SimHandle) -> u64 {
-    sim.state.stats().values().sum()
-}
-
-async fn wait_terminal(b: &Arc<dyn JobBackend>, id: &str) -> Job {
-    for _ in 0..200 {
-        let j = b.status(id).await.expect("status");
-        if j.terminal {
-            return j;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {id} did not end");
-}
-
 fn err_of<T: std::fmt::Debug>(r: Result<T, Error>) -> Error {
     r.expect_err("expected an error")
 }
@@ -101,9 +37,9 @@ const LOGIN: &str = "POST /ac/openapi/v2/tokens";
 
 #[tokio::test]
 async fn submit_runs_to_success_with_discovered_defaults() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let job = b.submit(&named("echo hello", "demo")).await.unwrap();
     let (sched, num) = job.id.split_once('.').unwrap();
     assert_eq!(sched, SCHED);
@@ -119,17 +55,17 @@ async fn submit_runs_to_success_with_discovered_defaults() {
     assert_eq!(done.owner.as_deref(), Some("jobctl"));
     assert!(done.started_at.is_some() && done.ended_at.is_some());
     // One login and one discovery serve every later request.
-    assert_eq!(count(&sim, LOGIN), 1);
-    assert_eq!(count(&sim, "GET /ac/openapi/v2/center"), 1);
-    assert_eq!(count(&sim, "GET /hpc/openapi/v2/cluster"), 1);
-    assert_eq!(count(&sim, "GET /ac/openapi/v2/user"), 1);
+    assert_eq!(sim.hits(LOGIN), 1);
+    assert_eq!(sim.hits("GET /ac/openapi/v2/center"), 1);
+    assert_eq!(sim.hits("GET /hpc/openapi/v2/cluster"), 1);
+    assert_eq!(sim.hits("GET /ac/openapi/v2/user"), 1);
 }
 
 #[tokio::test]
 async fn several_arguments_are_joined_with_shell_quoting() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let s = JobSpec {
         command: Some(vec!["echo".into(), "two words".into()]),
         ..JobSpec::default()
@@ -146,13 +82,12 @@ async fn several_arguments_are_joined_with_shell_quoting() {
 
 #[tokio::test]
 async fn finished_jobs_fall_back_to_history_with_exit_code() {
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         ac_realtime_window: Duration::from_millis(300),
         ..quick()
-    })
-    .await;
+    });
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let job = b
         .submit(&spec("SIM_OUTCOME=fail SIM_EXIT_CODE=3 ./solve"))
         .await
@@ -160,9 +95,9 @@ async fn finished_jobs_fall_back_to_history_with_exit_code() {
     let first = wait_terminal(&b, &job.id).await;
     assert_eq!(first.state, JobState::Failed);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let before = count(&sim, HISTORY);
+    let before = sim.hits(HISTORY);
     let later = b.status(&job.id).await.unwrap();
-    assert_eq!(count(&sim, HISTORY), before + 1);
+    assert_eq!(sim.hits(HISTORY), before + 1);
     assert_eq!(later.id, job.id);
     assert_eq!(later.state, JobState::Failed);
     assert_eq!(later.native_state.as_deref(), Some("statE"));
@@ -173,13 +108,12 @@ async fn finished_jobs_fall_back_to_history_with_exit_code() {
 
 #[tokio::test]
 async fn statuses_use_one_list_request_and_history_only_for_missing_jobs() {
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         ac_realtime_window: Duration::from_millis(300),
         ..quick()
-    })
-    .await;
+    });
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let gone = b
         .submit(&spec("SIM_QUEUE=0s SIM_DURATION=100ms true"))
         .await
@@ -190,16 +124,16 @@ async fn statuses_use_one_list_request_and_history_only_for_missing_jobs() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let unknown = format!("{SCHED}.999999");
     let ids = vec![gone.id.clone(), a.id.clone(), c.id.clone(), unknown];
-    let (list0, hist0, det0) = (count(&sim, LIST), count(&sim, HISTORY), count(&sim, DETAIL));
+    let (list0, hist0, det0) = (sim.hits(LIST), sim.hits(HISTORY), sim.hits(DETAIL));
     let results = b.statuses(&ids).await;
-    assert_eq!(count(&sim, LIST) - list0, 1, "one realtime page");
+    assert_eq!(sim.hits(LIST) - list0, 1, "one realtime page");
     assert_eq!(
-        count(&sim, HISTORY) - hist0,
+        sim.hits(HISTORY) - hist0,
         2,
         "history only for the two missing jobs"
     );
     assert_eq!(
-        count(&sim, DETAIL) - det0,
+        sim.hits(DETAIL) - det0,
         1,
         "realtime detail only for the unknown job"
     );
@@ -216,13 +150,12 @@ async fn statuses_use_one_list_request_and_history_only_for_missing_jobs() {
 
 #[tokio::test]
 async fn list_merges_realtime_and_history_newest_first() {
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         ac_realtime_window: Duration::from_millis(200),
         ..quick()
-    })
-    .await;
+    });
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let old = b
         .submit(&spec("SIM_QUEUE=0s SIM_DURATION=100ms true"))
         .await
@@ -273,12 +206,12 @@ async fn list_merges_realtime_and_history_newest_first() {
 
 #[tokio::test]
 async fn abort_cancels_with_the_form_delete() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let job = b.submit(&spec("SIM_DURATION=2s sleep")).await.unwrap();
     assert_eq!(b.abort(&job.id).await.unwrap(), AbortOutcome::Requested);
-    assert_eq!(count(&sim, "DELETE /hpc/openapi/v2/jobs"), 1);
+    assert_eq!(sim.hits("DELETE /hpc/openapi/v2/jobs"), 1);
     let end = wait_terminal(&b, &job.id).await;
     assert_eq!(end.state, JobState::Canceled);
     assert_eq!(end.native_state.as_deref(), Some("statDE"));
@@ -286,16 +219,16 @@ async fn abort_cancels_with_the_form_delete() {
         b.abort(&job.id).await.unwrap(),
         AbortOutcome::AlreadyTerminal
     );
-    assert_eq!(count(&sim, "DELETE /hpc/openapi/v2/jobs"), 1);
+    assert_eq!(sim.hits("DELETE /hpc/openapi/v2/jobs"), 1);
     let e = err_of(b.abort(&format!("{SCHED}.424242")).await);
     assert_eq!(e.exit_code(), 6);
 }
 
 #[tokio::test]
 async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let job = b
         .submit(&spec(
             "SIM_QUEUE=500ms SIM_DURATION=1500ms SIM_OUTCOME=fail ./solve",
@@ -319,7 +252,7 @@ async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
     )
     .await
     .unwrap();
-    assert!(count(&sim, "GET /efile/openapi/v2/file/download") > 2);
+    assert!(sim.hits("GET /efile/openapi/v2/file/download") > 2);
     let mut whole = Vec::new();
     b.logs(&job.id, LogsRequest::default(), &mut whole)
         .await
@@ -365,9 +298,9 @@ async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
 
 #[tokio::test]
 async fn the_simulated_file_service_honours_range() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let job = b
         .submit(&spec("SIM_QUEUE=0s SIM_DURATION=100ms true"))
         .await
@@ -417,9 +350,9 @@ async fn the_simulated_file_service_honours_range() {
 
 #[tokio::test]
 async fn documented_error_codes_become_typed_errors() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let cases = [
         ("10001", 7, "内部错误"),
         ("10003", 2, "参数不全"),
@@ -463,9 +396,9 @@ async fn documented_error_codes_become_typed_errors() {
 
 #[tokio::test]
 async fn bad_specs_and_ids_are_refused_before_any_request() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let mut cases: Vec<(JobSpec, &str)> = vec![(JobSpec::default(), "command")];
     let mut s = spec("x");
     s.options.insert("colour".into(), "red".into());
@@ -489,32 +422,31 @@ async fn bad_specs_and_ids_are_refused_before_any_request() {
     for bad in ["abc.12", "12.", "1.2 3"] {
         assert_eq!(err_of(b.status(bad).await).exit_code(), 2, "{bad}");
     }
-    assert_eq!(total(&sim), 0, "nothing was sent");
+    assert_eq!(sim.total(), 0, "nothing was sent");
 }
 
 #[tokio::test]
 async fn refused_logins_are_auth_errors_with_codes() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     for (user, pw, code) in [
         ("jobctl", "wrong", "10008"),
         ("nobody", "x", "10009"),
         ("frozen", "x", "10007"),
     ] {
-        let b = backend_with(
-            &sim,
-            dir.path(),
-            &[("AC_USER", user), ("AC_PASSWORD", pw)],
-            &[],
-        );
+        let b = Setup::sim("scnet", &sim)
+            .with(&[("AC_USER", user), ("AC_PASSWORD", pw)])
+            .backend(dir.path());
         let e = err_of(b.status(&format!("{SCHED}.1")).await);
         assert_eq!(e.exit_code(), 4, "{e}");
         assert_eq!(e.code.as_deref(), Some(code));
         assert!(!e.to_string().contains("wrong"), "no password in {e}");
     }
     // One login attempt each: a refused login is not retried.
-    assert_eq!(count(&sim, LOGIN), 3);
-    let b = backend_with(&sim, dir.path(), &[], &["AC_ORG_ID"]);
+    assert_eq!(sim.hits(LOGIN), 3);
+    let b = Setup::sim("scnet", &sim)
+        .without(&["AC_ORG_ID"])
+        .backend(dir.path());
     let e = err_of(b.list(&ListQuery::default()).await);
     assert_eq!(e.exit_code(), 2);
     assert!(e.message.contains("AC_ORG_ID"), "{e}");
@@ -522,14 +454,14 @@ async fn refused_logins_are_auth_errors_with_codes() {
 
 #[tokio::test]
 async fn tokens_and_discovery_are_cached_privately_across_processes() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     b.list(&ListQuery::default()).await.unwrap();
-    let b2 = backend(&sim, dir.path());
+    let b2 = common::backend(&sim, "scnet", dir.path());
     b2.list(&ListQuery::default()).await.unwrap();
-    assert_eq!(count(&sim, LOGIN), 1);
-    assert_eq!(count(&sim, "GET /ac/openapi/v2/center"), 1);
+    assert_eq!(sim.hits(LOGIN), 1);
+    assert_eq!(sim.hits("GET /ac/openapi/v2/center"), 1);
     for f in ["cache/ac.token.json", "cache/ac.ac-site.json"] {
         let p = dir.path().join(f);
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
@@ -545,22 +477,21 @@ async fn tokens_and_discovery_are_cached_privately_across_processes() {
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     v["token"] = "garbage".into();
     std::fs::write(&p, v.to_string()).unwrap();
-    let b3 = backend(&sim, dir.path());
+    let b3 = common::backend(&sim, "scnet", dir.path());
     b3.list(&ListQuery::default()).await.unwrap();
-    assert_eq!(count(&sim, LOGIN), 2);
+    assert_eq!(sim.hits(LOGIN), 2);
     b3.logout().await.unwrap();
     assert!(!p.exists() && !dir.path().join("cache/ac.ac-site.json").exists());
 }
 
 #[tokio::test]
 async fn tokens_close_to_expiry_are_renewed() {
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         token_ttl: Duration::from_secs(30),
         ..quick()
-    })
-    .await;
+    });
     let dir = tempfile::tempdir().unwrap();
-    backend(&sim, dir.path())
+    common::backend(&sim, "scnet", dir.path())
         .list(&ListQuery::default())
         .await
         .unwrap();
@@ -572,44 +503,47 @@ async fn tokens_close_to_expiry_are_renewed() {
         .to_rfc3339()
         .into();
     std::fs::write(&p, v.to_string()).unwrap();
-    backend(&sim, dir.path())
+    common::backend(&sim, "scnet", dir.path())
         .list(&ListQuery::default())
         .await
         .unwrap();
-    assert_eq!(count(&sim, LOGIN), 1);
-    assert_eq!(count(&sim, "POST /ac/openapi/v2/tokens/next"), 1);
+    assert_eq!(sim.hits(LOGIN), 1);
+    assert_eq!(sim.hits("POST /ac/openapi/v2/tokens/next"), 1);
 }
 
 #[tokio::test]
 async fn regions_can_be_chosen() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
-    let b = backend_with(&sim, dir.path(), &[("AC_REGION", "sim-west")], &[]);
+    let b = Setup::sim("scnet", &sim)
+        .with(&[("AC_REGION", "sim-west")])
+        .backend(dir.path());
     let job = b.submit(&spec("true")).await.unwrap();
     assert!(job.id.starts_with("1638523999."), "{}", job.id);
-    let b = backend_with(&sim, dir.path(), &[("AC_REGION", "mars")], &[]);
+    let b = Setup::sim("scnet", &sim)
+        .with(&[("AC_REGION", "mars")])
+        .backend(dir.path());
     let e = err_of(b.list(&ListQuery::default()).await);
     assert_eq!(e.exit_code(), 2);
     assert!(e.message.contains("sim-east (11112)"), "{e}");
-    let b = backend_with(&sim, dir.path(), &[("AC_REGION", "sim-suspended")], &[]);
+    let b = Setup::sim("scnet", &sim)
+        .with(&[("AC_REGION", "sim-suspended")])
+        .backend(dir.path());
     assert_eq!(err_of(b.list(&ListQuery::default()).await).exit_code(), 4);
 }
 
 #[tokio::test]
 async fn configured_urls_skip_discovery() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let hpc = format!("{}/hpc", sim.base_url);
-    let b = backend_with(
-        &sim,
-        dir.path(),
-        &[
+    let b = Setup::sim("scnet", &sim)
+        .with(&[
             ("AC_HPC_URL", hpc.as_str()),
             ("AC_EFILE_URL", sim.base_url.as_str()),
             ("AC_SCHEDULER_ID", SCHED),
-        ],
-        &[],
-    );
+        ])
+        .backend(dir.path());
     let mut s = spec("true");
     s.options.insert("workdir".into(), "/tmp/w".into());
     let job = b.submit(&s).await.unwrap();
@@ -618,14 +552,14 @@ async fn configured_urls_skip_discovery() {
         format!("/tmp/w/std.out.{}", job.id.split_once('.').unwrap().1)
     );
     wait_terminal(&b, &job.id).await;
-    assert_eq!(count(&sim, "GET /ac/openapi/v2/center"), 0);
-    assert_eq!(count(&sim, "GET /hpc/openapi/v2/cluster"), 0);
-    assert_eq!(count(&sim, "GET /ac/openapi/v2/user"), 0);
+    assert_eq!(sim.hits("GET /ac/openapi/v2/center"), 0);
+    assert_eq!(sim.hits("GET /hpc/openapi/v2/cluster"), 0);
+    assert_eq!(sim.hits("GET /ac/openapi/v2/user"), 0);
 }
 
 #[tokio::test]
 async fn a_preissued_token_works_and_a_bad_one_is_explained() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let resp: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/ac/openapi/v2/tokens", sim.base_url))
@@ -641,38 +575,51 @@ async fn a_preissued_token_works_and_a_bad_one_is_explained() {
     let regional = resp["data"][2]["token"].as_str().unwrap().to_string();
     let platform = resp["data"][0]["token"].as_str().unwrap().to_string();
     let drop = ["AC_USER", "AC_PASSWORD"];
-    let b = backend_with(&sim, dir.path(), &[("AC_TOKEN", regional.as_str())], &drop);
+    let b = Setup::sim("scnet", &sim)
+        .without(&drop)
+        .with(&[("AC_TOKEN", regional.as_str())])
+        .backend(dir.path());
     let job = b.submit(&spec("true")).await.unwrap();
     assert_eq!(wait_terminal(&b, &job.id).await.state, JobState::Succeeded);
     assert!(
         !dir.path().join("cache/ac.token.json").exists(),
         "pre-issued tokens stay off disk"
     );
-    let b = backend_with(&sim, dir.path(), &[("AC_TOKEN", "not-a-token")], &drop);
+    let b = Setup::sim("scnet", &sim)
+        .without(&drop)
+        .with(&[("AC_TOKEN", "not-a-token")])
+        .backend(dir.path());
     let e = err_of(b.status(&job.id).await);
     assert_eq!(e.exit_code(), 4);
     assert!(
         e.message.contains("AC_TOKEN") && !e.message.contains("not-a-token"),
         "{e}"
     );
-    let b = backend_with(&sim, dir.path(), &[("AC_TOKEN", platform.as_str())], &drop);
+    let b = Setup::sim("scnet", &sim)
+        .without(&drop)
+        .with(&[("AC_TOKEN", platform.as_str())])
+        .backend(dir.path());
     assert_eq!(err_of(b.status(&job.id).await).exit_code(), 2);
-    let b = backend_with(&sim, dir.path(), &[], &["AC_USER", "AC_PASSWORD"]);
+    let b = Setup::sim("scnet", &sim)
+        .without(&["AC_USER", "AC_PASSWORD"])
+        .backend(dir.path());
     assert_eq!(err_of(b.status(&job.id).await).exit_code(), 2);
 }
 
 #[tokio::test]
 async fn doctor_and_login_report_the_region() {
-    let sim = start(quick()).await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "scnet", dir.path());
     let checks = b.doctor().await;
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
     assert_eq!(checks.len(), 4);
     let desc = b.login().await.unwrap();
     assert!(desc.contains("sim-east") && desc.contains(SCHED), "{desc}");
     let other = tempfile::tempdir().unwrap();
-    let bad = backend_with(&sim, other.path(), &[("AC_PASSWORD", "nope")], &[]);
+    let bad = Setup::sim("scnet", &sim)
+        .with(&[("AC_PASSWORD", "nope")])
+        .backend(other.path());
     let checks = bad.doctor().await;
     assert!(
         checks
@@ -682,34 +629,14 @@ async fn doctor_and_login_report_the_region() {
     );
 }
 
-/// Runs the real `jobctl` binary against the simulator (off the async runtime's threads).
-async fn jobctl(sim: &SimHandle, state: &Path, args: &[&str]) -> std::process::Output {
-    let mut cmd = assert_cmd::Command::cargo_bin("jobctl").expect("jobctl binary");
-    cmd.env_clear()
-        .envs(sim.env())
-        .env("HOME", state)
-        .env("JOBCTL_STATE_DIR", state)
-        .env("AC_POLL_INTERVAL", "100ms")
-        .env("NO_COLOR", "1")
-        .args(args);
-    tokio::task::spawn_blocking(move || cmd.output().expect("jobctl runs"))
-        .await
-        .expect("join")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_submit_wait_logs_and_error_codes() {
-    let sim = start(quick()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = jobctl(
-        &sim,
-        dir.path(),
-        &[
-            "-b", "scnet", "-o", "json", "submit", "--name", "cli-demo", "--wait", "--", "echo",
-            "hi there",
-        ],
-    )
-    .await;
+    let sim = Sim::start(quick());
+    let sb = Sandbox::with_sim(&sim);
+    let out = sb.output(&[
+        "-b", "scnet", "-o", "json", "submit", "--name", "cli-demo", "--wait", "--", "echo",
+        "hi there",
+    ]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -722,71 +649,51 @@ async fn cli_submit_wait_logs_and_error_codes() {
         "{text}"
     );
 
-    let out = jobctl(
-        &sim,
-        dir.path(),
-        &[
-            "-b",
-            "ac",
-            "-o",
-            "quiet",
-            "submit",
-            "--",
-            "SIM_OUTCOME=fail true",
-        ],
-    )
-    .await;
+    let out = sb.output(&[
+        "-b",
+        "ac",
+        "-o",
+        "quiet",
+        "submit",
+        "--",
+        "SIM_OUTCOME=fail true",
+    ]);
     let reference = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(
         reference.starts_with(&format!("ac:{SCHED}.")),
         "{reference}"
     );
-    let out = jobctl(&sim, dir.path(), &["wait", &reference]).await;
+    let out = sb.output(&["wait", &reference]);
     assert_eq!(out.status.code(), Some(1));
-    let out = jobctl(&sim, dir.path(), &["logs", &reference, "--stderr"]).await;
+    let out = sb.output(&["logs", &reference, "--stderr"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("simulated failure"));
 
-    let out = jobctl(
-        &sim,
-        dir.path(),
-        &[
-            "-b",
-            "ac",
-            "-o",
-            "json",
-            "status",
-            &format!("{SCHED}.999999"),
-        ],
-    )
-    .await;
+    let out = sb.output(&[
+        "-b",
+        "ac",
+        "-o",
+        "json",
+        "status",
+        &format!("{SCHED}.999999"),
+    ]);
     assert_eq!(out.status.code(), Some(6));
-    let out = jobctl(
-        &sim,
-        dir.path(),
-        &[
-            "-b",
-            "ac",
-            "-o",
-            "json",
-            "submit",
-            "--name",
-            "sim-error-10008",
-            "--",
-            "true",
-        ],
-    )
-    .await;
+    let out = sb.output(&[
+        "-b",
+        "ac",
+        "-o",
+        "json",
+        "submit",
+        "--name",
+        "sim-error-10008",
+        "--",
+        "true",
+    ]);
     assert_eq!(out.status.code(), Some(4));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON error object");
     assert_eq!(v["error"]["code"], "10008");
     assert_eq!(v["error"]["backend"], "ac");
-    let out = jobctl(
-        &sim,
-        dir.path(),
-        &["-b", "ac", "submit", "--opt", "colour=red", "--", "true"],
-    )
-    .await;
+    let out = sb.output(&["-b", "ac", "submit", "--opt", "colour=red", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
 }

@@ -2,113 +2,14 @@
 //! the watch event stream, configuration precedence, the ledger under concurrency, and
 //! supervisor loss.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{Sandbox, assert_job_shape};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+
 use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-/// A sandbox: its own state dir, home and working directory, and a clean environment.
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn state(&self) -> PathBuf {
-        self.path().join("state")
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("jobctl").unwrap();
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.path())
-            .env("JOBCTL_STATE_DIR", self.state())
-            .current_dir(self.path());
-        c
-    }
-    fn std_cmd(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.path())
-            .env("JOBCTL_STATE_DIR", self.state())
-            .current_dir(self.path());
-        c
-    }
-    /// Runs jobctl and returns (exit code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.cmd().args(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-    fn submit(&self, args: &[&str]) -> String {
-        let mut all = vec!["submit", "-o", "quiet"];
-        all.extend_from_slice(args);
-        let (code, out, err) = self.run(&all);
-        assert_eq!(code, 0, "submit failed: {err}");
-        out.trim().to_string()
-    }
-    fn status_json(&self, r: &str) -> Value {
-        let (_, out, _) = self.run(&["-o", "json", "status", r]);
-        serde_json::from_str(&out).unwrap()
-    }
-    fn wait_state(&self, r: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let j = self.status_json(r);
-            if pred(&j) {
-                return j;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job never reached the expected state: {j}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-const JOB_KEYS: [&str; 17] = [
-    "ref",
-    "profile",
-    "backend",
-    "id",
-    "name",
-    "state",
-    "native_state",
-    "terminal",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "exit_code",
-    "reason",
-    "owner",
-    "queue",
-    "progress",
-    "extra",
-];
-
-fn assert_job_shape(j: &Value) {
-    let obj = j
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {j}"));
-    for k in JOB_KEYS {
-        assert!(obj.contains_key(k), "job lacks key {k}: {j}");
-    }
-    assert_eq!(obj.len(), JOB_KEYS.len(), "unexpected keys: {j}");
-}
+use std::time::Duration;
 
 #[test]
 fn a_newcomer_runs_a_job_with_no_configuration() {

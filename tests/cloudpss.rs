@@ -1,9 +1,11 @@
 //! The cloudpss backend against the in-process simulator: every operation and error path,
 //! plus the vendor's own Node.js client against the simulator.
 
-use jobctl::backend::{BackendContext, JobBackend, build};
-use jobctl::config::{Config, ConfigFile, EnvSource};
-use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery};
+mod common;
+
+use common::{Sandbox, Setup, Sim, quick_sim, text, wait_terminal};
+use jobctl::backend::JobBackend;
+use jobctl::model::{AbortOutcome, JobSpec, JobState, ListQuery};
 use jobctl::{Error, ErrorKind};
 use jobctl_sim::{self as sim, SimConfig, SimHandle};
 use serde_json::{Value, json};
@@ -12,35 +14,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-async fn start(config: SimConfig) -> SimHandle {
-    sim::start(config).await.expect("simulator starts")
-}
-
-async fn quick_sim() -> SimHandle {
-    start(SimConfig {
-        job_duration: Duration::from_millis(400),
-        queue_duration: Duration::from_millis(100),
-        ..SimConfig::default()
-    })
-    .await
-}
-
-/// A cloudpss backend configured from `vars` (as the built-in profile would be).
+/// A cloudpss backend configured from exactly `vars` (as the built-in profile would be).
 fn backend_with(vars: Vec<(String, String)>, state: &Path) -> Arc<dyn JobBackend> {
-    let cfg = Config {
-        file: ConfigFile::default(),
-        env: EnvSource::fixed(vars.into_iter().collect()),
-    };
-    let profile = cfg.profile("cloudpss").expect("profile resolves");
-    build(BackendContext {
-        profile,
-        state_dir: state.to_path_buf(),
-    })
-    .expect("backend builds")
-}
-
-fn backend(sim: &SimHandle, state: &Path) -> Arc<dyn JobBackend> {
-    backend_with(sim.env(), state)
+    Setup::new("cloudpss").vars(vars).backend(state)
 }
 
 fn spec(args: Value, options: Value) -> JobSpec {
@@ -69,27 +45,15 @@ async fn op(sim: &SimHandle, name: &str) -> u64 {
     ops(sim).await.get(name).copied().unwrap_or(0)
 }
 
-/// Polls until the job is terminal (a safety cap only; not a timing assertion).
-async fn until_terminal(b: &dyn JobBackend, id: &str) -> Job {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let job = b.status(id).await.expect("status");
-        if job.terminal || Instant::now() > deadline {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn assert_kind(e: &Error, kind: ErrorKind) {
     assert_eq!(e.kind, kind, "unexpected error: {e}");
 }
 
 #[tokio::test]
 async fn submit_runs_the_function_with_args_and_policy_and_completes() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     let job = b
         .submit(&spec(
             json!({"message": "hi", "n": 3}),
@@ -112,7 +76,7 @@ async fn submit_runs_the_function_with_args_and_policy_and_completes() {
     assert_eq!(job.extra["priority"], 5.0);
     assert!(job.created_at.is_some());
 
-    let done = until_terminal(b.as_ref(), &job.id).await;
+    let done = wait_terminal(&b, &job.id).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert_eq!(done.native_state.as_deref(), Some("COMPLETED"));
     assert!(done.started_at.is_some() && done.ended_at.is_some());
@@ -121,9 +85,9 @@ async fn submit_runs_the_function_with_args_and_policy_and_completes() {
 
 #[tokio::test]
 async fn failures_timeouts_and_kills_are_failed_with_the_native_status_kept() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     for (outcome, native) in [
         ("fail", "FAILED"),
         ("timeout", "TIMED_OUT"),
@@ -135,7 +99,7 @@ async fn failures_timeouts_and_kills_are_failed_with_the_native_status_kept() {
             ))
             .await
             .unwrap();
-        let done = until_terminal(b.as_ref(), &job.id).await;
+        let done = wait_terminal(&b, &job.id).await;
         assert_eq!(done.state, JobState::Failed, "{outcome}");
         assert_eq!(done.native_state.as_deref(), Some(native));
     }
@@ -143,35 +107,31 @@ async fn failures_timeouts_and_kills_are_failed_with_the_native_status_kept() {
 
 #[tokio::test]
 async fn global_fail_ratio_fails_jobs_that_do_not_say_otherwise() {
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         job_duration: Duration::from_millis(200),
         queue_duration: Duration::from_millis(50),
         fail_ratio: 1.0,
         ..SimConfig::default()
-    })
-    .await;
+    });
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     let failing = b.submit(&hello(json!({}))).await.unwrap();
     let rescued = b
         .submit(&hello(json!({"sim_outcome": "succeed"})))
         .await
         .unwrap();
+    assert_eq!(wait_terminal(&b, &failing.id).await.state, JobState::Failed);
     assert_eq!(
-        until_terminal(b.as_ref(), &failing.id).await.state,
-        JobState::Failed
-    );
-    assert_eq!(
-        until_terminal(b.as_ref(), &rescued.id).await.state,
+        wait_terminal(&b, &rescued.id).await.state,
         JobState::Succeeded
     );
 }
 
 #[tokio::test]
 async fn abort_goes_through_aborting_to_aborted_and_waiting_jobs_are_canceled() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
 
     let running = b
         .submit(&hello(json!({"sim_queue": 0, "sim_duration": "30s"})))
@@ -193,13 +153,13 @@ async fn abort_goes_through_aborting_to_aborted_and_waiting_jobs_are_canceled() 
         ),
         "{now:?}"
     );
-    let done = until_terminal(b.as_ref(), &running.id).await;
+    let done = wait_terminal(&b, &running.id).await;
     assert_eq!(done.state, JobState::Canceled);
     assert_eq!(done.native_state.as_deref(), Some("ABORTED"));
 
     let waiting = b.submit(&hello(json!({"sim_queue": "30s"}))).await.unwrap();
     assert_eq!(b.abort(&waiting.id).await.unwrap(), AbortOutcome::Requested);
-    let done = until_terminal(b.as_ref(), &waiting.id).await;
+    let done = wait_terminal(&b, &waiting.id).await;
     assert_eq!(done.native_state.as_deref(), Some("CANCELED"));
     assert_eq!(done.state, JobState::Canceled);
     assert_eq!(done.started_at, None);
@@ -219,25 +179,17 @@ async fn abort_goes_through_aborting_to_aborted_and_waiting_jobs_are_canceled() 
 
 #[tokio::test]
 async fn abort_timeout_comes_from_the_profile_option() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let mut vars = sim.env();
     // Built-in profiles take options only from the config file; use one named section.
-    let file = ConfigFile::parse(&format!(
-        "[profiles.cp]\nbackend = \"cloudpss\"\nurl = \"{}/graphql\"\nusername = \"jobctl\"\npassword_env = \"CP_PW\"\nabort_timeout = \"0s\"\n",
-        sim.base_url
-    ))
-    .unwrap();
-    vars.push(("CP_PW".into(), sim.state.config.password.clone()));
-    let cfg = Config {
-        file,
-        env: EnvSource::fixed(vars.into_iter().collect()),
-    };
-    let b = build(BackendContext {
-        profile: cfg.profile("cp").unwrap(),
-        state_dir: dir.path().to_path_buf(),
-    })
-    .unwrap();
+    let b = Setup::new("cp")
+        .vars(sim.env())
+        .var("CP_PW", &sim.state.config.password)
+        .config(&format!(
+            "[profiles.cp]\nbackend = \"cloudpss\"\nurl = \"{}/graphql\"\nusername = \"jobctl\"\npassword_env = \"CP_PW\"\nabort_timeout = \"0s\"\n",
+            sim.base_url
+        ))
+        .backend(dir.path());
     let job = b
         .submit(&hello(json!({"sim_queue": 0, "sim_duration": "30s"})))
         .await
@@ -256,9 +208,9 @@ async fn abort_timeout_comes_from_the_profile_option() {
 
 #[tokio::test]
 async fn statuses_ask_once_per_page_of_ids() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(b.submit(&hello(json!({"i": i}))).await.unwrap().id);
@@ -290,14 +242,13 @@ async fn statuses_ask_once_per_page_of_ids() {
 
 #[tokio::test]
 async fn list_shows_my_jobs_newest_first_with_state_filters_and_pages() {
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         job_duration: Duration::from_secs(60),
         queue_duration: Duration::from_millis(0),
         ..SimConfig::default()
-    })
-    .await;
+    });
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     let mut ids = Vec::new();
     for i in 0..105 {
         ids.push(b.submit(&hello(json!({"i": i}))).await.unwrap().id);
@@ -306,7 +257,7 @@ async fn list_shows_my_jobs_newest_first_with_state_filters_and_pages() {
         .submit(&hello(json!({"sim_duration": "50ms", "sim_queue": 0})))
         .await
         .unwrap();
-    until_terminal(b.as_ref(), &quick.id).await;
+    wait_terminal(&b, &quick.id).await;
 
     let before = op(&sim, "jobs").await;
     let all = b.list(&ListQuery::default()).await.unwrap();
@@ -377,9 +328,9 @@ async fn list_shows_my_jobs_newest_first_with_state_filters_and_pages() {
 
 #[tokio::test]
 async fn unknown_jobs_are_not_found() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     let e = b.status("0000-nope").await.unwrap_err();
     assert_kind(&e, ErrorKind::NotFound);
     assert!(e.message.contains("0000-nope"), "{e}");
@@ -388,9 +339,9 @@ async fn unknown_jobs_are_not_found() {
 
 #[tokio::test]
 async fn invalid_specs_are_refused_before_any_request() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     let cases = [
         (spec(json!({}), json!({})), "function"),
         (spec(json!({}), json!({"function": "hello"})), "function"),
@@ -434,9 +385,9 @@ async fn invalid_specs_are_refused_before_any_request() {
 
 #[tokio::test]
 async fn platform_refusals_map_to_usage_and_platform_errors_with_codes() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     let e = b
         .submit(&spec(
             json!({}),
@@ -473,7 +424,7 @@ async fn platform_refusals_map_to_usage_and_platform_errors_with_codes() {
 
 #[tokio::test]
 async fn refused_or_missing_credentials_are_auth_errors() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
     let mut vars = sim.env();
     for (k, v) in vars.iter_mut() {
@@ -511,9 +462,9 @@ async fn refused_or_missing_credentials_are_auth_errors() {
 #[tokio::test]
 async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     b.list(&ListQuery::default()).await.unwrap();
     let file = dir.path().join("cache").join("cloudpss.token.json");
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
@@ -525,7 +476,7 @@ async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
     );
 
     // Another process (a new backend) reuses the cached token.
-    let again = backend(&sim, dir.path());
+    let again = common::backend(&sim, "cloudpss", dir.path());
     again.list(&ListQuery::default()).await.unwrap();
     assert_eq!(op(&sim, "createAccountToken").await, 1);
 
@@ -533,15 +484,15 @@ async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
     let mut cached: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     cached["token"] = "revoked.token.value".into();
     std::fs::write(&file, cached.to_string()).unwrap();
-    let third = backend(&sim, dir.path());
+    let third = common::backend(&sim, "cloudpss", dir.path());
     third.list(&ListQuery::default()).await.unwrap();
     assert_eq!(op(&sim, "createAccountToken").await, 2);
     let renewed = std::fs::read_to_string(&file).unwrap();
     assert!(!renewed.contains("revoked.token.value"));
 
     // A token cached for another endpoint is not sent to this one.
-    let other = quick_sim().await;
-    let b = backend(&other, dir.path());
+    let other = quick_sim();
+    let b = common::backend(&other, "cloudpss", dir.path());
     b.list(&ListQuery::default()).await.unwrap();
     assert_eq!(op(&other, "createAccountToken").await, 1);
 
@@ -554,10 +505,10 @@ async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
 
 #[tokio::test]
 async fn a_pre_issued_token_is_used_without_a_password() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
     // Obtain a token the way the web UI would issue one.
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     b.login().await.unwrap();
     let file = dir.path().join("cache").join("cloudpss.token.json");
     let cached: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -606,9 +557,9 @@ async fn a_pre_issued_token_is_used_without_a_password() {
 
 #[tokio::test]
 async fn doctor_checks_reachability_version_and_authentication() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     let checks = b.doctor().await;
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, vec!["reachability", "api version", "authentication"]);
@@ -637,14 +588,13 @@ async fn doctor_checks_reachability_version_and_authentication() {
 
 #[tokio::test]
 async fn reads_survive_injected_server_errors() {
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         error_rate: 0.4,
         job_duration: Duration::from_millis(100),
         ..SimConfig::default()
-    })
-    .await;
+    });
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     for _ in 0..5 {
         b.list(&ListQuery::default()).await.unwrap();
     }
@@ -698,12 +648,11 @@ async fn the_vendor_nodejs_examples_run_unchanged() {
             return;
         }
     }
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         job_duration: Duration::from_millis(300),
         queue_duration: Duration::from_millis(100),
         ..SimConfig::default()
-    })
-    .await;
+    });
     for (script, done_marker) in [
         ("example.js", "任务执行完成"),
         ("advanced-examples.js", "高级示例执行完毕"),
@@ -743,56 +692,11 @@ async fn the_vendor_nodejs_examples_run_unchanged() {
 // ---------------------------------------------------------------------------------------
 // The CLI end to end, against the in-process simulator.
 
-/// A `jobctl` command isolated from the machine: only the simulator's variables, a private
-/// state directory and working directory (so no `.env` or config file leaks in).
-fn jobctl(sim: &SimHandle, state: &Path, vars: &[(&str, &str)]) -> assert_cmd::Command {
-    isolated(
-        assert_cmd::Command::cargo_bin("jobctl").unwrap(),
-        sim,
-        state,
-        vars,
-    )
-}
-
-fn isolated(
-    mut cmd: assert_cmd::Command,
-    sim: &SimHandle,
-    state: &Path,
-    vars: &[(&str, &str)],
-) -> assert_cmd::Command {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CLOUDPSS_") || k.starts_with("JOBCTL_") || k.starts_with("XDG_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(sim.env())
-        .env("JOBCTL_STATE_DIR", state)
-        .env("XDG_CONFIG_HOME", state.join("config"))
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .current_dir(state);
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// Runs a blocking command off the runtime that serves the simulator.
-async fn run(mut cmd: assert_cmd::Command) -> std::process::Output {
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_submit_wait_succeeds_and_a_failed_job_fails_the_command() {
-    let sim = quick_sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    let sim = quick_sim();
+    let sb = Sandbox::with_sim(&sim);
+    let mut cmd = sb.std_cmd();
     cmd.args([
         "-b",
         "cloudpss",
@@ -803,7 +707,7 @@ async fn cli_submit_wait_succeeds_and_a_failed_job_fails_the_command() {
         "message=hi",
         "--wait",
     ]);
-    let out = run(cmd).await;
+    let out = cmd.output().unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -817,7 +721,7 @@ async fn cli_submit_wait_succeeds_and_a_failed_job_fails_the_command() {
         "{stdout}"
     );
 
-    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    let mut cmd = sb.std_cmd();
     cmd.args([
         "-b",
         "cloudpss",
@@ -830,15 +734,15 @@ async fn cli_submit_wait_succeeds_and_a_failed_job_fails_the_command() {
         "-o",
         "quiet",
     ]);
-    let out = run(cmd).await;
+    let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let reference = text(&out.stdout).trim().to_string();
     assert!(reference.starts_with("cloudpss:"), "{reference}");
 
     // The printed reference works in a later process.
-    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    let mut cmd = sb.std_cmd();
     cmd.args(["-o", "json", "status", &reference]);
-    let out = run(cmd).await;
+    let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let job: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(job["state"], "failed");
@@ -848,27 +752,27 @@ async fn cli_submit_wait_succeeds_and_a_failed_job_fails_the_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_exit_codes_for_not_found_bad_credentials_and_bad_specs() {
-    let sim = quick_sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    let sim = quick_sim();
+    let sb = Sandbox::with_sim(&sim);
+    let mut cmd = sb.std_cmd();
     cmd.args(["status", "cloudpss:no-such-job"]);
-    let out = run(cmd).await;
+    let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
 
     // A fresh state directory: no token cached by the command above.
-    let fresh = tempfile::tempdir().unwrap();
-    let mut cmd = jobctl(&sim, fresh.path(), &[("CLOUDPSS_PASSWORD", "wrong")]);
+    let fresh = Sandbox::with_sim(&sim).var("CLOUDPSS_PASSWORD", "wrong");
+    let mut cmd = fresh.std_cmd();
     cmd.args(["-b", "cloudpss", "-o", "json", "list"]);
-    let out = run(cmd).await;
+    let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let err: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(err["error"]["code"], "FORBIDDEN");
     assert_eq!(err["error"]["kind"], "auth");
     assert!(!text(&out.stderr).contains("wrong"));
 
-    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    let mut cmd = sb.std_cmd();
     cmd.args(["-b", "cloudpss", "submit", "--arg", "x=1"]);
-    let out = run(cmd).await;
+    let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("function"),
@@ -876,26 +780,28 @@ async fn cli_exit_codes_for_not_found_bad_credentials_and_bad_specs() {
         text(&out.stderr)
     );
 
-    let mut cmd = jobctl(&sim, dir.path(), &[]);
+    let mut cmd = sb.std_cmd();
     cmd.args(["doctor", "cloudpss"]);
-    let out = run(cmd).await;
+    let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("X-Cloudpss-Version"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_example_script_passes_good_jobs_and_fails_bad_ones() {
-    let sim = quick_sim().await;
-    let dir = tempfile::tempdir().unwrap();
+    let sim = quick_sim();
+    let sb = Sandbox::with_sim(&sim);
     let bin = assert_cmd::cargo::cargo_bin("jobctl");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci-cloudpss.sh");
     let jobctl_path = bin.to_string_lossy().to_string();
     let script_cmd = |args: &[&str]| {
-        let mut sh = assert_cmd::Command::new("sh");
-        sh.arg(&script).args(args);
-        isolated(sh, &sim, dir.path(), &[("JOBCTL", jobctl_path.as_str())])
+        let mut sh = sb.command("sh");
+        sh.arg(&script)
+            .args(args)
+            .env("JOBCTL", jobctl_path.as_str());
+        sh
     };
-    let out = run(script_cmd(&["message=hello from CI"])).await;
+    let out = script_cmd(&["message=hello from CI"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("succeeded"),
@@ -903,7 +809,7 @@ async fn ci_example_script_passes_good_jobs_and_fails_bad_ones() {
         text(&out.stderr)
     );
 
-    let out = run(script_cmd(&["sim_outcome=fail"])).await;
+    let out = script_cmd(&["sim_outcome=fail"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("failed"),
@@ -911,7 +817,7 @@ async fn ci_example_script_passes_good_jobs_and_fails_bad_ones() {
         text(&out.stderr)
     );
 
-    let out = run(script_cmd(&["not-a-pair"])).await;
+    let out = script_cmd(&["not-a-pair"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -934,11 +840,10 @@ async fn graphql(sim: &SimHandle, token: Option<&str>, query: &str, variables: V
 
 #[tokio::test]
 async fn simulator_tokens_expire_after_the_ttl_and_jobctl_logs_in_again() {
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         token_ttl: Duration::from_millis(800),
         ..SimConfig::default()
-    })
-    .await;
+    });
     let login = "mutation($input: CreateAccountTokenInput!) { createAccountToken(input: $input) { token expirationTime } }";
     let challenge = graphql(
         &sim,
@@ -966,7 +871,7 @@ async fn simulator_tokens_expire_after_the_ttl_and_jobctl_logs_in_again() {
     assert!(ok["errors"].is_null(), "{ok}");
 
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     b.list(&ListQuery::default()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
 
@@ -990,9 +895,9 @@ async fn simulator_tokens_expire_after_the_ttl_and_jobctl_logs_in_again() {
 
 #[tokio::test]
 async fn simulator_serves_accounts_policies_and_applications() {
-    let sim = quick_sim().await;
+    let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
-    let b = backend(&sim, dir.path());
+    let b = common::backend(&sim, "cloudpss", dir.path());
     b.login().await.unwrap();
     let cached: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("cache/cloudpss.token.json")).unwrap(),

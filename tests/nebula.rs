@@ -1,13 +1,14 @@
 //! The nebula backend against the in-process jobctl-sim: every operation and error path.
 
+mod common;
+
+use common::{Sandbox, Setup, Sim, count, observe_until_terminal};
 use indicatif::ProgressBar;
-use jobctl::backend::{BackendContext, JobBackend};
-use jobctl::config::{Config, ConfigFile, EnvSource};
+use jobctl::backend::JobBackend;
 use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery, LogsRequest};
 use jobctl::{ErrorKind, Result};
-use jobctl_sim::{self as sim, SimConfig, SimHandle};
+use jobctl_sim::{SimConfig, SimHandle};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,17 +18,12 @@ const PAGERANK: &str = "4216617528";
 const COMMUNITY: &str = "4216617529";
 const BFS: &str = "4216617530";
 
-async fn start(config: SimConfig) -> SimHandle {
-    sim::start(config).await.expect("simulator starts")
-}
-
-async fn start_default() -> SimHandle {
-    start(SimConfig {
+fn start_default() -> Sim {
+    Sim::start(SimConfig {
         job_duration: Duration::from_millis(800),
         queue_duration: Duration::from_millis(100),
         ..SimConfig::default()
     })
-    .await
 }
 
 /// A nebula backend for the simulator: its variables, `vars` on top (an empty value removes
@@ -38,26 +34,10 @@ fn backend_with(
     vars: &[(&str, &str)],
     section: &str,
 ) -> Arc<dyn JobBackend> {
-    let mut env: BTreeMap<String, String> = sim.env().into_iter().collect();
-    env.insert("NEBULA_POLL_INTERVAL".into(), "100ms".into());
-    for (k, v) in vars {
-        if v.is_empty() {
-            env.remove(*k);
-        } else {
-            env.insert(k.to_string(), v.to_string());
-        }
-    }
-    let file = ConfigFile::parse(&format!("[profiles.nebula]\n{section}\n")).expect("config");
-    let cfg = Config {
-        file,
-        env: EnvSource::fixed(env),
-    };
-    let profile = cfg.profile("nebula").expect("profile");
-    jobctl::backends::nebula::build(BackendContext {
-        profile,
-        state_dir: state.to_path_buf(),
-    })
-    .expect("backend builds")
+    Setup::sim("nebula", sim)
+        .with(vars)
+        .config(&format!("[profiles.nebula]\n{section}\n"))
+        .backend(state)
 }
 
 fn backend(sim: &SimHandle, state: &Path) -> Arc<dyn JobBackend> {
@@ -73,39 +53,9 @@ fn spec(workflow: &str, args: &[(&str, Value)]) -> JobSpec {
     s
 }
 
-/// Requests served per endpoint, read over HTTP from `/_sim/stats`.
-async fn stats(sim: &SimHandle) -> BTreeMap<String, u64> {
-    let v: Value = reqwest::get(format!("{}/_sim/stats", sim.base_url))
-        .await
-        .expect("stats reachable")
-        .json()
-        .await
-        .expect("stats are JSON");
-    serde_json::from_value(v["endpoints"].clone()).expect("endpoint counts")
-}
-
-fn count(stats: &BTreeMap<String, u64>, key: &str) -> u64 {
-    stats.get(key).copied().unwrap_or(0)
-}
-
 const DETAIL: &str = "GET /api-open/v1/jobs/{id}";
 const LIST: &str = "GET /api-open/v1/jobs";
 const CONNECT: &str = "POST /api-open/v1/connect";
-
-/// Polls until the job ends, collecting every observation (bounded so a bug cannot hang).
-async fn until_terminal(b: &dyn JobBackend, id: &str) -> Vec<Job> {
-    let mut seen = Vec::new();
-    for _ in 0..400 {
-        let job = b.status(id).await.expect("status");
-        let done = job.terminal;
-        seen.push(job);
-        if done {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("job {id} did not end: {:?}", seen.last());
-}
 
 fn tasks(job: &Job) -> Vec<Value> {
     job.extra["tasks"].as_array().cloned().unwrap_or_default()
@@ -113,7 +63,7 @@ fn tasks(job: &Job) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_workflow_run_goes_through_its_tasks_to_success() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     let submitted = b
@@ -138,7 +88,7 @@ async fn a_workflow_run_goes_through_its_tasks_to_success() {
     );
     assert!(submitted.created_at.is_some());
 
-    let seen = until_terminal(b.as_ref(), &submitted.id).await;
+    let seen = observe_until_terminal(&b, &submitted.id).await;
     let progress: Vec<f64> = seen.iter().filter_map(|j| j.progress).collect();
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
     let last = seen.last().unwrap();
@@ -169,14 +119,14 @@ async fn a_workflow_run_goes_through_its_tasks_to_success() {
 
 #[tokio::test]
 async fn a_failing_run_ends_failed_naming_its_task() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     let job = b
         .submit(&spec(PAGERANK, &[("sim.outcome", json!("fail"))]))
         .await
         .unwrap();
-    let last = until_terminal(b.as_ref(), &job.id).await.pop().unwrap();
+    let last = observe_until_terminal(&b, &job.id).await.pop().unwrap();
     assert_eq!(last.state, JobState::Failed);
     assert_eq!(last.native_state.as_deref(), Some("3"));
     assert!(
@@ -189,7 +139,7 @@ async fn a_failing_run_ends_failed_naming_its_task() {
 
 #[tokio::test]
 async fn bad_specs_and_settings_are_refused_before_any_request() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     let mut no_workflow = spec(PAGERANK, &[]);
@@ -222,12 +172,12 @@ async fn bad_specs_and_settings_are_refused_before_any_request() {
     let bad_encoding = backend_with(&sim, dir.path(), &[("NEBULA_AUTH_ENCODING", "rot13")], "");
     assert_eq!(bad_encoding.status("101").await.unwrap_err().exit_code(), 2);
 
-    assert_eq!(stats(&sim).await.values().sum::<u64>(), 0);
+    assert_eq!(sim.state.stats().values().sum::<u64>(), 0);
 }
 
 #[tokio::test]
 async fn platform_errors_carry_their_documented_codes() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     let check = |r: Result<Job>, exit: i32, code: &str| {
@@ -277,7 +227,7 @@ async fn platform_errors_carry_their_documented_codes() {
     // An envelope with a 500xxxxx code is final: the submission was not repeated.
     assert_eq!(
         count(
-            &stats(&sim).await,
+            &sim.state.stats(),
             "POST /api-open/v1/workflows/{workflow}/jobs"
         ),
         7
@@ -286,7 +236,7 @@ async fn platform_errors_carry_their_documented_codes() {
 
 #[tokio::test]
 async fn a_refused_account_exits_4_without_echoing_the_password() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let b = backend_with(
         &sim,
@@ -300,13 +250,13 @@ async fn a_refused_account_exits_4_without_echoing_the_password() {
     let text = format!("{e} {e:?}");
     assert!(!text.contains("hunter2"), "{text}");
     // A refused login is not mistaken for an expired session: one connect, no retry.
-    assert_eq!(count(&stats(&sim).await, CONNECT), 1);
+    assert_eq!(count(&sim.state.stats(), CONNECT), 1);
     assert!(!dir.path().join("cache/nebula.token.json").exists());
 }
 
 #[tokio::test]
 async fn the_session_cookie_is_cached_and_shared_by_later_processes() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let job = backend(&sim, dir.path())
         .submit(&spec(PAGERANK, &[]))
@@ -314,7 +264,7 @@ async fn the_session_cookie_is_cached_and_shared_by_later_processes() {
         .unwrap();
     // A second backend (a later jobctl run) reuses the cookie from the state directory.
     backend(&sim, dir.path()).status(&job.id).await.unwrap();
-    assert_eq!(count(&stats(&sim).await, CONNECT), 1);
+    assert_eq!(count(&sim.state.stats(), CONNECT), 1);
     let cache = std::fs::read_to_string(dir.path().join("cache/nebula.token.json")).unwrap();
     assert!(!cache.contains("jobctl-sim"), "password must not be cached");
     let cached: Value = serde_json::from_str(&cache).unwrap();
@@ -326,7 +276,7 @@ async fn the_session_cookie_is_cached_and_shared_by_later_processes() {
     // Pointing the profile at another user makes the cached cookie unusable for it.
     let other = backend_with(&sim, dir.path(), &[("NEBULA_USERNAME", "someone-else")], "");
     assert_eq!(other.status(&job.id).await.unwrap_err().exit_code(), 4);
-    assert_eq!(count(&stats(&sim).await, CONNECT), 2);
+    assert_eq!(count(&sim.state.stats(), CONNECT), 2);
 }
 
 /// Replaces the cached cookie value, keeping what it is bound to.
@@ -339,28 +289,27 @@ fn tamper_cached_token(state: &Path, f: impl FnOnce(&mut Value)) {
 
 #[tokio::test]
 async fn an_unknown_session_reconnects_once() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let job = backend(&sim, dir.path())
         .submit(&spec(PAGERANK, &[]))
         .await
         .unwrap();
     tamper_cached_token(dir.path(), |v| v["token"] = json!("0000stale0000"));
-    let before = stats(&sim).await;
+    let before = sim.state.stats();
     let got = backend(&sim, dir.path()).status(&job.id).await.unwrap();
     assert_eq!(got.id, job.id);
-    let after = stats(&sim).await;
+    let after = sim.state.stats();
     assert_eq!(count(&after, CONNECT) - count(&before, CONNECT), 1);
     assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 2);
 }
 
 #[tokio::test]
 async fn an_expired_session_reconnects_once() {
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         token_ttl: Duration::from_millis(1000),
         ..SimConfig::default()
-    })
-    .await;
+    });
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     let job = b.submit(&spec(PAGERANK, &[])).await.unwrap();
@@ -369,23 +318,23 @@ async fn an_expired_session_reconnects_once() {
         v["expires_at"] = json!("2999-01-01T00:00:00Z")
     });
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let before = stats(&sim).await;
+    let before = sim.state.stats();
     backend(&sim, dir.path()).status(&job.id).await.unwrap();
-    let after = stats(&sim).await;
+    let after = sim.state.stats();
     assert_eq!(count(&after, CONNECT) - count(&before, CONNECT), 1);
     assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 2);
 }
 
 #[tokio::test]
 async fn statuses_read_the_paged_list_instead_of_each_job() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     let mut ids = Vec::new();
     for wf in [PAGERANK, COMMUNITY, BFS, PAGERANK, COMMUNITY] {
         ids.push(b.submit(&spec(wf, &[])).await.unwrap().id);
     }
-    let before = stats(&sim).await;
+    let before = sim.state.stats();
     let mut asked = ids.clone();
     asked.reverse();
     asked.push("99999".into());
@@ -396,33 +345,33 @@ async fn statuses_read_the_paged_list_instead_of_each_job() {
     }
     let missing = results.last().unwrap().as_ref().unwrap_err();
     assert_eq!(missing.exit_code(), 6);
-    let after = stats(&sim).await;
+    let after = sim.state.stats();
     assert_eq!(count(&after, LIST) - count(&before, LIST), 1);
     // Only the id the list does not know was asked for on its own.
     assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 1);
 
     // A single id costs one request either way; the detail read also carries the tasks.
-    let before = stats(&sim).await;
+    let before = sim.state.stats();
     let one = b.statuses(&ids[..1]).await.pop().unwrap().unwrap();
     assert_eq!(tasks(&one).len(), 2);
     assert!(one.progress.is_some());
-    let after = stats(&sim).await;
+    let after = sim.state.stats();
     assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 1);
     assert_eq!(count(&after, LIST), count(&before, LIST));
 
     // With two jobs per page, five jobs take three list pages and still no detail reads.
     let paged = backend_with(&sim, dir.path(), &[], "page_size = 2");
-    let before = stats(&sim).await;
+    let before = sim.state.stats();
     let results = paged.statuses(&ids).await;
     assert!(results.iter().all(Result::is_ok));
-    let after = stats(&sim).await;
+    let after = sim.state.stats();
     assert_eq!(count(&after, LIST) - count(&before, LIST), 3);
     assert_eq!(count(&after, DETAIL) - count(&before, DETAIL), 0);
 }
 
 #[tokio::test]
 async fn list_is_newest_first_filtered_and_limited() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     let ok = b
@@ -439,8 +388,8 @@ async fn list_is_newest_first_filtered_and_limited() {
         ))
         .await
         .unwrap();
-    until_terminal(b.as_ref(), &ok.id).await;
-    until_terminal(b.as_ref(), &bad.id).await;
+    observe_until_terminal(&b, &ok.id).await;
+    observe_until_terminal(&b, &bad.id).await;
     let long = b
         .submit(&spec(
             PAGERANK,
@@ -485,10 +434,10 @@ async fn list_is_newest_first_filtered_and_limited() {
     assert_eq!(limited[0].id, long.id);
 
     // One job per page: `--all` walks every page.
-    let before = stats(&sim).await;
+    let before = sim.state.stats();
     let paged = backend_with(&sim, dir.path(), &[], "page_size = 1");
     assert_eq!(paged.list(&ListQuery::default()).await.unwrap().len(), 3);
-    assert_eq!(count(&stats(&sim).await, LIST) - count(&before, LIST), 3);
+    assert_eq!(count(&sim.state.stats(), LIST) - count(&before, LIST), 3);
 
     // A profile bound to one workflow lists that workflow's jobs.
     let scoped = backend_with(
@@ -502,7 +451,7 @@ async fn list_is_newest_first_filtered_and_limited() {
     assert_eq!(jobs[0].id, bad.id);
     assert_eq!(
         count(
-            &stats(&sim).await,
+            &sim.state.stats(),
             "GET /api-open/v1/workflows/{workflow}/jobs"
         ),
         1
@@ -520,7 +469,7 @@ async fn list_is_newest_first_filtered_and_limited() {
 
 #[tokio::test]
 async fn abort_cancels_a_running_job_and_leaves_ended_ones_alone() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     let job = b
@@ -531,7 +480,7 @@ async fn abort_cancels_a_running_job_and_leaves_ended_ones_alone() {
         .await
         .unwrap();
     assert_eq!(b.abort(&job.id).await.unwrap(), AbortOutcome::Requested);
-    let seen = until_terminal(b.as_ref(), &job.id).await;
+    let seen = observe_until_terminal(&b, &job.id).await;
     let last = seen.last().unwrap();
     assert_eq!(last.state, JobState::Canceled);
     assert_eq!(last.native_state.as_deref(), Some("4"));
@@ -548,14 +497,14 @@ async fn abort_cancels_a_running_job_and_leaves_ended_ones_alone() {
     );
     assert_eq!(b.abort("99999").await.unwrap_err().exit_code(), 6);
     assert_eq!(
-        count(&stats(&sim).await, "PUT /api-open/v1/jobs/{id}/cancel"),
+        count(&sim.state.stats(), "PUT /api-open/v1/jobs/{id}/cancel"),
         1
     );
 }
 
 #[tokio::test]
 async fn logs_print_the_task_table_and_follow_until_the_end() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     let job = b
@@ -618,12 +567,12 @@ fn lines_of(path: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn fetch_writes_one_csv_per_finished_task() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     let job = b.submit(&spec(COMMUNITY, &[])).await.unwrap();
-    until_terminal(b.as_ref(), &job.id).await;
+    observe_until_terminal(&b, &job.id).await;
     let artifacts = b
         .fetch(&job.id, dest.path(), &ProgressBar::hidden())
         .await
@@ -681,7 +630,7 @@ async fn fetch_writes_one_csv_per_finished_task() {
 
 #[tokio::test]
 async fn login_logout_and_the_older_credential_encoding() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let b = backend_with(&sim, dir.path(), &[("NEBULA_AUTH_ENCODING", "colon")], "");
     let said = b.login().await.unwrap();
@@ -689,16 +638,16 @@ async fn login_logout_and_the_older_credential_encoding() {
     let cache = dir.path().join("cache/nebula.token.json");
     assert!(cache.exists());
     b.list(&ListQuery::default()).await.unwrap();
-    assert_eq!(count(&stats(&sim).await, CONNECT), 1);
+    assert_eq!(count(&sim.state.stats(), CONNECT), 1);
     b.logout().await.unwrap();
     assert!(!cache.exists());
     b.list(&ListQuery::default()).await.unwrap();
-    assert_eq!(count(&stats(&sim).await, CONNECT), 2);
+    assert_eq!(count(&sim.state.stats(), CONNECT), 2);
 }
 
 #[tokio::test]
 async fn doctor_checks_reachability_authentication_and_api() {
-    let sim = start_default().await;
+    let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
     let checks = backend(&sim, dir.path()).doctor().await;
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
@@ -722,11 +671,10 @@ async fn doctor_checks_reachability_authentication_and_api() {
 
 #[tokio::test]
 async fn transient_server_faults_are_retried_for_reads() {
-    let sim = start(SimConfig {
+    let sim = Sim::start(SimConfig {
         error_rate: 0.4,
         ..SimConfig::default()
-    })
-    .await;
+    });
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
     for _ in 0..5 {
@@ -737,70 +685,29 @@ async fn transient_server_faults_are_retried_for_reads() {
 // ---------------------------------------------------------------------------------------------
 // The jobctl binary against the simulator.
 
-/// Runs `jobctl` with the simulator's variables in a clean environment; returns (exit code,
-/// stdout, stderr). Blocking work runs off the runtime so the in-process simulator keeps
-/// answering.
-async fn jobctl(
-    sim: &SimHandle,
-    home: &Path,
-    vars: &[(&str, &str)],
-    args: &[&str],
-) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("JOBCTL_STATE_DIR", home.join("state"))
-        .env("NEBULA_POLL_INTERVAL", "100ms")
-        .current_dir(home)
-        .args(args);
-    for (k, v) in sim.env() {
-        cmd.env(k, v);
-    }
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_submit_wait_status_logs_and_fetch() {
-    let sim = start_default().await;
-    let home = tempfile::tempdir().unwrap();
-    let h = home.path();
-    let (code, out, err) = jobctl(
-        &sim,
-        h,
-        &[],
-        &[
-            "-b",
-            "nebula",
-            "submit",
-            "-o",
-            "quiet",
-            "--workflow",
-            COMMUNITY,
-            "--arg",
-            "query_1.name=Tim Duncan",
-            "--wait",
-            "--timeout",
-            "30s",
-        ],
-    )
-    .await;
+    let sim = start_default();
+    let sb = Sandbox::with_sim(&sim);
+    let (code, out, err) = sb.run(&[
+        "-b",
+        "nebula",
+        "submit",
+        "-o",
+        "quiet",
+        "--workflow",
+        COMMUNITY,
+        "--arg",
+        "query_1.name=Tim Duncan",
+        "--wait",
+        "--timeout",
+        "30s",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     let reference = out.trim().lines().next().unwrap().to_string();
     assert!(reference.starts_with("nebula:"), "{out}");
 
-    let (code, out, err) = jobctl(&sim, h, &[], &["-o", "json", "status", &reference]).await;
+    let (code, out, err) = sb.run(&["-o", "json", "status", &reference]);
     assert_eq!(code, 0, "{err}");
     let job: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(job["ref"], reference.as_str());
@@ -810,115 +717,91 @@ async fn cli_submit_wait_status_logs_and_fetch() {
     assert_eq!(job["progress"], 1.0);
     assert_eq!(job["extra"]["tasks"].as_array().unwrap().len(), 3);
 
-    let (code, out, _) = jobctl(&sim, h, &[], &["logs", &reference]).await;
+    let (code, out, _) = sb.run(&["logs", &reference]);
     assert_eq!(code, 0);
     assert!(
         out.contains("Louvain") && out.contains("succeeded"),
         "{out}"
     );
 
-    let (code, _, err) = jobctl(&sim, h, &[], &["fetch", &reference, "--dest", "results"]).await;
+    let (code, _, err) = sb.run(&["fetch", &reference, "--dest", "results"]);
     assert_eq!(code, 0, "{err}");
-    let files = std::fs::read_dir(h.join("results")).unwrap().count();
+    let files = std::fs::read_dir(sb.path().join("results"))
+        .unwrap()
+        .count();
     assert_eq!(files, 3);
 
     // Everything above shared one cached session.
-    assert_eq!(count(&stats(&sim).await, CONNECT), 1);
+    assert_eq!(count(&sim.state.stats(), CONNECT), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_exit_codes_follow_the_contract() {
-    let sim = start_default().await;
-    let home = tempfile::tempdir().unwrap();
-    let h = home.path();
-    let (code, _, err) = jobctl(&sim, h, &[], &["-b", "nebula", "submit"]).await;
+    let sim = start_default();
+    let sb = Sandbox::with_sim(&sim);
+    let (code, _, err) = sb.run(&["-b", "nebula", "submit"]);
     assert_eq!(code, 2);
     assert!(err.contains("workflow"), "{err}");
 
-    let (code, out, _) = jobctl(&sim, h, &[], &["-o", "json", "status", "nebula:99999"]).await;
+    let (code, out, _) = sb.run(&["-o", "json", "status", "nebula:99999"]);
     assert_eq!(code, 6);
     let e: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(e["error"]["code"], "40404000");
 
-    let (code, _, err) = jobctl(
-        &sim,
-        h,
-        &[],
-        &[
-            "-b",
-            "nebula",
-            "submit",
-            "--workflow",
-            PAGERANK,
-            "--arg",
-            "sim.reject=50004002",
-        ],
-    )
-    .await;
+    let (code, _, err) = sb.run(&[
+        "-b",
+        "nebula",
+        "submit",
+        "--workflow",
+        PAGERANK,
+        "--arg",
+        "sim.reject=50004002",
+    ]);
     assert_eq!(code, 7);
     assert!(err.contains("50004002"), "{err}");
 
     // A fresh state directory: a cached session would (rightly) still be accepted.
-    let other = tempfile::tempdir().unwrap();
-    let (code, _, err) = jobctl(
-        &sim,
-        other.path(),
-        &[("NEBULA_PASSWORD", "not-the-password")],
-        &["-b", "nebula", "list"],
-    )
-    .await;
+    let other = Sandbox::with_sim(&sim).var("NEBULA_PASSWORD", "not-the-password");
+    let (code, _, err) = other.run(&["-b", "nebula", "list"]);
     assert_eq!(code, 4, "{err}");
     assert!(!err.contains("not-the-password"), "{err}");
 
-    let (code, _, _) = jobctl(
-        &sim,
-        h,
-        &[],
-        &[
-            "-b",
-            "nebula",
-            "submit",
-            "--workflow",
-            PAGERANK,
-            "--arg",
-            "sim.outcome=fail",
-            "--arg",
-            "sim.duration=300ms",
-            "--wait",
-        ],
-    )
-    .await;
+    let (code, _, _) = sb.run(&[
+        "-b",
+        "nebula",
+        "submit",
+        "--workflow",
+        PAGERANK,
+        "--arg",
+        "sim.outcome=fail",
+        "--arg",
+        "sim.duration=300ms",
+        "--wait",
+    ]);
     assert_eq!(code, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_watch_polls_several_jobs_through_the_list() {
-    let sim = start_default().await;
-    let home = tempfile::tempdir().unwrap();
-    let h = home.path();
+    let sim = start_default();
+    let sb = Sandbox::with_sim(&sim);
     let mut refs = Vec::new();
     for wf in [PAGERANK, COMMUNITY, BFS] {
-        let (code, out, err) = jobctl(
-            &sim,
-            h,
-            &[],
-            &[
-                "-b",
-                "nebula",
-                "submit",
-                "-o",
-                "quiet",
-                "--workflow",
-                wf,
-                "--arg",
-                "sim.duration=600ms",
-            ],
-        )
-        .await;
+        let (code, out, err) = sb.run(&[
+            "-b",
+            "nebula",
+            "submit",
+            "-o",
+            "quiet",
+            "--workflow",
+            wf,
+            "--arg",
+            "sim.duration=600ms",
+        ]);
         assert_eq!(code, 0, "{err}");
         refs.push(out.trim().to_string());
     }
-    let before = stats(&sim).await;
+    let before = sim.state.stats();
     let mut args = vec![
         "-o",
         "ndjson",
@@ -929,12 +812,12 @@ async fn cli_watch_polls_several_jobs_through_the_list() {
         "30s",
     ];
     args.extend(refs.iter().map(String::as_str));
-    let (code, out, err) = jobctl(&sim, h, &[], &args).await;
+    let (code, out, err) = sb.run(&args);
     assert_eq!(code, 0, "{out}{err}");
     let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "result");
     assert_eq!(last["exit_code"], 0);
-    let after = stats(&sim).await;
+    let after = sim.state.stats();
     assert!(count(&after, LIST) > count(&before, LIST));
     assert_eq!(
         count(&after, DETAIL),
@@ -943,87 +826,56 @@ async fn cli_watch_polls_several_jobs_through_the_list() {
     );
 
     // Abort of a long job: accepted, and the job ends canceled.
-    let (_, out, _) = jobctl(
-        &sim,
-        h,
-        &[],
-        &[
-            "-b",
-            "nebula",
-            "submit",
-            "-o",
-            "quiet",
-            "--workflow",
-            BFS,
-            "--arg",
-            "sim.duration=30s",
-        ],
-    )
-    .await;
+    let (_, out, _) = sb.run(&[
+        "-b",
+        "nebula",
+        "submit",
+        "-o",
+        "quiet",
+        "--workflow",
+        BFS,
+        "--arg",
+        "sim.duration=30s",
+    ]);
     let long = out.trim().to_string();
-    let (code, _, err) = jobctl(
-        &sim,
-        h,
-        &[],
-        &["abort", &long, "--wait", "--timeout", "20s"],
-    )
-    .await;
+    let (code, _, err) = sb.run(&["abort", &long, "--wait", "--timeout", "20s"]);
     assert_eq!(code, 0, "{err}");
-    let (_, out, _) = jobctl(&sim, h, &[], &["-o", "json", "status", &long]).await;
+    let (_, out, _) = sb.run(&["-o", "json", "status", &long]);
     let job: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(job["state"], "canceled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_list_opt_workflow_lists_one_workflows_jobs() {
-    let sim = start_default().await;
-    let home = tempfile::tempdir().unwrap();
-    let h = home.path();
+    let sim = start_default();
+    let sb = Sandbox::with_sim(&sim);
     let mut refs = Vec::new();
     for wf in [PAGERANK, BFS] {
-        let (code, out, err) = jobctl(
-            &sim,
-            h,
-            &[],
-            &["-b", "nebula", "submit", "-o", "quiet", "--workflow", wf],
-        )
-        .await;
+        let (code, out, err) = sb.run(&["-b", "nebula", "submit", "-o", "quiet", "--workflow", wf]);
         assert_eq!(code, 0, "{err}");
         refs.push(out.trim().to_string());
     }
-    let (code, out, err) = jobctl(
-        &sim,
-        h,
-        &[],
-        &[
-            "-b",
-            "nebula",
-            "-o",
-            "json",
-            "list",
-            "--opt",
-            &format!("workflow={BFS}"),
-        ],
-    )
-    .await;
+    let (code, out, err) = sb.run(&[
+        "-b",
+        "nebula",
+        "-o",
+        "json",
+        "list",
+        "--opt",
+        &format!("workflow={BFS}"),
+    ]);
     assert_eq!(code, 0, "{err}");
     let jobs: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let listed: Vec<&str> = jobs.iter().map(|j| j["ref"].as_str().unwrap()).collect();
     assert!(listed.contains(&refs[1].as_str()), "{listed:?}");
     assert!(!listed.contains(&refs[0].as_str()), "{listed:?}");
     // Without the option both are listed; an unknown option is refused before any request.
-    let (_, out, _) = jobctl(&sim, h, &[], &["-b", "nebula", "-o", "json", "list"]).await;
+    let (_, out, _) = sb.run(&["-b", "nebula", "-o", "json", "list"]);
     let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert!(all.len() >= 2);
-    let (code, _, err) = jobctl(
-        &sim,
-        h,
-        &[],
-        &["-b", "nebula", "list", "--opt", "colour=red"],
-    )
-    .await;
+    let (code, _, err) = sb.run(&["-b", "nebula", "list", "--opt", "colour=red"]);
     assert_eq!(code, 2);
     assert!(err.contains("colour") && err.contains("workflow"), "{err}");
-    let (code, _, _) = jobctl(&sim, h, &[], &["list", "--opt", "workflow=1"]).await;
+    let (code, _, _) = sb.run(&["list", "--opt", "workflow=1"]);
     assert_eq!(code, 2, "local takes no list options");
 }

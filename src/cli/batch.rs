@@ -5,7 +5,7 @@
 use super::Outcome;
 use super::args::WaitTuning;
 use super::commands::{submit_spec, wait_for, watch_options};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, exit};
 use crate::model::JobSpec;
 use crate::output::{BatchRow, Printer, Report, error_json};
 use crate::session::Session;
@@ -138,7 +138,7 @@ pub async fn run(
             (n, spec, result)
         }))
         .buffer_unordered(concurrency.max(1));
-    let mut code = 0;
+    let mut code = exit::SUCCESS;
     while let Some((n, spec, result)) = stream.next().await {
         let row = match result {
             Ok((job, existing)) => BatchRow {
@@ -193,7 +193,7 @@ pub async fn run(
         p,
     )?;
     let mut out = wait_for(&targets, &opts, s, p).await;
-    out.code = if code != 0 && out.code == 0 {
+    out.code = if code != exit::SUCCESS && out.code == exit::SUCCESS {
         code
     } else {
         out.code

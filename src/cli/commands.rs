@@ -4,7 +4,7 @@
 use super::Outcome;
 use super::args::{Command, GlobalArgs, SubmitArgs, WaitTuning, WatchArgs};
 use crate::config::parse_duration;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, exit};
 use crate::ledger::Begin;
 use crate::model::{AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value};
 use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report};
@@ -160,7 +160,7 @@ async fn run_watch(
     if let Some(e) = &out.error {
         p.error(e);
     }
-    if out.exit_code == 130 {
+    if out.exit_code == exit::INTERRUPTED {
         p.warn("interrupted; the jobs keep running");
     }
     out
@@ -209,7 +209,7 @@ async fn conclude(
             p,
         ) {
             p.error(&e);
-            if code == 0 {
+            if code == exit::SUCCESS {
                 code = e.exit_code();
             }
         }
@@ -381,7 +381,7 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
     // own key so a re-run of the same command finds every attempt in the ledger.
     let mut attempt = 1;
     while attempt <= a.retries
-        && watched.exit_code == 1
+        && watched.exit_code == exit::JOB_FAILED
         && watched.jobs.iter().any(|j| j.state == JobState::Failed)
     {
         attempt += 1;
@@ -416,7 +416,7 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
     }
     reports.attempts = attempt;
     let mut out = conclude(watched, &targets, &reports, s, p).await;
-    if out.code == 0 {
+    if out.code == exit::SUCCESS {
         if let Some(dir) = &a.fetch {
             let fetched = fetch(&job.reference, dir, s, p).await?;
             p.render(out.report);
@@ -458,7 +458,7 @@ async fn status(refs: &[String], s: &Session) -> Result<Outcome> {
         .filter_map(|r| r.as_ref().err())
         .map(Error::exit_code)
         .max()
-        .unwrap_or(0);
+        .unwrap_or(exit::SUCCESS);
     Ok(Outcome {
         code,
         report: Report::Jobs {
@@ -525,7 +525,7 @@ async fn abort(
     let timeout = timeout.map(|t| dur("--timeout", t)).transpose()?;
     let targets = group(refs, s)?;
     let mut rows = Vec::new();
-    let mut code = 0;
+    let mut code = exit::SUCCESS;
     let mut pending = Vec::new();
     for (profile, id) in &targets {
         let bound = s.bound(profile)?;
@@ -602,7 +602,7 @@ async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome>
             flushed.map_err(|e| Error::io("writing output", e))?;
         }
         _ = interrupted => {
-            return Ok(Outcome { report: Report::Nothing, code: 130 });
+            return Ok(Outcome { report: Report::Nothing, code: exit::INTERRUPTED });
         }
     }
     Ok(Outcome::ok(Report::Nothing))
@@ -729,7 +729,7 @@ async fn doctor(profile: Option<String>, s: &Session) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
     let checks = bound.backend.doctor().await;
     let code = if checks.iter().all(|c| c.ok) {
-        0
+        exit::SUCCESS
     } else {
         ErrorKind::Unavailable.exit_code()
     };

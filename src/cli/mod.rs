@@ -8,7 +8,7 @@ mod commands;
 mod pipeline;
 
 use crate::config::{Config, ConfigFile, EnvSource};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, exit};
 use crate::output::{OutputMode, Printer, Report};
 use crate::session::Session;
 use args::{Cli, ColorMode, Command};
@@ -26,7 +26,10 @@ pub struct Outcome {
 
 impl Outcome {
     fn ok(report: Report) -> Self {
-        Outcome { report, code: 0 }
+        Outcome {
+            report,
+            code: exit::SUCCESS,
+        }
     }
 }
 
@@ -37,7 +40,11 @@ pub fn main() -> i32 {
         Err(e) => {
             // clap prints help/version (exit 0) and usage errors (exit 2) itself.
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            };
         }
     };
     init_tracing(cli.global.verbose);
@@ -52,7 +59,7 @@ pub fn main() -> i32 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("jobctl: error: cannot start the async runtime: {e}");
-            return 7;
+            return exit::UNAVAILABLE;
         }
     };
     let (printer, setup) = setup(&cli);
@@ -179,17 +186,17 @@ fn select_profile(config: &Config, profile: Option<&str>, backend: Option<&str>)
 fn supervise(cli: &Cli, id: i64) -> i32 {
     let Some(state_dir) = cli.global.state_dir.clone() else {
         eprintln!("jobctl: error: __supervise needs --state-dir");
-        return 2;
+        return exit::USAGE;
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(_) => return 7,
+        Err(_) => return exit::UNAVAILABLE,
     };
     match rt.block_on(crate::backends::local::supervisor::run(&state_dir, id)) {
-        Ok(()) => 0,
+        Ok(()) => exit::SUCCESS,
         Err(e) => {
             eprintln!("jobctl: supervisor: {e}");
             e.exit_code()

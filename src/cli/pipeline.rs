@@ -9,7 +9,7 @@
 
 use super::Outcome;
 use super::commands::submit_spec;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, exit};
 use crate::model::{Job, JobState};
 use crate::output::{OutputMode, PipelineDisplay, PipelineRow, Printer, Report, error_json};
 use crate::pipeline::{self, Finish, Line, Output, Plan, Record, Scheduler, Status, attempt_key};
@@ -340,7 +340,7 @@ pub async fn run(text: &str, o: RunOptions<'_>, s: &Session, p: &Printer) -> Res
     if let Some(e) = &stop_error {
         p.error(e);
     }
-    if code == 130 {
+    if code == exit::INTERRUPTED {
         p.warn("interrupted; the jobs keep running; run the same command again to resume");
     }
     let rows: Vec<PipelineRow> = (0..n).map(|i| run.row(i)).collect();
@@ -352,7 +352,7 @@ pub async fn run(text: &str, o: RunOptions<'_>, s: &Session, p: &Printer) -> Res
         let title = format!("jobctl batch {}", o.file.display());
         if let Err(e) = write_reports(o.reports, &title, &cases, started_at, p) {
             p.error(&e);
-            if code == 0 {
+            if code == exit::SUCCESS {
                 code = e.exit_code();
             }
         }
@@ -538,13 +538,13 @@ impl Run<'_> {
                 .map(|j| j.state),
         );
         if states.contains(&JobState::Failed) {
-            1
+            exit::JOB_FAILED
         } else if states.contains(&JobState::Canceled) {
-            5
+            exit::CANCELED
         } else if stopped == Stopped::Interrupted {
-            130
+            exit::INTERRUPTED
         } else if stopped == Stopped::TimedOut {
-            3
+            exit::TIMEOUT
         } else {
             self.submit_code
         }

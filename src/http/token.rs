@@ -273,6 +273,6 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert_eq!(e.exit_code(), 4);
+        assert_eq!(e.exit_code(), crate::error::exit::AUTH);
     }
 }

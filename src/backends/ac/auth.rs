@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(choose_region(&rs, Some("WEST")).unwrap().cluster_id, "3");
         assert_eq!(choose_region(&rs, Some("3")).unwrap().cluster_id, "3");
         let e = choose_region(&rs, Some("north")).unwrap_err();
-        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE);
         assert!(e.message.contains("east (2)"), "{e}");
         assert!(e.message.contains("north"));
         assert!(choose_region(&rs, Some("ac")).is_err());

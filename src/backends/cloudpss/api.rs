@@ -291,7 +291,7 @@ mod tests {
             (e.kind, e.code.as_deref()),
             (ErrorKind::Platform, Some("E42"))
         );
-        assert_eq!(e.exit_code(), 7);
+        assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE);
     }
 
     #[test]

@@ -626,7 +626,7 @@ mod tests {
             state_dir: std::env::temp_dir(),
         })
         .unwrap_err();
-        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE);
     }
 
     #[test]

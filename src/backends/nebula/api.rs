@@ -469,14 +469,14 @@ mod tests {
     #[test]
     fn documented_codes_map_to_exit_codes() {
         let exit = |c| classify(c, "", "x").exit_code();
-        assert_eq!(exit(40404000), 6);
-        assert_eq!(exit(40104000), 4);
-        assert_eq!(exit(40104001), 4);
-        assert_eq!(exit(40304000), 4);
-        assert_eq!(exit(40004000), 2);
-        assert_eq!(exit(40004001), 2);
+        assert_eq!(exit(40404000), crate::error::exit::NOT_FOUND);
+        assert_eq!(exit(40104000), crate::error::exit::AUTH);
+        assert_eq!(exit(40104001), crate::error::exit::AUTH);
+        assert_eq!(exit(40304000), crate::error::exit::AUTH);
+        assert_eq!(exit(40004000), crate::error::exit::USAGE);
+        assert_eq!(exit(40004001), crate::error::exit::USAGE);
         for c in [50004000, 50004001, 50004002, 50004003, 90004000, 12345] {
-            assert_eq!(exit(c), 7, "{c}");
+            assert_eq!(exit(c), crate::error::exit::UNAVAILABLE, "{c}");
         }
         assert!(classify(40104001, "", "x").token_expired);
         assert!(!classify(40304000, "", "x").token_expired);
@@ -507,10 +507,10 @@ mod tests {
             "job 9",
         )
         .unwrap_err();
-        assert_eq!(e.exit_code(), 6);
+        assert_eq!(e.exit_code(), crate::error::exit::NOT_FOUND);
         assert!(e.message.starts_with("job 9: ErrNotFound"), "{e}");
         let e = decode::<Value>(&resp(502, "<html>bad gateway</html>"), "x").unwrap_err();
-        assert_eq!(e.exit_code(), 7);
+        assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE);
         let e = decode::<Value>(&resp(200, "not json"), "x").unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Protocol);
         assert!(transient(&resp(500, "oops")));

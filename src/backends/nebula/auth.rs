@@ -238,7 +238,7 @@ mod tests {
             AuthEncoding::Colon
         );
         let e = AuthEncoding::parse(Some("base32")).unwrap_err();
-        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE);
         assert!(e.message.contains("base32"));
     }
 

@@ -10,7 +10,7 @@ mod auth;
 mod mapping;
 
 use crate::backend::{BackendContext, JobBackend, LogSink};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpClient;
 use crate::http::token::TokenStore;
 use crate::model::{
@@ -370,7 +370,9 @@ impl JobBackend for NebulaBackend {
             out.push(match (found, &walk_error) {
                 (Some(job), _) => Ok(job),
                 // Auth and configuration failures would only repeat per job.
-                (None, Some(e)) if e.exit_code() == 4 || e.exit_code() == 2 => Err(e.clone()),
+                (None, Some(e)) if matches!(e.kind, ErrorKind::Auth | ErrorKind::Usage) => {
+                    Err(e.clone())
+                }
                 (None, _) => self.status(id).await,
             });
         }
@@ -685,7 +687,7 @@ mod tests {
             ("a.b", json!({"c": 1})),
         ] {
             let e = NebulaBackend::input(&spec(&[(k, v)])).unwrap_err();
-            assert_eq!(e.exit_code(), 2);
+            assert_eq!(e.exit_code(), crate::error::exit::USAGE);
             assert!(e.message.contains(k), "{e}");
         }
     }

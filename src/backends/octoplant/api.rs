@@ -302,7 +302,7 @@ mod tests {
         assert_eq!((e.kind, e.token_expired), (ErrorKind::Auth, true));
         let e = classify(StatusCode::SERVICE_UNAVAILABLE, b"injected fault");
         assert_eq!(e.kind, ErrorKind::Unavailable);
-        assert_eq!(e.exit_code(), 7);
+        assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE);
         assert!(e.message.contains("HTTP 503"), "{e}");
         let e = classify(StatusCode::NOT_FOUND, b"<html>nope</html>");
         assert_eq!(e.kind, ErrorKind::NotFound);

@@ -238,7 +238,7 @@ mod tests {
         p.options.insert("client_id".into(), "my-client".into());
         let e = Credentials::from_profile(&p).unwrap_err();
         assert!(e.message.contains("OCTOPLANT_CLIENT_SECRET"), "{e}");
-        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE);
     }
 
     #[test]
@@ -263,7 +263,7 @@ mod tests {
         let e = login_refused(reqwest::StatusCode::BAD_GATEWAY, b"<html>", "bob");
         assert_eq!(e.kind, ErrorKind::Unavailable);
         let e = login_refused(reqwest::StatusCode::NOT_FOUND, b"", "bob");
-        assert_eq!(e.exit_code(), 7);
+        assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE);
         assert!(e.message.contains("octoplant API"), "{e}");
     }
 }

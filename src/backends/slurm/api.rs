@@ -406,15 +406,15 @@ mod tests {
             r#"{"errors":[{"error_code":2000,"error":"Invalid partition name specified"}]}"#,
         ))
         .unwrap_err();
-        assert_eq!(f.error.exit_code(), 2);
+        assert_eq!(f.error.exit_code(), crate::error::exit::USAGE);
         let f = classify(&resp(400, r#"{"errors":[{"error":"environment must be set","error_code":2127},{"error_code":9001,"error":"Failure during parsing"}]}"#)).unwrap_err();
-        assert_eq!(f.error.exit_code(), 2);
+        assert_eq!(f.error.exit_code(), crate::error::exit::USAGE);
         assert!(f.error.message.contains("9001"));
         let f = classify(&resp(500, r#"{"errors":[{"description":"Failed while looking for jobs","error_number":-1,"error":"Unspecified error","source":"slurm_load_jobs"}]}"#)).unwrap_err();
         assert!(f.suspect_auth);
-        assert_eq!(f.error.exit_code(), 7);
+        assert_eq!(f.error.exit_code(), crate::error::exit::UNAVAILABLE);
         let f = classify(&resp(401, "Authentication failure")).unwrap_err();
-        assert_eq!(f.error.exit_code(), 4);
+        assert_eq!(f.error.exit_code(), crate::error::exit::AUTH);
         let f = classify(&resp(200, "not json")).unwrap_err();
         assert_eq!(f.error.kind, ErrorKind::Protocol);
         // An unreachable controller is worth retrying; a bare 503 too.

@@ -324,7 +324,7 @@ mod tests {
         );
         let a = Auth::new(&p, Path::new("/nonexistent")).unwrap();
         let e = a.token().await.unwrap_err();
-        assert_eq!(e.exit_code(), 4);
+        assert_eq!(e.exit_code(), crate::error::exit::AUTH);
         assert!(e.message.contains("expired"), "{e}");
         assert!(!e.message.contains("eyJ"), "no token in messages: {e}");
     }

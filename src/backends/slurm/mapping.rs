@@ -729,7 +729,7 @@ mod tests {
             let mut bad = spec(&["true"]);
             bad.options.insert(k.into(), v);
             let e = submit_request(&bad).unwrap_err();
-            assert_eq!(e.exit_code(), 2);
+            assert_eq!(e.exit_code(), crate::error::exit::USAGE);
             assert!(e.message.contains(k), "{k}: {e}");
         }
         let mut bad = spec(&["true"]);
