@@ -412,6 +412,55 @@ async fn a_mixed_pipeline_runs_with_a_retry_and_a_blocked_branch() {
     );
 }
 
+/// The pipeline the README shows (examples/pipeline.jsonl) runs as documented against the
+/// simulator: its levels, and every line succeeding with the outputs handed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_pipeline_runs_as_documented() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pipeline.jsonl");
+    let file = d.join("pipeline.jsonl");
+    std::fs::copy(&example, &file).unwrap();
+    let mut c = jobctl(d, &sim.env());
+    c.args(["batch", file.to_str().unwrap(), "--dry-run"]);
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for line in table.lines() {
+        assert!(
+            readme.contains(line.trim_end()),
+            "README shows the dry run: {line}"
+        );
+    }
+
+    let mut c = jobctl(d, &sim.env());
+    c.args([
+        "-o",
+        "json",
+        "batch",
+        file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "2m",
+    ]);
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r["state"] == "succeeded"), "{rows:?}");
+    let entries = ledger(d).await;
+    let post = entries.iter().find(|e| e["key"] == "post").unwrap();
+    assert_eq!(
+        post["spec"]["args"]["STUDY_REF"],
+        row(&rows, "study")["ref"]
+    );
+    let publish = entries.iter().find(|e| e["key"] == "publish").unwrap();
+    assert_eq!(publish["spec"]["args"]["POST"], row(&rows, "post")["ref"]);
+}
+
 /// Validation happens before anything is sent; `--dry-run` prints the levels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_pipelines_are_refused_before_sending_and_dry_run_shows_levels() {
