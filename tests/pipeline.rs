@@ -3,49 +3,27 @@
 //! kill -9 with exactly one submission per line and attempt, and the CI reports (JUnit XML
 //! validated against the Ant/Jenkins schema, GitHub step summary and annotations).
 
-use jobctl_sim::{SimConfig, SimHandle};
+mod common;
+
+use common::{Sandbox, Sim, text};
+use jobctl_sim::SimConfig;
 use quick_xml::events::Event;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-async fn sim() -> SimHandle {
-    jobctl_sim::start(SimConfig {
+fn sim() -> Sim {
+    common::sim(SimConfig {
         job_duration: Duration::from_millis(300),
         queue_duration: Duration::from_millis(100),
+        // Not the default, which is also part of the simulator's machine names in job data
+        // and would make the sandbox's secret check see a leak that is not one.
+        password: "pipeline-s3cret".into(),
         ..SimConfig::default()
     })
-    .await
-    .expect("simulator starts")
-}
-
-/// A jobctl command isolated from the machine: the simulator's variables (when given), a
-/// private state directory and working directory, nothing inherited from the caller.
-fn jobctl(dir: &Path, vars: &[(String, String)]) -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("JOBCTL_STATE_DIR", dir.join("state"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("NO_COLOR", "1")
-        .envs(vars.iter().cloned())
-        .current_dir(dir);
-    c
-}
-
-/// Runs a blocking command off the runtime that serves the simulator.
-async fn output(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().expect("jobctl runs"))
-        .await
-        .expect("join")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn write_file(dir: &Path, name: &str, lines: &[Value]) -> PathBuf {
@@ -56,12 +34,9 @@ fn write_file(dir: &Path, name: &str, lines: &[Value]) -> PathBuf {
 }
 
 /// Every ledger entry, through `jobctl history`.
-async fn ledger(dir: &Path) -> Vec<Value> {
-    let mut c = jobctl(dir, &[]);
-    c.args(["-o", "json", "history", "--limit", "1000"]);
-    let out = output(c).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("history is JSON")
+fn ledger(sb: &Sandbox) -> Vec<Value> {
+    let v = sb.json(&["history", "--limit", "1000"]);
+    v.as_array().expect("history is an array").clone()
 }
 
 /// How many ledger entries each key has.
@@ -74,18 +49,15 @@ fn keys(entries: &[Value]) -> BTreeMap<String, usize> {
     m
 }
 
-fn count(sim: &SimHandle, route: &str) -> u64 {
-    sim.state.stats().get(route).copied().unwrap_or(0)
-}
-
-async fn cloudpss_created(sim: &SimHandle) -> u64 {
+/// CloudPSS jobs created on the simulator (`createJob` mutations served).
+fn cloudpss_created(sim: &Sim) -> u64 {
+    let url = format!("{}/_sim/cloudpss/operations", sim.base_url);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let ops: BTreeMap<String, u64> =
-        reqwest::get(format!("{}/_sim/cloudpss/operations", sim.base_url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        rt.block_on(async { reqwest::get(url).await.unwrap().json().await.unwrap() });
     ops.get("createJob").copied().unwrap_or(0)
 }
 
@@ -296,11 +268,11 @@ fn case<'a>(cases: &'a [TestCase], name: &str) -> &'a TestCase {
 /// local → cloudpss → slurm, with a local line that fails once and succeeds on its retry, a
 /// slurm line that fails and blocks the local line after it, and the CloudPSS job's id
 /// handed to the Slurm job.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mixed_pipeline_runs_with_a_retry_and_a_blocked_branch() {
-    let sim = sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+#[test]
+fn a_mixed_pipeline_runs_with_a_retry_and_a_blocked_branch() {
+    let sim = sim();
+    let sb = Sandbox::with_sim(&sim);
+    let d = sb.path();
     let file = write_file(
         d,
         "p.jsonl",
@@ -322,7 +294,7 @@ async fn a_mixed_pipeline_runs_with_a_retry_and_a_blocked_branch() {
     );
     let junit = d.join("reports/junit.xml");
     let summary = d.join("summary.md");
-    let mut c = jobctl(d, &sim.env());
+    let mut c = sb.std_cmd();
     c.env("GITHUB_STEP_SUMMARY", &summary).args([
         "-o",
         "json",
@@ -336,9 +308,9 @@ async fn a_mixed_pipeline_runs_with_a_retry_and_a_blocked_branch() {
         "--report",
         "github",
     ]);
-    let out = output(c).await;
+    let out = output(&sb, c);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "a job failed: {stderr}");
+    assert_eq!(out.code, Some(1), "a job failed: {stderr}");
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("one JSON array");
     assert_eq!(rows.len(), 5);
     let prep = row(&rows, "prep");
@@ -360,15 +332,15 @@ async fn a_mixed_pipeline_runs_with_a_retry_and_a_blocked_branch() {
     );
 
     // Every line and attempt was submitted once; the blocked line never.
-    let entries = ledger(d).await;
+    let entries = ledger(&sb);
     let k = keys(&entries);
     let want: BTreeMap<String, usize> = ["prep", "prep#2", "study", "post", "doomed"]
         .iter()
         .map(|k| (k.to_string(), 1))
         .collect();
     assert_eq!(k, want);
-    assert_eq!(cloudpss_created(&sim).await, 1);
-    assert_eq!(count(&sim, SLURM_SUBMIT), 2);
+    assert_eq!(cloudpss_created(&sim), 1);
+    assert_eq!(sim.hits(SLURM_SUBMIT), 2);
     // The Slurm job was given the CloudPSS job's id and reference.
     let study_ref = study["ref"].as_str().unwrap();
     let study_id = study_ref.split_once(':').unwrap().1;
@@ -414,18 +386,18 @@ async fn a_mixed_pipeline_runs_with_a_retry_and_a_blocked_branch() {
 
 /// The pipeline the README shows (examples/pipeline.jsonl) runs as documented against the
 /// simulator: its levels, and every line succeeding with the outputs handed on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_example_pipeline_runs_as_documented() {
-    let sim = sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+#[test]
+fn the_example_pipeline_runs_as_documented() {
+    let sim = sim();
+    let sb = Sandbox::with_sim(&sim);
+    let d = sb.path();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pipeline.jsonl");
     let file = d.join("pipeline.jsonl");
     std::fs::copy(&example, &file).unwrap();
-    let mut c = jobctl(d, &sim.env());
+    let mut c = sb.std_cmd();
     c.args(["batch", file.to_str().unwrap(), "--dry-run"]);
-    let out = output(c).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = output(&sb, c);
+    assert_eq!(out.code, Some(0), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
@@ -436,7 +408,7 @@ async fn the_example_pipeline_runs_as_documented() {
         );
     }
 
-    let mut c = jobctl(d, &sim.env());
+    let mut c = sb.std_cmd();
     c.args([
         "-o",
         "json",
@@ -446,12 +418,12 @@ async fn the_example_pipeline_runs_as_documented() {
         "--timeout",
         "2m",
     ]);
-    let out = output(c).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = output(&sb, c);
+    assert_eq!(out.code, Some(0), "{}", text(&out.stderr));
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|r| r["state"] == "succeeded"), "{rows:?}");
-    let entries = ledger(d).await;
+    let entries = ledger(&sb);
     let post = entries.iter().find(|e| e["key"] == "post").unwrap();
     assert_eq!(
         post["spec"]["args"]["STUDY_REF"],
@@ -462,10 +434,10 @@ async fn the_example_pipeline_runs_as_documented() {
 }
 
 /// Validation happens before anything is sent; `--dry-run` prints the levels.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_pipelines_are_refused_before_sending_and_dry_run_shows_levels() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+#[test]
+fn bad_pipelines_are_refused_before_sending_and_dry_run_shows_levels() {
+    let sb = Sandbox::new();
+    let d = sb.path();
     let cyclic = write_file(
         d,
         "cycle.jsonl",
@@ -476,26 +448,26 @@ async fn bad_pipelines_are_refused_before_sending_and_dry_run_shows_levels() {
             json!({"key":"c","after":"b","command":["true"]}),
         ],
     );
-    let mut c = jobctl(d, &[]);
+    let mut c = sb.std_cmd();
     c.args(["batch", cyclic.to_str().unwrap(), "--wait"]);
-    let out = output(c).await;
-    assert_eq!(out.status.code(), Some(2));
+    let out = output(&sb, c);
+    assert_eq!(out.code, Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("cycle"), "{err}");
     for l in ["line 2 (key a)", "line 3 (key b)", "line 4 (key c)"] {
         assert!(err.contains(l), "{err}");
     }
-    assert!(ledger(d).await.is_empty(), "nothing was submitted");
+    assert!(ledger(&sb).is_empty(), "nothing was submitted");
 
     let unknown = write_file(
         d,
         "unknown.jsonl",
         &[json!({"key":"x","after":"nope","command":["true"]})],
     );
-    let mut c = jobctl(d, &[]);
+    let mut c = sb.std_cmd();
     c.args(["batch", unknown.to_str().unwrap(), "--wait"]);
-    let out = output(c).await;
-    assert_eq!(out.status.code(), Some(2));
+    let out = output(&sb, c);
+    assert_eq!(out.code, Some(2));
     assert!(
         text(&out.stderr).contains("line 1"),
         "{}",
@@ -512,20 +484,20 @@ async fn bad_pipelines_are_refused_before_sending_and_dry_run_shows_levels() {
             json!({"key":"c","after":["a"],"retries":2,"command":["true"]}),
         ],
     );
-    let mut c = jobctl(d, &[]);
+    let mut c = sb.std_cmd();
     c.args(["batch", ok.to_str().unwrap()]);
-    let out = output(c).await;
-    assert_eq!(out.status.code(), Some(2));
+    let out = output(&sb, c);
+    assert_eq!(out.code, Some(2));
     assert!(
         text(&out.stderr).contains("line 2, 3"),
         "{}",
         text(&out.stderr)
     );
 
-    let mut c = jobctl(d, &[]);
+    let mut c = sb.std_cmd();
     c.args(["-o", "json", "batch", ok.to_str().unwrap(), "--dry-run"]);
-    let out = output(c).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = output(&sb, c);
+    assert_eq!(out.code, Some(0), "{}", text(&out.stderr));
     let plan: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let levels: Vec<(u64, &str)> = plan
         .iter()
@@ -533,28 +505,38 @@ async fn bad_pipelines_are_refused_before_sending_and_dry_run_shows_levels() {
         .collect();
     assert_eq!(levels, vec![(1, "a"), (2, "b"), (2, "c")]);
     assert_eq!(plan[2]["retries"], 2);
-    assert!(ledger(d).await.is_empty(), "a dry run sends nothing");
+    assert!(ledger(&sb).is_empty(), "a dry run sends nothing");
 }
 
-/// Reads ndjson events from a running `batch --wait` until `stop` says so, then kills it
-/// with SIGKILL (no chance to clean up), returning the events seen.
-fn run_and_kill(mut cmd: Command, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+/// The output of one jobctl run (secrets checked by the sandbox).
+struct Out {
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+fn output(sb: &Sandbox, cmd: Command) -> Out {
+    let (code, stdout, stderr) = sb.run_cmd(cmd);
+    Out {
+        code: Some(code),
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    }
+}
+
+/// Starts `jobctl -o ndjson ARGS`, reads its events until `stop` says so, then kills it with
+/// SIGKILL (no chance to clean up), returning the events seen.
+fn run_and_kill(sb: &Sandbox, args: &[&str], stop: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let (mut child, events) = sb.spawn_ndjson(args);
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+    let deadline = Instant::now() + common::DEADLINE;
+    while Instant::now() < deadline {
+        let Ok(v) = events.recv_timeout(Duration::from_millis(200)) else {
             continue;
         };
         let done = stop(&v);
         seen.push(v);
-        if done || Instant::now() > deadline {
+        if done {
             break;
         }
     }
@@ -570,11 +552,11 @@ fn run_and_kill(mut cmd: Command, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
 
 /// kill -9 in the middle, run again with the same journal: the pipeline finishes with every
 /// line and attempt submitted exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_pipeline_resumes_with_one_submission_per_line_and_attempt() {
-    let sim = sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+#[test]
+fn a_killed_pipeline_resumes_with_one_submission_per_line_and_attempt() {
+    let sim = sim();
+    let sb = Sandbox::with_sim(&sim);
+    let d = sb.path();
     let file = write_file(
         d,
         "p.jsonl",
@@ -589,39 +571,20 @@ async fn a_killed_pipeline_resumes_with_one_submission_per_line_and_attempt() {
             json!({"key":"e","after":"d","command":["true"]}),
         ],
     );
-    let args = [
-        "-o",
-        "ndjson",
-        "batch",
-        file.to_str().unwrap(),
-        "--wait",
-        "--timeout",
-        "2m",
-    ];
-    let mut first = jobctl(d, &sim.env());
-    first.args(args);
+    let args = ["batch", file.to_str().unwrap(), "--wait", "--timeout", "2m"];
     // Kill once the CloudPSS job is in flight: a is done, b running, c not yet submitted.
-    let seen = tokio::task::spawn_blocking(move || {
-        run_and_kill(first, |v| v["event"] == "submitted" && v["key"] == "b")
-    })
-    .await
-    .unwrap();
+    let seen = run_and_kill(&sb, &args, |v| v["event"] == "submitted" && v["key"] == "b");
     assert!(
         seen.iter()
             .any(|v| v["event"] == "submitted" && v["key"] == "a")
     );
-    assert_eq!(cloudpss_created(&sim).await, 1);
-    assert_eq!(count(&sim, SLURM_SUBMIT), 0, "c waits for b");
+    assert_eq!(cloudpss_created(&sim), 1);
+    assert_eq!(sim.hits(SLURM_SUBMIT), 0, "c waits for b");
 
-    let mut again = jobctl(d, &sim.env());
-    again.args(args);
-    let out = output(again).await;
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "d failed: {}",
-        text(&out.stderr)
-    );
+    let mut again = sb.std_cmd();
+    again.args(["-o", "ndjson"]).args(args);
+    let out = output(&sb, again);
+    assert_eq!(out.code, Some(1), "d failed: {}", text(&out.stderr));
     let events: Vec<Value> = text(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("ndjson"))
@@ -667,33 +630,33 @@ async fn a_killed_pipeline_resumes_with_one_submission_per_line_and_attempt() {
         .iter()
         .map(|k| (k.to_string(), 1))
         .collect();
-    assert_eq!(keys(&ledger(d).await), want);
-    assert_eq!(cloudpss_created(&sim).await, 1);
-    assert_eq!(count(&sim, SLURM_SUBMIT), 1);
+    assert_eq!(keys(&ledger(&sb)), want);
+    assert_eq!(cloudpss_created(&sim), 1);
+    assert_eq!(sim.hits(SLURM_SUBMIT), 1);
 
     // A third run finds everything done: nothing is sent, the outcome is the same.
-    let mut third = jobctl(d, &sim.env());
+    let mut third = sb.std_cmd();
     third.args(["-o", "json", "batch", file.to_str().unwrap(), "--wait"]);
-    let out = output(third).await;
-    assert_eq!(out.status.code(), Some(1));
+    let out = output(&sb, third);
+    assert_eq!(out.code, Some(1));
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         rows.iter()
             .all(|r| r["outcome"] == "skipped" || r["outcome"] == "blocked"),
         "{rows:?}"
     );
-    assert_eq!(keys(&ledger(d).await).len(), 5);
-    assert_eq!(cloudpss_created(&sim).await, 1);
-    assert_eq!(count(&sim, SLURM_SUBMIT), 1);
+    assert_eq!(keys(&ledger(&sb)).len(), 5);
+    assert_eq!(cloudpss_created(&sim), 1);
+    assert_eq!(sim.hits(SLURM_SUBMIT), 1);
 }
 
 /// `submit --retries N --wait` resubmits a failed job with derived keys and reports it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn submit_retries_a_failed_job_and_reports_the_last_attempt() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+#[test]
+fn submit_retries_a_failed_job_and_reports_the_last_attempt() {
+    let sb = Sandbox::new();
+    let d = sb.path();
     let junit = d.join("r.xml");
-    let mut c = jobctl(d, &[]);
+    let mut c = sb.std_cmd();
     c.args([
         "-o",
         "ndjson",
@@ -712,8 +675,8 @@ async fn submit_retries_a_failed_job_and_reports_the_last_attempt() {
         "-c",
         "echo out of disk; exit 3",
     ]);
-    let out = output(c).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let out = output(&sb, c);
+    assert_eq!(out.code, Some(1), "{}", text(&out.stderr));
     let events: Vec<Value> = text(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -731,7 +694,7 @@ async fn submit_retries_a_failed_job_and_reports_the_last_attempt() {
     let result = events.last().unwrap();
     assert_eq!(result["event"], "result");
     assert_eq!(result["jobs"][0]["ref"], submitted[1]["ref"]);
-    let k = keys(&ledger(d).await);
+    let k = keys(&ledger(&sb));
     assert_eq!(k.get("nightly"), Some(&1));
     assert_eq!(k.get("nightly#2"), Some(&1));
     assert_eq!(k.len(), 2);
@@ -755,23 +718,23 @@ async fn submit_retries_a_failed_job_and_reports_the_last_attempt() {
 
 /// `wait --report github` on jobs that already ended: the summary table is appended and the
 /// failed job is annotated on stdout (table mode), the succeeded one is not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_writes_the_github_summary_and_annotations() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+#[test]
+fn wait_writes_the_github_summary_and_annotations() {
+    let sb = Sandbox::new();
+    let d = sb.path();
     let submit = |args: &[&str]| {
-        let mut c = jobctl(d, &[]);
+        let mut c = sb.std_cmd();
         c.args(["-o", "quiet", "submit", "--wait"]).args(args);
         c
     };
-    let ok = output(submit(&["--name", "good", "--", "true"])).await;
-    let bad = output(submit(&["--name", "bad", "--", "sh", "-c", "exit 2"])).await;
+    let ok = output(&sb, submit(&["--name", "good", "--", "true"]));
+    let bad = output(&sb, submit(&["--name", "bad", "--", "sh", "-c", "exit 2"]));
     let ok_ref = text(&ok.stdout).trim().to_string();
     let bad_ref = text(&bad.stdout).trim().to_string();
     let summary = d.join("summary.md");
     std::fs::write(&summary, "# earlier step\n").unwrap();
     let junit = d.join("w.xml");
-    let mut c = jobctl(d, &[]);
+    let mut c = sb.std_cmd();
     c.env("GITHUB_STEP_SUMMARY", &summary).args([
         "wait",
         &ok_ref,
@@ -781,8 +744,8 @@ async fn wait_writes_the_github_summary_and_annotations() {
         "--report",
         &format!("junit={}", junit.display()),
     ]);
-    let out = output(c).await;
-    assert_eq!(out.status.code(), Some(1));
+    let out = output(&sb, c);
+    assert_eq!(out.code, Some(1));
     let stdout = text(&out.stdout);
     let annotations: Vec<&str> = stdout
         .lines()
@@ -847,13 +810,13 @@ fn real_slurm() -> Option<(Vec<(String, String)>, PathBuf)> {
 
 /// local → slurm on a real cluster: the Slurm job reads the local job's id, a failing Slurm
 /// job is retried once and blocks what follows; killed and resumed, nothing is sent twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pipeline_runs_on_a_real_slurm_and_survives_kill_9() {
+#[test]
+fn a_pipeline_runs_on_a_real_slurm_and_survives_kill_9() {
     let Some((env, job_dir)) = real_slurm() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let sb = env.iter().fold(Sandbox::new(), |sb, (k, v)| sb.var(k, v));
+    let d = sb.path();
     let tag = format!("jobctl-pipe-{}", std::process::id());
     let opts = |name: &str| json!({"workdir": job_dir, "stdout": format!("{tag}-{name}-%j.out"), "time_limit": 2});
     let file = write_file(
@@ -868,26 +831,14 @@ async fn a_pipeline_runs_on_a_real_slurm_and_survives_kill_9() {
             json!({"key":"after-flaky","after":"flaky","command":["true"]}),
         ],
     );
-    let args = [
-        "-o",
-        "ndjson",
-        "batch",
-        file.to_str().unwrap(),
-        "--wait",
-        "--timeout",
-        "5m",
-    ];
-    let mut first = jobctl(d, &env);
-    first.args(args);
-    tokio::task::spawn_blocking(move || {
-        run_and_kill(first, |v| v["event"] == "submitted" && v["key"] == "hpc")
-    })
-    .await
-    .unwrap();
-    let mut again = jobctl(d, &env);
-    again.args(args);
-    let out = output(again).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let args = ["batch", file.to_str().unwrap(), "--wait", "--timeout", "5m"];
+    run_and_kill(&sb, &args, |v| {
+        v["event"] == "submitted" && v["key"] == "hpc"
+    });
+    let mut again = sb.std_cmd();
+    again.args(["-o", "ndjson"]).args(args);
+    let out = output(&sb, again);
+    assert_eq!(out.code, Some(1), "{}", text(&out.stderr));
     let last: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
     let rows = last["lines"].as_array().unwrap();
     assert_eq!(row(rows, "hpc")["state"], "succeeded");
@@ -898,11 +849,11 @@ async fn a_pipeline_runs_on_a_real_slurm_and_survives_kill_9() {
         .iter()
         .map(|k| (k.to_string(), 1))
         .collect();
-    assert_eq!(keys(&ledger(d).await), want);
+    assert_eq!(keys(&ledger(&sb)), want);
     // Slurm itself holds exactly one job per submitted name and attempt.
-    let mut c = jobctl(d, &env);
+    let mut c = sb.std_cmd();
     c.args(["-b", "slurm", "-o", "json", "list", "--all"]);
-    let listed: Vec<Value> = serde_json::from_slice(&output(c).await.stdout).unwrap();
+    let listed: Vec<Value> = serde_json::from_slice(&output(&sb, c).stdout).unwrap();
     let hpc = listed
         .iter()
         .filter(|j| j["name"] == format!("{tag}-hpc"))
