@@ -811,9 +811,14 @@ impl PipelineDisplay {
 
     /// A line for people on stderr, above the live view when there is one.
     pub fn note(&self, p: &Printer, line: &str) {
+        self.suspend(|| p.note(line));
+    }
+
+    /// Runs `f` (which prints) with the live view out of the way.
+    pub fn suspend(&self, f: impl FnOnce()) {
         match &self.multi {
-            Some(m) => m.suspend(|| p.note(line)),
-            None => p.note(line),
+            Some(m) => m.suspend(f),
+            None => f(),
         }
     }
 

@@ -524,6 +524,65 @@ fn output(sb: &Sandbox, cmd: Command) -> Out {
     }
 }
 
+/// `after` may name jobs submitted outside the file; `--timeout` stops the run with exit 3,
+/// leaving later lines `pending` and reporting the unfinished job as a JUnit error.
+#[test]
+fn external_prerequisites_and_the_timeout() {
+    let sb = Sandbox::new();
+    let d = sb.path();
+    let done = sb.submit(&["--wait", "--", "true"]);
+    let (code, failed, _) = sb.run(&[
+        "-o", "quiet", "submit", "--wait", "--", "sh", "-c", "exit 1",
+    ]);
+    assert_eq!(code, 1);
+    let failed = failed.trim().to_string();
+    let file = write_file(
+        d,
+        "ext.jsonl",
+        &[
+            json!({"key":"ok","after":done,"command":["true"]}),
+            json!({"key":"no","after":[done, failed],"command":["true"]}),
+        ],
+    );
+    let (code, out, err) = sb.run(&["-o", "json", "batch", file.to_str().unwrap(), "--wait"]);
+    assert_eq!(code, 1, "an awaited prerequisite failed: {err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(row(&rows, "ok")["state"], "succeeded");
+    let no = row(&rows, "no");
+    assert_eq!(no["state"], "blocked");
+    assert!(no["reason"].as_str().unwrap().contains(&failed), "{no}");
+
+    let file = write_file(
+        d,
+        "slow.jsonl",
+        &[
+            json!({"key":"slow","name":"slow","command":["sleep","30"]}),
+            json!({"key":"later","after":"slow","command":["true"]}),
+        ],
+    );
+    let junit = d.join("slow.xml");
+    let (code, out, err) = sb.run(&[
+        "-o",
+        "json",
+        "batch",
+        file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "1s",
+        "--report",
+        &format!("junit={}", junit.display()),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(row(&rows, "slow")["state"], "running");
+    assert_eq!(row(&rows, "later")["outcome"], "pending");
+    let cases = validate_junit(&junit);
+    assert_eq!(case(&cases, "slow").verdict.as_ref().unwrap().0, "error");
+    assert_eq!(case(&cases, "later").verdict.as_ref().unwrap().0, "error");
+    let slow = row(&rows, "slow")["ref"].as_str().unwrap().to_string();
+    assert_eq!(sb.run(&["abort", &slow]).0, 0);
+}
+
 /// Starts `jobctl -o ndjson ARGS`, reads its events until `stop` says so, then kills it with
 /// SIGKILL (no chance to clean up), returning the events seen.
 fn run_and_kill(sb: &Sandbox, args: &[&str], stop: impl Fn(&Value) -> bool) -> Vec<Value> {

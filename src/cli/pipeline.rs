@@ -417,6 +417,12 @@ impl Run<'_> {
         &self.sched.plan.lines[i]
     }
 
+    /// Prints line `i`'s row as it was just decided.
+    fn show_line(&self, i: usize) {
+        let row = self.row(i);
+        self.display.suspend(|| self.p.pipeline_line(&row));
+    }
+
     /// The row of line `i` as it stands.
     fn row(&self, i: usize) -> PipelineRow {
         let l = self.line(i);
@@ -664,7 +670,7 @@ impl Run<'_> {
                 if self.outcome[i].is_none() {
                     self.outcome[i] =
                         Some(if existing { "reconciled" } else { "submitted" }.into());
-                    self.p.pipeline_line(&self.row(i));
+                    self.show_line(i);
                 } else if self.p.mode == OutputMode::Table {
                     self.display.note(
                         self.p,
@@ -689,7 +695,7 @@ impl Run<'_> {
                     "event": "error", "line": self.line(i).line, "key": key,
                     "ref": Value::Null, "error": error_json(&e)["error"],
                 }));
-                self.p.pipeline_line(&self.row(i));
+                self.show_line(i);
                 self.announce_blocked(&blocked);
             }
         }
@@ -711,7 +717,7 @@ impl Run<'_> {
             if self.outcome[j].is_none() {
                 self.outcome[j] = Some("blocked".into());
             }
-            self.p.pipeline_line(&self.row(j));
+            self.show_line(j);
         }
     }
 
