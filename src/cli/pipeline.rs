@@ -606,7 +606,15 @@ impl Run<'_> {
                         return Ok(Stopped::TimedOut);
                     }
                     if tokio::time::Instant::now() >= next_poll {
-                        let changed = self.poll().await?;
+                        // The deadline and Ctrl-C hold while a slow platform is being asked.
+                        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+                        let changed = tokio::select! {
+                            r = self.poll() => r?,
+                            _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
+                                return Ok(Stopped::TimedOut);
+                            }
+                            _ = &mut interrupt => return Ok(Stopped::Interrupted),
+                        };
                         delay = if changed { base } else { delay.mul_f64(1.5).min(max_interval) };
                         next_poll = tokio::time::Instant::now() + delay;
                     }
@@ -691,6 +699,9 @@ impl Run<'_> {
                     self.outcome[i] = Some("failed".into());
                 }
                 self.error[i] = Some(err);
+                let n = self.line(i).line;
+                self.display
+                    .suspend(|| eprintln!("jobctl: error: line {n} ({key}): {e}"));
                 self.p.event(&serde_json::json!({
                     "event": "error", "line": self.line(i).line, "key": key,
                     "ref": Value::Null, "error": error_json(&e)["error"],
