@@ -721,6 +721,9 @@ fn a_killed_pipeline_resumes_with_one_submission_per_line_and_attempt() {
             .all(|r| r["outcome"] == "skipped" || r["outcome"] == "blocked"),
         "{rows:?}"
     );
+    // Lines finished in earlier runs still carry their final job.
+    assert_eq!(row(&rows, "c")["job"]["state"], "succeeded");
+    assert_eq!(row(&rows, "d")["job"]["state"], "failed");
     assert_eq!(keys(&ledger(&sb)).len(), 5);
     assert_eq!(cloudpss_created(&sim), 1);
     assert_eq!(sim.hits(SLURM_SUBMIT), 1);

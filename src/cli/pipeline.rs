@@ -333,6 +333,9 @@ pub async fn run(text: &str, o: RunOptions<'_>, s: &Session, p: &Printer) -> Res
     }
     let ended = run.drive(&o).await;
     run.display.clear();
+    if ended.is_ok() {
+        run.fill_finished_jobs().await;
+    }
     let (code, stop_error) = match ended {
         Ok(stopped) => (run.exit_code(stopped), None),
         Err(e) => (e.exit_code(), Some(e)),
@@ -415,6 +418,34 @@ impl Run<'_> {
 
     fn line(&self, i: usize) -> &Line {
         &self.sched.plan.lines[i]
+    }
+
+    /// Reads the final job of lines finished in an earlier run (the journal holds their state,
+    /// not the job), so every row and report case carries its job. Best effort: a job that
+    /// cannot be read stays null.
+    async fn fill_finished_jobs(&mut self) {
+        let mut groups: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+        for (i, st) in self.sched.status.iter().enumerate() {
+            if let (Status::Done { job, .. }, None) = (st, &self.jobs[i]) {
+                let profile = self.bounds[i].profile.name.clone();
+                groups.entry(profile).or_default().push((i, job.id.clone()));
+            }
+        }
+        for (profile, items) in groups {
+            let Ok(bound) = self.s.bound(&profile) else {
+                continue;
+            };
+            let ids: Vec<String> = items.iter().map(|(_, id)| id.clone()).collect();
+            let read = bound.backend.statuses(&ids);
+            let Ok(results) = tokio::time::timeout(Duration::from_secs(30), read).await else {
+                continue;
+            };
+            for ((i, _), r) in items.into_iter().zip(results) {
+                if let Ok(job) = r {
+                    self.jobs[i] = Some(self.s.finish_job(&bound, job));
+                }
+            }
+        }
     }
 
     /// Prints line `i`'s row as it was just decided.
