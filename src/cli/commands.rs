@@ -374,47 +374,9 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
     }
     let opts = watch_options(&a.watch, bound.profile.poll_interval, true, p)?;
     let mut reports = Reports::new(&a.reports, "jobctl submit".into());
-    let mut job = job;
-    let mut targets = vec![(bound.profile.name.clone(), job.id.clone())];
-    let mut watched = run_watch(&targets, &opts, s, p).await;
-    // Resubmit a failed job (never a canceled one) while attempts remain; each attempt has its
-    // own key so a re-run of the same command finds every attempt in the ledger.
-    let mut attempt = 1;
-    while attempt <= a.retries
-        && watched.exit_code == exit::JOB_FAILED
-        && watched.jobs.iter().any(|j| j.state == JobState::Failed)
-    {
-        attempt += 1;
-        let delay = crate::pipeline::retry_delay(attempt);
-        p.event(&serde_json::json!({
-            "event": "retry", "ref": job.reference, "attempt": attempt,
-            "key": spec.key.as_deref().map(|k| crate::pipeline::attempt_key(k, attempt)),
-            "delay_ms": delay.as_millis(),
-        }));
-        p.note(&format!(
-            "{} failed; attempt {attempt} of {} in {}",
-            job.reference,
-            a.retries + 1,
-            humantime::format_duration(delay)
-        ));
-        tokio::time::sleep(delay).await;
-        let mut next = spec.clone();
-        next.key = spec
-            .key
-            .as_deref()
-            .map(|k| crate::pipeline::attempt_key(k, attempt));
-        let (again, existing) = submit_spec(&bound, &next, s).await?;
-        if p.mode != OutputMode::Json {
-            p.render(Report::Submitted {
-                job: again.clone(),
-                existing,
-            });
-        }
-        job = again;
-        targets = vec![(bound.profile.name.clone(), job.id.clone())];
-        watched = run_watch(&targets, &opts, s, p).await;
-    }
-    reports.attempts = attempt;
+    let (job, targets, watched, attempts) =
+        watch_with_retries(&bound, &spec, job, &opts, a.retries, s, p).await?;
+    reports.attempts = attempts;
     let mut out = conclude(watched, &targets, &reports, s, p).await;
     if out.code == exit::SUCCESS {
         if let Some(dir) = &a.fetch {
@@ -427,6 +389,90 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         out.report = Report::Nothing;
     }
     Ok(out)
+}
+
+/// Watches a submitted job; while it failed (not canceled) and attempts remain, submits it
+/// again after a pause, with its own key (`KEY#2`…) so a re-run of the same command finds
+/// every attempt in the ledger. `--timeout` bounds all attempts together; Ctrl-C during a
+/// pause ends like Ctrl-C during a wait. Returns the last attempt's job, its target, how its
+/// wait ended and the number of attempts.
+async fn watch_with_retries(
+    bound: &Bound,
+    spec: &JobSpec,
+    first: crate::model::Job,
+    opts: &WatchOptions,
+    retries: u32,
+    s: &Session,
+    p: &Printer,
+) -> Result<(
+    crate::model::Job,
+    Vec<(String, String)>,
+    watch::Outcome,
+    u32,
+)> {
+    let deadline = opts.timeout.map(|t| std::time::Instant::now() + t);
+    let mut job = first;
+    let mut targets = vec![(bound.profile.name.clone(), job.id.clone())];
+    let mut watched = run_watch(&targets, opts, s, p).await;
+    let mut attempt = 1;
+    while attempt <= retries
+        && watched.exit_code == exit::JOB_FAILED
+        && watched.jobs.iter().any(|j| j.state == JobState::Failed)
+    {
+        let delay = crate::pipeline::retry_delay(attempt + 1);
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        if left.is_some_and(|l| l <= delay) {
+            // The next attempt could not even start before the deadline.
+            break;
+        }
+        attempt += 1;
+        let key = spec
+            .key
+            .as_deref()
+            .map(|k| crate::pipeline::attempt_key(k, attempt));
+        p.event(&serde_json::json!({
+            "event": "retry", "ref": job.reference, "attempt": attempt,
+            "key": key, "delay_ms": delay.as_millis(),
+        }));
+        p.note(&format!(
+            "{} failed; attempt {attempt} of {} in {}",
+            job.reference,
+            retries + 1,
+            humantime::format_duration(delay)
+        ));
+        let mut sigint = super::interrupt_signal();
+        let interrupted = async {
+            match sigint.as_mut() {
+                Some(sig) => {
+                    sig.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = interrupted => {
+                p.warn("interrupted; the jobs keep running");
+                watched.exit_code = exit::INTERRUPTED;
+                return Ok((job, targets, watched, attempt - 1));
+            }
+        }
+        let mut next = spec.clone();
+        next.key = key;
+        let (again, existing) = submit_spec(bound, &next, s).await?;
+        if p.mode != OutputMode::Json {
+            p.render(Report::Submitted {
+                job: again.clone(),
+                existing,
+            });
+        }
+        job = again;
+        targets = vec![(bound.profile.name.clone(), job.id.clone())];
+        let mut opts = opts.clone();
+        opts.timeout = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        watched = run_watch(&targets, &opts, s, p).await;
+    }
+    Ok((job, targets, watched, attempt))
 }
 
 /// Groups resolved references by profile, keeping each one's position.
