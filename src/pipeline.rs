@@ -1249,4 +1249,75 @@ mod tests {
         assert_eq!(attempt_key("k", 1), "k");
         assert_eq!(attempt_key("k", 3), "k#3");
     }
+
+    proptest::proptest! {
+        /// On any acyclic file with any outcomes, the scheduler submits a line only after all
+        /// its prerequisites succeeded, retries only failures and at most `retries` times, and
+        /// ends with every line final: done exactly when all prerequisites succeeded, blocked
+        /// otherwise.
+        #[test]
+        fn any_pipeline_runs_to_a_consistent_end(
+            shape in proptest::collection::vec(
+                (proptest::collection::vec(0usize..8, 0..3), 0u32..3, proptest::collection::vec(0u8..3, 3)),
+                1..8,
+            )
+        ) {
+            let lines: Vec<Value> = shape
+                .iter()
+                .enumerate()
+                .map(|(i, (deps, retries, _))| {
+                    let after: Vec<String> = deps
+                        .iter()
+                        .filter(|&&d| d < i)
+                        .map(|d| format!("k{d}"))
+                        .collect();
+                    json!({"key": format!("k{i}"), "after": after, "retries": retries, "command": ["x"]})
+                })
+                .collect();
+            let mut s = Scheduler::new(plan_of(&lines).unwrap());
+            let mut attempts = vec![0u32; lines.len()];
+            let outcome = |i: usize, a: u32| match shape[i].2[(a as usize - 1).min(2)] {
+                0 => JobState::Succeeded,
+                1 => JobState::Failed,
+                _ => JobState::Canceled,
+            };
+            for _ in 0..100 {
+                let mut due: Vec<(usize, u32)> = s.ready().into_iter().map(|i| (i, 1)).collect();
+                for (i, st) in s.status.iter().enumerate() {
+                    if let Status::RetryDue { next } = st {
+                        due.push((i, *next));
+                    }
+                }
+                if due.is_empty() {
+                    break;
+                }
+                for (i, a) in due {
+                    for d in &s.plan.deps[i] {
+                        proptest::prop_assert!(s.dep_succeeded(d), "line {i} ran before {d:?}");
+                    }
+                    attempts[i] = a;
+                    s.submitted(i, a, out(&format!("{i}-{a}")));
+                    let state = outcome(i, a);
+                    if let Finish::Retry { next, .. } = s.finished(i, state) {
+                        proptest::prop_assert_eq!(state, JobState::Failed);
+                        proptest::prop_assert_eq!(next, a + 1);
+                    }
+                }
+            }
+            proptest::prop_assert!(s.all_final());
+            for i in 0..lines.len() {
+                proptest::prop_assert!(attempts[i] <= shape[i].1 + 1);
+                let deps_ok = s.plan.deps[i].iter().all(|d| s.dep_succeeded(d));
+                match &s.status[i] {
+                    Status::Done { state, attempts: n, .. } => {
+                        proptest::prop_assert!(deps_ok);
+                        proptest::prop_assert_eq!(*n, attempts[i]);
+                        proptest::prop_assert_eq!(*state, outcome(i, *n));
+                    }
+                    Status::Blocked { .. } => proptest::prop_assert!(!deps_ok),
+                    other => proptest::prop_assert!(false, "line {} ended {:?}", i, other),
+                }
+            }
+        }
+    }
 }
