@@ -729,6 +729,45 @@ fn a_killed_pipeline_resumes_with_one_submission_per_line_and_attempt() {
     assert_eq!(sim.hits(SLURM_SUBMIT), 1);
 }
 
+/// `--concurrency` limits submissions in flight per profile: with a limit of 1 and a slow
+/// CloudPSS, the local line behind it in the file is submitted without waiting for it.
+#[test]
+fn a_slow_platform_holds_back_only_its_own_lines() {
+    let sim = sim();
+    let sb = Sandbox::with_sim(&sim);
+    let d = sb.path();
+    let file = write_file(
+        d,
+        "p.jsonl",
+        &[
+            json!({"key":"remote","profile":"cloudpss","options":{"function":"function/CloudPSS/hello"}}),
+            json!({"key":"near","command":["true"]}),
+        ],
+    );
+    // Every simulator answer (the login, then the submission) takes 1.5 s.
+    sim.set_faults(jobctl_sim::Faults {
+        latency_ms: (1500, 1500),
+        ..jobctl_sim::Faults::default()
+    });
+    let (code, out, err) = sb.run(&[
+        "-o",
+        "ndjson",
+        "batch",
+        file.to_str().unwrap(),
+        "--wait",
+        "--concurrency",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let order: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == "submitted")
+        .map(|v| v["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order, vec!["near", "remote"]);
+}
+
 /// Ctrl-C stops `batch --wait` with exit 130 and a final result event; the jobs keep running
 /// and the same command finishes the pipeline without submitting anything twice.
 #[test]

@@ -600,6 +600,7 @@ impl Run<'_> {
         let mut delay = base;
         let mut next_poll = tokio::time::Instant::now();
         let mut inflight = FuturesUnordered::new();
+        let mut sending: BTreeMap<String, usize> = BTreeMap::new();
         let mut sigint = super::interrupt_signal();
         let mut interrupt = std::pin::pin!(async move {
             match sigint.as_mut() {
@@ -610,11 +611,15 @@ impl Run<'_> {
             }
         });
         loop {
-            // Launch what is due, in file order, within the concurrency limit.
+            // Launch what is due, in file order, within each profile's limit: a slow platform
+            // holds back its own lines, not the other platforms' ones.
             for (i, attempt) in self.due() {
-                if inflight.len() >= o.concurrency.max(1) {
-                    break;
+                let profile = &self.bounds[i].profile.name;
+                let busy = sending.get(profile).copied().unwrap_or(0);
+                if busy >= o.concurrency.max(1) {
+                    continue;
                 }
+                sending.insert(profile.clone(), busy + 1);
                 self.sched.submitting(i, attempt);
                 self.retry_at[i] = None;
                 let spec = self.sched.spec_for(i, attempt);
@@ -628,6 +633,9 @@ impl Run<'_> {
             let wake = deadline.map_or(wake, |d| d.min(wake));
             tokio::select! {
                 Some((i, attempt, result)) = inflight.next(), if !inflight.is_empty() => {
+                    if let Some(n) = sending.get_mut(&self.bounds[i].profile.name) {
+                        *n = n.saturating_sub(1);
+                    }
                     self.sent(i, attempt, result)?;
                     // A new job is worth a prompt first look.
                     next_poll = next_poll.min(tokio::time::Instant::now() + base);
