@@ -186,13 +186,13 @@ pub enum Command {
         /// JSON-lines file, one job spec per line (`-` for stdin).
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// Submissions in flight at once.
+        /// Submissions in flight at once (with --wait: per profile).
         #[arg(long, default_value_t = 4, value_name = "N")]
         concurrency: usize,
         /// Journal of outcomes, so a re-run skips what was done [default: FILE.journal].
         #[arg(long, value_name = "PATH")]
         journal: Option<PathBuf>,
-        /// Wait for every submitted job.
+        /// Wait for every submitted job, running `after`/`retries` lines as a pipeline.
         #[arg(long)]
         wait: bool,
         /// With --wait: give up after this long (exit 3).
