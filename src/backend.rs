@@ -8,11 +8,25 @@ use crate::model::{
     SpecRules,
 };
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncWrite;
+
+/// What the platform knows about a submission's idempotency key ([`JobBackend::find_by_key`]).
+// One value per lookup, never stored in bulk: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum KeyLookup {
+    /// The platform holds a job carrying the key: that is the submission's job.
+    Found(Job),
+    /// The platform certainly holds no job carrying the key.
+    Absent,
+    /// The platform cannot be searched by key (it stores no caller value, or lists no jobs).
+    Unsearchable,
+}
 
 /// Where `logs` writes: stdout in the CLI, a buffer in tests.
 pub type LogSink<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
@@ -46,6 +60,14 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
     /// Submits one job (already validated) and returns it with its id.
     async fn submit(&self, spec: &JobSpec) -> Result<Job>;
 
+    /// Looks for the job an earlier submission of `spec` (with its idempotency key) created,
+    /// among jobs created since `since`. Backends carry the key into the platform request
+    /// (a job name, comment or argument) so a submission whose answer was lost can be found;
+    /// those that cannot keep this default.
+    async fn find_by_key(&self, _spec: &JobSpec, _since: DateTime<Utc>) -> Result<KeyLookup> {
+        Ok(KeyLookup::Unsearchable)
+    }
+
     /// Current state of one job; [`crate::error::ErrorKind::NotFound`] when it does not exist.
     async fn status(&self, id: &str) -> Result<Job>;
 
@@ -69,6 +91,16 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
 
     /// Requests cancellation of one job.
     async fn abort(&self, id: &str) -> Result<AbortOutcome>;
+
+    /// `abort --force`: stops the job at once, without the grace period a normal cancellation
+    /// gives it, where the platform can.
+    async fn abort_force(&self, _id: &str) -> Result<AbortOutcome> {
+        Err(Error::not_supported(
+            self.name(),
+            "abort --force",
+            "the platform has no forced cancellation; use `abort` without --force",
+        ))
+    }
 
     /// Writes the job's output (or error stream) to `out`; with `follow`, until the job ends.
     async fn logs(&self, _id: &str, _req: LogsRequest, _out: LogSink<'_>) -> Result<()> {

@@ -102,6 +102,72 @@ impl BackendKind {
         }
     }
 
+    /// Whether `--arg` becomes environment variables of the job (values passed exactly as
+    /// typed) rather than JSON arguments the platform takes.
+    pub fn args_are_env(self) -> bool {
+        matches!(self, BackendKind::Local | BackendKind::Slurm)
+    }
+
+    /// Profile keys this backend reads beyond the generic ones and those of
+    /// [`Self::env_vars`] (defaults for job options, tuning).
+    fn extra_profile_keys(self) -> &'static [&'static str] {
+        match self {
+            BackendKind::Local => &[],
+            BackendKind::Cloudpss => &[
+                "api_url",
+                "abort_timeout",
+                "queue",
+                "cpu",
+                "ecpu",
+                "mem",
+                "priority",
+            ],
+            BackendKind::Ac => &["login_url", "access_key", "secret_key"],
+            BackendKind::Octoplant => &[],
+            BackendKind::Nebula => &["page_size", "sample_limit", "workflow"],
+            BackendKind::Slurm => &[],
+        }
+    }
+
+    /// Every key a `[profiles.NAME]` section of this backend may hold (secrets in their
+    /// `<key>_env` form).
+    pub fn profile_keys(self) -> Vec<String> {
+        let mut keys: Vec<String> = [
+            "backend",
+            "url",
+            "username",
+            "user",
+            "ca_cert",
+            "insecure",
+            "timeout",
+            "poll_interval",
+        ]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+        for (_, key, secret) in self.env_vars() {
+            let k = if *secret || SECRET_KEYS.contains(key) {
+                format!("{key}_env")
+            } else {
+                key.to_string()
+            };
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        for key in self.extra_profile_keys() {
+            let k = if SECRET_KEYS.contains(key) {
+                format!("{key}_env")
+            } else {
+                key.to_string()
+            };
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        keys
+    }
+
     /// Prefix of the generic per-profile variables (`<P>_CA_CERT`, `<P>_INSECURE`,
     /// `<P>_TIMEOUT`, `<P>_POLL_INTERVAL`).
     pub fn env_prefix(self) -> &'static str {
@@ -146,9 +212,12 @@ impl FromStr for BackendKind {
 pub struct Secret(String);
 
 impl Secret {
-    /// Wraps a secret.
+    /// Wraps a secret, and registers it so it is masked wherever jobctl quotes text it did not
+    /// write itself (platform answers, error chains).
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        let value = value.into();
+        crate::http::redact::register(&value);
+        Secret(value)
     }
     /// The secret itself: only for building a request, never for printing.
     pub fn expose(&self) -> &str {
@@ -193,6 +262,9 @@ pub struct Profile {
     pub poll_interval: Duration,
     /// Where this profile came from (`built-in`, `config file`).
     pub source: &'static str,
+    /// Environment variables that hold secrets of any profile: the built-in ones and those
+    /// named by the config file's `*_env` keys. Local jobs never inherit them.
+    pub secret_vars: Vec<String>,
 }
 
 impl Profile {
@@ -214,6 +286,7 @@ impl Profile {
                 Duration::from_secs(2)
             },
             source: "built-in",
+            secret_vars: Vec::new(),
         }
     }
 
@@ -238,9 +311,57 @@ impl Profile {
         Error::usage(format!("profile '{}', `{key}`: {}", self.name, e.message))
     }
 
-    /// Whether some credential (password or token) is configured.
+    /// Whether some credential (password, token, or a command that prints a token) is
+    /// configured.
     pub fn has_credentials(&self) -> bool {
         !self.secrets.is_empty()
+            || self
+                .option("token_command")
+                .is_some_and(|c| !c.trim().is_empty())
+    }
+
+    /// Where the user sets profile key `key`: the environment variable for a built-in
+    /// profile, the config key (`<key>_env` for secrets) for a configured one.
+    pub fn setting_name(&self, key: &str) -> String {
+        let builtin = self.name == self.backend.as_str();
+        let var = self
+            .backend
+            .env_vars()
+            .iter()
+            .find(|(_, k, _)| *k == key)
+            .map(|(v, _, secret)| (*v, *secret));
+        match var {
+            Some((v, _)) if builtin => v.to_string(),
+            Some((_, true)) => format!("`{key}_env`"),
+            _ if SECRET_KEYS.contains(&key) => format!("`{key}_env`"),
+            _ => format!("`{key}`"),
+        }
+    }
+
+    /// The error for credentials missing from the configuration (exit 2): it names the keys
+    /// of *this* profile to set, one alternative per slice (`[["username", "password"],
+    /// ["token"]]`).
+    pub fn missing_credentials(&self, alternatives: &[&[&str]]) -> Error {
+        let alts: Vec<String> = alternatives
+            .iter()
+            .map(|keys| {
+                keys.iter()
+                    .map(|k| self.setting_name(k))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            })
+            .collect();
+        let whereto = if self.name == self.backend.as_str() {
+            String::new()
+        } else {
+            format!(" in [profiles.{}] of the config file", self.name)
+        };
+        Error::usage(format!(
+            "profile '{}' ({}) has no credentials: set {}{whereto}",
+            self.name,
+            self.backend,
+            alts.join(", or ")
+        ))
     }
 
     /// Applies one `key = value` setting, routing it to the right field.
@@ -254,9 +375,12 @@ impl Profile {
             "username" | "user" => self.username = Some(value.to_string()),
             "ca_cert" => self.ca_cert = Some(PathBuf::from(value)),
             "insecure" => self.insecure = parse_bool(value).map_err(|e| self.invalid(key, e))?,
-            "timeout" => self.timeout = parse_duration(value).map_err(|e| self.invalid(key, e))?,
+            "timeout" => {
+                self.timeout = parse_positive_duration(value).map_err(|e| self.invalid(key, e))?
+            }
             "poll_interval" => {
-                self.poll_interval = parse_duration(value).map_err(|e| self.invalid(key, e))?
+                self.poll_interval =
+                    parse_positive_duration(value).map_err(|e| self.invalid(key, e))?
             }
             _ => {
                 self.options.insert(key.to_string(), value.to_string());
@@ -279,6 +403,17 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
             "invalid duration '{s}': {e} (write e.g. 500ms, 30s, 5m, 1h30m)"
         ))
     })
+}
+
+/// Like [`parse_duration`], refusing zero (a zero timeout or interval is never meant).
+pub fn parse_positive_duration(s: &str) -> Result<Duration> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(Error::usage(format!(
+            "invalid duration '{s}': must be more than zero"
+        )));
+    }
+    Ok(d)
 }
 
 /// Parses booleans `1/true/yes/on` and `0/false/no/off`.
@@ -346,6 +481,23 @@ impl EnvSource {
             .or_else(|| self.dotenv.get(name).cloned())
             .filter(|v| !v.is_empty())
     }
+}
+
+/// Variables that carry credentials jobctl reads (every backend's secret variables, and those
+/// of logins other builds of jobctl know, so an upgrade never starts leaking them).
+pub fn builtin_secret_vars() -> Vec<String> {
+    let mut vars: Vec<String> = BackendKind::ALL
+        .iter()
+        .flat_map(|b| b.env_vars().iter())
+        .filter(|(_, _, secret)| *secret)
+        .map(|(var, _, _)| (*var).to_string())
+        .collect();
+    for extra in ["AC_SECRET_KEY", "AC_ACCESS_KEY"] {
+        if !vars.iter().any(|v| v == extra) {
+            vars.push(extra.to_string());
+        }
+    }
+    vars
 }
 
 /// Keys that hold secrets; they must be given by reference (`<key>_env`), never inline.
@@ -483,9 +635,31 @@ impl Config {
         self.file.profiles.contains_key(name) || name.parse::<BackendKind>().is_ok()
     }
 
+    /// Every variable that holds a secret: [`builtin_secret_vars`] plus the variables the
+    /// config file's `*_env` keys name (in any profile).
+    pub fn secret_variables(&self) -> Vec<String> {
+        let mut vars = builtin_secret_vars();
+        for section in self.file.profiles.values() {
+            for (key, value) in section {
+                if let (true, toml::Value::String(var)) = (key.ends_with("_env"), value) {
+                    if !vars.contains(var) {
+                        vars.push(var.clone());
+                    }
+                }
+            }
+        }
+        vars
+    }
+
     /// Resolves a profile by name. Built-in profiles (named after a backend or alias) read the
     /// backend's environment variables on top of a config section of the same name, if any.
     pub fn profile(&self, name: &str) -> Result<Profile> {
+        let mut p = self.resolve_profile(name)?;
+        p.secret_vars = self.secret_variables();
+        Ok(p)
+    }
+
+    fn resolve_profile(&self, name: &str) -> Result<Profile> {
         if let Some(section) = self.file.profiles.get(name) {
             let backend = match section.get("backend") {
                 Some(toml::Value::String(b)) => b
@@ -516,7 +690,7 @@ impl Config {
         })?;
         // An alias (`scnet`) resolves to the canonical built-in profile (`ac`).
         if backend.as_str() != name && self.file.profiles.contains_key(backend.as_str()) {
-            return self.profile(backend.as_str());
+            return self.resolve_profile(backend.as_str());
         }
         let mut profile = Profile::new(backend.as_str(), backend);
         self.apply_env(&mut profile)?;
@@ -525,9 +699,13 @@ impl Config {
 
     fn apply_section(&self, profile: &mut Profile, section: &toml::Table) -> Result<()> {
         let name = profile.name.clone();
+        let known = profile.backend.profile_keys();
         for (key, value) in section {
             if key == "backend" {
                 continue;
+            }
+            if !known.contains(key) && !SECRET_KEYS.contains(&key.as_str()) {
+                return Err(unknown_key(&name, profile.backend, key, &known));
             }
             if SECRET_KEYS.contains(&key.as_str()) {
                 return Err(Error::usage(format!(
@@ -575,6 +753,66 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The user's umask, saved by [`restrict_umask`] (`u32::MAX` until then).
+static USER_UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Makes every file and directory this process creates owner-only (umask 077), whatever the
+/// user's umask, and remembers the user's for what jobctl creates on the user's behalf
+/// (fetched artifacts, a local job's own files).
+pub fn restrict_umask() {
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::from_bits_truncate(0o077));
+    USER_UMASK.store(old.bits(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The umask the user started jobctl with (022 when [`restrict_umask`] was not called).
+pub fn user_umask() -> u32 {
+    match USER_UMASK.load(std::sync::atomic::Ordering::Relaxed) {
+        u32::MAX => 0o022,
+        m => m,
+    }
+}
+
+/// Creates the state directory owner-only (0700) and takes back permissions others had on an
+/// existing one and on its databases (0600), so tokens and the ledger stay private.
+pub fn secure_state_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |e: std::io::Error| Error::io(format!("state directory {}", dir.display()), e);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))
+                .map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// The error for a key no backend setting has, naming the closest valid one.
+fn unknown_key(profile: &str, backend: BackendKind, key: &str, known: &[String]) -> Error {
+    let closest = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(key, k), k))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .unwrap_or_default();
+    Error::usage(format!(
+        "profile '{profile}': unknown key `{key}` for the {backend} backend{closest} (valid keys: {})",
+        known.join(", ")
+    ))
 }
 
 #[cfg(test)]

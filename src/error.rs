@@ -103,6 +103,9 @@ pub struct Error {
     /// Seconds the platform asked us to wait (Retry-After), when it said so.
     #[serde(skip)]
     pub retry_after: Option<std::time::Duration>,
+    /// The job reference the error is about, when it is about one (multi-job output).
+    #[serde(skip)]
+    pub reference: Option<String>,
 }
 
 /// Result alias used across the crate.
@@ -113,7 +116,9 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
-            message: message.into(),
+            // Messages quote platforms (their error texts, details, URLs): the last line of
+            // defence that keeps a known secret or a token-looking value out of them.
+            message: crate::http::redact::mask(&message.into()),
             code: None,
             retryable: kind.default_retryable(),
             profile: None,
@@ -121,6 +126,7 @@ impl Error {
             operation: None,
             token_expired: false,
             retry_after: None,
+            reference: None,
         }
     }
 
@@ -182,6 +188,11 @@ impl Error {
     pub fn in_profile(mut self, profile: &str, backend: &str) -> Self {
         self.profile.get_or_insert_with(|| profile.to_string());
         self.backend.get_or_insert_with(|| backend.to_string());
+        self
+    }
+    /// Says which job reference the error is about (shown as `ref` in JSON output).
+    pub fn about(mut self, reference: impl Into<String>) -> Self {
+        self.reference = Some(reference.into());
         self
     }
     /// Fill in the operation unless already set.
@@ -248,6 +259,13 @@ mod tests {
         assert_eq!(ErrorKind::Protocol.exit_code(), 7);
         assert_eq!(ErrorKind::NotSupported.exit_code(), 8);
         assert_eq!(ErrorKind::Interrupted.exit_code(), 130);
+    }
+
+    #[test]
+    fn messages_never_carry_a_known_secret() {
+        let _ = crate::config::Secret::new("tr0ub4dor-and-3");
+        let e = Error::platform("the server echoed tr0ub4dor-and-3 back");
+        assert_eq!(e.message, "the server echoed *** back");
     }
 
     #[test]

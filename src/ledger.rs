@@ -29,7 +29,8 @@ pub struct Entry {
     pub key: Option<String>,
     /// Job name from the spec.
     pub name: Option<String>,
-    /// `sending` (recorded, outcome unknown), `submitted` or `failed`.
+    /// `sending` (recorded, a process is sending it), `submitted`, `failed` (refused: the key
+    /// is free again) or `unknown` (sent, but no usable answer came back).
     pub status: String,
     /// Error text of a failed submission.
     pub error: Option<String>,
@@ -37,6 +38,26 @@ pub struct Entry {
     pub submitted_at: DateTime<Utc>,
     /// The spec as submitted.
     pub spec: serde_json::Value,
+    /// The process that recorded a `sending` row (to tell an in-flight one from a dead one).
+    #[serde(skip)]
+    pub pid: Option<i64>,
+}
+
+impl Entry {
+    /// Whether this `sending` row belongs to a live process (this one — another line of the
+    /// same batch — or another jobctl sending the same key right now), as opposed to one that
+    /// died mid-send.
+    pub fn in_flight(&self) -> bool {
+        if self.status != "sending" {
+            return false;
+        }
+        match self.pid {
+            Some(pid) if pid == i64::from(std::process::id()) => true,
+            Some(pid) => i32::try_from(pid)
+                .is_ok_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()),
+            None => false,
+        }
+    }
 }
 
 /// Result of [`Ledger::begin`].
@@ -74,6 +95,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS submissions_profile_key ON submissions(profile
 CREATE INDEX IF NOT EXISTS submissions_job_id ON submissions(job_id);
 ";
 
+/// Columns added after the first release, created in place on older ledgers.
+const MIGRATIONS: &[(&str, &str)] = &[("pid", "ALTER TABLE submissions ADD COLUMN pid INTEGER")];
+
 impl Ledger {
     /// Opens (creating if needed) `<state_dir>/ledger.sqlite`.
     pub fn open(state_dir: &Path) -> Result<Self> {
@@ -88,6 +112,14 @@ impl Ledger {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        for (column, sql) in MIGRATIONS {
+            let present = conn
+                .prepare("SELECT 1 FROM pragma_table_info('submissions') WHERE name = ?1")?
+                .exists([column])?;
+            if !present {
+                conn.execute_batch(sql)?;
+            }
+        }
         Ok(Ledger {
             conn: Mutex::new(conn),
         })
@@ -101,8 +133,9 @@ impl Ledger {
         f(&mut conn).map_err(Error::from)
     }
 
-    /// Records a submission about to be sent. With a key already submitted for this profile,
-    /// returns the earlier entry instead; a key whose earlier submission failed is reused.
+    /// Records a submission about to be sent. With a key already recorded for this profile,
+    /// returns the earlier entry instead (submitted, in flight or of unknown outcome); a key
+    /// whose earlier submission was refused is reused.
     pub fn begin(&self, profile: &str, backend: &str, spec: &JobSpec) -> Result<Begin> {
         let spec_json = serde_json::to_string(spec).map_err(|e| Error::io("ledger", e))?;
         let now = Utc::now().to_rfc3339();
@@ -128,9 +161,9 @@ impl Ledger {
                 }
             }
             tx.execute(
-                "INSERT INTO submissions (profile, backend, key, name, spec, status, submitted_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?6)",
-                params![profile, backend, spec.key, spec.name, spec_json, now],
+                "INSERT INTO submissions (profile, backend, key, name, spec, status, submitted_at, updated_at, pid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?6, ?7)",
+                params![profile, backend, spec.key, spec.name, spec_json, now, std::process::id()],
             )?;
             let seq = tx.last_insert_rowid();
             tx.commit()?;
@@ -153,11 +186,36 @@ impl Ledger {
 
     /// Marks a recorded submission as refused; its key becomes free again.
     pub fn fail(&self, seq: i64, error: &str) -> Result<()> {
+        self.set_status(seq, "failed", Some(error))
+    }
+
+    /// Marks a recorded submission as sent without a usable answer: the key stays taken
+    /// until the platform is asked about it.
+    pub fn unknown(&self, seq: i64, error: &str) -> Result<()> {
+        self.set_status(seq, "unknown", Some(error))
+    }
+
+    /// Takes over a `sending`/`unknown` row to send it again (the platform certainly does not
+    /// hold it, or the user asked to resubmit), recording this process as its sender. False
+    /// when the row changed since `entry` was read (another process claimed it first).
+    pub fn claim(&self, entry: &Entry) -> Result<bool> {
+        let now = Utc::now().to_rfc3339();
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE submissions SET status = 'sending', error = NULL, updated_at = ?1, pid = ?2
+                 WHERE seq = ?3 AND status = ?4 AND pid IS ?5",
+                params![now, std::process::id(), entry.seq, entry.status, entry.pid],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    fn set_status(&self, seq: i64, status: &str, error: Option<&str>) -> Result<()> {
         let now = Utc::now().to_rfc3339();
         self.with(|c| {
             c.execute(
-                "UPDATE submissions SET status = 'failed', error = ?1, updated_at = ?2 WHERE seq = ?3",
-                params![error, now, seq],
+                "UPDATE submissions SET status = ?1, error = ?2, updated_at = ?3 WHERE seq = ?4",
+                params![status, error, now, seq],
             )
         })?;
         Ok(())
@@ -220,7 +278,8 @@ impl Ledger {
     }
 }
 
-const COLUMNS: &str = "seq, profile, backend, key, name, spec, job_id, status, error, submitted_at";
+const COLUMNS: &str =
+    "seq, profile, backend, key, name, spec, job_id, status, error, submitted_at, pid";
 
 fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let profile: String = row.get(1)?;
@@ -240,6 +299,7 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         submitted_at: DateTime::parse_from_rfc3339(&submitted)
             .map(|d| d.with_timezone(&Utc))
             .unwrap_or_default(),
+        pid: row.get(10)?,
         profile,
     })
 }

@@ -61,10 +61,29 @@ pub struct BatchRow {
     /// Reference, when submitted.
     #[serde(rename = "ref")]
     pub reference: Option<String>,
-    /// `submitted`, `skipped`, `reconciled` or `failed`.
+    /// `submitted`, `skipped`, `reconciled`, `unknown` or `failed`.
     pub outcome: String,
-    /// Error, when failed.
+    /// Error, when failed or unknown (the `error` object of an error answer).
     pub error: Option<Value>,
+    /// With `--wait`: the job's final state (`null` when there is no job); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<Option<Job>>,
+}
+
+impl BatchRow {
+    /// What a person reads for this line: the reference or the error, and why it was skipped.
+    fn describe(&self) -> String {
+        let message = self
+            .error
+            .as_ref()
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str);
+        match (self.outcome.as_str(), message) {
+            ("skipped", _) => "already submitted in an earlier run".to_string(),
+            (_, Some(m)) => m.to_string(),
+            _ => String::new(),
+        }
+    }
 }
 
 /// One line of a pipeline run (`batch --wait`): the batch row plus where the line ended.
@@ -225,6 +244,24 @@ impl Printer {
         }
     }
 
+    /// Reports an error inside an ndjson event stream as an event line
+    /// (`{"event":"error","ref":…,"error":{…}}`); elsewhere like [`Self::error`].
+    pub fn error_event(&self, e: &Error) {
+        if self.mode != OutputMode::Ndjson {
+            return self.error(e);
+        }
+        eprintln!("jobctl: error: {e}");
+        let mut v = error_json(e);
+        if let Value::Object(m) = &mut v {
+            m.insert("event".into(), Value::String("error".into()));
+            m.insert(
+                "ref".into(),
+                e.reference.clone().map_or(Value::Null, Value::String),
+            );
+        }
+        self.json_out(&v);
+    }
+
     /// Renders a report.
     pub fn render(&self, report: Report) {
         match report {
@@ -372,16 +409,17 @@ impl Printer {
     fn submitted(&self, job: &Job, existing: bool) {
         match self.mode {
             OutputMode::Quiet => self.out(&job.reference),
-            OutputMode::Json => self.json_out(job),
+            OutputMode::Json => {
+                let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("existing".into(), Value::Bool(existing));
+                }
+                self.json_out(&v)
+            }
             OutputMode::Ndjson => {
                 self.json_out(&json!({"event": "submitted", "ref": job.reference, "existing": existing, "job": job}))
             }
-            OutputMode::Table => {
-                if existing {
-                    eprintln!("key already submitted; not submitting again");
-                }
-                self.out(&job.reference);
-            }
+            OutputMode::Table => self.out(&job.reference),
         }
     }
 
@@ -567,31 +605,55 @@ impl Printer {
     fn batch(&self, rows: &[BatchRow]) {
         match self.mode {
             OutputMode::Json => self.json_out(&rows),
+            // Streamed line by line as decided.
             OutputMode::Ndjson => {}
             OutputMode::Quiet => rows
                 .iter()
                 .filter_map(|r| r.reference.as_deref())
                 .for_each(|r| self.out(r)),
-            OutputMode::Table => {}
+            OutputMode::Table => {
+                let waited = rows.iter().any(|r| r.job.is_some());
+                let states: Vec<Option<JobState>> = rows
+                    .iter()
+                    .map(|r| r.job.as_ref().and_then(|j| j.as_ref()).map(|j| j.state))
+                    .collect();
+                let table: Vec<Vec<String>> = rows
+                    .iter()
+                    .zip(&states)
+                    .map(|(r, state)| {
+                        let mut cols = vec![
+                            r.line.to_string(),
+                            r.outcome.clone(),
+                            r.reference.clone().unwrap_or_else(|| "-".into()),
+                        ];
+                        if waited {
+                            cols.push(state.map(|s| s.to_string()).unwrap_or_default());
+                        }
+                        cols.push(r.describe());
+                        cols
+                    })
+                    .collect();
+                let header: &[&str] = if waited {
+                    &["LINE", "OUTCOME", "REF", "STATE", "NOTE"]
+                } else {
+                    &["LINE", "OUTCOME", "REF", "NOTE"]
+                };
+                self.table(header, &table, |col, row, text| match (col, states[row]) {
+                    (3, Some(state)) if waited => paint_state(state, text),
+                    _ => text.to_string(),
+                });
+            }
         }
     }
 
-    /// A batch line as it happens (table: `LINE  REF|error`; ndjson: the object).
+    /// A batch line as it is decided: ndjson prints `{"event":"line",…}` at once; the other
+    /// modes print every line, in line order, at the end.
     pub fn batch_line(&self, row: &BatchRow) {
-        match self.mode {
-            OutputMode::Ndjson => self.json_out(row),
-            OutputMode::Table => {
-                let what = match (&row.reference, &row.error) {
-                    (Some(r), _) => format!("{r}  {}", row.outcome),
-                    (None, Some(e)) => format!(
-                        "failed: {}",
-                        e.get("message").and_then(Value::as_str).unwrap_or("error")
-                    ),
-                    (None, None) => row.outcome.clone(),
-                };
-                self.out(&format!("{}  {what}", row.line));
+        if self.mode == OutputMode::Ndjson {
+            if let Ok(Value::Object(mut m)) = serde_json::to_value(row) {
+                m.insert("event".into(), Value::String("line".into()));
+                self.json_out(&m);
             }
-            _ => {}
         }
     }
 }
@@ -852,7 +914,13 @@ pub fn error_json(e: &Error) -> Value {
 fn item_json(it: &Result<Job, Error>) -> Value {
     match it {
         Ok(j) => serde_json::to_value(j).unwrap_or(Value::Null),
-        Err(e) => error_json(e),
+        Err(e) => {
+            let mut v = error_json(e);
+            if let (Some(r), Value::Object(m)) = (&e.reference, &mut v) {
+                m.insert("ref".into(), Value::String(r.clone()));
+            }
+            v
+        }
     }
 }
 

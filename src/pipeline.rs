@@ -52,8 +52,9 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Parses a batch file; any malformed line fails the whole file before anything is sent.
 /// Blank lines and lines starting with `#` are skipped. A line without `key` gets one derived
-/// from its number and text, so a re-run of the same file gives the same keys.
-pub fn parse(text: &str) -> Result<Vec<Line>> {
+/// from `run` (none for the first run of a file, else the id `--new-run` chose), its number
+/// and its text, so a re-run of the same file and run gives the same keys.
+pub fn parse(text: &str, run: Option<&str>) -> Result<Vec<Line>> {
     let mut lines = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
@@ -98,7 +99,13 @@ pub fn parse(text: &str) -> Result<Vec<Line>> {
         match &spec.key {
             Some(k) if k.trim().is_empty() => return Err(bad("`key` is empty".into())),
             Some(_) => {}
-            None => spec.key = Some(format!("batch-{n}-{:016x}", fnv1a(t.as_bytes()))),
+            None => {
+                let hash = fnv1a(t.as_bytes());
+                spec.key = Some(match run {
+                    None => format!("batch-{n}-{hash:016x}"),
+                    Some(r) => format!("batch-{r}-{n}-{hash:016x}"),
+                });
+            }
         }
         lines.push(Line {
             line: n,
@@ -892,7 +899,7 @@ mod tests {
     }
 
     fn plan_of(lines: &[Value]) -> Result<Plan> {
-        plan(parse(&file(lines))?)
+        plan(parse(&file(lines), None)?)
     }
 
     fn out(id: &str) -> Output {
@@ -904,11 +911,14 @@ mod tests {
 
     #[test]
     fn parse_takes_after_and_retries_out_of_the_spec() {
-        let lines = parse(&file(&[
-            json!({"key":"a","command":["true"]}),
-            json!({"key":"b","after":"a","retries":2,"command":["true"]}),
-            json!({"key":"c","after":["a","b"],"command":["true"]}),
-        ]))
+        let lines = parse(
+            &file(&[
+                json!({"key":"a","command":["true"]}),
+                json!({"key":"b","after":"a","retries":2,"command":["true"]}),
+                json!({"key":"c","after":["a","b"],"command":["true"]}),
+            ]),
+            None,
+        )
         .unwrap();
         assert_eq!(lines[1].after, vec!["a"]);
         assert_eq!(lines[1].retries, 2);
@@ -929,7 +939,7 @@ mod tests {
             (json!({"key": "", "command":["x"]}), "`key`"),
             (json!({"afterr": "a", "command":["x"]}), "afterr"),
         ] {
-            let e = parse(&format!("# c\n{bad}")).unwrap_err();
+            let e = parse(&format!("# c\n{bad}"), None).unwrap_err();
             assert!(e.message.starts_with("line 2:"), "{e}");
             assert!(e.message.contains(what), "{e}");
             assert_eq!(e.exit_code(), 2);
@@ -939,8 +949,10 @@ mod tests {
     #[test]
     fn derived_keys_are_stable_across_runs() {
         let text = "{\"command\":[\"true\"]}\n\n{\"command\":[\"true\"]}";
-        let a = parse(text).unwrap();
-        let b = parse(text).unwrap();
+        let a = parse(text, None).unwrap();
+        let b = parse(text, None).unwrap();
+        let fresh = parse(text, Some("r1")).unwrap();
+        assert!(fresh[0].key().starts_with("batch-r1-1-"));
         assert_eq!(a[0].key(), b[0].key());
         assert!(a[0].key().starts_with("batch-1-"));
         assert!(a[1].key().starts_with("batch-3-"));

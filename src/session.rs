@@ -94,13 +94,8 @@ impl Session {
             }
         }
         let whole = raw.trim().to_string();
-        if let Ok(ledger) = self.ledger() {
-            let hits = ledger.find_id(&whole)?;
-            let mut profiles: Vec<String> = hits.into_iter().map(|e| e.profile).collect();
-            profiles.dedup();
-            if profiles.len() == 1 {
-                return Ok((profiles.remove(0), whole));
-            }
+        if let Some(hit) = self.resolve_in_ledger(&whole)? {
+            return Ok(hit);
         }
         if let Some(p) = r.profile {
             return Err(Error::usage(format!(
@@ -110,6 +105,48 @@ impl Session {
         }
         let canonical = self.config.profile(&self.selected)?.name;
         Ok((canonical, whole))
+    }
+
+    /// Looks a bare id up in the ledger: the one job with exactly that id, else the one whose
+    /// id starts with it (a short id, as git and docker accept). Several candidates are an
+    /// error listing them, so a reference never silently changes meaning as the ledger grows.
+    fn resolve_in_ledger(&self, id: &str) -> Result<Option<(String, String)>> {
+        let Ok(ledger) = self.ledger() else {
+            return Ok(None);
+        };
+        let mut exact: Vec<(String, String)> = Vec::new();
+        let mut prefixed: Vec<(String, String)> = Vec::new();
+        for e in ledger.history(None)? {
+            let Some(job_id) = e.id else { continue };
+            let pair = (e.profile, job_id);
+            let into = if pair.1 == id {
+                &mut exact
+            } else if pair.1.starts_with(id) {
+                &mut prefixed
+            } else {
+                continue;
+            };
+            if !into.contains(&pair) {
+                into.push(pair);
+            }
+        }
+        let candidates = if exact.is_empty() { prefixed } else { exact };
+        match candidates.len() {
+            0 => Ok(None),
+            1 => Ok(candidates.into_iter().next()),
+            n => {
+                let shown: Vec<String> = candidates
+                    .iter()
+                    .take(10)
+                    .map(|(p, i)| format!("{p}:{i}"))
+                    .collect();
+                Err(Error::usage(format!(
+                    "job id '{id}' is ambiguous: {n} submissions in the ledger match ({}{}); write PROFILE:ID",
+                    shown.join(", "),
+                    if n > 10 { ", …" } else { "" }
+                )))
+            }
+        }
     }
 
     /// Stamps `ref`/`profile`/`backend` and fills name and creation time from the ledger.

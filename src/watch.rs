@@ -166,8 +166,19 @@ pub async fn run(
                 Err(e) => return finish(&jobs, e.exit_code(), Some(e)),
             };
             let ids: Vec<String> = idxs.iter().map(|&i| targets[i].1.clone()).collect();
+            // Deadlines are hard: a poll (with its retries) never outlives --timeout or the
+            // profile's --unreachable-timeout.
+            let mut deadline = last_answer[profile] + opts.unreachable_timeout;
+            if let Some(t) = opts.timeout {
+                deadline = deadline.min(started + t);
+            }
             let results = tokio::select! {
                 r = bound.backend.statuses(&ids) => r,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let e = Error::unavailable("no answer before the deadline")
+                        .in_profile(&bound.profile.name, bound.profile.backend.as_str());
+                    ids.iter().map(|_| Err(e.clone())).collect()
+                }
                 _ = &mut interrupt => {
                     display.clear();
                     return finish(&jobs, exit::INTERRUPTED, None);
@@ -220,7 +231,9 @@ pub async fn run(
                         jobs[i] = Some(job);
                     }
                     Err(e) => {
-                        let e = e.in_profile(&bound.profile.name, bound.profile.backend.as_str());
+                        let e = e
+                            .in_profile(&bound.profile.name, bound.profile.backend.as_str())
+                            .about(reference.clone());
                         let fatal = match e.kind {
                             ErrorKind::NotFound => jobs[i].is_none(),
                             ErrorKind::Auth | ErrorKind::Usage | ErrorKind::NotSupported => true,
@@ -320,6 +333,9 @@ pub async fn run(
         let mut sleep = delay;
         if let Some(t) = opts.timeout {
             sleep = sleep.min(t.saturating_sub(elapsed));
+        }
+        for at in last_answer.values() {
+            sleep = sleep.min(opts.unreachable_timeout.saturating_sub(at.elapsed()));
         }
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}

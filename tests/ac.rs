@@ -360,12 +360,12 @@ async fn documented_error_codes_become_typed_errors() {
         ("10007", 4, "用户已被冻结"),
         ("10008", 4, "权限不足"),
         ("10009", 4, "没有权限访问接口"),
-        ("10010", 7, "文件校验失败"),
-        ("10011", 7, "文件过大"),
+        ("10010", 2, "文件校验失败"),
+        ("10011", 2, "文件过大"),
         ("10012", 7, "连接中断"),
         ("10013", 7, "操作超时"),
         ("815005", 7, "调度系统没返回"),
-        ("815007", 7, "sbatch失败"),
+        ("815007", 2, "sbatch失败"),
     ];
     for (code, exit, text) in cases {
         let e = err_of(b.submit(&named("true", &format!("sim-error-{code}"))).await);
@@ -388,6 +388,8 @@ async fn documented_error_codes_become_typed_errors() {
     s.options.insert("queue".into(), "gpu-a100".into());
     let e = err_of(b.submit(&s).await);
     assert_eq!(e.code.as_deref(), Some("815007"));
+    // An invalid queue is refused for good: invalid input (2), not "may succeed later" (7).
+    assert_eq!(e.exit_code(), 2, "{e}");
     assert!(e.message.contains("Invalid partition"), "{e}");
     let e = err_of(b.status(&format!("{SCHED}.777777")).await);
     assert_eq!(e.exit_code(), 6, "{e}");

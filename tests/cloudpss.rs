@@ -263,8 +263,8 @@ async fn list_shows_my_jobs_newest_first_with_state_filters_and_pages() {
     let all = b.list(&ListQuery::default()).await.unwrap();
     assert_eq!(
         op(&sim, "jobs").await - before,
-        2,
-        "--all follows both pages"
+        3,
+        "--all follows every page (the simulator serves at most 50 jobs per page)"
     );
     assert_eq!(
         all.len(),
@@ -415,8 +415,9 @@ async fn platform_refusals_map_to_usage_and_platform_errors_with_codes() {
         ))
         .await
         .unwrap_err();
-    assert_kind(&e, ErrorKind::Platform);
-    assert_eq!(e.exit_code(), 7);
+    // A quota refusal is final (permission/quota), not "may succeed later".
+    assert_kind(&e, ErrorKind::Auth);
+    assert_eq!(e.exit_code(), 4);
     assert_eq!(e.code.as_deref(), Some("QUOTA_EXCEEDED"));
     assert!(e.message.contains("at most 8 cpu"), "{e}");
     assert!(e.to_string().contains("QUOTA_EXCEEDED"), "{e}");
@@ -455,7 +456,8 @@ async fn refused_or_missing_credentials_are_auth_errors() {
         .collect();
     let b = backend_with(vars, dir.path());
     let e = b.list(&ListQuery::default()).await.unwrap_err();
-    assert_eq!(e.exit_code(), 4);
+    // Credentials missing from the configuration are a usage error naming what to set.
+    assert_eq!(e.exit_code(), 2);
     assert!(e.message.contains("CLOUDPSS_TOKEN"), "{e}");
 }
 
@@ -748,6 +750,39 @@ async fn cli_submit_wait_succeeds_and_a_failed_job_fails_the_command() {
     assert_eq!(job["state"], "failed");
     assert_eq!(job["native_state"], "FAILED");
     assert_eq!(job["owner"], "jobctl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_all_and_status_return_every_job_when_the_server_caps_pages() {
+    let sim = quick_sim();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::backend(&sim, "cloudpss", dir.path());
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        ids.push(b.submit(&hello(json!({"i": i}))).await.unwrap().id);
+    }
+    let before = op(&sim, "jobs").await;
+    let sb = Sandbox::with_sim(&sim);
+    let mut cmd = sb.std_cmd();
+    cmd.args(["-b", "cloudpss", "-o", "json", "list", "--all"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut listed: Vec<String> = listed
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "every job, each once");
+    assert_eq!(op(&sim, "jobs").await - before, 3, "pages of 50, 50 and 20");
+
+    // Many ids at once: the id-filtered query is capped the same way.
+    let results = b.statuses(&ids).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

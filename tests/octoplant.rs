@@ -1,14 +1,16 @@
 //! The octoplant backend against jobctl-sim (plain HTTP and self-signed TLS).
 
+mod common;
+
+use common::{Sandbox, Setup, Sim, observe_until_terminal};
 use indicatif::ProgressBar;
-use jobctl::backend::{BackendContext, JobBackend};
-use jobctl::config::{Config, ConfigFile, EnvSource, Profile};
+use jobctl::backend::JobBackend;
+use jobctl::config::Profile;
 use jobctl::error::ErrorKind;
 use jobctl::ledger::{Begin, Ledger};
 use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery};
-use jobctl_sim::{self as sim, SimConfig, SimHandle};
+use jobctl_sim::{SimConfig, SimHandle};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -22,9 +24,9 @@ fn short_retry_budget() {
     ONCE.call_once(|| unsafe { std::env::set_var("JOBCTL_RETRY_BUDGET", "1500ms") });
 }
 
-async fn start(config: SimConfig) -> SimHandle {
+fn start(config: SimConfig) -> Sim {
     short_retry_budget();
-    sim::start(config).await.expect("simulator starts")
+    Sim::start(config)
 }
 
 fn fast() -> SimConfig {
@@ -37,27 +39,14 @@ fn fast() -> SimConfig {
 
 /// The built-in `octoplant` profile as configured from the simulator's variables plus `extra`.
 fn profile(sim: &SimHandle, extra: &[(&str, &str)]) -> Profile {
-    let mut vars: BTreeMap<String, String> = sim.env().into_iter().collect();
-    for (k, v) in extra {
-        vars.insert(k.to_string(), v.to_string());
-    }
-    let cfg = Config {
-        file: ConfigFile::default(),
-        env: EnvSource::fixed(vars),
-    };
-    cfg.profile("octoplant").expect("profile resolves")
+    Setup::sim("octoplant", sim)
+        .with(extra)
+        .profile()
+        .expect("profile resolves")
 }
 
 fn backend_with(profile: Profile, state: &Path) -> Arc<dyn JobBackend> {
-    jobctl::backend::build(BackendContext {
-        profile,
-        state_dir: state.to_path_buf(),
-    })
-    .expect("backend builds")
-}
-
-fn backend(sim: &SimHandle, state: &Path) -> Arc<dyn JobBackend> {
-    backend_with(profile(sim, &[]), state)
+    common::build_profile(profile, state).expect("backend builds")
 }
 
 fn spec(options: Value) -> JobSpec {
@@ -65,23 +54,6 @@ fn spec(options: Value) -> JobSpec {
         options: options.as_object().expect("object").clone(),
         ..JobSpec::default()
     }
-}
-
-fn hits(sim: &SimHandle, key: &str) -> u64 {
-    sim.state.stats().get(key).copied().unwrap_or(0)
-}
-
-async fn wait_terminal(b: &Arc<dyn JobBackend>, id: &str) -> (Job, Vec<Job>) {
-    let mut seen = Vec::new();
-    for _ in 0..200 {
-        let j = b.status(id).await.expect("status");
-        seen.push(j.clone());
-        if j.terminal {
-            return (j, seen);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("order {id} did not finish");
 }
 
 /// Submits like the CLI does: recorded in the ledger first, then sent.
@@ -97,9 +69,9 @@ async fn submit_recorded(b: &Arc<dyn JobBackend>, ledger: &Ledger, s: &JobSpec) 
 
 #[tokio::test]
 async fn an_export_runs_with_progress_and_downloads_as_a_zip() {
-    let sim = start(fast()).await;
+    let sim = start(fast());
     let state = tempfile::tempdir().unwrap();
-    let b = backend(&sim, state.path());
+    let b = common::backend(&sim, "octoplant", state.path());
     let s = spec(json!({"export": ["projectTree", "jobResults"]}));
     b.validate(&s).unwrap();
     let job = b.submit(&s).await.unwrap();
@@ -119,7 +91,8 @@ async fn an_export_runs_with_progress_and_downloads_as_a_zip() {
     assert!(e.message.contains("STATE_"), "{e}");
     assert!(e.message.contains("nothing to download"), "{e}");
 
-    let (done, seen) = wait_terminal(&b, &job.id).await;
+    let seen = observe_until_terminal(&b, &job.id).await;
+    let done = seen.last().cloned().expect("observed");
     assert_eq!(done.state, JobState::Succeeded);
     assert_eq!(done.progress, Some(1.0));
     let running: Vec<&Job> = seen
@@ -159,9 +132,9 @@ async fn an_export_runs_with_progress_and_downloads_as_a_zip() {
 
 #[tokio::test]
 async fn bad_specs_are_refused_before_sending() {
-    let sim = start(fast()).await;
+    let sim = start(fast());
     let state = tempfile::tempdir().unwrap();
-    let b = backend(&sim, state.path());
+    let b = common::backend(&sim, "octoplant", state.path());
     let cases = [
         (spec(json!({"export": "versions"})), "versions"),
         (spec(json!({})), "export"),
@@ -198,9 +171,9 @@ async fn bad_specs_are_refused_before_sending() {
 
 #[tokio::test]
 async fn platform_errors_keep_their_grpc_names() {
-    let sim = start(fast()).await;
+    let sim = start(fast());
     let state = tempfile::tempdir().unwrap();
-    let b = backend(&sim, state.path());
+    let b = common::backend(&sim, "octoplant", state.path());
     // The server refuses an export type the kind does not offer: INVALID_ARGUMENT → exit 2.
     let s = spec(json!({"exports": {"jobList": {"exportType": "EXPORT_TYPE_XML"}}}));
     b.validate(&s).unwrap();
@@ -229,17 +202,17 @@ async fn aborting_cancels_and_a_canceled_order_has_nothing_to_fetch() {
     let sim = start(SimConfig {
         job_duration: Duration::from_secs(2),
         ..fast()
-    })
-    .await;
+    });
     let state = tempfile::tempdir().unwrap();
-    let b = backend(&sim, state.path());
+    let b = common::backend(&sim, "octoplant", state.path());
     let job = b
         .submit(&spec(json!({"export": "eventLog"})))
         .await
         .unwrap();
     assert_eq!(b.abort(&job.id).await.unwrap(), AbortOutcome::Requested);
-    assert_eq!(hits(&sim, "POST /v1/order/{name}/cancel"), 1);
-    let (done, _) = wait_terminal(&b, &job.id).await;
+    assert_eq!(sim.hits("POST /v1/order/{name}/cancel"), 1);
+    let seen = observe_until_terminal(&b, &job.id).await;
+    let done = seen.last().cloned().expect("observed");
     assert_eq!(done.state, JobState::Canceled);
     assert!(done.reason.as_deref().unwrap_or("").contains("CANCELLED"));
     // Already over: nothing is sent, and that is not an error.
@@ -247,14 +220,14 @@ async fn aborting_cancels_and_a_canceled_order_has_nothing_to_fetch() {
         b.abort(&job.id).await.unwrap(),
         AbortOutcome::AlreadyTerminal
     );
-    assert_eq!(hits(&sim, "POST /v1/order/{name}/cancel"), 1);
+    assert_eq!(sim.hits("POST /v1/order/{name}/cancel"), 1);
     let e = b
         .fetch(&job.id, state.path(), &ProgressBar::hidden())
         .await
         .unwrap_err();
     assert_eq!(e.exit_code(), 6);
     assert!(e.message.contains("canceled"), "{e}");
-    assert_eq!(hits(&sim, "GET /v1/order/{name}/download"), 0);
+    assert_eq!(sim.hits("GET /v1/order/{name}/download"), 0);
 }
 
 #[tokio::test]
@@ -262,15 +235,15 @@ async fn a_failed_order_reports_why() {
     let sim = start(SimConfig {
         fail_ratio: 1.0,
         ..fast()
-    })
-    .await;
+    });
     let state = tempfile::tempdir().unwrap();
-    let b = backend(&sim, state.path());
+    let b = common::backend(&sim, "octoplant", state.path());
     let job = b
         .submit(&spec(json!({"exports": "jobList,adminLog"})))
         .await
         .unwrap();
-    let (done, _) = wait_terminal(&b, &job.id).await;
+    let seen = observe_until_terminal(&b, &job.id).await;
+    let done = seen.last().cloned().expect("observed");
     assert_eq!(done.state, JobState::Failed);
     assert_eq!(done.native_state.as_deref(), Some("STATE_FAILED"));
     let reason = done.reason.unwrap();
@@ -285,7 +258,7 @@ async fn a_failed_order_reports_why() {
 
 #[tokio::test]
 async fn refused_credentials_and_permissions_exit_4() {
-    let sim = start(fast()).await;
+    let sim = start(fast());
     let state = tempfile::tempdir().unwrap();
     let bad_pw = backend_with(
         profile(&sim, &[("OCTOPLANT_PASSWORD", "hunter2-wrong")]),
@@ -296,7 +269,7 @@ async fn refused_credentials_and_permissions_exit_4() {
     assert!(e.message.contains("UNAUTHENTICATED"), "{e}");
     assert!(!e.to_string().contains("hunter2-wrong"));
     // A refused login is not repeated.
-    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 1);
+    assert_eq!(sim.hits("POST /v1/oauth2/token"), 1);
 
     let bad_client = backend_with(
         profile(&sim, &[("OCTOPLANT_CLIENT_SECRET", "not-the-secret")]),
@@ -332,19 +305,19 @@ async fn refused_credentials_and_permissions_exit_4() {
 
 #[tokio::test]
 async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
-    let sim = start(fast()).await;
+    let sim = start(fast());
     let state = tempfile::tempdir().unwrap();
-    let b = backend(&sim, state.path());
+    let b = common::backend(&sim, "octoplant", state.path());
     let job = b
         .submit(&spec(json!({"export": "componentTypes"})))
         .await
         .unwrap();
     b.status(&job.id).await.unwrap();
-    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 1);
+    assert_eq!(sim.hits("POST /v1/oauth2/token"), 1);
     // Another process with the same state directory reuses the cached token.
-    let again = backend(&sim, state.path());
+    let again = common::backend(&sim, "octoplant", state.path());
     again.status(&job.id).await.unwrap();
-    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 1);
+    assert_eq!(sim.hits("POST /v1/oauth2/token"), 1);
     let cache = state.path().join("cache/octoplant.token.json");
     let text = std::fs::read_to_string(&cache).unwrap();
     assert!(!text.contains("jobctl-sim"), "password must not be cached");
@@ -353,11 +326,11 @@ async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
     let mut cached: Value = serde_json::from_str(&text).unwrap();
     cached["token"] = json!("revoked-token");
     std::fs::write(&cache, cached.to_string()).unwrap();
-    let fresh = backend(&sim, state.path());
+    let fresh = common::backend(&sim, "octoplant", state.path());
     let j = fresh.status(&job.id).await.unwrap();
     assert_eq!(j.id, job.id);
-    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 2);
-    assert_eq!(hits(&sim, "GET /v1/order/{name}"), 4);
+    assert_eq!(sim.hits("POST /v1/oauth2/token"), 2);
+    assert_eq!(sim.hits("GET /v1/order/{name}"), 4);
 
     // The same profile pointed at another user does not reuse that user's token.
     let viewer = backend_with(
@@ -369,8 +342,8 @@ async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
         .await
         .unwrap_err();
     assert!(e.message.contains("PERMISSION_DENIED"), "{e}");
-    assert_eq!(hits(&sim, "POST /v1/oauth2/token"), 3);
-    let fresh = backend(&sim, state.path());
+    assert_eq!(sim.hits("POST /v1/oauth2/token"), 3);
+    let fresh = common::backend(&sim, "octoplant", state.path());
 
     // logout forgets it; login obtains a new one.
     fresh.logout().await.unwrap();
@@ -385,10 +358,9 @@ async fn list_shows_ledger_orders_newest_first_with_their_state() {
     let sim = start(SimConfig {
         job_duration: Duration::from_secs(2),
         ..fast()
-    })
-    .await;
+    });
     let state = tempfile::tempdir().unwrap();
-    let b = backend(&sim, state.path());
+    let b = common::backend(&sim, "octoplant", state.path());
     let ledger = Ledger::open(state.path()).unwrap();
     let mut ids = Vec::new();
     for i in 0..4 {
@@ -418,14 +390,14 @@ async fn list_shows_ledger_orders_newest_first_with_their_state() {
     assert_eq!(b.abort(&ids[1]).await.unwrap(), AbortOutcome::Requested);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let before = hits(&sim, "GET /v1/order/{name}");
+    let before = sim.hits("GET /v1/order/{name}");
     let all = b.list(&ListQuery::default()).await.unwrap();
     let listed: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(
         listed,
         ["forgotten-order", &ids[3], &ids[2], &ids[1], &ids[0]]
     );
-    assert_eq!(hits(&sim, "GET /v1/order/{name}") - before, 5);
+    assert_eq!(sim.hits("GET /v1/order/{name}") - before, 5);
     assert_eq!(all[0].state, JobState::Unknown);
     assert!(all[0].reason.as_deref().unwrap().contains("no longer"));
     assert_eq!(all[1].name.as_deref(), Some("nightly-3"));
@@ -468,26 +440,31 @@ async fn an_unavailable_server_is_retried_then_exit_7() {
     let sim = start(SimConfig {
         error_rate: 1.0,
         ..fast()
-    })
-    .await;
+    });
     let state = tempfile::tempdir().unwrap();
-    let b = backend(&sim, state.path());
+    let b = common::backend(&sim, "octoplant", state.path());
     let e = b.status("any").await.unwrap_err();
     assert_eq!(e.exit_code(), 7, "{e}");
     assert_eq!(e.kind, ErrorKind::Unavailable);
     assert!(e.message.contains("503"), "{e}");
-    assert!(hits(&sim, "POST /v1/oauth2/token") > 1, "was not retried");
+    assert!(sim.hits("POST /v1/oauth2/token") > 1, "was not retried");
 }
 
 #[tokio::test]
 async fn doctor_checks_reachability_login_and_version() {
-    let sim = start(fast()).await;
+    let sim = start(fast());
     let state = tempfile::tempdir().unwrap();
-    let checks = backend(&sim, state.path()).doctor().await;
+    let checks = common::backend(&sim, "octoplant", state.path())
+        .doctor()
+        .await;
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["reachability", "authentication", "api version"]);
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
-    assert!(checks[2].detail.contains(sim::octoplant::API_VERSION));
+    assert!(
+        checks[2]
+            .detail
+            .contains(jobctl_sim::octoplant::API_VERSION)
+    );
 
     let bad = backend_with(
         profile(&sim, &[("OCTOPLANT_PASSWORD", "wrong")]),
@@ -522,12 +499,14 @@ async fn self_signed_tls_needs_ca_cert_or_insecure() {
     let sim = start(SimConfig {
         tls: true,
         ..fast()
-    })
-    .await;
+    });
     assert!(sim.base_url.starts_with("https://"));
     let state = tempfile::tempdir().unwrap();
 
-    let e = backend(&sim, state.path()).status("x").await.unwrap_err();
+    let e = common::backend(&sim, "octoplant", state.path())
+        .status("x")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
     assert_eq!(e.exit_code(), 7);
     let lower = e.message.to_ascii_lowercase();
@@ -546,7 +525,8 @@ async fn self_signed_tls_needs_ca_cert_or_insecure() {
         .submit(&spec(json!({"export": "usageInformation"})))
         .await
         .unwrap();
-    let (done, _) = wait_terminal(&trusted, &job.id).await;
+    let seen = observe_until_terminal(&trusted, &job.id).await;
+    let done = seen.last().cloned().expect("observed");
     assert_eq!(done.state, JobState::Succeeded);
     let a = trusted
         .fetch(&job.id, &state.path().join("dl"), &ProgressBar::hidden())
@@ -567,83 +547,29 @@ async fn self_signed_tls_needs_ca_cert_or_insecure() {
 // ---------------------------------------------------------------------------------------------
 // The jobctl binary against the simulator.
 
-/// Runs the jobctl binary with a clean environment pointing at `sim`, plus `extra`.
-struct Cli<'a> {
-    sim: &'a SimHandle,
-    dir: tempfile::TempDir,
-    extra: Vec<(String, String)>,
-}
-
-impl<'a> Cli<'a> {
-    fn new(sim: &'a SimHandle) -> Self {
-        Cli {
-            sim,
-            dir: tempfile::tempdir().unwrap(),
-            extra: Vec::new(),
-        }
-    }
-
-    fn with(mut self, k: &str, v: &str) -> Self {
-        self.extra.push((k.into(), v.into()));
-        self
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Runs jobctl on a blocking thread (the simulator keeps serving) → (code, stdout, stderr).
-    async fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.path())
-            .env("JOBCTL_STATE_DIR", self.path().join("state"))
-            .env("JOBCTL_RETRY_BUDGET", "1500ms")
-            .envs(self.sim.env())
-            .envs(self.extra.iter().cloned())
-            .current_dir(self.path())
-            .args(args);
-        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        // Whatever happened, the password never shows.
-        let pw = &self.sim.state.config.password;
-        assert!(!stdout.contains(pw.as_str()) && !stderr.contains(pw.as_str()));
-        (out.status.code().unwrap_or(-1), stdout, stderr)
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["-o", "json"];
-        all.extend_from_slice(args);
-        let (code, out, err) = self.run(&all).await;
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("exit {code}: not JSON ({e}): {out} / {err}"))
-    }
+/// `jobctl` against `sim` with a short retry budget (so "retried, then exit 7" ends quickly).
+fn sandbox(sim: &SimHandle) -> Sandbox {
+    Sandbox::with_sim(sim).var("JOBCTL_RETRY_BUDGET", "1500ms")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_export_wait_and_download() {
-    let sim = start(fast()).await;
-    let cli = Cli::new(&sim);
-    let (code, out, err) = cli
-        .run(&[
-            "-b",
-            "octoplant",
-            "submit",
-            "--name",
-            "nightly",
-            "--export",
-            "projectTree",
-            "--export",
-            "jobList",
-            "--wait",
-            "--fetch",
-            "exports",
-        ])
-        .await;
+    let sim = start(fast());
+    let cli = sandbox(&sim);
+    let (code, out, err) = cli.run(&[
+        "-b",
+        "octoplant",
+        "submit",
+        "--name",
+        "nightly",
+        "--export",
+        "projectTree",
+        "--export",
+        "jobList",
+        "--wait",
+        "--fetch",
+        "exports",
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
     let reference = out.lines().next().unwrap().trim().to_string();
     assert!(reference.starts_with("octoplant:"), "{out}");
@@ -651,21 +577,21 @@ async fn cli_export_wait_and_download() {
     let zip_path = cli.path().join(format!("exports/export-{id}.zip"));
     assert!(zip_path.exists(), "{out}\n{err}");
 
-    let job = cli.json(&["status", &reference]).await;
+    let job = cli.json(&["status", &reference]);
     assert_eq!(job["state"], "succeeded");
     assert_eq!(job["native_state"], "STATE_SUCCEEDED");
     assert_eq!(job["name"], "nightly");
     assert_eq!(job["progress"], 1.0);
     assert!(job["created_at"].is_string());
 
-    let arts = cli.json(&["fetch", &reference, "--dest", "again"]).await;
+    let arts = cli.json(&["fetch", &reference, "--dest", "again"]);
     let text = arts.to_string();
     for entry in ["contents.json", "jobList.csv", "projectTree.json"] {
         assert!(text.contains(entry), "{text}");
     }
     assert!(cli.path().join(format!("again/export-{id}.zip")).exists());
 
-    let listed = cli.json(&["-b", "octoplant", "list"]).await;
+    let listed = cli.json(&["-b", "octoplant", "list"]);
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["ref"], reference.as_str());
@@ -677,21 +603,16 @@ async fn cli_exit_codes_follow_the_contract() {
     let sim = start(SimConfig {
         job_duration: Duration::from_secs(2),
         ..fast()
-    })
-    .await;
-    let cli = Cli::new(&sim);
+    });
+    let cli = sandbox(&sim);
     // Unknown kind: refused before sending, naming it.
-    let (code, _, err) = cli
-        .run(&["-b", "octoplant", "submit", "--export", "versions"])
-        .await;
+    let (code, _, err) = cli.run(&["-b", "octoplant", "submit", "--export", "versions"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("versions"), "{err}");
-    assert_eq!(hits(&sim, "POST /v1/order"), 0);
+    assert_eq!(sim.hits("POST /v1/order"), 0);
 
     // Unknown order: exit 6 with the gRPC name, and the platform code in the JSON error.
-    let (code, out, err) = cli
-        .run(&["-o", "json", "status", "octoplant:no-such-order"])
-        .await;
+    let (code, out, err) = cli.run(&["-o", "json", "status", "octoplant:no-such-order"]);
     assert_eq!(code, 6, "{err}");
     assert!(err.contains("NOT_FOUND"), "{err}");
     let e: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}"));
@@ -699,36 +620,34 @@ async fn cli_exit_codes_follow_the_contract() {
     assert_eq!(e["error"]["backend"], "octoplant");
 
     // Fetch before the export is ready: exit 6 naming the state.
-    let (_, out, _) = cli
-        .run(&[
-            "-b",
-            "octoplant",
-            "-o",
-            "quiet",
-            "submit",
-            "--export",
-            "jobResults",
-        ])
-        .await;
+    let (_, out, _) = cli.run(&[
+        "-b",
+        "octoplant",
+        "-o",
+        "quiet",
+        "submit",
+        "--export",
+        "jobResults",
+    ]);
     let reference = out.trim().to_string();
-    let (code, _, err) = cli.run(&["fetch", &reference]).await;
+    let (code, _, err) = cli.run(&["fetch", &reference]);
     assert_eq!(code, 6, "{err}");
     assert!(err.contains("STATE_"), "{err}");
 
     // abort, then wait: exit 5 (canceled).
-    let (code, _, err) = cli.run(&["abort", &reference]).await;
+    let (code, _, err) = cli.run(&["abort", &reference]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = cli.run(&["wait", &reference, "--timeout", "20s"]).await;
+    let (code, _, err) = cli.run(&["wait", &reference, "--timeout", "20s"]);
     assert_eq!(code, 5, "{err}");
 
     // Refused password: exit 4.
-    let wrong = Cli::new(&sim).with("OCTOPLANT_PASSWORD", "definitely-wrong");
-    let (code, _, err) = wrong.run(&["-vvv", "status", &reference]).await;
+    let wrong = sandbox(&sim).var("OCTOPLANT_PASSWORD", "definitely-wrong");
+    let (code, _, err) = wrong.run(&["-vvv", "status", &reference]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("UNAUTHENTICATED"), "{err}");
     assert!(!err.contains("definitely-wrong"), "{err}");
 
-    let (code, out, err) = cli.run(&["doctor", "octoplant"]).await;
+    let (code, out, err) = cli.run(&["doctor", "octoplant"]);
     assert_eq!(code, 0, "{out}\n{err}");
 }
 
@@ -737,32 +656,29 @@ async fn cli_trusts_a_self_signed_server_only_when_told() {
     let sim = start(SimConfig {
         tls: true,
         ..fast()
-    })
-    .await;
-    let plain = Cli::new(&sim);
-    let (code, _, err) = plain.run(&["status", "octoplant:x"]).await;
+    });
+    let plain = sandbox(&sim);
+    let (code, _, err) = plain.run(&["status", "octoplant:x"]);
     assert_eq!(code, 7, "{err}");
     assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("ca.pem");
     std::fs::write(&pem, sim.cert_pem.as_deref().unwrap()).unwrap();
-    let trusted = Cli::new(&sim).with("OCTOPLANT_CA_CERT", pem.to_str().unwrap());
-    let (code, out, err) = trusted
-        .run(&[
-            "-b",
-            "octoplant",
-            "submit",
-            "--opt",
-            r#"exports={"assetState":{"infoType":"MODULE"}}"#,
-            "--wait",
-        ])
-        .await;
+    let trusted = sandbox(&sim).var("OCTOPLANT_CA_CERT", pem.to_str().unwrap());
+    let (code, out, err) = trusted.run(&[
+        "-b",
+        "octoplant",
+        "submit",
+        "--opt",
+        r#"exports={"assetState":{"infoType":"MODULE"}}"#,
+        "--wait",
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(!err.contains("warning"), "{err}");
 
-    let insecure = Cli::new(&sim).with("OCTOPLANT_INSECURE", "1");
-    let (code, _, err) = insecure.run(&["status", "octoplant:x"]).await;
+    let insecure = sandbox(&sim).var("OCTOPLANT_INSECURE", "1");
+    let (code, _, err) = insecure.run(&["status", "octoplant:x"]);
     assert_eq!(code, 6, "{err}");
     assert!(err.contains("verification is disabled"), "{err}");
 }
@@ -772,9 +688,8 @@ async fn cli_gives_exit_7_when_the_server_stays_unavailable() {
     let sim = start(SimConfig {
         error_rate: 1.0,
         ..fast()
-    })
-    .await;
-    let (code, _, err) = Cli::new(&sim).run(&["status", "octoplant:x"]).await;
+    });
+    let (code, _, err) = sandbox(&sim).run(&["status", "octoplant:x"]);
     assert_eq!(code, 7, "{err}");
     assert!(err.contains("503"), "{err}");
 }

@@ -758,6 +758,8 @@ fn a_slow_platform_holds_back_only_its_own_lines() {
         "--wait",
         "--concurrency",
         "1",
+        "--report",
+        "github",
     ]);
     assert_eq!(code, 0, "{err}");
     let order: Vec<String> = out

@@ -1,42 +1,24 @@
 //! The slurm backend against jobctl-sim's slurmrestd v0.0.38 (no cluster needed).
 
+mod common;
+
+use common::{Sandbox, Setup, Sim, quick, wait_terminal};
 use jobctl::ErrorKind;
-use jobctl::backend::{BackendContext, JobBackend};
-use jobctl::config::{Config, ConfigFile, EnvSource};
+use jobctl::backend::JobBackend;
 use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery, LogsRequest};
 use jobctl_sim::axum;
 use jobctl_sim::{self as sim, SimConfig, SimHandle};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-async fn start_sim() -> SimHandle {
-    sim::start(SimConfig {
-        job_duration: Duration::from_millis(400),
-        queue_duration: Duration::from_millis(100),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("simulator starts")
-}
 
 /// The built-in `slurm` profile resolved from exactly these variables, as the CLI would.
 fn backend_from(
     vars: &[(String, String)],
     state_dir: &Path,
 ) -> jobctl::Result<Arc<dyn JobBackend>> {
-    let env: BTreeMap<String, String> = vars.iter().cloned().collect();
-    let config = Config {
-        file: ConfigFile::default(),
-        env: EnvSource::fixed(env),
-    };
-    let profile = config.profile("slurm")?;
-    jobctl::backend::build(BackendContext {
-        profile,
-        state_dir: state_dir.to_path_buf(),
-    })
+    Setup::new("slurm").vars(vars.to_vec()).build(state_dir)
 }
 
 fn slurm_vars(sim: &SimHandle) -> Vec<(String, String)> {
@@ -62,32 +44,13 @@ fn spec(command: &str, args: Value, options: Value) -> JobSpec {
     }
 }
 
-async fn wait_terminal(b: &dyn JobBackend, id: &str) -> Job {
-    for _ in 0..200 {
-        let j = b.status(id).await.expect("status");
-        if j.terminal {
-            return j;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("job {id} did not end");
-}
-
-fn count(sim: &SimHandle, key: &str) -> u64 {
-    sim.state.stats().get(key).copied().unwrap_or(0)
-}
-
-fn total(sim: &SimHandle) -> u64 {
-    sim.state.stats().values().sum()
-}
-
 const JOBS: &str = "GET /slurm/v0.0.38/jobs";
 const ONE_JOB: &str = "GET /slurm/v0.0.38/job/{job_id}";
 const DELETE: &str = "DELETE /slurm/v0.0.38/job/{job_id}";
 
 #[tokio::test]
 async fn a_job_runs_to_success() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
     let job = b
@@ -104,7 +67,7 @@ async fn a_job_runs_to_success() {
         "numeric Slurm id: {}",
         job.id
     );
-    let done = wait_terminal(b.as_ref(), &job.id).await;
+    let done = wait_terminal(&b, &job.id).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert_eq!(done.native_state.as_deref(), Some("COMPLETED"));
     assert_eq!(done.exit_code, Some(0));
@@ -118,7 +81,7 @@ async fn a_job_runs_to_success() {
 
 #[tokio::test]
 async fn failures_decode_the_wait_status() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
     let failed = b
@@ -142,17 +105,17 @@ async fn failures_decode_the_wait_status() {
         .await
         .unwrap();
 
-    let j = wait_terminal(b.as_ref(), &failed.id).await;
+    let j = wait_terminal(&b, &failed.id).await;
     assert_eq!((j.state, j.exit_code), (JobState::Failed, Some(3)));
     assert_eq!(j.native_state.as_deref(), Some("FAILED"));
     assert_eq!(j.extra["exit_status_raw"], 768);
     assert!(j.reason.unwrap().contains("NonZeroExitCode"));
 
-    let j = wait_terminal(b.as_ref(), &killed.id).await;
+    let j = wait_terminal(&b, &killed.id).await;
     assert_eq!((j.state, j.exit_code), (JobState::Failed, Some(137)));
     assert!(j.reason.unwrap().contains("signal 9 (SIGKILL)"));
 
-    let j = wait_terminal(b.as_ref(), &timed_out.id).await;
+    let j = wait_terminal(&b, &timed_out.id).await;
     assert_eq!(j.state, JobState::Failed);
     assert_eq!(j.native_state.as_deref(), Some("TIMEOUT"));
     assert!(j.reason.unwrap().starts_with("time limit reached"));
@@ -160,7 +123,7 @@ async fn failures_decode_the_wait_status() {
 
 #[tokio::test]
 async fn abort_cancels_and_then_reports_already_terminal() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
     let job = b
@@ -168,43 +131,43 @@ async fn abort_cancels_and_then_reports_already_terminal() {
         .await
         .unwrap();
     assert_eq!(b.abort(&job.id).await.unwrap(), AbortOutcome::Requested);
-    assert_eq!(count(&sim, DELETE), 1);
-    let j = wait_terminal(b.as_ref(), &job.id).await;
+    assert_eq!(sim.hits(DELETE), 1);
+    let j = wait_terminal(&b, &job.id).await;
     assert_eq!(j.state, JobState::Canceled);
     assert_eq!(j.native_state.as_deref(), Some("CANCELLED"));
     assert_eq!(
         b.abort(&job.id).await.unwrap(),
         AbortOutcome::AlreadyTerminal
     );
-    assert_eq!(count(&sim, DELETE), 1, "no second DELETE");
+    assert_eq!(sim.hits(DELETE), 1, "no second DELETE");
 }
 
 #[tokio::test]
 async fn an_unknown_job_is_not_found_at_once_without_retries() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
-    let before = count(&sim, ONE_JOB);
+    let before = sim.hits(ONE_JOB);
     let e = b.status("424242").await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert_eq!(e.exit_code(), 6);
     assert_eq!(e.code.as_deref(), Some("2017"));
     assert!(e.to_string().contains("Unable to find JobId=424242"), "{e}");
     // HTTP 500 with errors[] is Slurm's verdict, not a hiccup: asked exactly once.
-    assert_eq!(count(&sim, ONE_JOB), before + 1);
+    assert_eq!(sim.hits(ONE_JOB), before + 1);
 
     let e = b.abort("424242").await.unwrap_err();
     assert_eq!(e.exit_code(), 6);
 
-    let before = total(&sim);
+    let before = sim.total();
     let e = b.status("not-a-number").await.unwrap_err();
     assert_eq!(e.exit_code(), 2);
-    assert_eq!(total(&sim), before, "refused before any request");
+    assert_eq!(sim.total(), before, "refused before any request");
 }
 
 #[tokio::test]
 async fn slurm_rejections_of_a_submission_are_usage_errors_with_their_code() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
     let e = b
@@ -218,7 +181,7 @@ async fn slurm_rejections_of_a_submission_are_usage_errors_with_their_code() {
         "{e}"
     );
     assert_eq!(
-        count(&sim, "POST /slurm/v0.0.38/job/submit"),
+        sim.hits("POST /slurm/v0.0.38/job/submit"),
         1,
         "a submission is never repeated"
     );
@@ -226,7 +189,7 @@ async fn slurm_rejections_of_a_submission_are_usage_errors_with_their_code() {
 
 #[tokio::test]
 async fn bad_specs_are_refused_before_any_request() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
     let cases: Vec<(JobSpec, &str)> = vec![
@@ -246,12 +209,12 @@ async fn bad_specs_are_refused_before_any_request() {
         assert_eq!(e.exit_code(), 2, "{e}");
         assert!(e.message.contains(field), "{field}: {e}");
     }
-    assert_eq!(total(&sim), 0, "{:?}", sim.state.stats());
+    assert_eq!(sim.total(), 0, "{:?}", sim.state.stats());
 }
 
 #[tokio::test]
 async fn list_shows_own_jobs_newest_first_with_filters() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
     let quick = b
@@ -270,7 +233,7 @@ async fn list_shows_own_jobs_newest_first_with_filters() {
         ))
         .await
         .unwrap();
-    wait_terminal(b.as_ref(), &quick.id).await;
+    wait_terminal(&b, &quick.id).await;
 
     let all = b.list(&ListQuery::default()).await.unwrap();
     let ids: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
@@ -304,7 +267,7 @@ async fn list_shows_own_jobs_newest_first_with_filters() {
 
 #[tokio::test]
 async fn watching_twenty_jobs_costs_one_list_request_per_poll() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
     assert!(
@@ -324,7 +287,7 @@ async fn watching_twenty_jobs_costs_one_list_request_per_poll() {
             .unwrap();
         ids.push(j.id);
     }
-    let singles_before = count(&sim, ONE_JOB);
+    let singles_before = sim.hits(ONE_JOB);
     let mut polls = 0;
     loop {
         let results = b.statuses(&ids).await;
@@ -334,7 +297,7 @@ async fn watching_twenty_jobs_costs_one_list_request_per_poll() {
         for (j, id) in jobs.iter().zip(&ids) {
             assert_eq!(&j.id, id, "results keep the order of the ids");
         }
-        assert_eq!(count(&sim, JOBS), polls);
+        assert_eq!(sim.hits(JOBS), polls);
         if jobs.iter().all(|j| j.terminal) {
             let failed = jobs.iter().filter(|j| j.state == JobState::Failed).count();
             assert_eq!(failed, 4);
@@ -343,7 +306,7 @@ async fn watching_twenty_jobs_costs_one_list_request_per_poll() {
         assert!(polls < 100, "jobs never ended");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let singles_after = count(&sim, ONE_JOB);
+    let singles_after = sim.hits(ONE_JOB);
     assert_eq!(
         singles_after, singles_before,
         "no per-job requests while polling"
@@ -357,7 +320,7 @@ async fn watching_twenty_jobs_costs_one_list_request_per_poll() {
 
 #[tokio::test]
 async fn refused_and_expired_tokens_are_authentication_failures() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let foreign = SimConfig {
         password: "not-the-sims".into(),
@@ -377,15 +340,15 @@ async fn refused_and_expired_tokens_are_authentication_failures() {
         .await
         .unwrap_err();
     assert_eq!(e.exit_code(), 4, "{e}");
-    assert_eq!(count(&sim, "POST /slurm/v0.0.38/job/submit"), 1);
+    assert_eq!(sim.hits("POST /slurm/v0.0.38/job/submit"), 1);
 
-    let before = total(&sim);
+    let before = sim.total();
     let expired = sim::slurm::mint_token(&sim.state.config, "jobctl", -10);
     let b = backend_from(&with(slurm_vars(&sim), "SLURM_JWT", &expired), dir.path()).unwrap();
     let e = b.list(&ListQuery::default()).await.unwrap_err();
     assert_eq!(e.exit_code(), 4);
     assert!(e.message.contains("expired"), "{e}");
-    assert_eq!(total(&sim), before, "an expired token is not even sent");
+    assert_eq!(sim.total(), before, "an expired token is not even sent");
 
     // No user name header at all: slurmrestd answers 401.
     let mut vars = slurm_vars(&sim);
@@ -426,7 +389,7 @@ fn calls(counter: &Path) -> u32 {
 
 #[tokio::test]
 async fn token_command_mints_again_when_the_token_is_refused() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let foreign = SimConfig {
         password: "stale-key".into(),
@@ -459,7 +422,7 @@ async fn token_command_mints_again_when_the_token_is_refused() {
 
 #[tokio::test]
 async fn token_command_mints_again_before_the_token_expires() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     // One-hour tokens in their last 30 s are inside the renewal margin: every use mints a
     // fresh one.
@@ -492,7 +455,7 @@ async fn token_command_mints_again_before_the_token_expires() {
 
 #[tokio::test]
 async fn api_versions_are_discovered_or_refused() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let e = backend_from(
         &with(slurm_vars(&sim), "SLURM_API_VERSION", "v0.0.40"),
@@ -508,7 +471,7 @@ async fn api_versions_are_discovered_or_refused() {
     .unwrap();
     b.list(&ListQuery::default()).await.unwrap();
     assert_eq!(
-        count(&sim, "GET /slurm/v0.0.38/ping"),
+        sim.hits("GET /slurm/v0.0.38/ping"),
         0,
         "a pinned version is not probed"
     );
@@ -539,7 +502,7 @@ async fn api_versions_are_discovered_or_refused() {
 
 #[tokio::test]
 async fn logs_and_fetch_read_the_output_file_when_it_is_visible() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
@@ -554,7 +517,7 @@ async fn logs_and_fetch_read_the_output_file_when_it_is_visible() {
     );
     s.name = Some("greet".into());
     let job = b.submit(&s).await.unwrap();
-    wait_terminal(b.as_ref(), &job.id).await;
+    wait_terminal(&b, &job.id).await;
     let path = out_dir.join(format!("greet-{}.out", job.id));
     std::fs::write(&path, "hello\n").unwrap();
 
@@ -599,7 +562,7 @@ async fn logs_and_fetch_read_the_output_file_when_it_is_visible() {
         ))
         .await
         .unwrap();
-    wait_terminal(b.as_ref(), &remote.id).await;
+    wait_terminal(&b, &remote.id).await;
     let e = b
         .logs(&remote.id, LogsRequest::default(), &mut Vec::new())
         .await
@@ -625,7 +588,7 @@ async fn logs_and_fetch_read_the_output_file_when_it_is_visible() {
 
 #[tokio::test]
 async fn doctor_and_login_report_user_version_and_expiry() {
-    let sim = start_sim().await;
+    let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
     let checks = b.doctor().await;
@@ -656,23 +619,6 @@ async fn doctor_and_login_report_user_version_and_expiry() {
 
 // ---- the jobctl command line against the simulator ------------------------------------------
 
-/// `jobctl` with the simulator's variables and nothing from this machine's environment.
-fn jobctl(sim: &SimHandle, dir: &Path) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("jobctl").unwrap();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SLURM_") || k.starts_with("JOBCTL_") || k == "NO_COLOR" || k == "RUST_LOG"
-        {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.current_dir(dir)
-        .env("JOBCTL_STATE_DIR", dir.join("state"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("JOBCTL_PROFILE", "slurm")
-        .envs(sim.env());
-    cmd
-}
-
 fn stdout_json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -684,11 +630,11 @@ fn stdout_json(out: &std::process::Output) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_submit_wait_status_list_abort() {
-    let sim = start_sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
+    let sim = Sim::start(quick());
+    let sb = Sandbox::with_sim(&sim).var("JOBCTL_PROFILE", "slurm");
 
-    let out = jobctl(&sim, &d)
+    let out = sb
+        .cmd()
         .args([
             "submit",
             "-o",
@@ -710,7 +656,8 @@ async fn cli_submit_wait_status_list_abort() {
         String::from_utf8_lossy(&out.stderr)
     );
     let submitted = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let out = jobctl(&sim, &d)
+    let out = sb
+        .cmd()
         .args(["wait", "-o", "json", &submitted])
         .output()
         .unwrap();
@@ -728,7 +675,8 @@ async fn cli_submit_wait_status_list_abort() {
     let ok_ref = job["ref"].as_str().unwrap().to_string();
     assert!(ok_ref.starts_with("slurm:"));
 
-    let out = jobctl(&sim, &d)
+    let out = sb
+        .cmd()
         .args([
             "submit",
             "--wait",
@@ -755,7 +703,8 @@ async fn cli_submit_wait_status_list_abort() {
     assert_eq!(result["jobs"][0]["exit_code"], 3);
     assert_eq!(result["jobs"][0]["native_state"], "FAILED");
 
-    let out = jobctl(&sim, &d)
+    let out = sb
+        .cmd()
         .args([
             "submit",
             "-o",
@@ -770,10 +719,7 @@ async fn cli_submit_wait_status_list_abort() {
     assert_eq!(out.status.code(), Some(0));
     let long_ref = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
-    let out = jobctl(&sim, &d)
-        .args(["list", "-o", "json"])
-        .output()
-        .unwrap();
+    let out = sb.cmd().args(["list", "-o", "json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let refs: Vec<String> = stdout_json(&out)
         .as_array()
@@ -784,7 +730,8 @@ async fn cli_submit_wait_status_list_abort() {
     assert_eq!(refs.len(), 3, "own jobs only: {refs:?}");
     assert_eq!(refs[0], long_ref, "newest first");
 
-    let out = jobctl(&sim, &d)
+    let out = sb
+        .cmd()
         .args(["abort", "--wait", "--timeout", "20s", &long_ref])
         .output()
         .unwrap();
@@ -794,15 +741,17 @@ async fn cli_submit_wait_status_list_abort() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = jobctl(&sim, &d)
+    let out = sb
+        .cmd()
         .args(["status", "-o", "json", &long_ref])
         .output()
         .unwrap();
     assert_eq!(stdout_json(&out)["state"], "canceled");
 
     // Three references, one poll request each round.
-    let before = count(&sim, JOBS);
-    let out = jobctl(&sim, &d)
+    let before = sim.hits(JOBS);
+    let out = sb
+        .cmd()
         .args([
             "wait",
             "-o",
@@ -815,38 +764,37 @@ async fn cli_submit_wait_status_list_abort() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(5), "a canceled job: exit 5");
-    assert!(count(&sim, JOBS) > before);
+    assert!(sim.hits(JOBS) > before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_errors_exit_with_the_contract_codes() {
-    let sim = start_sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
+    let sim = Sim::start(quick());
+    let sb = Sandbox::with_sim(&sim).var("JOBCTL_PROFILE", "slurm");
 
-    let out = jobctl(&sim, &d)
-        .args(["status", "slurm:424242"])
-        .output()
-        .unwrap();
+    let out = sb.cmd().args(["status", "slurm:424242"]).output().unwrap();
     assert_eq!(out.status.code(), Some(6));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2017") && err.contains("slurm"), "{err}");
 
-    let out = jobctl(&sim, &d)
+    let out = sb
+        .cmd()
         .args(["submit", "-o", "json", "--partition", "gpu", "--", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stdout_json(&out)["error"]["code"], "2000");
 
-    let out = jobctl(&sim, &d)
+    let out = sb
+        .cmd()
         .args(["submit", "--opt", "colour=red", "--", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
 
-    let out = jobctl(&sim, &d)
+    let out = sb
+        .cmd()
         .args([
             "submit",
             "-o",
@@ -859,8 +807,8 @@ async fn cli_errors_exit_with_the_contract_codes() {
         .output()
         .unwrap();
     let r = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    jobctl(&sim, &d).args(["wait", &r]).assert().code(0);
-    let out = jobctl(&sim, &d).args(["logs", &r]).output().unwrap();
+    sb.cmd().args(["wait", &r]).assert().code(0);
+    let out = sb.cmd().args(["logs", &r]).output().unwrap();
     assert_eq!(out.status.code(), Some(8));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/cluster-only/"));
 
@@ -872,7 +820,8 @@ async fn cli_errors_exit_with_the_contract_codes() {
         "jobctl",
         600,
     );
-    let out = jobctl(&sim, &d)
+    let out = sb
+        .cmd()
         .env("SLURM_JWT", &bad)
         .args(["list"])
         .output()
@@ -883,5 +832,5 @@ async fn cli_errors_exit_with_the_contract_codes() {
         "token never printed"
     );
 
-    jobctl(&sim, &d).args(["doctor", "slurm"]).assert().code(0);
+    sb.cmd().args(["doctor", "slurm"]).assert().code(0);
 }

@@ -5,9 +5,11 @@
 //! Without it every test says "SKIPPED: no Slurm cluster" on stderr and passes — unless
 //! `JOBCTL_REQUIRE_SLURM=1` (CI), where a missing cluster fails the run.
 
+mod common;
+
+use common::{Setup, wait_terminal, wait_until};
 use jobctl::ErrorKind;
-use jobctl::backend::{BackendContext, JobBackend};
-use jobctl::config::{Config, ConfigFile, EnvSource};
+use jobctl::backend::JobBackend;
 use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery, LogsRequest};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -37,23 +39,15 @@ impl Cluster {
         extra: &[(&str, &str)],
         drop: &[&str],
     ) -> jobctl::Result<Arc<dyn JobBackend>> {
-        let mut env: BTreeMap<String, String> = self
-            .vars
-            .iter()
-            .filter(|(k, _)| k.starts_with("SLURM_") && !drop.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (k, v) in extra {
-            env.insert(k.to_string(), v.to_string());
-        }
-        let config = Config {
-            file: ConfigFile::default(),
-            env: EnvSource::fixed(env),
-        };
-        jobctl::backend::build(BackendContext {
-            profile: config.profile("slurm")?,
-            state_dir: self.state.path().to_path_buf(),
-        })
+        Setup::new("slurm")
+            .vars(
+                self.vars
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("SLURM_") && !drop.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            )
+            .with(extra)
+            .build(self.state.path())
     }
 
     fn backend(&self) -> Arc<dyn JobBackend> {
@@ -113,31 +107,6 @@ fn cluster() -> Option<Cluster> {
         job_dir,
         state: tempfile::tempdir().expect("temp dir"),
     })
-}
-
-async fn wait_until(
-    b: &dyn JobBackend,
-    id: &str,
-    limit: Duration,
-    done: impl Fn(&Job) -> bool,
-) -> Job {
-    let start = Instant::now();
-    loop {
-        let j = b.status(id).await.expect("status");
-        if done(&j) {
-            return j;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "job {id} still {} after {limit:?}",
-            j.state
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-async fn wait_terminal(b: &dyn JobBackend, id: &str) -> Job {
-    wait_until(b, id, Duration::from_secs(60), |j| j.terminal).await
 }
 
 #[tokio::test]

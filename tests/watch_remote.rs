@@ -2,111 +2,51 @@
 //! and a retry, never a failed job; a platform that stays away ends the wait with exit 7.
 //! Uses the AC backend and jobctl-sim's run-time fault switch (`PUT /_sim/faults`).
 
-use jobctl_sim::{self as sim, Faults, SimConfig, SimHandle};
+mod common;
+
+use common::{Sandbox, Sim};
+use jobctl_sim::{Faults, SimConfig};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Child;
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-fn jobctl(sim: &SimHandle, state: &Path) -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
-    cmd.env_clear()
-        .envs(sim.env())
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", state)
-        .env("JOBCTL_STATE_DIR", state)
-        .env("JOBCTL_RETRY_BUDGET", "300ms")
-        .env("NO_COLOR", "1")
-        .current_dir(state);
-    cmd
+/// A sandbox on `sim` with a short retry budget, and an AC job submitted in it.
+fn submit(sim: &Sim, command: &str) -> (Sandbox, String) {
+    let sb = Sandbox::with_sim(sim).var("JOBCTL_RETRY_BUDGET", "300ms");
+    let r = sb.submit(&["-b", "ac", "--", command]);
+    (sb, r)
 }
 
-async fn submit(sim: &SimHandle, state: &Path, command: &str) -> String {
-    let mut cmd = jobctl(sim, state);
-    cmd.args(["-b", "ac", "submit", "-o", "quiet", "--", command]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+/// Starts `jobctl -o ndjson watch` with quick polling.
+fn watch(sb: &Sandbox, args: &[&str]) -> (Child, Receiver<Value>) {
+    let mut all = vec!["watch", "--interval", "100ms", "--max-interval", "200ms"];
+    all.extend_from_slice(args);
+    sb.spawn_ndjson(&all)
 }
 
-/// Starts `jobctl -o ndjson watch …`, returns the child and a channel of its event lines.
-fn watch(
-    sim: &SimHandle,
-    state: &Path,
-    args: &[&str],
-) -> (std::process::Child, std::sync::mpsc::Receiver<Value>) {
-    let mut child = jobctl(sim, state)
-        .args([
-            "-o",
-            "ndjson",
-            "watch",
-            "--interval",
-            "100ms",
-            "--max-interval",
-            "200ms",
-        ])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    (child, rx)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn platform_errors_during_a_watch_are_warnings_not_failures() {
-    let sim = sim::start(SimConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let r = submit(&sim, dir.path(), "SIM_DURATION=4s ./run.sh").await;
-    let (child, events) = watch(&sim, dir.path(), &[&r]);
-    let first = tokio::task::spawn_blocking(move || {
-        let e = events.recv_timeout(Duration::from_secs(30)).unwrap();
-        (e, events)
-    })
-    .await
-    .unwrap();
-    let (first, events) = first;
+#[test]
+fn platform_errors_during_a_watch_are_warnings_not_failures() {
+    let sim = Sim::start(SimConfig::default());
+    let (sb, r) = submit(&sim, "SIM_DURATION=4s ./run.sh");
+    let (child, events) = watch(&sb, &[&r]);
+    let first = events.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(first["event"], "state");
     // Every request now fails with 503 until we switch the faults off again.
-    sim.state.set_faults(Faults {
+    sim.set_faults(Faults {
         error_rate: 1.0,
         ..Faults::default()
     });
-    let (warning, events) = tokio::task::spawn_blocking(move || {
-        loop {
-            let e = events.recv_timeout(Duration::from_secs(30)).unwrap();
-            if e["event"] == "warning" {
-                return (e, events);
-            }
+    let warning = loop {
+        let e = events.recv_timeout(Duration::from_secs(30)).unwrap();
+        if e["event"] == "warning" {
+            break e;
         }
-    })
-    .await
-    .unwrap();
+    };
     assert_eq!(warning["ref"], r.as_str());
-    sim.state.set_faults(Faults::default());
-    let out = tokio::task::spawn_blocking(move || {
-        let status = child.wait_with_output().unwrap().status;
-        (status, events.into_iter().collect::<Vec<Value>>())
-    })
-    .await
-    .unwrap();
-    let (status, rest) = out;
+    sim.set_faults(Faults::default());
+    let status = child.wait_with_output().unwrap().status;
+    let rest: Vec<Value> = events.into_iter().collect();
     assert_eq!(
         status.code(),
         Some(0),
@@ -123,26 +63,16 @@ async fn platform_errors_during_a_watch_are_warnings_not_failures() {
     assert_eq!(last["jobs"][0]["state"], "succeeded");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_platform_ends_the_wait_with_exit_7_and_the_job_not_failed() {
-    let sim = sim::start(SimConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let r = submit(&sim, dir.path(), "SIM_DURATION=60s ./run.sh").await;
-    let (child, events) = watch(&sim, dir.path(), &["--unreachable-timeout", "2s", &r]);
-    let (first, events) = tokio::task::spawn_blocking(move || {
-        let e = events.recv_timeout(Duration::from_secs(30)).unwrap();
-        (e, events)
-    })
-    .await
-    .unwrap();
+#[test]
+fn an_unreachable_platform_ends_the_wait_with_exit_7_and_the_job_not_failed() {
+    let sim = Sim::start(SimConfig::default());
+    let (sb, r) = submit(&sim, "SIM_DURATION=60s ./run.sh");
+    let (child, events) = watch(&sb, &["--unreachable-timeout", "2s", &r]);
+    let first = events.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(first["event"], "state");
     sim.shutdown();
-    let (status, rest) = tokio::task::spawn_blocking(move || {
-        let status = child.wait_with_output().unwrap().status;
-        (status, events.into_iter().collect::<Vec<Value>>())
-    })
-    .await
-    .unwrap();
+    let status = child.wait_with_output().unwrap().status;
+    let rest: Vec<Value> = events.into_iter().collect();
     assert_eq!(status.code(), Some(7));
     assert!(rest.iter().any(|e| e["event"] == "warning"), "{rest:?}");
     let last = rest.last().unwrap();
@@ -155,9 +85,9 @@ async fn an_unreachable_platform_ends_the_wait_with_exit_7_and_the_job_not_faile
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn faults_can_be_switched_over_http() {
-    let sim = sim::start(SimConfig::default()).await.unwrap();
+    let sim = Sim::start(SimConfig::default());
     let client = reqwest::Client::new();
     let url = format!("{}/_sim/faults", sim.base_url);
     let set: Value = client

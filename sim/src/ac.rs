@@ -476,7 +476,9 @@ async fn submit(
         life: Lifecycle::new(plan),
     };
     data.jobs.insert(id, job);
-    ok(Value::String(id.to_string()))
+    drop(data);
+    ac.state.record_job("ac", name);
+    ac.state.after_create(ok(Value::String(id.to_string())))
 }
 
 fn native(phase: Phase) -> &'static str {

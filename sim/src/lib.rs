@@ -90,6 +90,13 @@ pub struct SimConfig {
     /// Requests per second before answering 429 with Retry-After (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     pub rate_limit: u32,
+    /// Fraction of job creations whose connection is dropped after the job was created.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_after_create_rate: f64,
+    /// Fraction of job creations answered with garbage (truncated JSON or `{}`) after the job
+    /// was created.
+    #[arg(long, default_value_t = 0.0)]
+    pub garbage_rate: f64,
     /// How long a finished AC job stays in the realtime list before only history has it.
     #[arg(long, default_value = "5m", value_parser = parse_dur)]
     pub ac_realtime_window: Duration,
@@ -112,6 +119,8 @@ impl Default for SimConfig {
             drop_rate: 0.0,
             latency: (Duration::ZERO, Duration::ZERO),
             rate_limit: 0,
+            drop_after_create_rate: 0.0,
+            garbage_rate: 0.0,
             ac_realtime_window: Duration::from_secs(300),
             tls: false,
         }
@@ -148,6 +157,20 @@ pub struct Faults {
     pub latency_ms: (u64, u64),
     /// Requests per second before 429 (0 = off).
     pub rate_limit: u32,
+    /// Share of job creations whose connection is dropped *after* the job was created (the
+    /// client never learns its id).
+    pub drop_after_create_rate: f64,
+    /// Share of job creations answered with garbage after the job was created: a truncated
+    /// body or `{}` (HTTP 200).
+    pub garbage_rate: f64,
+    /// How answers to logins and token renewals are spoiled (they carry tokens, so jobctl must
+    /// never quote them).
+    pub login_garble: Garble,
+    /// How every other answer is spoiled.
+    pub answer_garble: Garble,
+    /// Pads every answer with this many MiB of trailing whitespace (JSON stays valid), to test
+    /// jobctl's answer size cap.
+    pub pad_mib: u32,
 }
 
 impl Default for Faults {
@@ -157,7 +180,67 @@ impl Default for Faults {
             drop_rate: 0.0,
             latency_ms: (0, 0),
             rate_limit: 0,
+            drop_after_create_rate: 0.0,
+            garbage_rate: 0.0,
+            login_garble: Garble::Off,
+            answer_garble: Garble::Off,
+            pad_mib: 0,
         }
+    }
+}
+
+/// A way of spoiling an answer, as broken proxies, half-deployed servers and cut connections do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Garble {
+    /// Answers are left alone.
+    #[default]
+    Off,
+    /// Only the first half of the body is sent.
+    Truncate,
+    /// HTTP 200 with an HTML page, as a captive portal or a misrouted proxy sends.
+    Html,
+    /// HTTP 200 with `{}`.
+    Empty,
+    /// The JSON's values (two levels deep) have the wrong types: arrays become strings, objects
+    /// arrays, strings numbers, numbers strings.
+    WrongTypes,
+}
+
+impl Garble {
+    /// `body` spoiled this way; returns the new status and content type when they change.
+    pub fn apply(self, body: &[u8]) -> (Option<(u16, &'static str)>, Vec<u8>) {
+        match self {
+            Garble::Off => (None, body.to_vec()),
+            Garble::Truncate => (None, body[..body.len() / 2].to_vec()),
+            Garble::Html => (
+                Some((200, "text/html")),
+                b"<html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>"
+                    .to_vec(),
+            ),
+            Garble::Empty => (Some((200, "application/json")), b"{}".to_vec()),
+            Garble::WrongTypes => match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(v) => (None, wrong_types(v, 2).to_string().into_bytes()),
+                Err(_) => (None, body.to_vec()),
+            },
+        }
+    }
+}
+
+fn wrong_types(v: serde_json::Value, depth: u8) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) if depth > 0 => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, wrong_types(v, depth - 1)))
+                .collect(),
+        ),
+        Value::Object(_) => Value::Array(Vec::new()),
+        Value::Array(_) => Value::String("garbled".into()),
+        Value::String(_) => Value::from(7),
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Bool(b) => Value::String(b.to_string()),
+        Value::Null => Value::Bool(true),
     }
 }
 
@@ -171,6 +254,9 @@ impl Faults {
                 c.latency.1.as_millis() as u64,
             ),
             rate_limit: c.rate_limit,
+            drop_after_create_rate: c.drop_after_create_rate,
+            garbage_rate: c.garbage_rate,
+            ..Faults::default()
         }
     }
 }
@@ -184,6 +270,8 @@ pub struct SimState {
     /// Requests served per `METHOD path-pattern`.
     stats: Mutex<BTreeMap<String, u64>>,
     rate: Mutex<(Instant, u32)>,
+    /// Jobs created per platform, and how often each (platform, label) was created.
+    created: Mutex<Created>,
     /// The base URL once bound (`http://127.0.0.1:PORT`).
     pub base_url: Mutex<String>,
 }
@@ -196,6 +284,7 @@ impl SimState {
             config,
             stats: Mutex::new(BTreeMap::new()),
             rate: Mutex::new((Instant::now(), 0)),
+            created: Mutex::new(Created::default()),
             base_url: Mutex::new(String::new()),
         })
     }
@@ -228,6 +317,40 @@ impl SimState {
         }
     }
 
+    /// Records a job created on `platform`, labelled by what a person would recognise it by
+    /// (its name, its comment, its arguments), for `GET /_sim/jobs`.
+    pub fn record_job(&self, platform: &str, label: &str) {
+        if let Ok(mut c) = self.created.lock() {
+            *c.per_platform.entry(platform.to_string()).or_default() += 1;
+            *c.labels
+                .entry((platform.to_string(), label.to_string()))
+                .or_default() += 1;
+        }
+    }
+
+    /// Jobs created so far: total, per platform, and the labels created more than once.
+    pub fn jobs_report(&self) -> serde_json::Value {
+        let Ok(c) = self.created.lock() else {
+            return serde_json::Value::Null;
+        };
+        let total: u64 = c.per_platform.values().sum();
+        let duplicates: Vec<serde_json::Value> = c
+            .labels
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|((p, l), n)| serde_json::json!({"platform": p, "label": l, "count": n}))
+            .collect();
+        serde_json::json!({"total": total, "per_platform": c.per_platform, "duplicates": duplicates})
+    }
+
+    /// Marks the answer of a request that created a job, so the after-creation faults
+    /// (a dropped connection, garbage in place of the answer) may strike it.
+    pub fn after_create(&self, mut resp: Response) -> Response {
+        resp.headers_mut()
+            .insert(CREATED_HEADER, axum::http::HeaderValue::from_static("1"));
+        resp
+    }
+
     fn over_rate_limit(&self) -> bool {
         let limit = self.faults().rate_limit;
         if limit == 0 {
@@ -244,11 +367,19 @@ impl SimState {
     }
 }
 
+/// Jobs created, for `GET /_sim/jobs`.
+#[derive(Debug, Default)]
+struct Created {
+    per_platform: BTreeMap<String, u64>,
+    labels: BTreeMap<(String, String), u64>,
+}
+
 /// The full router: every platform plus `/_sim/*`.
 pub fn router(state: Arc<SimState>) -> Router {
     let sim = Router::new()
         .route("/_sim/stats", axum::routing::get(stats_handler))
         .route("/_sim/health", axum::routing::get(|| async { "ok" }))
+        .route("/_sim/jobs", axum::routing::get(jobs_handler))
         .route(
             "/_sim/faults",
             axum::routing::get(get_faults).put(put_faults),
@@ -260,6 +391,10 @@ pub fn router(state: Arc<SimState>) -> Router {
         .merge(nebula::router(state.clone()))
         .merge(slurm::router(state.clone()))
         .merge(sim.with_state(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            garble_answers,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             faults_and_stats,
@@ -277,6 +412,10 @@ async fn put_faults(
 ) -> impl IntoResponse {
     state.set_faults(faults);
     axum::Json(faults)
+}
+
+async fn jobs_handler(State(state): State<Arc<SimState>>) -> impl IntoResponse {
+    axum::Json(state.jobs_report())
 }
 
 async fn stats_handler(State(state): State<Arc<SimState>>) -> impl IntoResponse {
@@ -328,6 +467,74 @@ async fn faults_and_stats(
             .into_response();
     }
     next.run(req).await
+}
+
+/// Paths whose answers carry tokens (CloudPSS logins share `/graphql` and are told apart by
+/// their operation).
+const LOGIN_PATHS: &[&str] = &[
+    "/ac/openapi/v2/tokens",
+    "/ac/openapi/v2/tokens/next",
+    "/v1/oauth2/token",
+    "/api-open/v1/connect",
+];
+
+/// GraphQL operations that log in or inspect a token.
+const LOGIN_OPERATIONS: &[&str] = &["accountChallenge", "createAccountToken", "accountToken"];
+
+/// Middleware that spoils answers as [`Faults::login_garble`], [`Faults::answer_garble`] and
+/// [`Faults::pad_mib`] say.
+async fn garble_answers(State(state): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+    let faults = state.faults();
+    let path = req.uri().path().to_string();
+    if path.starts_with("/_sim/")
+        || (faults.login_garble == Garble::Off
+            && faults.answer_garble == Garble::Off
+            && faults.pad_mib == 0)
+    {
+        return next.run(req).await;
+    }
+    let (req, login) = if path == "/graphql" {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 16 << 20)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let login = LOGIN_OPERATIONS.iter().any(|op| text.contains(op));
+        (
+            Request::from_parts(parts, axum::body::Body::from(bytes)),
+            login,
+        )
+    } else {
+        let login = LOGIN_PATHS.contains(&path.as_str());
+        (req, login)
+    };
+    let garble = if login {
+        faults.login_garble
+    } else {
+        faults.answer_garble
+    };
+    let resp = next.run(req).await;
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "sim: unreadable body",
+        )
+            .into_response();
+    };
+    let (changed, mut out) = garble.apply(&bytes);
+    if let Some((status, content_type)) = changed {
+        parts.status = axum::http::StatusCode::from_u16(status).unwrap_or(parts.status);
+        parts.headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static(content_type),
+        );
+    }
+    if faults.pad_mib > 0 {
+        out.resize(out.len() + (faults.pad_mib as usize) * (1 << 20), b' ');
+    }
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(out))
 }
 
 /// A running simulator; dropping it (or calling [`SimHandle::shutdown`]) stops it.
@@ -462,15 +669,51 @@ impl std::error::Error for DroppedConnection {}
 /// Marker header a handler/middleware sets to make the connection drop instead of answering.
 const DROP_HEADER: &str = "x-sim-drop-connection";
 
-/// Middleware (outermost) that marks a share of answers for dropping.
+/// Marker header of an answer whose request created a job ([`SimState::after_create`]).
+const CREATED_HEADER: &str = "x-sim-created";
+
+/// Middleware (outermost) that drops a share of connections before the request is handled
+/// (nothing is created), and applies the after-creation faults to answers that created a job.
 pub async fn drop_marker(State(state): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+    let faults = state.faults();
     let drop = !req.uri().path().starts_with("/_sim/")
-        && state.faults().drop_rate > 0.0
-        && rand::rng().random_bool(state.faults().drop_rate.min(1.0));
-    let mut resp = next.run(req).await;
+        && faults.drop_rate > 0.0
+        && rand::rng().random_bool(faults.drop_rate.min(1.0));
     if drop {
+        let mut resp = Response::new(axum::body::Body::empty());
         resp.headers_mut()
             .insert(DROP_HEADER, axum::http::HeaderValue::from_static("1"));
+        return resp;
+    }
+    let mut resp = next.run(req).await;
+    if resp.headers_mut().remove(CREATED_HEADER).is_none() {
+        return resp;
+    }
+    let (drop_after, garbage, truncate) = {
+        let mut rng = rand::rng();
+        (
+            faults.drop_after_create_rate > 0.0
+                && rng.random_bool(faults.drop_after_create_rate.min(1.0)),
+            faults.garbage_rate > 0.0 && rng.random_bool(faults.garbage_rate.min(1.0)),
+            rng.random_bool(0.5),
+        )
+    };
+    if drop_after {
+        resp.headers_mut()
+            .insert(DROP_HEADER, axum::http::HeaderValue::from_static("1"));
+    } else if garbage {
+        let (mut parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        let garbage = if truncate && bytes.len() >= 4 {
+            bytes.slice(..bytes.len() / 2)
+        } else {
+            axum::body::Bytes::from_static(b"{}")
+        };
+        parts.status = axum::http::StatusCode::OK;
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        return Response::from_parts(parts, axum::body::Body::from(garbage));
     }
     resp
 }

@@ -405,6 +405,7 @@ async fn run(
         .iter()
         .map(|_| uuid::Uuid::new_v4().simple().to_string())
         .collect();
+    let label = serde_json::to_string(&input).unwrap_or_default();
     inner.jobs.insert(
         id,
         SimJob {
@@ -415,7 +416,9 @@ async fn run(
             task_ids,
         },
     );
-    ok(json!({ "id": id }))
+    drop(inner);
+    neb.sim.record_job("nebula", &label);
+    neb.sim.after_create(ok(json!({ "id": id })))
 }
 
 /// A task's status and times at one instant.

@@ -464,13 +464,15 @@ async fn run_export(State(octo): State<Shared>, headers: HeaderMap, body: Bytes)
         owner: user,
     };
     let op = order.operation(&name);
+    let label = body.to_string();
     match octo.orders.lock() {
         Ok(mut o) => {
             o.insert(name, order);
         }
         Err(_) => return internal(),
     }
-    axum::Json(op).into_response()
+    octo.sim.record_job("octoplant", &label);
+    octo.sim.after_create(axum::Json(op).into_response())
 }
 
 fn not_found(name: &str) -> Response {

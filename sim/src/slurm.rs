@@ -104,6 +104,7 @@ const JOB_KEYS: &[&str] = &[
 struct SimJob {
     id: u64,
     name: String,
+    comment: String,
     user: String,
     partition: String,
     cwd: String,
@@ -128,6 +129,7 @@ pub fn router(state: Arc<SimState>) -> Router {
     let seeded = SimJob {
         id: 99,
         name: "someone-elses-job".into(),
+        comment: String::new(),
         user: "someone-else".into(),
         partition: "debug".into(),
         cwd: "/tmp".into(),
@@ -344,6 +346,7 @@ fn render(j: &SimJob) -> Value {
     json!({
         "job_id": j.id,
         "name": j.name,
+        "comment": j.comment,
         "job_state": state,
         "state_reason": reason,
         "state_description": "",
@@ -531,9 +534,17 @@ async fn submit(State(s): State<Shared>, headers: HeaderMap, body: axum::body::B
         }
     };
     let id = jobs.iter().map(|j| j.id).max().unwrap_or(99).max(99) + 1;
+    let name = text("name").unwrap_or_else(|| "sbatch".into());
+    let comment = text("comment").unwrap_or_default();
+    let label = if comment.is_empty() {
+        name.clone()
+    } else {
+        comment.clone()
+    };
     jobs.push(SimJob {
         id,
-        name: text("name").unwrap_or_else(|| "sbatch".into()),
+        name,
+        comment,
         user,
         partition,
         cwd: text("current_working_directory").unwrap_or_else(|| "/tmp".into()),
@@ -544,10 +555,12 @@ async fn submit(State(s): State<Shared>, headers: HeaderMap, body: axum::body::B
         timeout,
         signal,
     });
-    answer(
+    drop(jobs);
+    s.sim.record_job("slurm", &label);
+    s.sim.after_create(answer(
         StatusCode::OK,
         json!({"job_id": id, "step_id": "BATCH", "job_submit_user_msg": ""}),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -574,6 +587,7 @@ mod tests {
         let mut j = SimJob {
             id: 7,
             name: "x".into(),
+            comment: String::new(),
             user: "u".into(),
             partition: "debug".into(),
             cwd: "/tmp".into(),

@@ -16,6 +16,36 @@ Exit codes: 0 ok, 1 a job failed, 2 usage/invalid input, 3 timeout, 4 auth refus
 5 a job was canceled, 6 not found, 7 platform unreachable/unusable, 8 not supported,
 130 interrupted.";
 
+/// Help heading of the flags every command takes, so a command's own flags come first.
+const GLOBAL: &str = "Global options";
+
+/// Backend names `-b` takes (aliases included), offered by shell completion.
+pub const BACKENDS: [&str; 8] = [
+    "local",
+    "cloudpss",
+    "ac",
+    "scnet",
+    "hpc",
+    "octoplant",
+    "nebula",
+    "slurm",
+];
+
+/// State names `list --state` takes, offered by shell completion.
+fn state_values() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("queued").alias("pending"),
+        PossibleValue::new("running"),
+        PossibleValue::new("suspended"),
+        PossibleValue::new("cancelling").alias("canceling"),
+        PossibleValue::new("succeeded").aliases(["success", "completed"]),
+        PossibleValue::new("failed"),
+        PossibleValue::new("canceled").alias("cancelled"),
+        PossibleValue::new("unknown"),
+    ])
+}
+
 /// jobctl: submit, list, inspect, abort and watch jobs on CloudPSS, AC/SCNet, octoplant,
 /// NebulaGraph Explorer, Slurm and local processes.
 #[derive(Debug, Parser)]
@@ -33,36 +63,38 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// Profile to use (else JOBCTL_PROFILE, else default_profile, else local).
-    #[arg(short, long, global = true, value_name = "NAME")]
+    #[arg(short, long, global = true, value_name = "NAME", help_heading = GLOBAL)]
     pub profile: Option<String>,
-    /// Use the built-in profile of this backend (local, cloudpss, ac, octoplant, nebula, slurm).
-    #[arg(short, long, global = true, value_name = "NAME")]
+    /// Use the built-in profile of this backend.
+    #[arg(short, long, global = true, value_name = "NAME", help_heading = GLOBAL,
+          value_parser = clap::builder::PossibleValuesParser::new(BACKENDS))]
     pub backend: Option<String>,
     /// Output format (env JOBCTL_OUTPUT) [default: table].
-    #[arg(short, long, global = true, value_enum, value_name = "MODE")]
+    #[arg(short, long, global = true, value_enum, value_name = "MODE", help_heading = GLOBAL)]
     pub output: Option<OutputMode>,
     /// Config file (else JOBCTL_CONFIG, else $XDG_CONFIG_HOME/jobctl/config.toml).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Environment file (default: ./.env when present).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
     pub env_file: Option<PathBuf>,
     /// State directory (env JOBCTL_STATE_DIR; default $XDG_STATE_HOME/jobctl).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
     pub state_dir: Option<PathBuf>,
     /// More logging to stderr (-v info, -vv debug, -vvv trace); RUST_LOG also works.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Never show progress bars or spinners.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_progress: bool,
-    /// Colour on stdout (NO_COLOR is honoured in auto mode).
+    /// Colour on stdout and in logs (NO_COLOR is honoured in auto mode).
     #[arg(
         long,
         global = true,
         value_enum,
         default_value = "auto",
-        value_name = "WHEN"
+        value_name = "WHEN",
+        help_heading = GLOBAL
     )]
     pub color: ColorMode,
 }
@@ -107,7 +139,7 @@ pub enum Command {
   jobctl list --all -o ndjson")]
     List {
         /// Only jobs in this state (repeatable or comma-separated).
-        #[arg(long = "state", value_name = "STATE", value_delimiter = ',')]
+        #[arg(long = "state", value_name = "STATE", value_delimiter = ',', value_parser = state_values())]
         states: Vec<String>,
         /// At most N jobs [default: 50].
         #[arg(long, value_name = "N", conflicts_with = "all")]
@@ -124,7 +156,8 @@ pub enum Command {
         visible_alias = "cancel",
         after_help = "Examples:
   jobctl abort local:17
-  jobctl cancel --wait --timeout 1m local:17 local:18"
+  jobctl cancel --wait --timeout 1m local:17 local:18
+  jobctl abort --force local:17                 no grace period"
     )]
     Abort {
         /// Job references.
@@ -136,6 +169,9 @@ pub enum Command {
         /// With --wait: give up after this long (exit 3).
         #[arg(long, value_name = "DUR")]
         timeout: Option<String>,
+        /// Kill at once (local: SIGKILL, no grace period) where the backend can.
+        #[arg(long)]
+        force: bool,
     },
     /// Wait for jobs, showing live progress on a terminal.
     #[command(after_help = "Examples:
@@ -167,12 +203,12 @@ pub enum Command {
     /// Download a job's artifacts.
     #[command(after_help = "Examples:
   jobctl fetch local:17 --dest out/
-  jobctl -b octoplant fetch octoplant:orders/5e1c --dest exports/")]
+  jobctl fetch octoplant:5550b2ea-1294-4bdc-aae1-0a8c85e9d5a7 --dest exports/")]
     Fetch {
         /// Job reference.
         #[arg(value_name = "REF")]
         reference: String,
-        /// Directory to write into (created if needed) [default: .].
+        /// Directory to write into (created if needed).
         #[arg(long, value_name = "PATH", default_value = ".")]
         dest: PathBuf,
     },
@@ -198,6 +234,14 @@ pub enum Command {
         /// With --wait: give up after this long (exit 3).
         #[arg(long, value_name = "DUR")]
         timeout: Option<String>,
+        /// Start a new run of a file that was run before: fresh derived keys, so every line
+        /// is submitted again.
+        #[arg(long)]
+        new_run: bool,
+        /// Send again the lines whose earlier submission has an unknown outcome on platforms
+        /// that cannot be searched by key (may create a duplicate).
+        #[arg(long)]
+        resubmit_unknown: bool,
         /// Validate the file and print the order (levels) its lines would run in; send nothing.
         #[arg(long, conflicts_with = "wait")]
         dry_run: bool,
@@ -210,7 +254,7 @@ pub enum Command {
   jobctl history
   jobctl history --limit 5 -o json")]
     History {
-        /// At most N entries [default: 50].
+        /// At most N entries.
         #[arg(long, value_name = "N", default_value_t = 50)]
         limit: usize,
     },
@@ -241,19 +285,14 @@ pub enum Command {
         /// Profile [default: the selected one].
         profile: Option<String>,
     },
-    /// Print a shell completion script.
+    /// Print a shell completion script (it completes commands, flags, backend names, states
+    /// and the profile names configured when it is generated).
     #[command(
         after_help = "Example:\n  jobctl completions bash > ~/.local/share/bash-completion/completions/jobctl"
     )]
     Completions {
         /// Shell.
         shell: clap_complete::Shell,
-    },
-    /// Internal: supervise a local job (started by `submit`).
-    #[command(name = "__supervise", hide = true)]
-    Supervise {
-        /// Job id.
-        id: i64,
     },
 }
 
@@ -263,7 +302,8 @@ pub struct SubmitArgs {
     /// Job name.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// Job argument / input KEY=VALUE (repeatable; VALUE is JSON when it parses).
+    /// Job argument / input KEY=VALUE (repeatable). Environment variables (local, slurm) get
+    /// VALUE exactly as typed; JSON backends (cloudpss, nebula) parse it as JSON when it parses.
     #[arg(long = "arg", value_name = "KEY=VALUE")]
     pub args: Vec<String>,
     /// Backend option KEY=VALUE (repeatable; a repeated KEY collects an array).
@@ -293,6 +333,10 @@ pub struct SubmitArgs {
     /// Wait for the job like `watch`.
     #[arg(long)]
     pub wait: bool,
+    /// With --key: send again a submission whose earlier outcome is unknown on a platform
+    /// that cannot be searched by key (may create a duplicate).
+    #[arg(long, requires = "key")]
+    pub resubmit_unknown: bool,
     /// With --wait: fetch the artifacts into this directory once the job succeeded.
     #[arg(long, value_name = "DIR", requires = "wait")]
     pub fetch: Option<PathBuf>,
@@ -317,7 +361,7 @@ pub struct WaitTuning {
     /// Give up after this long (exit 3).
     #[arg(long, value_name = "DUR")]
     pub timeout: Option<String>,
-    /// First polling interval [default: the profile's poll_interval].
+    /// First polling interval, at least 100ms [default: the profile's poll_interval].
     #[arg(long, value_name = "DUR")]
     pub interval: Option<String>,
     /// Largest polling interval.

@@ -5,7 +5,6 @@ use super::Outcome;
 use super::args::{Command, GlobalArgs, SubmitArgs, WaitTuning, WatchArgs};
 use crate::config::parse_duration;
 use crate::error::{Error, ErrorKind, Result, exit};
-use crate::ledger::Begin;
 use crate::model::{AbortOutcome, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value};
 use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report};
 use crate::report::{Case, ReportTarget, Verdict};
@@ -20,7 +19,7 @@ use std::time::Duration;
 pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Result<Outcome> {
     match cmd {
         Command::Submit(a) => submit(a, g, s, p).await,
-        Command::Status { refs } => status(&refs, s).await,
+        Command::Status { refs } => status(&refs, s, p).await,
         Command::List {
             states,
             limit,
@@ -31,7 +30,8 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             refs,
             wait,
             timeout,
-        } => abort(&refs, wait, timeout.as_deref(), s, p).await,
+            force,
+        } => abort(&refs, AbortFlags { wait, force }, timeout.as_deref(), s, p).await,
         Command::Watch(a) => watch_cmd(a, true, s, p).await,
         Command::Wait(a) => watch_cmd(a, false, s, p).await,
         Command::Logs {
@@ -46,41 +46,66 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             journal,
             wait,
             timeout,
+            new_run,
+            resubmit_unknown,
             dry_run,
             reports,
         } => {
-            if wait || dry_run {
+            let file_text = super::batch::read_input(&file)?;
+            // A file that uses `after`/`retries`, a dry run or CI reports make a pipeline run;
+            // anything else is a plain batch.
+            if dry_run
+                || (wait && (!reports.is_empty() || super::pipeline::is_pipeline(&file_text)))
+            {
                 let o = super::pipeline::BatchFlags {
                     file: &file,
+                    text: file_text,
                     concurrency,
                     journal,
                     dry_run,
                     timeout: timeout.as_deref(),
                     reports: &reports,
+                    new_run,
+                    resubmit_unknown,
                 };
                 return super::pipeline::batch(o, s, p).await;
             }
-            super::batch::run(&file, concurrency, journal, wait, timeout.as_deref(), s, p).await
+            let opts = super::batch::BatchOptions {
+                concurrency,
+                journal,
+                wait,
+                timeout,
+                new_run,
+                resubmit_unknown,
+            };
+            super::batch::run(&file, file_text, &opts, s, p).await
         }
         Command::History { limit } => Ok(Outcome::ok(Report::History(
             s.ledger()?.history(Some(limit))?,
         ))),
-        Command::Login { profile } => login(profile, s).await,
-        Command::Logout { profile } => logout(profile, s).await,
+        Command::Login { profile } => login(profile, s, p).await,
+        Command::Logout { profile } => logout(profile, s, p).await,
         Command::Profiles => Ok(Outcome::ok(profiles(s))),
         Command::Doctor { profile } => doctor(profile, s).await,
         Command::Queues { profile } => queues(profile, s).await,
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut super::args::Cli::command(), "jobctl", &mut buf);
-            Ok(Outcome::ok(Report::Raw(
-                String::from_utf8_lossy(&buf).into_owned(),
-            )))
-        }
-        Command::Supervise { .. } => Err(Error::usage("__supervise is internal")),
+        Command::Completions { shell } => Ok(Outcome::ok(completions(shell, s))),
     }
 }
+
+/// The completion script; profile names are those configured when it is generated.
+fn completions(shell: clap_complete::Shell, s: &Session) -> Report {
+    use clap::CommandFactory;
+    let names = s.config.profile_names();
+    let mut cmd = super::args::Cli::command().mut_arg("profile", |a| {
+        a.value_parser(clap::builder::PossibleValuesParser::new(names))
+    });
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "jobctl", &mut buf);
+    Report::Raw(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// The smallest polling interval: below it a watch would flood the platform with requests.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 fn dur(flag: &str, v: &str) -> Result<Duration> {
     parse_duration(v).map_err(|e| Error::usage(format!("{flag}: {}", e.message)))
@@ -93,10 +118,18 @@ pub(super) fn watch_options(
     live: bool,
     p: &Printer,
 ) -> Result<WatchOptions> {
-    let interval = match &t.interval {
+    let mut interval = match &t.interval {
         Some(v) => dur("--interval", v)?,
         None => default_interval,
     };
+    if interval < MIN_INTERVAL {
+        p.warn(&format!(
+            "polling interval {} is below the floor; polling every {} instead",
+            humantime::format_duration(interval),
+            humantime::format_duration(MIN_INTERVAL)
+        ));
+        interval = MIN_INTERVAL;
+    }
     let max_interval = dur("--max-interval", &t.max_interval)?.max(interval);
     Ok(WatchOptions {
         interval,
@@ -158,7 +191,7 @@ async fn run_watch(
 ) -> watch::Outcome {
     let out = watch::run(s, targets, opts, p).await;
     if let Some(e) = &out.error {
-        p.error(e);
+        p.error_event(e);
     }
     if out.exit_code == exit::INTERRUPTED {
         p.warn("interrupted; the jobs keep running");
@@ -250,9 +283,13 @@ pub(super) fn build_spec(a: &SubmitArgs) -> Result<JobSpec> {
         spec.key = a.key.clone();
     }
     if !a.command.is_empty() {
+        if a.command[0].trim().is_empty() {
+            return Err(Error::usage(
+                "the command after `--` is empty: name the program to run, e.g. `-- echo hi`",
+            ));
+        }
         spec.command = Some(a.command.clone());
     }
-    merge_pairs("--arg", &a.args, &mut spec.args)?;
     let mut opts: Vec<String> = a.opts.clone();
     let shorthands = [
         ("function", &a.function),
@@ -270,6 +307,35 @@ pub(super) fn build_spec(a: &SubmitArgs) -> Result<JobSpec> {
     }
     merge_pairs("--opt", &opts, &mut spec.options)?;
     Ok(spec)
+}
+
+/// Adds the `--arg KEY=VALUE` flags to `spec` the way `backend` takes them: as environment
+/// variables, VALUE exactly as typed and each variable once; or as JSON arguments, VALUE
+/// parsed as JSON when it parses and a repeated KEY collecting an array.
+pub(super) fn apply_args(
+    raw: &[String],
+    backend: crate::config::BackendKind,
+    spec: &mut JobSpec,
+) -> Result<()> {
+    if !backend.args_are_env() {
+        return merge_pairs("--arg", raw, &mut spec.args);
+    }
+    let mut given: Vec<&str> = Vec::new();
+    for r in raw {
+        let Some((k, v)) = r.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            return Err(Error::usage(format!("--arg expects KEY=VALUE, got '{r}'")));
+        };
+        let k = k.trim();
+        if given.contains(&k) {
+            return Err(Error::usage(format!(
+                "--arg {k} is given twice: for the {backend} backend it is an environment variable, which has one value"
+            )));
+        }
+        given.push(k);
+        spec.args
+            .insert(k.to_string(), Value::String(v.to_string()));
+    }
+    Ok(())
 }
 
 /// Merges KEY=VALUE flags; a key given several times collects an array.
@@ -290,69 +356,8 @@ fn merge_pairs(flag: &str, raw: &[String], into: &mut Map<String, Value>) -> Res
     Ok(())
 }
 
-/// Submits through the ledger: recorded before sending, idempotent with a key.
-pub(super) async fn submit_spec(
-    bound: &Bound,
-    spec: &JobSpec,
-    s: &Session,
-) -> Result<(crate::model::Job, bool)> {
-    let profile = &bound.profile.name;
-    let backend_name = bound.profile.backend.as_str();
-    bound
-        .backend
-        .validate(spec)
-        .map_err(|e| e.in_profile(profile, backend_name).during("submit"))?;
-    let ledger = s.ledger()?;
-    let seq = match ledger.begin(profile, backend_name, spec)? {
-        Begin::Existing(entry) => {
-            return existing(bound, entry, s).await;
-        }
-        Begin::New(seq) => seq,
-    };
-    match bound.backend.submit(spec).await {
-        Ok(job) => {
-            ledger.complete(seq, &job.id)?;
-            Ok((s.finish_job(bound, job), false))
-        }
-        Err(e) => {
-            let e = e.in_profile(profile, backend_name).during("submit");
-            ledger.fail(seq, &e.to_string())?;
-            Err(e)
-        }
-    }
-}
-
-async fn existing(
-    bound: &Bound,
-    entry: crate::ledger::Entry,
-    s: &Session,
-) -> Result<(crate::model::Job, bool)> {
-    let key = entry.key.clone().unwrap_or_default();
-    let Some(id) = entry.id.clone() else {
-        // Another process is sending it right now, or one died mid-send: wait briefly.
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Some(e) = s.ledger()?.by_key(&bound.profile.name, &key)? {
-                if e.id.is_some() {
-                    return Box::pin(existing(bound, e, s)).await;
-                }
-            }
-        }
-        return Err(Error::platform(format!(
-            "a submission with key '{key}' was recorded at {} but its outcome is unknown (interrupted?); check `jobctl list`, then submit with another key",
-            entry.submitted_at.to_rfc3339()
-        ))
-        .in_profile(&bound.profile.name, bound.profile.backend.as_str()));
-    };
-    let job = match bound.backend.status(&id).await {
-        Ok(j) => j,
-        Err(_) => crate::model::Job::new(id, JobState::Unknown, None),
-    };
-    Ok((s.finish_job(bound, job), true))
-}
-
 async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Result<Outcome> {
-    let spec = build_spec(&a)?;
+    let mut spec = build_spec(&a)?;
     // The spec file may name a profile; explicit -p/-b win over it.
     let profile = match (&g.profile, &g.backend, &spec.profile, &spec.backend) {
         (None, None, Some(sp), _) => sp.clone(),
@@ -360,7 +365,24 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         _ => s.selected.clone(),
     };
     let bound = s.bound(&profile)?;
-    let (job, existing) = submit_spec(&bound, &spec, s).await?;
+    apply_args(&a.args, bound.profile.backend, &mut spec)?;
+    let submission = super::submission::submit_spec(&bound, &spec, s, a.resubmit_unknown).await;
+    let existing = !matches!(submission, super::submission::Submission::Sent(_));
+    let job = match submission {
+        super::submission::Submission::Sent(j)
+        | super::submission::Submission::Earlier(j)
+        | super::submission::Submission::Reconciled(j) => j,
+        super::submission::Submission::Unknown(e) | super::submission::Submission::Failed(e) => {
+            return Err(e);
+        }
+    };
+    if existing {
+        eprintln!(
+            "{}: key '{}' was already submitted before; not submitting again",
+            job.reference,
+            spec.key.as_deref().unwrap_or_default()
+        );
+    }
     if !a.wait {
         return Ok(Outcome::ok(Report::Submitted { job, existing }));
     }
@@ -459,7 +481,8 @@ async fn watch_with_retries(
         }
         let mut next = spec.clone();
         next.key = key;
-        let (again, existing) = submit_spec(bound, &next, s).await?;
+        let (again, existing) =
+            super::pipeline::settled(super::submission::submit_spec(bound, &next, s, false).await)?;
         if p.mode != OutputMode::Json {
             p.render(Report::Submitted {
                 job: again.clone(),
@@ -480,7 +503,7 @@ fn group(refs: &[String], s: &Session) -> Result<Vec<(String, String)>> {
     refs.iter().map(|r| s.resolve(r)).collect()
 }
 
-async fn status(refs: &[String], s: &Session) -> Result<Outcome> {
+async fn status(refs: &[String], s: &Session, p: &Printer) -> Result<Outcome> {
     let targets = group(refs, s)?;
     let mut items: Vec<Option<Result<crate::model::Job>>> = vec![None; targets.len()];
     let mut by_profile: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -492,9 +515,11 @@ async fn status(refs: &[String], s: &Session) -> Result<Outcome> {
         let ids: Vec<String> = idxs.iter().map(|&i| targets[i].1.clone()).collect();
         let results = bound.backend.statuses(&ids).await;
         for (&i, r) in idxs.iter().zip(results) {
+            let reference = format!("{}:{}", bound.profile.name, targets[i].1);
             items[i] = Some(r.map(|j| s.finish_job(&bound, j)).map_err(|e| {
                 e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
                     .during("status")
+                    .about(reference)
             }));
         }
     }
@@ -505,6 +530,16 @@ async fn status(refs: &[String], s: &Session) -> Result<Outcome> {
         .map(Error::exit_code)
         .max()
         .unwrap_or(exit::SUCCESS);
+    if p.mode == OutputMode::Quiet {
+        // quiet status answers with its exit code alone; errors still go to stderr.
+        for e in items.iter().filter_map(|r| r.as_ref().err()) {
+            eprintln!("jobctl: error: {e}");
+        }
+        return Ok(Outcome {
+            code,
+            report: Report::Nothing,
+        });
+    }
     Ok(Outcome {
         code,
         report: Report::Jobs {
@@ -561,13 +596,21 @@ async fn list(
     }))
 }
 
+/// `abort --wait` / `--force`.
+#[derive(Debug, Clone, Copy)]
+struct AbortFlags {
+    wait: bool,
+    force: bool,
+}
+
 async fn abort(
     refs: &[String],
-    wait: bool,
+    flags: AbortFlags,
     timeout: Option<&str>,
     s: &Session,
     p: &Printer,
 ) -> Result<Outcome> {
+    let wait = flags.wait;
     let timeout = timeout.map(|t| dur("--timeout", t)).transpose()?;
     let targets = group(refs, s)?;
     let mut rows = Vec::new();
@@ -575,7 +618,12 @@ async fn abort(
     let mut pending = Vec::new();
     for (profile, id) in &targets {
         let bound = s.bound(profile)?;
-        let outcome = bound.backend.abort(id).await.map_err(|e| {
+        let request = if flags.force {
+            bound.backend.abort_force(id).await
+        } else {
+            bound.backend.abort(id).await
+        };
+        let outcome = request.map_err(|e| {
             e.in_profile(profile, bound.profile.backend.as_str())
                 .during("abort")
         });
@@ -612,19 +660,40 @@ async fn abort(
 }
 
 async fn watch_cmd(a: WatchArgs, live: bool, s: &Session, p: &Printer) -> Result<Outcome> {
-    let targets = group(&a.refs, s)?;
-    let interval = targets
-        .iter()
-        .filter_map(|(pr, _)| s.bound(pr).ok().map(|b| b.profile.poll_interval))
-        .min()
-        .unwrap_or(Duration::from_secs(2));
-    let mut opts = watch_options(&a.tuning, interval, live, p)?;
-    opts.any = a.any;
-    opts.fail_fast = a.fail_fast;
-    let title = if live { "jobctl watch" } else { "jobctl wait" };
-    let reports = Reports::new(&a.reports, title.into());
-    let out = run_watch(&targets, &opts, s, p).await;
-    Ok(conclude(out, &targets, &reports, s, p).await)
+    let prepared = (|| {
+        let targets = group(&a.refs, s)?;
+        let interval = targets
+            .iter()
+            .filter_map(|(pr, _)| s.bound(pr).ok().map(|b| b.profile.poll_interval))
+            .min()
+            .unwrap_or(Duration::from_secs(2));
+        let mut opts = watch_options(&a.tuning, interval, live, p)?;
+        opts.any = a.any;
+        opts.fail_fast = a.fail_fast;
+        Ok((targets, opts))
+    })();
+    match prepared {
+        Ok((targets, opts)) => {
+            let title = if live { "jobctl watch" } else { "jobctl wait" };
+            let reports = Reports::new(&a.reports, title.into());
+            let out = run_watch(&targets, &opts, s, p).await;
+            Ok(conclude(out, &targets, &reports, s, p).await)
+        }
+        // In an ndjson event stream even a refusal before the first poll (a bad reference)
+        // is an error event followed by the result event.
+        Err(e) if p.mode == OutputMode::Ndjson => {
+            p.error_event(&e);
+            p.event(&Event::Result {
+                exit_code: e.exit_code(),
+                jobs: &[],
+            });
+            Ok(Outcome {
+                report: Report::Nothing,
+                code: e.exit_code(),
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome> {
@@ -662,6 +731,7 @@ async fn fetch(
 ) -> Result<Outcome> {
     let (profile, id) = s.resolve(reference)?;
     let bound = s.bound(&profile)?;
+    let created = !dest.exists();
     std::fs::create_dir_all(dest)
         .map_err(|e| Error::io(format!("cannot create {}", dest.display()), e))?;
     let bar = if p.progress {
@@ -681,35 +751,75 @@ async fn fetch(
         e.in_profile(&profile, bound.profile.backend.as_str())
             .during("fetch")
     })?;
+    user_permissions(created.then_some(dest), &arts);
     Ok(Outcome::ok(Report::Artifacts(arts)))
+}
+
+/// Fetched files belong to the user: they get the user's umask, not jobctl's owner-only one.
+fn user_permissions(created: Option<&std::path::Path>, arts: &[crate::model::Artifact]) {
+    use std::os::unix::fs::PermissionsExt;
+    let mask = crate::config::user_umask();
+    if let Some(dir) = created {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777 & !mask));
+    }
+    for a in arts {
+        let _ = std::fs::set_permissions(&a.path, std::fs::Permissions::from_mode(0o666 & !mask));
+    }
 }
 
 fn target_profile(profile: Option<String>, s: &Session) -> String {
     profile.unwrap_or_else(|| s.selected.clone())
 }
 
-async fn login(profile: Option<String>, s: &Session) -> Result<Outcome> {
+/// A message for people, or its JSON form in json/ndjson mode.
+fn said(p: &Printer, value: Value, text: String) -> Report {
+    match p.mode {
+        OutputMode::Json | OutputMode::Ndjson => {
+            let json = if p.mode == OutputMode::Json {
+                serde_json::to_string_pretty(&value)
+            } else {
+                serde_json::to_string(&value)
+            };
+            eprintln!("{text}");
+            Report::Raw(json.map(|j| j + "\n").unwrap_or_default())
+        }
+        _ => Report::Message(text),
+    }
+}
+
+async fn login(profile: Option<String>, s: &Session, p: &Printer) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
     let msg = bound.backend.login().await.map_err(|e| {
         e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
             .during("login")
     })?;
-    Ok(Outcome::ok(Report::Message(format!(
-        "logged in to profile {}: {msg}",
-        bound.profile.name
-    ))))
+    let value = serde_json::json!({"profile": bound.profile.name, "backend": bound.profile.backend,
+        "logged_in": true, "message": msg});
+    let text = format!("logged in to profile {}: {msg}", bound.profile.name);
+    Ok(Outcome::ok(said(p, value, text)))
 }
 
-async fn logout(profile: Option<String>, s: &Session) -> Result<Outcome> {
+async fn logout(profile: Option<String>, s: &Session, p: &Printer) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
+    let name = &bound.profile.name;
+    // Every backend caches its token as `cache/<profile>.token.json`.
+    let cached = s
+        .state_dir
+        .join("cache")
+        .join(format!("{name}.token.json"))
+        .exists();
     bound.backend.logout().await.map_err(|e| {
-        e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
+        e.in_profile(name, bound.profile.backend.as_str())
             .during("logout")
     })?;
-    Ok(Outcome::ok(Report::Message(format!(
-        "forgot the cached token of profile {}",
-        bound.profile.name
-    ))))
+    let text = if cached {
+        format!("forgot the cached token of profile {name}")
+    } else {
+        format!("profile {name} had no cached token; nothing to forget")
+    };
+    let value = serde_json::json!({"profile": name, "backend": bound.profile.backend,
+        "had_token": cached, "message": text});
+    Ok(Outcome::ok(said(p, value, text)))
 }
 
 fn profiles(s: &Session) -> Report {
@@ -773,6 +883,8 @@ async fn queues(profile: Option<String>, s: &Session) -> Result<Outcome> {
 
 async fn doctor(profile: Option<String>, s: &Session) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
+    // Each check reports what it finds at once, rather than retrying a refused connection.
+    crate::http::set_refused_budget(Duration::ZERO);
     let checks = bound.backend.doctor().await;
     let code = if checks.iter().all(|c| c.ok) {
         exit::SUCCESS

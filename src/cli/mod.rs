@@ -6,12 +6,13 @@ pub mod args;
 mod batch;
 mod commands;
 mod pipeline;
+mod submission;
 
 use crate::config::{Config, ConfigFile, EnvSource};
 use crate::error::{Error, Result, exit};
 use crate::output::{OutputMode, Printer, Report};
 use crate::session::Session;
-use args::{Cli, ColorMode, Command};
+use args::{Cli, ColorMode};
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -35,11 +36,21 @@ impl Outcome {
 
 /// Runs jobctl with the process arguments and returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    // Everything jobctl writes (state directory, tokens, ledger) is owner-only.
+    crate::config::restrict_umask();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The supervisor is internal: parsed by hand so it never shows in help or completions.
+    if argv.get(1).is_some_and(|a| a == "__supervise") {
+        return supervise(&argv[2..]);
+    }
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {
             // clap prints help/version (exit 0) and usage errors (exit 2) itself.
             let _ = e.print();
+            if let Some(hint) = parse_hint(&e, &argv) {
+                eprintln!("{hint}");
+            }
             return if e.use_stderr() {
                 exit::USAGE
             } else {
@@ -47,10 +58,7 @@ pub fn main() -> i32 {
             };
         }
     };
-    init_tracing(cli.global.verbose);
-    if let Command::Supervise { id } = cli.command {
-        return supervise(&cli, id);
-    }
+    init_tracing(cli.global.verbose, cli.global.color);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -90,7 +98,21 @@ pub fn interrupt_signal() -> Option<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()
 }
 
-fn init_tracing(verbose: u8) {
+/// A hint for the mistakes clap cannot explain: a command given to `submit` without `--`.
+fn parse_hint(e: &clap::Error, argv: &[std::ffi::OsString]) -> Option<String> {
+    use clap::error::ErrorKind as K;
+    let submit = argv.iter().skip(1).any(|a| a == "submit");
+    let has_dashes = argv.iter().any(|a| a == "--");
+    if submit && !has_dashes && matches!(e.kind(), K::UnknownArgument | K::InvalidSubcommand) {
+        return Some(
+            "hint: the job's command goes after `--`, e.g. `jobctl submit -- echo hi`".into(),
+        );
+    }
+    None
+}
+
+fn init_tracing(verbose: u8, color: ColorMode) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "warn",
@@ -102,10 +124,17 @@ fn init_tracing(verbose: u8) {
         Ok(v) if !v.is_empty() && verbose == 0 => EnvFilter::new(v),
         _ => EnvFilter::new(default),
     };
+    let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = match color {
+        ColorMode::Always => true,
+        ColorMode::Never => false,
+        ColorMode::Auto => !no_color_env && std::io::stderr().is_terminal(),
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(ansi)
         .try_init();
 }
 
@@ -149,6 +178,7 @@ fn setup(cli: &Cli) -> (Printer, Result<Session>) {
             Some(p) => p.clone(),
             None => Config::default_state_dir(&config.env)?,
         };
+        crate::config::secure_state_dir(&state_dir)?;
         let selected = select_profile(&config, g.profile.as_deref(), g.backend.as_deref())?;
         Ok(Session::new(config, state_dir, selected))
     })();
@@ -183,11 +213,21 @@ fn select_profile(config: &Config, profile: Option<&str>, backend: Option<&str>)
     }
 }
 
-fn supervise(cli: &Cli, id: i64) -> i32 {
-    let Some(state_dir) = cli.global.state_dir.clone() else {
-        eprintln!("jobctl: error: __supervise needs --state-dir");
+/// `jobctl __supervise --state-dir DIR ID`, as the local backend starts it.
+fn supervise(args: &[std::ffi::OsString]) -> i32 {
+    let (Some(flag), Some(dir), Some(id)) = (args.first(), args.get(1), args.get(2)) else {
+        eprintln!("jobctl: error: usage: jobctl __supervise --state-dir DIR ID");
         return exit::USAGE;
     };
+    let Some(id) = id.to_str().and_then(|i| i.parse::<i64>().ok()) else {
+        eprintln!("jobctl: error: __supervise: the job id must be a number");
+        return exit::USAGE;
+    };
+    if flag != "--state-dir" {
+        eprintln!("jobctl: error: usage: jobctl __supervise --state-dir DIR ID");
+        return exit::USAGE;
+    }
+    let state_dir = PathBuf::from(dir);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -8,7 +8,7 @@
 //! ledger, polling, the journal, events and reports.
 
 use super::Outcome;
-use super::commands::submit_spec;
+use super::submission::{Submission, submit_spec};
 use crate::error::{Error, ErrorKind, Result, exit};
 use crate::model::{Job, JobState};
 use crate::output::{OutputMode, PipelineDisplay, PipelineRow, Printer, Report, error_json};
@@ -38,6 +38,10 @@ pub struct RunOptions<'a> {
     pub timeout: Option<Duration>,
     /// `--report` targets.
     pub reports: &'a [ReportTarget],
+    /// The run id of derived keys (`--new-run`), if any.
+    pub run: Option<String>,
+    /// Send again submissions whose outcome is unknown on unsearchable platforms.
+    pub resubmit_unknown: bool,
 }
 
 /// A pipeline event (`-o ndjson`), besides `line` objects and the final `result`.
@@ -102,6 +106,8 @@ enum PipelineEvent<'a> {
 pub struct BatchFlags<'a> {
     /// The batch file, `-` for stdin.
     pub file: &'a Path,
+    /// Its text (read once: stdin cannot be read twice).
+    pub text: String,
     /// Submissions in flight at once.
     pub concurrency: usize,
     /// `--journal`.
@@ -112,18 +118,31 @@ pub struct BatchFlags<'a> {
     pub timeout: Option<&'a str>,
     /// `--report`.
     pub reports: &'a [ReportTarget],
+    /// `--new-run`: fresh derived keys and a fresh journal.
+    pub new_run: bool,
+    /// `--resubmit-unknown`.
+    pub resubmit_unknown: bool,
+}
+
+/// Whether a batch file uses `after` or `retries` (and so runs as a pipeline). A file that
+/// does not parse is left to the plain batch, whose error names the line.
+pub fn is_pipeline(text: &str) -> bool {
+    pipeline::parse(text, None).is_ok_and(|lines| lines.iter().any(Line::orchestrated))
+}
+
+/// The run id of the journal's last `--new-run` header, if any.
+fn journal_run(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v["run"].as_str().map(String::from))
 }
 
 /// `batch --wait` and `batch --dry-run`.
 pub async fn batch(f: BatchFlags<'_>, s: &Session, p: &Printer) -> Result<Outcome> {
     let stdin = f.file == Path::new("-");
-    let text = if stdin {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| Error::usage(format!("cannot read stdin: {e}")))?
-    } else {
-        std::fs::read_to_string(f.file)
-            .map_err(|e| Error::usage(format!("cannot read {}: {e}", f.file.display())))?
-    };
+    let text = f.text;
     if f.dry_run {
         return dry_run(&text, s);
     }
@@ -142,12 +161,26 @@ pub async fn batch(f: BatchFlags<'_>, s: &Session, p: &Printer) -> Result<Outcom
             PathBuf::from(j)
         })
     });
+    // A new run gets fresh derived keys and a journal that starts with its id; a re-run of
+    // it (without --new-run) finds the id there and so the same keys.
+    let run_id = if f.new_run {
+        let id = super::batch::new_run_id();
+        if let Some(j) = &journal {
+            std::fs::write(j, format!("{}\n", serde_json::json!({ "run": id })))
+                .map_err(|e| Error::io(format!("journal {}", j.display()), e))?;
+        }
+        Some(id)
+    } else {
+        journal.as_deref().and_then(journal_run)
+    };
     let o = RunOptions {
         file: f.file,
         journal,
         concurrency: f.concurrency,
         timeout,
         reports: f.reports,
+        run: run_id,
+        resubmit_unknown: f.resubmit_unknown,
     };
     run(&text, o, s, p).await
 }
@@ -157,8 +190,8 @@ pub async fn batch(f: BatchFlags<'_>, s: &Session, p: &Printer) -> Result<Outcom
 type Prepared = (Plan, Vec<Bound>, Vec<(String, String)>);
 
 /// Validates the file as a pipeline and resolves every line's profile, before anything is sent.
-fn prepare(text: &str, s: &Session) -> Result<Prepared> {
-    let plan = pipeline::plan(pipeline::parse(text)?)?;
+fn prepare(text: &str, run: Option<&str>, s: &Session) -> Result<Prepared> {
+    let plan = pipeline::plan(pipeline::parse(text, run)?)?;
     let mut bounds = Vec::with_capacity(plan.lines.len());
     for l in &plan.lines {
         let profile = l
@@ -199,7 +232,7 @@ fn prepare(text: &str, s: &Session) -> Result<Prepared> {
 
 /// `batch --dry-run`: validates and prints the levels the pipeline would run in.
 pub fn dry_run(text: &str, s: &Session) -> Result<Outcome> {
-    let (plan, bounds, _) = prepare(text, s)?;
+    let (plan, bounds, _) = prepare(text, None, s)?;
     let rows: Vec<Value> = plan
         .levels
         .iter()
@@ -262,14 +295,26 @@ fn append(path: Option<&Path>, record: &Record) -> Result<()> {
 
 type Sent = (usize, u32, Result<(Job, bool)>);
 
+/// A submission's job and whether it was submitted before (found in the ledger or on the
+/// platform by its key), or why there is none (refused, or an outcome still unknown).
+pub(super) fn settled(sub: Submission) -> Result<(Job, bool)> {
+    match sub {
+        Submission::Sent(j) => Ok((j, false)),
+        Submission::Earlier(j) | Submission::Reconciled(j) => Ok((j, true)),
+        Submission::Unknown(e) | Submission::Failed(e) => Err(e),
+    }
+}
+
 async fn send(
     i: usize,
     attempt: u32,
     bound: Bound,
     spec: crate::model::JobSpec,
+    resubmit_unknown: bool,
     s: &Session,
 ) -> Sent {
-    (i, attempt, submit_spec(&bound, &spec, s).await)
+    let sub = submit_spec(&bound, &spec, s, resubmit_unknown).await;
+    (i, attempt, settled(sub))
 }
 
 /// One pipeline run in progress.
@@ -295,7 +340,7 @@ struct Run<'a> {
 /// `batch --wait`.
 pub async fn run(text: &str, o: RunOptions<'_>, s: &Session, p: &Printer) -> Result<Outcome> {
     let started_at = Utc::now();
-    let (plan, bounds, externals) = prepare(text, s)?;
+    let (plan, bounds, externals) = prepare(text, o.run.as_deref(), s)?;
     let n = plan.lines.len();
     let mut sched = Scheduler::new(plan);
     let mut outcome = vec![None; n];
@@ -623,7 +668,14 @@ impl Run<'_> {
                 self.sched.submitting(i, attempt);
                 self.retry_at[i] = None;
                 let spec = self.sched.spec_for(i, attempt);
-                inflight.push(send(i, attempt, self.bounds[i].clone(), spec, self.s));
+                inflight.push(send(
+                    i,
+                    attempt,
+                    self.bounds[i].clone(),
+                    spec,
+                    o.resubmit_unknown,
+                    self.s,
+                ));
             }
             self.display.update(&self.sched, &self.jobs);
             if self.sched.all_final() && inflight.is_empty() {

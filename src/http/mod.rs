@@ -3,19 +3,91 @@
 //! renewal, and pagination.
 
 pub mod backoff;
+pub mod delivery;
+mod log;
 pub mod pagination;
+pub mod redact;
 pub mod token;
 
 use crate::config::Profile;
 use crate::error::{Error, ErrorKind, Result};
 use bytes::Bytes;
 use reqwest::{RequestBuilder, StatusCode, header::HeaderMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use backoff::Backoff;
 
 /// Default budget for retrying one request (CONTRACT §6: at most 30 s).
 pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+/// The largest API answer (JSON, text, error pages) jobctl reads: 16 MiB. Downloads
+/// ([`HttpClient::send_stream`]) are streamed to disk and have no such cap.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Default budget for retrying a refused connection (CONTRACT §6: one-shot commands give up
+/// on a platform that refuses connections after at most 5 s).
+pub const DEFAULT_REFUSED_BUDGET: Duration = Duration::from_secs(5);
+
+/// Milliseconds a refused connection is retried for, process-wide; `u64::MAX` = unset.
+static REFUSED_BUDGET_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+/// When connections to the platform started being refused (reset by any answer).
+static REFUSED_SINCE: Mutex<Option<Instant>> = Mutex::new(None);
+/// Profiles already warned about disabled TLS verification (the warning appears once).
+static INSECURE_WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Sets how long this process retries connections a platform refuses (`doctor`: zero, so each
+/// check reports at once). Counted from the first refusal, across requests, so a command that
+/// makes several requests still gives up within the budget.
+pub fn set_refused_budget(budget: Duration) {
+    REFUSED_BUDGET_MS.store(budget.as_millis() as u64, Ordering::Relaxed);
+}
+
+fn refused_budget() -> Duration {
+    match REFUSED_BUDGET_MS.load(Ordering::Relaxed) {
+        u64::MAX => DEFAULT_REFUSED_BUDGET,
+        ms => Duration::from_millis(ms),
+    }
+}
+
+/// Records a connection outcome; returns how long connections have been refused.
+fn note_connection(refused: bool) -> Duration {
+    let Ok(mut since) = REFUSED_SINCE.lock() else {
+        return Duration::ZERO;
+    };
+    if !refused {
+        *since = None;
+        return Duration::ZERO;
+    }
+    since.get_or_insert_with(Instant::now).elapsed()
+}
+
+/// Checks that a profile's URL is one jobctl can use (http or https, with a host); anything
+/// else is a configuration error found before any request (exit 2).
+pub fn check_url(profile: &Profile) -> Result<()> {
+    let Some(raw) = profile.url.as_deref() else {
+        return Ok(());
+    };
+    let bad = |why: &str| {
+        Error::usage(format!(
+            "profile '{}': URL `{raw}` cannot be used: {why} (set {})",
+            profile.name,
+            profile.setting_name("url")
+        ))
+    };
+    let url = url::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(&format!(
+            "scheme `{}` is not http or https",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    Ok(())
+}
 
 /// A fully read HTTP answer.
 #[derive(Debug, Clone)]
@@ -33,8 +105,9 @@ impl HttpResponse {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| {
             Error::protocol(format!(
-                "unusable answer (HTTP {}): {e}; body starts with: {}",
+                "unusable answer (HTTP {}): {}; body starts with: {}",
                 self.status.as_u16(),
+                redact::serde_reason(&e),
                 snippet(&self.body)
             ))
         })
@@ -46,11 +119,10 @@ impl HttpResponse {
     }
 }
 
-/// The first 200 characters of a body, for error messages.
+/// The start of a body for error messages: capped, masked, and empty of anything inside an
+/// authentication exchange (see [`redact`]).
 pub fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let t: String = text.chars().take(200).collect();
-    t.replace(['\n', '\r'], " ")
+    redact::snippet(body)
 }
 
 /// Whether a request may be sent twice without harm. Submissions are not: they are retried
@@ -85,6 +157,7 @@ pub struct HttpClient {
 impl HttpClient {
     /// Builds a client honouring the profile's `ca_cert`, `insecure` and `timeout`.
     pub fn new(profile: &Profile, backend: &'static str) -> Result<Self> {
+        check_url(profile)?;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("jobctl/", env!("CARGO_PKG_VERSION")))
             .timeout(profile.timeout)
@@ -110,23 +183,25 @@ impl HttpClient {
             }
         }
         if profile.insecure {
-            tracing::warn!(
-                profile = %profile.name,
-                "TLS certificate verification is disabled for this profile (insecure)"
-            );
-            eprintln!(
-                "warning: TLS certificate verification is disabled for profile '{}' (insecure)",
-                profile.name
-            );
+            let first = INSECURE_WARNED.lock().is_ok_and(|mut warned| {
+                let first = !warned.contains(&profile.name);
+                if first {
+                    warned.push(profile.name.clone());
+                }
+                first
+            });
+            if first {
+                eprintln!(
+                    "warning: TLS certificate verification is disabled for profile '{}' (insecure)",
+                    profile.name
+                );
+            }
             builder = builder.danger_accept_invalid_certs(true);
         }
         let client = builder
             .build()
             .map_err(|e| Error::usage(format!("cannot build HTTP client: {e}")))?;
-        let retry_budget = std::env::var("JOBCTL_RETRY_BUDGET")
-            .ok()
-            .and_then(|v| crate::config::parse_duration(&v).ok())
-            .unwrap_or(DEFAULT_RETRY_BUDGET);
+        let retry_budget = retry_budget_from_env()?;
         Ok(HttpClient {
             client,
             retry_budget,
@@ -160,17 +235,30 @@ impl HttpClient {
         loop {
             attempt += 1;
             let outcome = self.attempt(&build).await;
+            if idempotency == Idempotency::NotIdempotent {
+                match &outcome {
+                    Ok(resp) => delivery::record_answer(resp.status),
+                    Err((_, true)) => delivery::record(delivery::Delivery::NotSent),
+                    Err((_, false)) => delivery::record(delivery::Delivery::Lost),
+                }
+            }
+            let refused = matches!(&outcome, Err((_, true)));
             let (retry, err_or_resp) = match outcome {
                 Ok(resp) => {
                     let retry = transient(&resp)
                         && (idempotency == Idempotency::Idempotent
-                            || resp.status == StatusCode::TOO_MANY_REQUESTS);
+                            // Both say the request was not processed: safe to send again.
+                            || resp.status == StatusCode::TOO_MANY_REQUESTS
+                            || resp.status == StatusCode::SERVICE_UNAVAILABLE);
                     (retry, Ok(resp))
                 }
                 Err((e, never_sent)) => {
                     // A certificate the client does not trust will not change on its own.
-                    let retry =
+                    let mut retry =
                         e.retryable && (idempotency == Idempotency::Idempotent || never_sent);
+                    if never_sent && note_connection(true) >= refused_budget() {
+                        retry = false;
+                    }
                     (retry, Err(e))
                 }
             };
@@ -183,6 +271,12 @@ impl HttpClient {
                     delay = after;
                 }
             }
+            let refused_left = if refused {
+                refused_budget().saturating_sub(note_connection(true))
+            } else {
+                Duration::MAX
+            };
+            delay = delay.min(refused_left);
             if started.elapsed() + delay > self.retry_budget {
                 return match err_or_resp {
                     Ok(resp) => Ok(resp),
@@ -222,8 +316,15 @@ impl HttpClient {
                     r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS,
                     retry_after(r.headers()),
                 ),
-                Err(e) => (self.transport_error(e).retryable, None),
+                Err(e) => (
+                    self.transport_error(e).retryable
+                        && !(e.is_connect() && note_connection(true) >= refused_budget()),
+                    None,
+                ),
             };
+            if result.is_ok() {
+                note_connection(false);
+            }
             let delay = after.unwrap_or_else(|| backoff.next_delay());
             if !retryable || started.elapsed() + delay > self.retry_budget {
                 return result.map_err(|e| self.transport_error(&e));
@@ -236,21 +337,74 @@ impl HttpClient {
         &self,
         build: &impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> std::result::Result<HttpResponse, (Error, bool)> {
-        let resp = build(&self.client)
-            .send()
-            .await
-            .map_err(|e| (self.transport_error(&e), e.is_connect()))?;
+        let request = build(&self.client)
+            .build()
+            .map_err(|e| (self.transport_error(&e), true))?;
+        let started = Instant::now();
+        let line = log::request_line(&request);
+        log::request_details(&request);
+        let resp = match self.client.execute(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(
+                    "{line} -> failed after {} ms",
+                    started.elapsed().as_millis()
+                );
+                return Err((self.transport_error(&e), e.is_connect()));
+            }
+        };
+        note_connection(false);
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| (self.transport_error(&e), false))?;
+        let body = self.read_answer(resp).await?;
+        tracing::info!(
+            "{line} -> {} ({} ms, {} bytes)",
+            status.as_u16(),
+            started.elapsed().as_millis(),
+            body.len()
+        );
+        log::response_details(&headers, &body);
         Ok(HttpResponse {
             status,
             headers,
             body,
         })
+    }
+
+    /// Reads a whole API answer, refusing (exit 7) one larger than [`MAX_ANSWER_BYTES`]
+    /// before holding it in memory: a runaway or hostile server must not exhaust the machine.
+    async fn read_answer(
+        &self,
+        mut resp: reqwest::Response,
+    ) -> std::result::Result<Bytes, (Error, bool)> {
+        let status = resp.status().as_u16();
+        let too_big = |seen: String| {
+            let e = Error::protocol(format!(
+                "the answer (HTTP {status}) is larger than the {} MiB jobctl accepts for an API answer ({seen}); it was not read",
+                MAX_ANSWER_BYTES / (1024 * 1024)
+            ))
+            .with_code("answer-too-large")
+            .in_profile(&self.profile, self.backend);
+            (e, false)
+        };
+        if let Some(len) = resp
+            .content_length()
+            .filter(|l| *l > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(too_big(format!("{len} bytes announced")));
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| (self.transport_error(&e), false))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(too_big(format!("more than {MAX_ANSWER_BYTES} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     /// Classifies a transport error; TLS failures are called out because users must act on
@@ -272,6 +426,20 @@ impl HttpClient {
         let mut err = Error::new(ErrorKind::Unavailable, msg);
         err.retryable = !(lower.contains("certificate") || lower.contains("invalidcert"));
         err.in_profile(&self.profile, self.backend)
+    }
+}
+
+/// `JOBCTL_RETRY_BUDGET`, else [`DEFAULT_RETRY_BUDGET`]. A value that does not parse is a
+/// usage error: silently retrying for 30 s when the user asked for 2 s would defeat the point.
+fn retry_budget_from_env() -> Result<Duration> {
+    match std::env::var("JOBCTL_RETRY_BUDGET") {
+        Ok(v) if !v.trim().is_empty() => crate::config::parse_duration(&v)
+            .map_err(|e| Error::usage(format!("JOBCTL_RETRY_BUDGET: {}", e.message))),
+        Ok(_) => Ok(DEFAULT_RETRY_BUDGET),
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_RETRY_BUDGET),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::usage(
+            "JOBCTL_RETRY_BUDGET is not valid UTF-8 (write e.g. 30s)",
+        )),
     }
 }
 

@@ -37,13 +37,13 @@ pub const SERVER_VERSION: &str = "4.5.2";
 /// `GET /_sim/cloudpss/operations` (GraphQL root fields served, for batching tests).
 pub fn router(state: Arc<SimState>) -> Router {
     let store = Arc::new(Store::new());
-    let schema = build_schema(state, store.clone());
+    let schema = build_schema(state.clone(), store.clone());
     let ops = Router::new()
         .route("/_sim/cloudpss/operations", get(operations_handler))
         .with_state(store);
     Router::new()
         .route("/graphql", post(graphql_handler))
-        .with_state(schema)
+        .with_state((schema, state))
         .merge(ops)
 }
 
@@ -64,7 +64,7 @@ pub fn env_vars(base: &str, config: &SimConfig) -> Vec<(String, String)> {
 pub(crate) struct Caller(pub Option<String>);
 
 async fn graphql_handler(
-    State(schema): State<CloudpssSchema>,
+    State((schema, state)): State<(CloudpssSchema, Arc<SimState>)>,
     headers: HeaderMap,
     req: async_graphql_axum::GraphQLRequest,
 ) -> Response {
@@ -78,6 +78,10 @@ async fn graphql_handler(
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
     let resp = schema.execute(req.into_inner().data(Caller(token))).await;
+    // A createJob that created a job is where the after-creation faults strike.
+    let created = resp.errors.is_empty()
+        && matches!(&resp.data, async_graphql::Value::Object(m)
+            if m.get("createJob").is_some_and(|j| *j != async_graphql::Value::Null));
     let body = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"data\":null}".to_vec());
     let mut out = body.into_response();
     out.headers_mut().insert(
@@ -88,6 +92,9 @@ async fn graphql_handler(
         "x-cloudpss-version",
         HeaderValue::from_static(SERVER_VERSION),
     );
+    if created {
+        return state.after_create(out);
+    }
     out
 }
 

@@ -44,8 +44,8 @@ pub fn code_error(code: &str, msg: &str, status: StatusCode) -> Error {
         // refused as a permission problem, so these two get one fresh login.
         "10008" => (Auth, "permission denied", true),
         "10009" => (Auth, "no permission to use this API", true),
-        "10010" => (Platform, "file verification failed", false),
-        "10011" => (Platform, "file too large", false),
+        "10010" => (Usage, "file verification failed", false),
+        "10011" => (Usage, "file too large", false),
         "10012" => (Unavailable, "connection interrupted", false),
         "10013" => (Unavailable, "operation timed out", false),
         "815005" => (
@@ -53,8 +53,11 @@ pub fn code_error(code: &str, msg: &str, status: StatusCode) -> Error {
             "job submission failed, the scheduler did not answer",
             false,
         ),
+        // sbatch refusing the job is final: a quota/QOS limit (4) or an invalid request (bad
+        // queue, resources beyond the queue's limits) (2); the same job would be refused again.
+        "815007" if is_quota(msg) => (Auth, "job submission refused by a quota", false),
         "815007" => (
-            Platform,
+            Usage,
             "job submission failed, sbatch refused the job",
             false,
         ),
@@ -72,6 +75,25 @@ pub fn code_error(code: &str, msg: &str, status: StatusCode) -> Error {
         e = e.expired_token();
     }
     e
+}
+
+/// Whether a scheduler refusal is about a quota or accounting limit of the user rather than
+/// about the job's own parameters.
+fn is_quota(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    [
+        "quota",
+        "qosmax",
+        "assocmax",
+        "assocgrp",
+        "qosgrp",
+        "maxsubmit",
+        "accounting policy",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+        || msg.contains("配额")
+        || msg.contains("余额")
 }
 
 /// Unwraps the envelope: `data` on success, a typed error otherwise. Non-JSON answers (an
@@ -192,6 +214,17 @@ impl Api {
         password: &Secret,
         org_id: Option<&str>,
     ) -> Result<Vec<RegionToken>> {
+        // The answer carries every regional token: no part of it may be quoted in an error.
+        crate::http::redact::auth_exchange(self.login_exchange(ac, user, password, org_id)).await
+    }
+
+    async fn login_exchange(
+        &self,
+        ac: &Url,
+        user: &str,
+        password: &Secret,
+        org_id: Option<&str>,
+    ) -> Result<Vec<RegionToken>> {
         let url = join(ac, "/ac/openapi/v2/tokens")?;
         let resp = self
             .http
@@ -244,9 +277,13 @@ impl Api {
     /// `POST {ac}/ac/openapi/v2/tokens/next`: a new token for an old one.
     pub async fn renew(&self, ac: &Url, token: &Secret) -> Result<Secret> {
         let url = join(ac, "/ac/openapi/v2/tokens/next")?;
-        let data = self
-            .post_json(&url, token, &serde_json::json!({}), Idempotency::Idempotent)
-            .await?;
+        let data = crate::http::redact::auth_exchange(self.post_json(
+            &url,
+            token,
+            &serde_json::json!({}),
+            Idempotency::Idempotent,
+        ))
+        .await?;
         let new = match &data {
             Value::String(s) => Some(s.clone()),
             Value::Object(o) => o.get("token").and_then(Value::as_str).map(str::to_string),
@@ -321,12 +358,12 @@ mod tests {
             ("10007", 4),
             ("10008", 4),
             ("10009", 4),
-            ("10010", 7),
-            ("10011", 7),
+            ("10010", 2),
+            ("10011", 2),
             ("10012", 7),
             ("10013", 7),
             ("815005", 7),
-            ("815007", 7),
+            ("815007", 2),
             ("424242", 7),
         ];
         for (code, exit) in cases {

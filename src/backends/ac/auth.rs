@@ -1,15 +1,17 @@
 //! Tokens and discovery.
 //!
 //! The platform issues one token per region. jobctl keeps the token of the region it works in
-//! (the configured one, else the first usable) in the profile's [`TokenStore`], renews it with
-//! `/tokens/next` when it is about to expire, and logs in again when the platform refuses it.
+//! (the configured one, else the first usable) in the profile's [`TokenStore`], bound to the
+//! platform URL, user and region; [`Auth`] is the store's [`TokenSource`]: it renews a token
+//! with `/tokens/next` when it is about to expire, and logs in when there is none or the
+//! platform refused it.
 //! Discovery (`/center` for the region's hosts, `/cluster` for the scheduler id, `/user` for the
 //! home directory) runs once per profile and is cached next to the token.
 
 use super::api::{Api, RegionToken, code_string, join};
 use crate::config::Secret;
 use crate::error::{Error, Result};
-use crate::http::token::{CachedToken, TokenStore, write_private};
+use crate::http::token::{CachedToken, TokenSource, TokenStore, write_private};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -74,15 +76,13 @@ pub struct Auth {
     pub preissued: Option<Secret>,
     /// `AC_REGION`: a clusterId or clusterName.
     pub region: Option<String>,
-    /// The token cache.
+    /// The token cache, bound to [`Auth::key`].
     pub store: TokenStore,
-    /// The file behind `store` (read directly only to find a token worth renewing).
-    pub token_file: Option<PathBuf>,
 }
 
 impl Auth {
     /// Identifies whose token a cached one is, so a changed user, URL or region is noticed.
-    fn key(&self) -> String {
+    pub fn key(&self) -> String {
         format!(
             "{}|{}|{}",
             self.ac,
@@ -97,13 +97,7 @@ impl Auth {
 
     /// A usable token for the profile's region.
     pub async fn token(&self) -> Result<CachedToken> {
-        let t = self.store.get(async || self.obtain().await).await?;
-        if t.data.get("key").and_then(Value::as_str) == Some(self.key().as_str()) {
-            return Ok(t);
-        }
-        // Cached for another user, URL or region: start over.
-        self.store.invalidate(&t).await;
-        self.store.get(async || self.obtain().await).await
+        self.store.get(self).await
     }
 
     /// Adds a hint to an authentication failure of a pre-issued token.
@@ -119,17 +113,10 @@ impl Auth {
         e
     }
 
-    /// A fresh token: renewal of a recently expired cached token, else a login; or the
-    /// pre-issued token.
+    /// A fresh token: a password login, or the pre-issued token (renewed when it expired).
     pub async fn obtain(&self) -> Result<CachedToken> {
         if self.uses_password() {
-            if let Some(stale) = self.renewable() {
-                match self.api.renew(&self.ac, &stale.token).await {
-                    Ok(new) => return Ok(self.cached(new, &stale.data)),
-                    Err(e) => tracing::info!("AC token renewal failed ({e}), logging in"),
-                }
-            }
-            return self.login().await;
+            return self.password_login().await;
         }
         if let Some(tok) = &self.preissued {
             let c = claims(tok.expose());
@@ -166,20 +153,12 @@ impl Auth {
             expires_at: c.expires_at,
             data,
             obtained_at: Some(chrono::Utc::now()),
+            identity: None,
         }
     }
 
-    /// The cached token, if it is ours and expired recently enough to be renewed.
-    fn renewable(&self) -> Option<CachedToken> {
-        let text = std::fs::read_to_string(self.token_file.as_ref()?).ok()?;
-        let t: CachedToken = serde_json::from_str(&text).ok()?;
-        let ours = t.data.get("key").and_then(Value::as_str) == Some(self.key().as_str());
-        let recent = t.expires_at.is_some_and(|e| Utc::now() - e < RENEWAL_LIMIT);
-        (ours && recent).then_some(t)
-    }
-
     /// Password login; picks the configured region, else the first usable one.
-    pub async fn login(&self) -> Result<CachedToken> {
+    pub async fn password_login(&self) -> Result<CachedToken> {
         let (Some(user), Some(password)) = (&self.user, &self.password) else {
             return Err(Error::usage("password login needs AC_USER and AC_PASSWORD"));
         };
@@ -202,6 +181,31 @@ impl Auth {
                 "region_name": chosen.cluster_name,
             }),
         ))
+    }
+}
+
+impl TokenSource for Auth {
+    async fn login(&self) -> Result<CachedToken> {
+        self.obtain().await
+    }
+
+    /// `/tokens/next` trades a password token that expired less than a day ago (platform rule)
+    /// or is about to for a new one, without sending the password again.
+    async fn renew(&self, stale: &CachedToken) -> Result<Option<CachedToken>> {
+        let recent = stale
+            .expires_at
+            .is_some_and(|e| Utc::now() - e < RENEWAL_LIMIT);
+        if !self.uses_password() || !recent {
+            return Ok(None);
+        }
+        let new = self.api.renew(&self.ac, &stale.token).await?;
+        Ok(Some(self.cached(new, &stale.data)))
+    }
+
+    /// AC refuses stale tokens with its permission codes, so a refusal that survives a fresh
+    /// login is a real permission problem.
+    fn fresh_refusal_is_transient(&self) -> bool {
+        false
     }
 }
 

@@ -10,6 +10,7 @@ pub mod mapping;
 
 use crate::backend::{BackendContext, JobBackend, LogSink};
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::pagination::{self, Page};
 use crate::http::token::{CachedToken, TokenStore};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
@@ -26,45 +27,12 @@ use mapping::{JobKey, Source, to_job};
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 const BACKEND: &str = "ac";
-
-/// Runs `$body` (which may use `?`) with `$tok` and `$site` bound; when the platform refuses
-/// the token, forgets it and runs `$body` once more with a new one. A macro rather than a
-/// closure-taking function: async closures borrowing `self` make the trait's futures lose
-/// `Send`.
-macro_rules! with_session {
-    ($self:ident, |$tok:ident, $site:ident| $body:block) => {{
-        let mut attempt = 0u8;
-        loop {
-            attempt += 1;
-            let result: std::result::Result<_, (Error, Option<CachedToken>)> = async {
-                let (tok, site) = $self.session().await.map_err(|e| (e, None))?;
-                let r: Result<_> = async {
-                    let $tok = &tok;
-                    let $site = &site;
-                    $body
-                }
-                .await;
-                r.map_err(|e| (e, Some(tok.clone())))
-            }
-            .await;
-            match result {
-                Err((e, Some(stale)))
-                    if attempt == 1 && e.kind == ErrorKind::Auth && e.token_expired =>
-                {
-                    tracing::info!("AC token refused ({}), obtaining a new one", e.message);
-                    $self.auth.store.invalidate(&stale).await;
-                }
-                Err((e, _)) => break Err($self.auth.explain(e)),
-                Ok(v) => break Ok(v),
-            }
-        }
-    }};
-}
 
 /// Option keys of `--opt` (CONTRACT §2).
 const OPTIONS: &[&str] = &[
@@ -117,15 +85,6 @@ impl AcBackend {
         let password = p.secret("password").cloned();
         let uses_password = p.username.is_some() && password.is_some();
         let cache = ctx.cache_dir();
-        // A pre-issued token is the user's to manage: it is not written to disk.
-        let (store, token_file) = if uses_password {
-            (
-                TokenStore::new(&cache, &p.name),
-                Some(cache.join(format!("{}.token.json", p.name))),
-            )
-        } else {
-            (TokenStore::in_memory(), None)
-        };
         let opt = |k: &str| {
             p.option(k)
                 .map(str::trim)
@@ -144,7 +103,7 @@ impl AcBackend {
                 )));
             }
         }
-        let auth = Auth {
+        let mut auth = Auth {
             api: api.clone(),
             ac,
             user: p.username.clone(),
@@ -152,9 +111,12 @@ impl AcBackend {
             org_id: opt("org_id"),
             preissued: p.secret("token").cloned(),
             region: opt("region"),
-            store,
-            token_file,
+            store: TokenStore::in_memory(),
         };
+        // A pre-issued token is the user's to manage: it is not written to disk.
+        if uses_password {
+            auth.store = TokenStore::new(&cache, &p.name).bound_to(auth.key());
+        }
         Ok(AcBackend {
             sites: SiteCache {
                 path: cache.join(format!("{}.ac-site.json", p.name)),
@@ -206,11 +168,22 @@ impl AcBackend {
         Ok(site)
     }
 
-    /// A token and the site it works with.
-    async fn session(&self) -> Result<(CachedToken, Site)> {
-        let tok = self.auth.token().await?;
-        let site = self.site(&tok).await?;
-        Ok((tok, site))
+    /// Runs `op` with a token and the site it works with. When the platform refuses the
+    /// token, the profile's token store obtains another once and `op` runs again.
+    async fn with_session<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn(CachedToken, Site) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let op = &op;
+        self.auth
+            .store
+            .with_token(&self.auth, |tok: CachedToken| async move {
+                let site = self.site(&tok).await?;
+                op(tok, site).await
+            })
+            .await
+            .map_err(|e| self.auth.explain(e))
     }
 
     fn hpc(&self, site: &Site, path: &str) -> Result<url::Url> {
@@ -319,30 +292,34 @@ impl AcBackend {
         mut enough: impl FnMut(&[Map<String, Value>]) -> bool,
     ) -> Result<Vec<Map<String, Value>>> {
         let url = self.hpc(site, "/hpc/openapi/v2/jobs")?;
+        let url = &url;
         let mut out = Vec::new();
-        let mut start = 0usize;
-        loop {
-            let mut q = vec![
-                ("strClusterIDList", scheduler.to_string()),
-                ("start", start.to_string()),
-                ("limit", PAGE.to_string()),
-            ];
-            if let Some(u) = &site.compute_user {
-                q.push(("strJobOwner", u.clone()));
-            }
-            if let Some(s) = stat {
-                q.push(("strJobStat", s.to_string()));
-            }
-            let data = self.api.get(&url, &tok.token, &q).await?;
-            let (items, total) = page_items(&data);
-            let n = items.len();
-            out.extend(items);
-            start += n;
-            let done = n == 0 || n < PAGE || total.is_some_and(|t| start as u64 >= t);
-            if done || enough(&out) {
-                return Ok(out);
-            }
-        }
+        pagination::walk(
+            0usize,
+            |start: usize| async move {
+                let mut q = vec![
+                    ("strClusterIDList", scheduler.to_string()),
+                    ("start", start.to_string()),
+                    ("limit", PAGE.to_string()),
+                ];
+                if let Some(u) = &site.compute_user {
+                    q.push(("strJobOwner", u.clone()));
+                }
+                if let Some(s) = stat {
+                    q.push(("strJobStat", s.to_string()));
+                }
+                let data = self.api.get(url, &tok.token, &q).await?;
+                let (items, total) = page_items(&data);
+                let next = pagination::next_offset(start, items.len(), total);
+                Ok(Page::new(items, next))
+            },
+            |items| {
+                out.extend(items);
+                !enough(&out)
+            },
+        )
+        .await?;
+        Ok(out)
     }
 
     fn spec_checks(&self, spec: &JobSpec) -> Result<()> {
@@ -543,17 +520,21 @@ impl AcBackend {
     }
 
     async fn read_with_session(&self, path: &str, offset: u64) -> Result<Option<Bytes>> {
-        with_session!(self, |tok, site| {
+        self.with_session(|tok, site| async move {
+            let (tok, site) = (&tok, &site);
             self.read_from(tok, site, path, offset).await
         })
+        .await
     }
 
     async fn status_inner(&self, id: &str) -> Result<Job> {
         JobKey::parse(id, Some("0"))?;
-        with_session!(self, |tok, site| {
+        self.with_session(|tok, site| async move {
+            let (tok, site) = (&tok, &site);
             let key = JobKey::parse(id, Some(&site.scheduler))?;
             self.lookup(tok, site, &key).await
         })
+        .await
     }
 }
 
@@ -620,6 +601,18 @@ fn app_path(raw: &str) -> Result<(String, String)> {
 }
 
 /// Converts the submit answer's `data` to a job id.
+/// The job name that carries the spec's idempotency key: the key itself, or `NAME--KEY`
+/// when the spec has a name of its own (AC jobs have no other free field a list shows).
+fn carried_name(spec: &JobSpec) -> Option<String> {
+    let name = spec.name.clone().filter(|n| !n.trim().is_empty());
+    match (name, spec.key.as_deref()) {
+        (Some(n), Some(k)) if n != k => Some(format!("{n}--{k}")),
+        (Some(n), _) => Some(n),
+        (None, Some(k)) => Some(k.to_string()),
+        (None, None) => None,
+    }
+}
+
 fn submitted_id(data: &Value) -> Option<String> {
     match data {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
@@ -687,7 +680,7 @@ impl JobBackend for AcBackend {
             Some(a) => app_path(&a)?,
             None => ("BASIC".to_string(), "BASE".to_string()),
         };
-        let name = spec.name.clone().unwrap_or_else(|| {
+        let name = carried_name(spec).unwrap_or_else(|| {
             format!(
                 "jobctl_{}",
                 Utc::now().with_timezone(&self.offset).format("%m%d_%H%M%S")
@@ -698,7 +691,11 @@ impl JobBackend for AcBackend {
             .map(|e| crate::config::parse_bool(&e))
             .transpose()?
             .unwrap_or(false);
-        with_session!(self, |tok, site| {
+        // The operation may run twice (a refused token): it borrows what it needs.
+        let (opt, cmd, name, wall) = (&opt, &cmd, &name, &wall);
+        let (app_type, app_name) = (&app_type, &app_name);
+        self.with_session(|tok, site| async move {
+            let (tok, site) = (&tok, &site);
             let scheduler = opt("scheduler").unwrap_or_else(|| site.scheduler.clone());
             let workdir = match opt("workdir") {
                 Some(w) => w.trim_end_matches('/').to_string(),
@@ -777,6 +774,7 @@ impl JobBackend for AcBackend {
                 .insert("app".into(), format!("{app_type}/{app_name}").into());
             Ok(job)
         })
+        .await
         .map_err(|e| self.wrap(e, "submit"))
     }
 
@@ -792,74 +790,77 @@ impl JobBackend for AcBackend {
             .iter()
             .map(|id| JobKey::parse(id, Some("0")).map(|_| ()))
             .collect();
-        let outcome: Result<Vec<Result<Job>>> = with_session!(self, |tok, site| {
-            let keys: Vec<Option<JobKey>> = ids
-                .iter()
-                .map(|id| JobKey::parse(id, Some(&site.scheduler)).ok())
-                .collect();
-            let mut by_scheduler: BTreeMap<&str, Vec<&JobKey>> = BTreeMap::new();
-            for k in keys.iter().flatten() {
-                by_scheduler
-                    .entry(k.scheduler.as_str())
-                    .or_default()
-                    .push(k);
-            }
-            let mut found: HashMap<JobKey, Job> = HashMap::new();
-            for (scheduler, wanted) in &by_scheduler {
-                let want: Vec<&str> = wanted.iter().map(|k| k.job.as_str()).collect();
-                let records = self
-                    .realtime_pages(tok, site, scheduler, None, |got| {
-                        want.iter().all(|w| {
-                            got.iter()
-                                .any(|r| mapping::text(r, &["jobId"]).as_deref() == Some(*w))
+        let outcome: Result<Vec<Result<Job>>> = self
+            .with_session(|tok, site| async move {
+                let (tok, site) = (&tok, &site);
+                let keys: Vec<Option<JobKey>> = ids
+                    .iter()
+                    .map(|id| JobKey::parse(id, Some(&site.scheduler)).ok())
+                    .collect();
+                let mut by_scheduler: BTreeMap<&str, Vec<&JobKey>> = BTreeMap::new();
+                for k in keys.iter().flatten() {
+                    by_scheduler
+                        .entry(k.scheduler.as_str())
+                        .or_default()
+                        .push(k);
+                }
+                let mut found: HashMap<JobKey, Job> = HashMap::new();
+                for (scheduler, wanted) in &by_scheduler {
+                    let want: Vec<&str> = wanted.iter().map(|k| k.job.as_str()).collect();
+                    let records = self
+                        .realtime_pages(tok, site, scheduler, None, |got| {
+                            want.iter().all(|w| {
+                                got.iter()
+                                    .any(|r| mapping::text(r, &["jobId"]).as_deref() == Some(*w))
+                            })
                         })
-                    })
-                    .await?;
-                for r in records {
-                    let Some(job_id) = mapping::text(&r, &["jobId", "id"]) else {
-                        continue;
-                    };
-                    let key = JobKey {
-                        scheduler: scheduler.to_string(),
-                        job: job_id,
-                    };
-                    if wanted.contains(&&key) {
-                        let mut job = to_job(&r, Some(&key), Source::Realtime, self.offset)?;
-                        job.id = key.id();
-                        found.insert(key, job);
-                    }
-                }
-            }
-            let mut out = Vec::with_capacity(keys.len());
-            for key in &keys {
-                let Some(key) = key else {
-                    out.push(Err(Error::usage("invalid id")));
-                    continue;
-                };
-                if let Some(job) = found.get(key) {
-                    out.push(Ok(job.clone()));
-                    continue;
-                }
-                // Gone from the realtime list (finished long enough ago), or not ours.
-                let r = match self.history(tok, site, key).await {
-                    Err(e) if e.kind == ErrorKind::NotFound => {
-                        match self.realtime(tok, site, key).await {
-                            Ok(Some(job)) => Ok(job),
-                            Ok(None) => Err(e),
-                            Err(other) => Err(other),
+                        .await?;
+                    for r in records {
+                        let Some(job_id) = mapping::text(&r, &["jobId", "id"]) else {
+                            continue;
+                        };
+                        let key = JobKey {
+                            scheduler: scheduler.to_string(),
+                            job: job_id,
+                        };
+                        if wanted.contains(&&key) {
+                            let mut job = to_job(&r, Some(&key), Source::Realtime, self.offset)?;
+                            job.id = key.id();
+                            found.insert(key, job);
                         }
                     }
-                    other => other,
-                };
-                if let Err(e) = &r {
-                    if e.kind == ErrorKind::Auth && e.token_expired {
-                        return Err(e.clone());
-                    }
                 }
-                out.push(r);
-            }
-            Ok(out)
-        });
+                let mut out = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    let Some(key) = key else {
+                        out.push(Err(Error::usage("invalid id")));
+                        continue;
+                    };
+                    if let Some(job) = found.get(key) {
+                        out.push(Ok(job.clone()));
+                        continue;
+                    }
+                    // Gone from the realtime list (finished long enough ago), or not ours.
+                    let r = match self.history(tok, site, key).await {
+                        Err(e) if e.kind == ErrorKind::NotFound => {
+                            match self.realtime(tok, site, key).await {
+                                Ok(Some(job)) => Ok(job),
+                                Ok(None) => Err(e),
+                                Err(other) => Err(other),
+                            }
+                        }
+                        other => other,
+                    };
+                    if let Err(e) = &r {
+                        if e.kind == ErrorKind::Auth && e.token_expired {
+                            return Err(e.clone());
+                        }
+                    }
+                    out.push(r);
+                }
+                Ok(out)
+            })
+            .await;
         match outcome {
             Ok(results) => results
                 .into_iter()
@@ -884,8 +885,26 @@ impl JobBackend for AcBackend {
         }
     }
 
+    /// The key travels in the job name; realtime and history lists are searched.
+    async fn find_by_key(
+        &self,
+        spec: &JobSpec,
+        _since: chrono::DateTime<Utc>,
+    ) -> Result<crate::backend::KeyLookup> {
+        use crate::backend::KeyLookup;
+        let Some(wanted) = carried_name(spec).filter(|_| spec.key.is_some()) else {
+            return Ok(KeyLookup::Unsearchable);
+        };
+        let jobs = self.list(&ListQuery::default()).await?;
+        Ok(jobs
+            .into_iter()
+            .find(|j| j.name.as_deref() == Some(wanted.as_str()))
+            .map_or(KeyLookup::Absent, KeyLookup::Found))
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
-        with_session!(self, |tok, site| {
+        self.with_session(|tok, site| async move {
+            let (tok, site) = (&tok, &site);
             let limit = query.limit;
             let realtime_states = [
                 JobState::Queued,
@@ -923,47 +942,50 @@ impl JobBackend for AcBackend {
                 let url = self.hpc(site, "/hpc/openapi/v2/historyjobs")?;
                 let now = Utc::now();
                 let from = now - chrono::Duration::days(HISTORY_DAYS);
-                let mut start = 0usize;
                 let mut from_history = 0usize;
-                loop {
-                    let mut q = vec![
-                        ("strClusterNameList", site.scheduler.clone()),
-                        ("startTime", mapping::format_time(from, self.offset)),
-                        ("endTime", mapping::format_time(now, self.offset)),
-                        ("timeType", "CUSTOM".to_string()),
-                        ("isQueryByQueueTime", "false".to_string()),
-                        ("sort", "DESC".to_string()),
-                        ("orderBy", "jobId".to_string()),
-                        ("start", start.to_string()),
-                        ("limit", PAGE.to_string()),
-                    ];
-                    if let Some(u) = &site.compute_user {
-                        q.push(("strUser", u.clone()));
-                    }
-                    if let Some(c) = state_code {
-                        q.push(("jobState", c.to_string()));
-                    }
-                    let data = self.api.get(&url, &tok.token, &q).await?;
-                    let (items, total) = page_items(&data);
-                    let n = items.len();
-                    for r in items {
-                        let key = JobKey {
-                            scheduler: site.scheduler.clone(),
-                            job: mapping::text(&r, &["jobId", "id"]).unwrap_or_default(),
-                        };
-                        if let Ok(job) = to_job(&r, Some(&key), Source::History, self.offset) {
-                            if query.wants(job.state) && !jobs.contains_key(&job.id) {
-                                from_history += 1;
-                                jobs.insert(job.id.clone(), job);
+                let (url, state_code, offset) = (&url, &state_code, self.offset);
+                pagination::walk(
+                    0usize,
+                    |start: usize| async move {
+                        let mut q = vec![
+                            ("strClusterNameList", site.scheduler.clone()),
+                            ("startTime", mapping::format_time(from, offset)),
+                            ("endTime", mapping::format_time(now, offset)),
+                            ("timeType", "CUSTOM".to_string()),
+                            ("isQueryByQueueTime", "false".to_string()),
+                            ("sort", "DESC".to_string()),
+                            ("orderBy", "jobId".to_string()),
+                            ("start", start.to_string()),
+                            ("limit", PAGE.to_string()),
+                        ];
+                        if let Some(u) = &site.compute_user {
+                            q.push(("strUser", u.clone()));
+                        }
+                        if let Some(c) = state_code {
+                            q.push(("jobState", c.to_string()));
+                        }
+                        let data = self.api.get(url, &tok.token, &q).await?;
+                        let (items, total) = page_items(&data);
+                        let next = pagination::next_offset(start, items.len(), total);
+                        Ok(Page::new(items, next))
+                    },
+                    |items| {
+                        for r in items {
+                            let key = JobKey {
+                                scheduler: site.scheduler.clone(),
+                                job: mapping::text(&r, &["jobId", "id"]).unwrap_or_default(),
+                            };
+                            if let Ok(job) = to_job(&r, Some(&key), Source::History, offset) {
+                                if query.wants(job.state) && !jobs.contains_key(&job.id) {
+                                    from_history += 1;
+                                    jobs.insert(job.id.clone(), job);
+                                }
                             }
                         }
-                    }
-                    start += n;
-                    let done = n == 0 || n < PAGE || total.is_some_and(|t| start as u64 >= t);
-                    if done || limit.is_some_and(|l| from_history >= l) {
-                        break;
-                    }
-                }
+                        limit.is_none_or(|l| from_history < l)
+                    },
+                )
+                .await?;
             }
             let mut out: Vec<Job> = jobs.into_values().collect();
             out.sort_by_key(|j| std::cmp::Reverse(mapping::sort_key(j)));
@@ -972,13 +994,15 @@ impl JobBackend for AcBackend {
             }
             Ok(out)
         })
+        .await
         .map_err(|e| self.wrap(e, "list"))
     }
 
     async fn abort(&self, id: &str) -> Result<AbortOutcome> {
         let run = async {
             JobKey::parse(id, Some("0"))?;
-            with_session!(self, |tok, site| {
+            self.with_session(|tok, site| async move {
+                let (tok, site) = (&tok, &site);
                 let key = JobKey::parse(id, Some(&site.scheduler))?;
                 let job = self.lookup(tok, site, &key).await?;
                 if job.terminal {
@@ -1002,6 +1026,7 @@ impl JobBackend for AcBackend {
                     .await?;
                 Ok(AbortOutcome::Requested)
             })
+            .await
         };
         let r: Result<_> = run.await;
         r.map_err(|e| self.wrap(e, "abort"))
@@ -1064,9 +1089,12 @@ impl JobBackend for AcBackend {
             ];
             let mut artifacts = Vec::new();
             for path in &paths {
-                let got = with_session!(self, |tok, site| {
-                    self.download(tok, site, path, dest, progress).await
-                })?;
+                let got = self
+                    .with_session(|tok, site| async move {
+                        let (tok, site) = (&tok, &site);
+                        self.download(tok, site, path, dest, progress).await
+                    })
+                    .await?;
                 artifacts.extend(got);
             }
             if artifacts.is_empty() {
@@ -1085,7 +1113,8 @@ impl JobBackend for AcBackend {
     async fn login(&self) -> Result<String> {
         let run = async {
             self.auth.store.clear().await?;
-            with_session!(self, |tok, site| {
+            self.with_session(|tok, site| async move {
+                let (tok, site) = (&tok, &site);
                 let region = tok
                     .data
                     .get("region_name")
@@ -1102,6 +1131,7 @@ impl JobBackend for AcBackend {
                     site.scheduler
                 ))
             })
+            .await
         };
         let r: Result<_> = run.await;
         r.map_err(|e| self.wrap(e, "login"))
@@ -1182,6 +1212,9 @@ impl JobBackend for AcBackend {
         checks
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -130,7 +130,16 @@ pub fn classify(errors: &[GqlError]) -> Error {
     let code = errors.iter().find_map(GqlError::code);
     let lower = text.to_ascii_lowercase();
     let message = format!("CloudPSS: {text}");
+    let quota = code.as_deref().is_some_and(|c| {
+        let c = c.to_ascii_uppercase();
+        c.contains("QUOTA") || c.contains("RESOURCE_EXHAUSTED")
+    }) || lower.contains("quota")
+        || lower.contains("insufficient balance")
+        || text.contains("配额")
+        || text.contains("余额");
     let err = match code.as_deref() {
+        // A refused quota will be refused again: permission/quota (4), not "try later".
+        _ if quota => Error::auth(message),
         Some("UNAUTHENTICATED") => Error::auth(message).expired_token(),
         Some("FORBIDDEN") => Error::auth(message),
         Some("NOT_FOUND") => Error::not_found(message),
@@ -200,8 +209,12 @@ pub fn interpret<T: serde::de::DeserializeOwned>(
         }
         Some(d) => d,
     };
-    let data = serde_json::from_value(data)
-        .map_err(|e| Error::protocol(format!("CloudPSS answered with unexpected data: {e}")))?;
+    let data = serde_json::from_value(data).map_err(|e| {
+        Error::protocol(format!(
+            "CloudPSS answered with unexpected data: {}",
+            crate::http::redact::serde_reason(&e)
+        ))
+    })?;
     Ok(Reply { data, version })
 }
 

@@ -1,7 +1,7 @@
 //! Login: the challenge/answer flow (`accountChallenge` → the PASSWORD item →
 //! `createAccountToken`), or a pre-issued `CLOUDPSS_TOKEN` checked with `accountToken`.
-//! Password tokens are cached per profile by [`TokenStore`]; the cached entry remembers the
-//! user and endpoint it belongs to, so changing either forces a fresh login.
+//! Password tokens are cached per profile by [`TokenStore`], bound to the user and endpoint
+//! they belong to, so changing either forces a fresh login.
 
 use super::api::{
     Api, ChallengeQuery, CreateTokenMutation, TokenInfoQuery, challenge_query,
@@ -11,7 +11,7 @@ use crate::backend::BackendContext;
 use crate::config::Secret;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::Idempotency;
-use crate::http::token::{CachedToken, TokenStore};
+use crate::http::token::{CachedToken, TokenSource, TokenStore};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -37,6 +37,8 @@ pub struct Auth {
     creds: Credentials,
     store: TokenStore,
     profile: String,
+    /// What to say when no credentials are configured (names this profile's keys).
+    missing: Error,
 }
 
 fn expiry(raw: &str) -> Option<DateTime<Utc>> {
@@ -58,8 +60,8 @@ fn refused(e: Error, what: &str) -> Error {
 }
 
 impl Auth {
-    /// Reads the credentials of the profile in `ctx`.
-    pub fn new(ctx: &BackendContext) -> Self {
+    /// Reads the credentials of the profile in `ctx`, whose GraphQL endpoint is `url`.
+    pub fn new(ctx: &BackendContext, url: &url::Url) -> Self {
         let p = &ctx.profile;
         let creds = match (p.secret("token"), p.username.as_ref(), p.secret("password")) {
             (Some(t), _, _) => Credentials::Token(t.clone()),
@@ -70,14 +72,17 @@ impl Auth {
             _ => Credentials::Missing,
         };
         // A pre-issued token is already at hand: keep it off the disk.
-        let store = match creds {
-            Credentials::Password { .. } => TokenStore::new(&ctx.cache_dir(), &p.name),
+        let store = match &creds {
+            Credentials::Password { username, .. } => {
+                TokenStore::new(&ctx.cache_dir(), &p.name).bound_to(format!("{url}|{username}"))
+            }
             _ => TokenStore::in_memory(),
         };
         Auth {
             creds,
             store,
             profile: p.name.clone(),
+            missing: p.missing_credentials(&[&["username", "password"], &["token"]]),
         }
     }
 
@@ -93,11 +98,13 @@ impl Auth {
 
     /// Obtains a token: logs in with the password, or checks the pre-issued token.
     pub async fn login(&self, api: &Api) -> Result<CachedToken> {
+        // The answers carry tokens: no part of them may be quoted in an error.
+        crate::http::redact::auth_exchange(self.login_exchange(api)).await
+    }
+
+    async fn login_exchange(&self, api: &Api) -> Result<CachedToken> {
         match &self.creds {
-            Credentials::Missing => Err(Error::auth(format!(
-                "profile '{}' has no CloudPSS credentials: set CLOUDPSS_USERNAME and CLOUDPSS_PASSWORD, or CLOUDPSS_TOKEN",
-                self.profile
-            ))),
+            Credentials::Missing => Err(self.missing.clone()),
             Credentials::Token(token) => self
                 .inspect(api, token)
                 .await
@@ -177,23 +184,20 @@ impl Auth {
         tracing::debug!(profile = %self.profile, user = %created.user.name, "logged in to CloudPSS");
         Ok(t)
     }
+}
 
-    /// Drops a cached token that belongs to another user or endpoint than configured now.
-    pub async fn forget_foreign(&self, api: &Api) {
-        let Credentials::Password { username, .. } = &self.creds else {
-            return;
-        };
-        if let Ok(t) = self
-            .store
-            .get(|| async { Err(Error::auth("no cached token")) })
-            .await
-        {
-            let same_user = t.data.get("user").and_then(|v| v.as_str()) == Some(username.as_str());
-            let same_url = t.data.get("url").and_then(|v| v.as_str()) == Some(api.url().as_str());
-            if !same_user || !same_url {
-                self.store.invalidate(&t).await;
-            }
-        }
+/// Where the token store of a profile gets its tokens: [`Auth::login`] against one endpoint.
+#[derive(Debug)]
+pub struct Login<'a> {
+    /// The profile's credentials.
+    pub auth: &'a Auth,
+    /// The endpoint.
+    pub api: &'a Api,
+}
+
+impl TokenSource for Login<'_> {
+    async fn login(&self) -> Result<CachedToken> {
+        self.auth.login(self.api).await
     }
 }
 

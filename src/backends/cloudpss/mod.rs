@@ -14,12 +14,13 @@ use self::api::{
     AbortJobMutation, Api, CreateJobMutation, JobQuery, JobsQuery, SystemInfoQuery,
     abort_job_mutation, create_job_mutation, job_query, jobs_query, system_info_query,
 };
-use self::auth::{Auth, Credentials, user_of};
+use self::auth::{Auth, Credentials, Login, user_of};
 use self::mapping::{JobRecord, natives_of, to_job};
 use crate::backend::{BackendContext, JobBackend};
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::http::Idempotency;
+use crate::http::pagination::{self, Page};
 use crate::http::token::CachedToken;
 use crate::model::{
     AbortOutcome, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState, ListQuery,
@@ -32,7 +33,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Jobs asked for per `jobs` request (list pages and id batches).
+/// Jobs asked for per `jobs` request (list pages and id batches); the platform may serve fewer.
 const PAGE_SIZE: usize = 100;
 
 /// Default `timeout` of `abortJob`: how long the platform may take to stop the job.
@@ -85,8 +86,8 @@ impl CloudpssBackend {
             })?,
         };
         Ok(CloudpssBackend {
+            auth: Auth::new(&ctx, &url),
             api: Api::new(&ctx.profile, url)?,
-            auth: Auth::new(&ctx),
             ctx,
             abort_timeout,
         })
@@ -100,11 +101,11 @@ impl CloudpssBackend {
         Fut: Future<Output = Result<T>> + Send,
         T: Send,
     {
-        self.auth.forget_foreign(&self.api).await;
-        self.auth
-            .store()
-            .with_token(|| self.auth.login(&self.api), op)
-            .await
+        let source = Login {
+            auth: &self.auth,
+            api: &self.api,
+        };
+        self.auth.store().with_token(&source, op).await
     }
 
     /// A numeric option: from the spec, else the profile, else `default`.
@@ -193,18 +194,35 @@ impl CloudpssBackend {
         Ok(out)
     }
 
-    async fn jobs_page(
+    /// Every job matching `input`'s conditions (up to `limit`), page after page: the platform
+    /// caps its page size, and its `total` counts what remains including the current page.
+    async fn jobs_matching(
         &self,
         token: &Secret,
         input: jobs_query::JobsInput,
-    ) -> Result<jobs_query::JobsQueryJobs> {
-        let vars = jobs_query::Variables { input };
-        Ok(self
-            .api
-            .post::<JobsQuery>(Some(token), vars, Idempotency::Idempotent)
-            .await?
-            .data
-            .jobs)
+        limit: Option<usize>,
+    ) -> Result<Vec<Job>> {
+        let input = &input;
+        pagination::collect(limit, None, |cursor: Option<Vec<String>>| async move {
+            let mut input = input.clone();
+            input.cursor = cursor;
+            let vars = jobs_query::Variables { input };
+            let page = self
+                .api
+                .post::<JobsQuery>(Some(token), vars, Idempotency::Idempotent)
+                .await?
+                .data
+                .jobs;
+            let served = page.items.len() as i64;
+            let remains = page.total > served;
+            let jobs: Vec<Job> = page
+                .items
+                .into_iter()
+                .map(|i| to_job(JobRecord::from(i)))
+                .collect();
+            Ok(Page::new(jobs, remains.then_some(Some(page.cursor))))
+        })
+        .await
     }
 
     async fn fetch_job(&self, id: &str) -> Result<Job> {
@@ -255,6 +273,10 @@ fn or_condition<S: AsRef<str>>(values: &[S]) -> Value {
     Value::Array(v)
 }
 
+/// The job argument that carries a submission's idempotency key (functions ignore arguments
+/// they do not declare; `jobs` lists return `args`, so the key can be searched).
+pub const KEY_ARG: &str = "_jobctl_key";
+
 #[async_trait]
 impl JobBackend for CloudpssBackend {
     fn name(&self) -> &'static str {
@@ -294,9 +316,13 @@ impl JobBackend for CloudpssBackend {
         self.validate(spec)?;
         let context = Self::context(spec)?;
         let p = self.policy(spec)?;
+        let mut args = spec.args.clone();
+        if let Some(k) = &spec.key {
+            args.insert(KEY_ARG.into(), Value::String(k.clone()));
+        }
         let input = create_job_mutation::CreateJobInput {
             context,
-            args: spec.args.clone(),
+            args,
             policy: Some(create_job_mutation::JobExecutionPolicyInput {
                 queue: p.queue,
                 tres: Some(create_job_mutation::JobTresInput {
@@ -335,17 +361,16 @@ impl JobBackend for CloudpssBackend {
         }
         let mut found: HashMap<String, Result<Job>> = HashMap::new();
         for chunk in unique.chunks(PAGE_SIZE) {
-            let page = self
+            let jobs = self
                 .authed(|t: CachedToken| async move {
                     let mut input = jobs_input(chunk.len());
                     input.id = Some(or_condition(chunk));
-                    self.jobs_page(&t.token, input).await
+                    self.jobs_matching(&t.token, input, None).await
                 })
                 .await;
-            match page {
-                Ok(page) => {
-                    for item in page.items {
-                        let job = to_job(JobRecord::from(item));
+            match jobs {
+                Ok(jobs) => {
+                    for job in jobs {
                         found.insert(job.id.clone(), Ok(job));
                     }
                 }
@@ -364,6 +389,29 @@ impl JobBackend for CloudpssBackend {
             .collect()
     }
 
+    /// The key travels in the job's `args` ([`KEY_ARG`]); the caller's jobs are searched.
+    async fn find_by_key(
+        &self,
+        spec: &JobSpec,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::backend::KeyLookup> {
+        use crate::backend::KeyLookup;
+        let Some(key) = spec.key.as_deref() else {
+            return Ok(KeyLookup::Unsearchable);
+        };
+        let jobs = self.list(&ListQuery::default()).await?;
+        Ok(jobs
+            .into_iter()
+            .find(|j| {
+                j.extra
+                    .get("args")
+                    .and_then(|a| a.get(KEY_ARG))
+                    .and_then(Value::as_str)
+                    == Some(key)
+            })
+            .map_or(KeyLookup::Absent, KeyLookup::Found))
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {
         // States CloudPSS never reports (suspended) cannot match; `unknown` needs every job.
         let natives: Option<Vec<&str>> =
@@ -378,34 +426,13 @@ impl JobBackend for CloudpssBackend {
             };
         let page_size = query.limit.unwrap_or(PAGE_SIZE).clamp(1, PAGE_SIZE);
         let natives = &natives;
-        // A plain loop rather than `http::pagination::collect`: its `AsyncFnMut` callback
-        // makes futures the compiler cannot prove `Send` (see `authed`).
         let jobs = self
             .authed(|t: CachedToken| async move {
                 let user = user_of(&t).or_else(|| self.ctx.profile.username.clone());
-                let mut out: Vec<Job> = Vec::new();
-                let mut cursor: Option<Vec<String>> = None;
-                loop {
-                    let mut input = jobs_input(page_size);
-                    input.cursor = cursor.take();
-                    input.user = user.as_ref().map(|u| or_condition(&[u]));
-                    input.status = natives.as_ref().map(|n| or_condition(n));
-                    let page = self.jobs_page(&t.token, input).await?;
-                    let count = page.items.len();
-                    out.extend(page.items.into_iter().map(|i| to_job(JobRecord::from(i))));
-                    if let Some(limit) = query.limit {
-                        if out.len() >= limit {
-                            out.truncate(limit);
-                            break;
-                        }
-                    }
-                    // `total` counts what remains including this page.
-                    if count == 0 || count < page_size || page.total as usize <= count {
-                        break;
-                    }
-                    cursor = Some(page.cursor);
-                }
-                Ok(out)
+                let mut input = jobs_input(page_size);
+                input.user = user.as_ref().map(|u| or_condition(&[u]));
+                input.status = natives.as_ref().map(|n| or_condition(n));
+                self.jobs_matching(&t.token, input, query.limit).await
             })
             .await?;
         Ok(jobs.into_iter().filter(|j| query.wants(j.state)).collect())
@@ -537,6 +564,9 @@ fn version_check(version: Option<&str>) -> Check {
         ),
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -88,6 +88,57 @@ impl LocalBackend {
             .ok_or_else(|| Error::not_found(format!("local job {} does not exist", row.id)))
     }
 
+    /// The variables a job never inherits: every credential variable jobctl knows of.
+    fn scrubbed_vars(&self) -> Vec<String> {
+        let mut vars = crate::config::builtin_secret_vars();
+        for v in &self.ctx.profile.secret_vars {
+            if !vars.contains(v) {
+                vars.push(v.clone());
+            }
+        }
+        vars
+    }
+
+    /// Cancels a job: SIGTERM to its group, then SIGKILL after `grace` (at once when zero).
+    async fn cancel(&self, id: &str, grace: std::time::Duration) -> Result<AbortOutcome> {
+        let row = self.row(id)?;
+        if !self.store.request_cancel(row.id)? {
+            return Ok(AbortOutcome::AlreadyTerminal);
+        }
+        let grace_file = supervisor::grace_file(&self.store, row.id);
+        if let Some(dir) = grace_file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+        }
+        std::fs::write(&grace_file, grace.as_millis().to_string())
+            .map_err(|e| Error::io(grace_file.display(), e))?;
+        if let Some(pgid) = row.pgid {
+            if grace.is_zero() {
+                let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+            } else {
+                supervisor::terminate(pgid);
+            }
+        }
+        if mapping::supervisor_alive(&row) {
+            if let Some(pid) = row.supervisor_pid {
+                // Tells the supervisor to start the SIGTERM → SIGKILL grace clock.
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
+            }
+        } else {
+            // Nobody will record the end: do it here, and make sure the group is gone.
+            if let Some(pgid) = row.pgid {
+                tokio::time::sleep(grace.min(std::time::Duration::from_millis(500))).await;
+                let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+            }
+            self.store.set_ended(
+                row.id,
+                "canceled",
+                None,
+                Some("canceled; the supervisor had vanished, so the exit code is unknown"),
+            )?;
+        }
+        Ok(AbortOutcome::Requested)
+    }
+
     fn spawn_supervisor(&self, id: i64) -> Result<()> {
         let exe = std::env::current_exe()
             .map_err(|e| Error::io("cannot find the jobctl executable", e))?;
@@ -96,9 +147,18 @@ impl LocalBackend {
             .arg("--state-dir")
             .arg(&self.ctx.state_dir)
             .arg(id.to_string())
+            .env(
+                supervisor::JOB_UMASK_VAR,
+                format!("{:o}", crate::config::user_umask()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // The job inherits the supervisor's environment: platform credentials stay behind
+        // (a job that needs one gets it explicitly with --arg, applied by the supervisor).
+        for var in self.scrubbed_vars() {
+            cmd.env_remove(var);
+        }
         use std::os::unix::process::CommandExt;
         // SAFETY: setsid() is async-signal-safe and touches no memory of the parent; it
         // detaches the supervisor from our terminal and session so it survives our exit and
@@ -199,6 +259,7 @@ impl JobBackend for LocalBackend {
                 .unwrap_or(w)
         });
         let id = self.store.insert(
+            spec.key.as_deref(),
             spec.name.as_deref(),
             &command,
             &spec.args,
@@ -217,6 +278,22 @@ impl JobBackend for LocalBackend {
         }
         let row = self.row(&id.to_string())?;
         Ok(mapping::to_job(&row, &self.store))
+    }
+
+    /// The local store records each job's key in the same insert that creates it.
+    async fn find_by_key(
+        &self,
+        spec: &JobSpec,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::backend::KeyLookup> {
+        use crate::backend::KeyLookup;
+        let Some(key) = spec.key.as_deref() else {
+            return Ok(KeyLookup::Unsearchable);
+        };
+        match self.store.find_key(key)? {
+            Some(id) => Ok(KeyLookup::Found(self.status(&id.to_string()).await?)),
+            None => Ok(KeyLookup::Absent),
+        }
     }
 
     async fn status(&self, id: &str) -> Result<Job> {
@@ -265,32 +342,13 @@ impl JobBackend for LocalBackend {
     }
 
     async fn abort(&self, id: &str) -> Result<AbortOutcome> {
-        let row = self.row(id)?;
-        if !self.store.request_cancel(row.id)? {
-            return Ok(AbortOutcome::AlreadyTerminal);
-        }
-        if let Some(pgid) = row.pgid {
-            supervisor::terminate(pgid);
-        }
-        if mapping::supervisor_alive(&row) {
-            if let Some(pid) = row.supervisor_pid {
-                // Tells the supervisor to start the SIGTERM → SIGKILL grace clock.
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
-            }
-        } else {
-            // Nobody will record the end: do it here, and make sure the group is gone.
-            if let Some(pgid) = row.pgid {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
-            }
-            self.store.set_ended(
-                row.id,
-                "canceled",
-                None,
-                Some("canceled; the supervisor had vanished, so the exit code is unknown"),
-            )?;
-        }
-        Ok(AbortOutcome::Requested)
+        // Read when aborting, so the grace is the aborting user's choice, not the submitter's.
+        let grace = supervisor::grace_from_env()?;
+        self.cancel(id, grace).await
+    }
+
+    async fn abort_force(&self, id: &str) -> Result<AbortOutcome> {
+        self.cancel(id, std::time::Duration::ZERO).await
     }
 
     async fn logs(&self, id: &str, req: LogsRequest, out: LogSink<'_>) -> Result<()> {

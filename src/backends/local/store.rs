@@ -121,6 +121,15 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        // Stores made before idempotency keys were carried gain the column in place.
+        let has_key: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'key'")?
+            .exists([])?;
+        if !has_key {
+            conn.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN key TEXT; CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key);",
+            )?;
+        }
         Ok(Store {
             conn: std::sync::Mutex::new(conn),
             root,
@@ -146,9 +155,11 @@ impl Store {
         self.job_dir(id).join(format!("job-{id}.{ext}"))
     }
 
-    /// Inserts a queued job and returns its id.
+    /// Inserts a queued job, carrying the submission's idempotency key, and returns its id.
+    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
+        key: Option<&str>,
         name: Option<&str>,
         command: &[String],
         env: &Map<String, Value>,
@@ -161,10 +172,22 @@ impl Store {
         let now = Utc::now().to_rfc3339();
         self.with(|c| {
             c.execute(
-                "INSERT INTO jobs (name, command, env, workdir, shell, state, created_at, boot_id) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
-                params![name, command, env, workdir, shell as i64, now, boot_id],
+                "INSERT INTO jobs (name, command, env, workdir, shell, state, created_at, boot_id, key) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
+                params![name, command, env, workdir, shell as i64, now, boot_id, key],
             )?;
             Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// The newest job carrying idempotency key `key`, if any.
+    pub fn find_key(&self, key: &str) -> Result<Option<i64>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id FROM jobs WHERE key = ?1 ORDER BY id DESC LIMIT 1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 

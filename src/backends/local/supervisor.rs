@@ -12,13 +12,34 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
-/// How long a canceled job gets between SIGTERM and SIGKILL.
-pub fn grace_period() -> Duration {
-    std::env::var("JOBCTL_LOCAL_GRACE")
-        .ok()
-        .and_then(|v| crate::config::parse_duration(&v).ok())
-        .unwrap_or(Duration::from_secs(10))
+/// Default time a canceled job gets between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The grace period of an abort, from `JOBCTL_LOCAL_GRACE` of the process that aborts.
+pub fn grace_from_env() -> Result<Duration> {
+    match std::env::var("JOBCTL_LOCAL_GRACE") {
+        Ok(v) if !v.trim().is_empty() => crate::config::parse_duration(&v)
+            .map_err(|e| Error::usage(format!("JOBCTL_LOCAL_GRACE: {}", e.message))),
+        _ => Ok(DEFAULT_GRACE),
+    }
 }
+
+/// The file through which `abort` tells the supervisor the grace period it chose.
+pub fn grace_file(store: &Store, id: i64) -> std::path::PathBuf {
+    store.job_dir(id).join("grace-ms")
+}
+
+/// The grace period the aborting process asked for (default when it wrote none).
+fn grace_period(store: &Store, id: i64) -> Duration {
+    std::fs::read_to_string(grace_file(store, id))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_GRACE)
+}
+
+/// Environment variable carrying the user's umask from `submit` to the job's command.
+pub const JOB_UMASK_VAR: &str = "JOBCTL_JOB_UMASK";
 
 /// Runs job `id` from the store in `state_dir` to completion. Called in the detached process.
 pub async fn run(state_dir: &Path, id: i64) -> Result<()> {
@@ -61,6 +82,19 @@ pub async fn run(state_dir: &Path, id: i64) -> Result<()> {
     for (k, v) in &row.env {
         cmd.env(k, value_to_string(v));
     }
+    // The command gets the umask of the user who submitted it, not jobctl's owner-only one.
+    let job_umask = std::env::var(JOB_UMASK_VAR)
+        .ok()
+        .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        .unwrap_or(0o022);
+    cmd.env_remove(JOB_UMASK_VAR);
+    // SAFETY: umask() is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(job_umask));
+            Ok(())
+        });
+    }
     if let Some(w) = &row.workdir {
         cmd.current_dir(w);
     }
@@ -95,7 +129,7 @@ pub async fn run(state_dir: &Path, id: i64) -> Result<()> {
     let mut kill_at: Option<tokio::time::Instant> = None;
     if store.get(id)?.is_some_and(|r| r.cancel_requested) {
         terminate(pgid);
-        kill_at = Some(tokio::time::Instant::now() + grace_period());
+        kill_at = Some(tokio::time::Instant::now() + grace_period(&store, id));
     }
 
     let status = loop {
@@ -106,7 +140,7 @@ pub async fn run(state_dir: &Path, id: i64) -> Result<()> {
             _ = usr1.recv() => {
                 // abort sent SIGTERM already; start the clock for SIGKILL.
                 terminate(pgid);
-                kill_at.get_or_insert(tokio::time::Instant::now() + grace_period());
+                kill_at.get_or_insert(tokio::time::Instant::now() + grace_period(&store, id));
             }
             _ = tokio::time::sleep_until(deadline), if kill_at.is_some() => {
                 let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);

@@ -105,7 +105,11 @@ struct Envelope {
 /// Reads an answer: the envelope's `data` as `T` when `code` is 0, else a typed error. Answers
 /// that are not envelopes are classified by their HTTP status.
 pub(crate) fn decode<T: DeserializeOwned>(resp: &HttpResponse, what: &str) -> Result<T> {
-    let envelope: Option<Envelope> = serde_json::from_slice(&resp.body).ok();
+    // An envelope is an object; serde would also read a 3-element array as one, positionally.
+    let envelope: Option<Envelope> = serde_json::from_slice::<Value>(&resp.body)
+        .ok()
+        .filter(Value::is_object)
+        .and_then(|v| serde_json::from_value(v).ok());
     let Some(env) = envelope else {
         return Err(http_error(resp, what));
     };
@@ -126,7 +130,8 @@ pub(crate) fn decode<T: DeserializeOwned>(resp: &HttpResponse, what: &str) -> Re
     }
     serde_json::from_value(env.data).map_err(|e| {
         Error::protocol(format!(
-            "{what}: unexpected `data` ({e}); answer starts with: {}",
+            "{what}: unexpected `data` ({}); answer starts with: {}",
+            crate::http::redact::serde_reason(&e),
             snippet(&resp.body)
         ))
     })
@@ -152,7 +157,7 @@ fn http_error(resp: &HttpResponse, what: &str) -> Error {
 
 /// A job as the detail and list endpoints describe it. Every field is optional so a sparse
 /// answer degrades to `null`s instead of failing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct JobRecord {
     /// Job id (a number in practice; tolerated as a string).
@@ -191,7 +196,7 @@ impl JobRecord {
 }
 
 /// One task of a job.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TaskRecord {
     /// 32-hex task id.

@@ -8,7 +8,7 @@
 use super::api::{self, Api, codes};
 use crate::config::{Profile, Secret};
 use crate::error::{Error, ErrorKind, Result};
-use crate::http::token::{CachedToken, TokenStore};
+use crate::http::token::{CachedToken, TokenSource, TokenStore};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
@@ -64,18 +64,11 @@ impl Credentials {
             .username
             .clone()
             .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "profile '{}' has no user name: set NEBULA_USERNAME or `username`",
-                    p.name
-                ))
-            })?;
-        let password = p.secret("password").cloned().ok_or_else(|| {
-            Error::usage(format!(
-                "profile '{}' has no password: set NEBULA_PASSWORD or `password_env`",
-                p.name
-            ))
-        })?;
+            .ok_or_else(|| p.missing_credentials(&[&["username", "password"]]))?;
+        let password = p
+            .secret("password")
+            .cloned()
+            .ok_or_else(|| p.missing_credentials(&[&["username", "password"]]))?;
         let address = p
             .option("address")
             .map(str::trim)
@@ -115,8 +108,14 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A session; a configuration problem is kept and reported by the first operation.
-    pub(crate) fn new(creds: Result<Credentials>, store: TokenStore) -> Self {
+    /// A session; a configuration problem is kept and reported by the first operation. The
+    /// cached cookie is bound to the Explorer URL, user and graphd address, so a cookie of
+    /// another server or user is never sent.
+    pub(crate) fn new(creds: Result<Credentials>, store: TokenStore, api: Option<&Api>) -> Self {
+        let store = match (&creds, api) {
+            (Ok(c), Some(api)) => store.bound_to(Self::binding(api, c).to_string()),
+            _ => store,
+        };
         Session { creds, store }
     }
 
@@ -125,7 +124,7 @@ impl Session {
     }
 
     /// What a cached cookie is bound to.
-    fn binding(&self, api: &Api, c: &Credentials) -> Value {
+    fn binding(api: &Api, c: &Credentials) -> Value {
         json!({
             "url": api.base().as_str(),
             "username": c.username,
@@ -136,6 +135,11 @@ impl Session {
 
     /// Connects and returns the new session cookie as a cached token.
     pub(crate) async fn connect(&self, api: &Api) -> Result<CachedToken> {
+        // The answer sets the session cookie: no part of it may be quoted in an error.
+        crate::http::redact::auth_exchange(self.connect_exchange(api)).await
+    }
+
+    async fn connect_exchange(&self, api: &Api) -> Result<CachedToken> {
         let c = self.creds()?;
         let bearer = bearer(&c.username, &c.password, c.encoding);
         let resp = api
@@ -150,25 +154,22 @@ impl Session {
         })?;
         let expires_at = max_age.map(|s| chrono::Utc::now() + chrono::Duration::seconds(s.max(0)));
         let mut cached = CachedToken::new(token, expires_at);
-        cached.data = self.binding(api, c);
+        cached.data = Self::binding(api, c);
         Ok(cached)
     }
 
     /// Runs `op` with a valid cookie: cached while fresh, else a new connect; when the platform
     /// answers 40104000/40104001 the cookie is dropped and `op` is tried once more after one
-    /// new connect. A cached cookie bound to another server or user is never sent.
+    /// new connect.
     pub(crate) async fn with_token<T, F, Fut>(&self, api: &Api, op: F) -> Result<T>
     where
         F: Fn(Secret) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let c = self.creds()?;
-        let token = self.store.get(|| self.connect(api)).await?;
-        if token.data != self.binding(api, c) {
-            self.store.invalidate(&token).await;
-        }
+        self.creds()?;
+        let source = Connect { session: self, api };
         self.store
-            .with_token(|| self.connect(api), |t: CachedToken| op(t.token))
+            .with_token(&source, |t: CachedToken| op(t.token))
             .await
     }
 
@@ -183,6 +184,18 @@ impl Session {
     /// Forgets the cached cookie; true when there was one.
     pub(crate) async fn logout(&self) -> Result<bool> {
         self.store.clear().await
+    }
+}
+
+/// The store's token source: a new `/connect` of one session against one Explorer.
+struct Connect<'a> {
+    session: &'a Session,
+    api: &'a Api,
+}
+
+impl TokenSource for Connect<'_> {
+    async fn login(&self) -> Result<CachedToken> {
+        self.session.connect(self.api).await
     }
 }
 

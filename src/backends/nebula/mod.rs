@@ -12,6 +12,7 @@ mod mapping;
 use crate::backend::{BackendContext, JobBackend, LogSink};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpClient;
+use crate::http::pagination::{self, Page};
 use crate::http::token::TokenStore;
 use crate::model::{
     AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
@@ -81,6 +82,7 @@ impl NebulaBackend {
         let session = Session::new(
             Credentials::from_profile(&ctx.profile),
             TokenStore::new(&ctx.cache_dir(), &ctx.profile.name),
+            api.as_ref().ok(),
         );
         Ok(NebulaBackend {
             api,
@@ -124,41 +126,34 @@ impl NebulaBackend {
         &self,
         workflow: Option<&str>,
         filter: &Value,
-        mut visit: impl FnMut(Vec<JobRecord>) -> bool,
+        visit: impl FnMut(Vec<JobRecord>) -> bool,
     ) -> Result<()> {
         let api = self.api()?;
-        let mut page = 1u64;
-        let mut previous_first: Option<String> = None;
-        loop {
-            let answer = self
-                .session
-                .with_token(api, |t| async move {
-                    api.jobs(&t, workflow, filter, page, self.page_size).await
-                })
-                .await?;
-            let items = answer.items.unwrap_or_default();
-            let served = answer
-                .page_size
-                .filter(|s| *s > 0)
-                .unwrap_or(self.page_size);
-            let got = items.len() as u64;
-            // Our own page counter decides, so a server echoing `Page: 1` cannot loop us.
-            let more = match answer.total {
-                Some(total) => page * served < total,
-                None => got >= served,
-            };
-            // A server that ignores `page` serves the same first job again: stop there.
-            let first = items.first().map(JobRecord::id_text);
-            if page > 1 && first.is_some() && first == previous_first {
-                tracing::warn!("the job list served page {page} like the one before; stopping");
-                return Ok(());
-            }
-            previous_first = first;
-            if !visit(items) || !more || got == 0 {
-                return Ok(());
-            }
-            page += 1;
-        }
+        pagination::walk(
+            1u64,
+            |page: u64| async move {
+                let answer = self
+                    .session
+                    .with_token(api, |t| async move {
+                        api.jobs(&t, workflow, filter, page, self.page_size).await
+                    })
+                    .await?;
+                let items = answer.items.unwrap_or_default();
+                // The server may clamp the page size; its own figure counts pages.
+                let served = answer
+                    .page_size
+                    .filter(|s| *s > 0)
+                    .unwrap_or(self.page_size);
+                // `total` counts every match; without it, a full page suggests more.
+                let more = match answer.total {
+                    Some(total) => page * served < total,
+                    None => items.len() as u64 >= served,
+                };
+                Ok(Page::new(items, more.then_some(page + 1)))
+            },
+            visit,
+        )
+        .await
     }
 
     /// Builds the run body `{"input": {TASK: {PARAM: value}}}` from `--arg TASK.PARAM=VALUE`.
@@ -649,6 +644,9 @@ impl JobBackend for NebulaBackend {
         checks
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

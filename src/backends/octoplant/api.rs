@@ -1,11 +1,11 @@
 //! Raw requests of the octoplant export API (`/v1/order…`, `/v1/status/api_version`) and the
 //! classification of its error answers.
 
-use super::auth::{Credentials, discard_foreign_token, password_grant};
+use super::auth::{Credentials, password_grant};
 use super::mapping::{Operation, RpcStatus};
 use crate::config::Profile;
 use crate::error::{Error, ErrorKind, Result};
-use crate::http::token::{CachedToken, TokenStore};
+use crate::http::token::{CachedToken, TokenSource, TokenStore};
 use crate::http::{HttpClient, HttpResponse, Idempotency, default_transient, snippet};
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
@@ -75,12 +75,14 @@ impl Api {
             Ok(c) => (Some(c), None),
             Err(e) => (None, Some(e)),
         };
+        // A token cached for another server, user or client is never sent.
+        let mut tokens = TokenStore::new(cache_dir, &profile.name);
         if let Some(c) = &creds {
-            discard_foreign_token(cache_dir, &profile.name, &c.identity(&base));
+            tokens = tokens.bound_to(c.identity(&base).to_string());
         }
         Ok(Api {
             http: HttpClient::new(profile, BACKEND)?,
-            tokens: TokenStore::new(cache_dir, &profile.name),
+            tokens,
             base,
             creds,
             creds_error,
@@ -144,7 +146,7 @@ impl Api {
         F: Fn(CachedToken) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        self.tokens.with_token(|| self.grant(), op).await
+        self.tokens.with_token(self, op).await
     }
 
     /// Sends an authenticated request and returns its successful answer.
@@ -181,7 +183,7 @@ impl Api {
                 c.post(url.clone()).json(&body)
             })
             .await?;
-        resp.json()
+        Operation::parse(&resp)
     }
 
     /// `GET /v1/order/{name}`: the order's current state.
@@ -190,7 +192,7 @@ impl Api {
         let resp = self
             .authed(Idempotency::Idempotent, |c| c.get(url.clone()))
             .await?;
-        resp.json()
+        Operation::parse(&resp)
     }
 
     /// `POST /v1/order/{name}/cancel`.
@@ -275,6 +277,13 @@ async fn read_capped(mut resp: reqwest::Response) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The store obtains octoplant tokens with a password grant.
+impl TokenSource for Api {
+    async fn login(&self) -> Result<CachedToken> {
+        self.grant().await
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use crate::http::token::CachedToken;
 use crate::http::{HttpClient, Idempotency, default_transient};
 use chrono::Utc;
 use serde::Deserialize;
-use std::path::Path;
 use url::Url;
 
 /// Client id of octoplant's public export API client.
@@ -45,11 +44,11 @@ impl Credentials {
             .username
             .clone()
             .filter(|u| !u.trim().is_empty())
-            .ok_or_else(|| missing("user name", "OCTOPLANT_USERNAME", "username"))?;
+            .ok_or_else(|| profile.missing_credentials(&[&["username", "password"]]))?;
         let password = profile
             .secret("password")
             .cloned()
-            .ok_or_else(|| missing("password", "OCTOPLANT_PASSWORD", "password_env"))?;
+            .ok_or_else(|| profile.missing_credentials(&[&["username", "password"]]))?;
         let client_id = profile
             .option("client_id")
             .filter(|c| !c.trim().is_empty())
@@ -87,22 +86,6 @@ impl Credentials {
     }
 }
 
-/// Deletes the profile's cached token when it was issued for another identity.
-pub fn discard_foreign_token(cache_dir: &Path, profile: &str, identity: &serde_json::Value) {
-    let path = cache_dir.join(format!("{profile}.token.json"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    let same = serde_json::from_str::<CachedToken>(&text).is_ok_and(|t| &t.data == identity);
-    if !same {
-        tracing::debug!(
-            profile,
-            "cached token belongs to another server or user; discarding it"
-        );
-        let _ = std::fs::remove_file(&path);
-    }
-}
-
 /// The token endpoint's answer (RFC 6749 §5.1; the swagger leaves it undocumented).
 #[derive(Debug, Deserialize)]
 struct TokenResponse {
@@ -124,6 +107,16 @@ struct OAuthError {
 
 /// Runs the password grant and returns the token with its expiry, tagged with `identity`.
 pub async fn password_grant(
+    http: &HttpClient,
+    url: &Url,
+    creds: &Credentials,
+    identity: serde_json::Value,
+) -> Result<CachedToken> {
+    // The answer carries the access token: no part of it may be quoted in an error.
+    crate::http::redact::auth_exchange(grant(http, url, creds, identity)).await
+}
+
+async fn grant(
     http: &HttpClient,
     url: &Url,
     creds: &Credentials,

@@ -52,14 +52,19 @@ pub fn code_name(code: i64) -> &'static str {
     }
 }
 
-/// How jobctl treats a gRPC status code returned for a request.
+/// How jobctl treats a gRPC status code returned for a request: refusals are invalid input
+/// (2) or permission/quota (4); only what may succeed later is 7.
 pub fn code_kind(code: i64) -> ErrorKind {
     match code {
-        3 | 11 => ErrorKind::Usage,
+        // INVALID_ARGUMENT, ALREADY_EXISTS, FAILED_PRECONDITION, OUT_OF_RANGE: the request as
+        // sent will be refused again.
+        3 | 6 | 9 | 11 => ErrorKind::Usage,
         5 => ErrorKind::NotFound,
-        7 | 16 => ErrorKind::Auth,
+        // PERMISSION_DENIED, RESOURCE_EXHAUSTED (a quota), UNAUTHENTICATED.
+        7 | 8 | 16 => ErrorKind::Auth,
+        12 => ErrorKind::NotSupported,
         // Transient by nature: worth trying again later.
-        4 | 8 | 10 | 14 => ErrorKind::Unavailable,
+        4 | 10 | 14 => ErrorKind::Unavailable,
         _ => ErrorKind::Platform,
     }
 }
@@ -152,6 +157,50 @@ pub struct Operation {
     /// Set on success.
     #[serde(default)]
     pub response: Option<Value>,
+}
+
+impl Operation {
+    /// Reads an order answer: a JSON object (serde would also take a positional array),
+    /// holding something of an order ([`Operation::usable`]).
+    pub fn parse(resp: &crate::http::HttpResponse) -> Result<Self> {
+        let v: Value = resp.json()?;
+        if !v.is_object() {
+            return Err(Error::protocol(format!(
+                "octoplant answered with {} where an order was expected: {}",
+                match v {
+                    Value::Array(_) => "a list",
+                    _ => "a bare value",
+                },
+                crate::http::snippet(&resp.body)
+            )));
+        }
+        serde_json::from_value::<Operation>(v)
+            .map_err(|e| {
+                Error::protocol(format!(
+                    "octoplant answered with an order of an unexpected shape: {}",
+                    crate::http::redact::serde_reason(&e)
+                ))
+            })?
+            .usable()
+    }
+
+    /// The order, if the answer describes one at all. An answer with none of `name`,
+    /// `metadata`, `done`, `error` and `response` (`{}` from a broken proxy) would otherwise
+    /// read as an order in an unknown state, and `wait` would poll it until its timeout.
+    pub fn usable(self) -> Result<Self> {
+        let meta_state = self.metadata.as_ref().and_then(|m| m.state.as_ref());
+        if self.name.is_none()
+            && meta_state.is_none()
+            && self.done.is_none()
+            && self.error.is_none()
+            && self.response.is_none()
+        {
+            return Err(Error::protocol(
+                "octoplant answered with an order that has no name, state, done flag, error or response: the answer is unusable",
+            ));
+        }
+        Ok(self)
+    }
 }
 
 /// Accepts an int64 written as a JSON number or (grpc-gateway's habit) a string.

@@ -452,3 +452,6 @@ impl JobBackend for OctoplantBackend {
         checks
     }
 }
+
+#[cfg(test)]
+mod proptests;

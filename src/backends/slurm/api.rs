@@ -170,6 +170,7 @@ pub fn slurm_transient(r: &HttpResponse) -> bool {
 /// Slurm error numbers meaning "the request's parameters are invalid" (exit 2).
 const USAGE_CODES: &[i64] = &[
     2000, // ESLURM_INVALID_PARTITION_NAME
+    2001, // ESLURM_DEFAULT_PARTITION_NOT_SET
     2004, // ESLURM_REQUESTED_NODES_NOT_IN_PARTITION
     2005, // ESLURM_TOO_MANY_REQUESTED_CPUS
     2006, // ESLURM_INVALID_NODE_COUNT
@@ -181,14 +182,21 @@ const USAGE_CODES: &[i64] = &[
     2018, // ESLURM_INVALID_NODE_NAME
     2025, // ESLURM_BAD_TASK_COUNT
     2029, // ESLURM_INVALID_FEATURE
+    2045, // ESLURM_INVALID_ACCOUNT
+    2048, // ESLURM_INVALID_LICENSES
+    2051, // ESLURM_INVALID_TIME_LIMIT
+    2053, // ESLURM_RESERVATION_INVALID
     2127, // "environment must be set"
 ];
 
-/// Slurm error numbers meaning "not allowed" (exit 4).
+/// Slurm error numbers meaning "not allowed" (exit 4): refused credentials, permissions and
+/// quotas (an accounting/QOS limit is a quota).
 const AUTH_CODES: &[i64] = &[
     1007, // SLURM_PROTOCOL_AUTHENTICATION_ERROR
     2002, // ESLURM_ACCESS_DENIED
     2010, // ESLURM_USER_ID_MISSING
+    2050, // ESLURM_ACCOUNTING_POLICY
+    2052, // ESLURM_RESERVATION_ACCESS
 ];
 
 /// What the controller answers when it cannot authenticate the caller's token: the
@@ -221,13 +229,14 @@ pub fn classify(resp: &HttpResponse) -> std::result::Result<Value, Failure> {
     let errors = body.as_ref().map(parse_errors).unwrap_or_default();
     let status = resp.status;
     if status.is_success() && errors.is_empty() {
-        return body.ok_or_else(|| {
+        let body = body.ok_or_else(|| {
             Failure::from(Error::protocol(format!(
                 "slurmrestd answered HTTP {} with a body that is not JSON: {}",
                 status.as_u16(),
                 snippet(&resp.body)
             )))
-        });
+        })?;
+        return check_shape(body, &resp.body).map_err(Failure::from);
     }
     if let Some(first) = errors.first() {
         let code = first.code;
@@ -284,6 +293,34 @@ pub fn classify(resp: &HttpResponse) -> std::result::Result<Value, Failure> {
         suspect_auth: status == StatusCode::UNAUTHORIZED,
         error,
     })
+}
+
+/// Every slurmrestd answer is an object whose `meta` (when present) is an object and whose
+/// `errors` and `warnings` (when present) are lists. Anything else is not slurmrestd speaking
+/// (a proxy, a garbled answer) and must not be read as "no errors, no jobs".
+pub fn check_shape(body: Value, raw: &[u8]) -> Result<Value> {
+    let problem = match &body {
+        Value::Object(o) => {
+            if o.get("meta").is_some_and(|m| !m.is_object()) {
+                Some("its `meta` is not an object")
+            } else if ["errors", "warnings"]
+                .iter()
+                .any(|k| o.get(*k).is_some_and(|v| !v.is_array()))
+            {
+                Some("its `errors` or `warnings` is not a list")
+            } else {
+                None
+            }
+        }
+        _ => Some("it is not a JSON object"),
+    };
+    match problem {
+        Some(why) => Err(Error::protocol(format!(
+            "slurmrestd's answer is unusable: {why}: {}",
+            snippet(raw)
+        ))),
+        None => Ok(body),
+    }
 }
 
 /// The raw slurmrestd client: base URL, HTTP policy, authentication headers.

@@ -1,13 +1,13 @@
 //! Slurm's JWT authentication: the user name and token headers, from a pre-issued token
 //! (`SLURM_JWT`) or from a `token_command` such as `scontrol token lifespan=3600`.
 //!
-//! A token from `token_command` is cached per profile (owner-only file) and minted again when
-//! its `exp` claim comes within a minute, or when the controller refuses it — so a watch that
+//! A token from `token_command` is cached per profile by the shared token store and minted
+//! again when its `exp` claim comes within a minute, or when the controller refuses it — so a watch that
 //! outlives the default one-hour lifetime keeps going.
 
 use crate::config::{Profile, Secret};
 use crate::error::{Error, Result};
-use crate::http::token::{CachedToken, TokenStore};
+use crate::http::token::{CachedToken, TokenSource, TokenStore};
 use base64::Engine as _;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
@@ -87,6 +87,8 @@ pub struct Auth {
     /// The command as configured, to recognise a cached token minted by another command.
     command_text: Option<String>,
     store: TokenStore,
+    /// What to say when no credentials are configured (names this profile's keys).
+    missing: Error,
 }
 
 impl Auth {
@@ -120,12 +122,13 @@ impl Auth {
             .filter(|t| !t.expose().trim().is_empty())
             .cloned();
         // Only minted tokens are cached: a pre-issued one already lives in the environment.
-        let store = if command.is_some() {
-            TokenStore::new(cache_dir, &profile.name)
-        } else {
-            TokenStore::in_memory()
+        // A token minted by another command (an earlier configuration) is not ours to reuse.
+        let store = match &command_text {
+            Some(text) => TokenStore::new(cache_dir, &profile.name).bound_to(text.clone()),
+            None => TokenStore::in_memory(),
         };
         Ok(Auth {
+            missing: profile.missing_credentials(&[&["token"], &["token_command"]]),
             profile: profile.name.clone(),
             username: profile.username.clone().filter(|u| !u.trim().is_empty()),
             static_token,
@@ -133,11 +136,6 @@ impl Auth {
             command_text,
             store,
         })
-    }
-
-    /// Whether a new token can be obtained when the current one is refused.
-    pub fn can_renew(&self) -> bool {
-        self.command.is_some()
     }
 
     /// Whether any credential is configured.
@@ -165,22 +163,22 @@ impl Auth {
 
     /// A usable token: cached, pre-issued, or freshly minted.
     pub async fn token(&self) -> Result<CachedToken> {
-        let t = self.store.get(async || self.mint().await).await?;
-        if self.command.is_some()
-            && t.data.get("source").and_then(Value::as_str) != self.command_text.as_deref()
-        {
-            // Cached by an earlier configuration of this profile: not ours to reuse.
-            self.store.invalidate(&t).await;
-            return self.store.get(async || self.mint().await).await;
-        }
-        Ok(t)
+        self.store.get(self).await
     }
 
-    /// Forgets `stale` after the controller refused it, so the next [`Self::token`] mints a
-    /// new one.
-    pub async fn invalidate(&self, stale: &CachedToken) {
-        tracing::info!(profile = %self.profile, "Slurm token refused; minting a new one");
-        self.store.invalidate(stale).await;
+    /// Runs `op` with a token; when the controller refuses it and a new one can be minted,
+    /// mints it and runs `op` once more.
+    pub async fn with_token<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn(CachedToken) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.store.with_token(self, op).await
+    }
+
+    /// The error for credentials missing from the configuration (exit 2).
+    pub fn missing(&self) -> Error {
+        self.missing.clone()
     }
 
     /// Obtains a token without consulting the cache: the pre-issued one, or the command's.
@@ -190,10 +188,7 @@ impl Auth {
             return Ok(self.cached(token));
         }
         let Some(token) = &self.static_token else {
-            return Err(Error::auth(format!(
-                "profile '{}' has no Slurm token: set SLURM_JWT (e.g. from `scontrol token`) or the token_command option",
-                self.profile
-            )));
+            return Err(self.missing.clone());
         };
         let c = claims(token.expose());
         if let Some(exp) = c.expires_at {
@@ -270,6 +265,18 @@ impl Auth {
     /// Forgets the cached token; true when there was one.
     pub async fn clear(&self) -> Result<bool> {
         self.store.clear().await
+    }
+}
+
+/// Tokens come from the token command, or are the pre-issued one; only a minted token can be
+/// replaced when the controller refuses it.
+impl TokenSource for Auth {
+    async fn login(&self) -> Result<CachedToken> {
+        self.mint().await
+    }
+
+    fn can_replace(&self) -> bool {
+        self.command.is_some()
     }
 }
 

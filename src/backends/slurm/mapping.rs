@@ -45,6 +45,13 @@ pub struct SubmitRequest {
     pub stderr: Option<String>,
     /// Environment of the job (always non-empty: the server requires the field).
     pub environment: BTreeMap<String, String>,
+    /// The job's comment: carries the submission's idempotency key ([`key_comment`]).
+    pub comment: Option<String>,
+}
+
+/// The comment that carries idempotency key `key` on the cluster (`squeue -o %k` shows it).
+pub fn key_comment(key: &str) -> String {
+    format!("jobctl-key:{key}")
 }
 
 /// A Slurm job record, independent of the API version that carried it.
@@ -54,6 +61,8 @@ pub struct NativeJob {
     pub job_id: u64,
     /// Job name.
     pub name: Option<String>,
+    /// The job's comment.
+    pub comment: Option<String>,
     /// The state as the server wrote it (`FAILED`, or `RUNNING,COMPLETING` for list-valued
     /// states of newer API versions).
     pub state: String,
@@ -455,6 +464,7 @@ pub fn submit_request(spec: &JobSpec) -> Result<SubmitRequest> {
         stdout: text("stdout")?,
         stderr: text("stderr")?,
         environment,
+        comment: spec.key.as_deref().map(key_comment),
     })
 }
 

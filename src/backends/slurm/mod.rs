@@ -14,7 +14,7 @@ pub mod auth;
 pub mod mapping;
 pub mod v0_0_38;
 
-use crate::backend::{BackendContext, JobBackend, LogSink};
+use crate::backend::{BackendContext, JobBackend, KeyLookup, LogSink};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
@@ -182,9 +182,34 @@ impl SlurmBackend {
             let is_slurm = serde_json::from_slice::<Value>(&resp.body)
                 .ok()
                 .is_some_and(|b| b.get("meta").is_some() || b.get("errors").is_some());
+            if !is_slurm
+                && (resp.status.is_server_error()
+                    || resp.status == reqwest::StatusCode::TOO_MANY_REQUESTS)
+            {
+                // An overloaded or restarting slurmrestd says nothing about the versions it
+                // serves: a transient failure, not "not supported".
+                return Err(Error::unavailable(format!(
+                    "slurmrestd failed while jobctl probed API version {} (HTTP {}: {}); try again later",
+                    v.version(),
+                    resp.status.as_u16(),
+                    crate::http::snippet(&resp.body)
+                )));
+            }
             if resp.status != reqwest::StatusCode::NOT_FOUND && is_slurm {
                 tracing::debug!(profile = %self.profile, version = v.version(), "slurmrestd API version");
                 return Ok(*v);
+            }
+            if resp.status != reqwest::StatusCode::NOT_FOUND {
+                // The path exists but what answers is not slurmrestd (an HTML portal, a
+                // garbled body): an unusable answer (exit 7), not "version not supported".
+                return Err(api::classify(&resp).err().map(|f| f.error).unwrap_or_else(|| {
+                    Error::protocol(format!(
+                        "the ping of slurmrestd {} answered HTTP {} with something that is not a Slurm answer: {}",
+                        v.version(),
+                        resp.status.as_u16(),
+                        crate::http::snippet(&resp.body)
+                    ))
+                }));
             }
         }
         let offered = match self
@@ -244,21 +269,16 @@ impl SlurmBackend {
         body: Option<&Value>,
         idem: Idempotency,
     ) -> Result<Value> {
-        let token = self.auth.token().await?;
-        let user = self.auth.user_for(&token)?;
-        match self
-            .call_with(api, (&user, &token.token), method.clone(), tail, body, idem)
+        self.auth
+            .with_token(|token| {
+                let method = method.clone();
+                async move {
+                    let user = self.auth.user_for(&token)?;
+                    self.call_with(api, (&user, &token.token), method, tail, body, idem)
+                        .await
+                }
+            })
             .await
-        {
-            Err(e) if e.token_expired && self.auth.can_renew() => {
-                self.auth.invalidate(&token).await;
-                let fresh = self.auth.token().await?;
-                let user = self.auth.user_for(&fresh)?;
-                self.call_with(api, (&user, &fresh.token), method, tail, body, idem)
-                    .await
-            }
-            other => other,
-        }
     }
 
     fn job_id(&self, id: &str, op: &str) -> Result<u64> {
@@ -452,6 +472,32 @@ impl JobBackend for SlurmBackend {
         }
     }
 
+    /// The key travels in the job's comment. slurmctld forgets a job `MinJobAge` (default
+    /// 300 s) after it ended, so a key not seen is only certainly absent while its
+    /// submission is younger than that.
+    async fn find_by_key(
+        &self,
+        spec: &JobSpec,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<KeyLookup> {
+        let Some(key) = spec.key.as_deref() else {
+            return Ok(KeyLookup::Unsearchable);
+        };
+        let wanted = mapping::key_comment(key);
+        let (jobs, version) = self.all_jobs("submit").await?;
+        if let Some(n) = jobs
+            .iter()
+            .find(|n| n.comment.as_deref() == Some(wanted.as_str()))
+        {
+            return Ok(KeyLookup::Found(mapping::to_job(n, version)));
+        }
+        if chrono::Utc::now() - since < chrono::Duration::seconds(240) {
+            Ok(KeyLookup::Absent)
+        } else {
+            Ok(KeyLookup::Unsearchable)
+        }
+    }
+
     async fn status(&self, id: &str) -> Result<Job> {
         let (native, version) = self.native(id, "status").await?;
         Ok(mapping::to_job(&native, version))
@@ -592,9 +638,7 @@ impl JobBackend for SlurmBackend {
     async fn login(&self) -> Result<String> {
         let op = async {
             if !self.auth.configured() {
-                return Err(Error::auth(
-                    "no Slurm credentials: set SLURM_JWT or the token_command option",
-                ));
+                return Err(self.auth.missing());
             }
             self.auth.clear().await?;
             let token = self.auth.token().await?;
@@ -704,3 +748,6 @@ async fn copy_from(path: &Path, offset: u64, out: LogSink<'_>) -> std::io::Resul
     out.write_all(&buf).await?;
     Ok(buf.len() as u64)
 }
+
+#[cfg(test)]
+mod proptests;

@@ -37,6 +37,7 @@ fn native(o: &Map<String, Value>) -> Option<NativeJob> {
     Some(NativeJob {
         job_id,
         name: text(o.get("name")),
+        comment: text(o.get("comment")),
         state: text(o.get("job_state")).unwrap_or_else(|| "UNKNOWN".to_string()),
         state_reason: text(o.get("state_reason")),
         state_description: text(o.get("state_description")),
@@ -91,6 +92,9 @@ impl ApiVersion for V0_0_38 {
         if let Some(e) = &req.stderr {
             job.insert("standard_error".into(), json!(e));
         }
+        if let Some(c) = &req.comment {
+            job.insert("comment".into(), json!(c));
+        }
         json!({ "job": job, "script": req.script })
     }
 
@@ -112,11 +116,19 @@ impl ApiVersion for V0_0_38 {
                 crate::http::snippet(body.to_string().as_bytes())
             ))
         })?;
-        Ok(list
-            .iter()
-            .filter_map(Value::as_object)
-            .filter_map(native)
-            .collect())
+        // An entry that is not a job makes the whole answer unusable: dropping it would turn a
+        // garbled answer into "no such job" (exit 6) or an empty list (exit 0).
+        list.iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                entry.as_object().and_then(native).ok_or_else(|| {
+                    Error::protocol(format!(
+                        "slurmrestd's `jobs` entry {i} is not a job (no numeric job_id): {}",
+                        crate::http::snippet(entry.to_string().as_bytes())
+                    ))
+                })
+            })
+            .collect()
     }
 }
 
@@ -131,8 +143,7 @@ mod tests {
              "user_name":"ci","user_id":1001,"partition":"debug","nodes":"localhost","batch_host":"localhost",
              "exit_code":0,"derived_exit_code":0,"submit_time":1795225431,"start_time":1795225432,"end_time":1795225437,
              "time_limit":5,"current_working_directory":"/tmp","standard_output":"/tmp/rest-test-%j.out",
-             "array_job_id":0,"array_task_id":null},
-            {"name":"no id"}
+             "array_job_id":0,"array_task_id":null}
         ]});
         let jobs = V0_0_38.jobs(&body).unwrap();
         assert_eq!(jobs.len(), 1);
@@ -142,6 +153,12 @@ mod tests {
         assert_eq!(j.stdout.as_deref(), Some("/tmp/rest-test-%j.out"));
         assert_eq!(j.array_job_id, None);
         assert!(V0_0_38.jobs(&json!({"errors":[]})).is_err());
+        // An entry that is not a job spoils the whole answer: it must not read as "no job".
+        let mut garbled = body.clone();
+        garbled["jobs"][0]["job_id"] = json!("three");
+        let e = V0_0_38.jobs(&garbled).unwrap_err();
+        assert_eq!(e.exit_code(), 7, "{e}");
+        assert!(V0_0_38.jobs(&json!({"jobs":[{"name":"no id"}]})).is_err());
     }
 
     #[test]

@@ -1,0 +1,289 @@
+//! The submission path shared by `submit` and `batch`: exactly once across crashes and faults.
+//!
+//! Every submission is recorded in the ledger before it is sent. Its fate is then one of:
+//! accepted (`submitted`), certainly refused (`failed`, the key is free again), or sent without
+//! a usable answer (`unknown`: the platform may hold the job). A later submission of the same
+//! key never sends an unknown one blindly: it asks the platform, through
+//! [`crate::backend::JobBackend::find_by_key`], whether a job carrying the key exists — adopting
+//! it when found, sending once when certainly absent, and reporting it as unknown when the
+//! platform cannot be searched (unless the user asks to resubmit).
+
+use crate::backend::KeyLookup;
+use crate::error::{Error, ErrorKind, Result};
+use crate::http::delivery;
+use crate::ledger::{Begin, Entry, Ledger};
+use crate::model::{Job, JobSpec, JobState};
+use crate::session::{Bound, Session};
+use std::time::Duration;
+
+/// How far before a recorded submission a key lookup searches (clock skew between this
+/// machine and the platform, and the platform's own creation-time resolution).
+const LOOKUP_SLACK_MINUTES: i64 = 10;
+
+/// How long a submission waits for another process sending the same key right now.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
+
+/// What became of one submission.
+// One value per line, dropped once printed: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Submission {
+    /// Sent now and accepted.
+    Sent(Job),
+    /// The ledger already held this key as submitted (an earlier run or invocation).
+    Earlier(Job),
+    /// An earlier submission's outcome was unknown; the platform holds its job.
+    Reconciled(Job),
+    /// Sent, or sent earlier, without a usable answer: the platform may hold the job.
+    Unknown(Error),
+    /// Refused, or never sent.
+    Failed(Error),
+}
+
+impl Submission {
+    /// The batch outcome word (`submitted`, `skipped`, `reconciled`, `unknown`, `failed`).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Submission::Sent(_) => "submitted",
+            Submission::Earlier(_) => "skipped",
+            Submission::Reconciled(_) => "reconciled",
+            Submission::Unknown(_) => "unknown",
+            Submission::Failed(_) => "failed",
+        }
+    }
+
+    /// The job, for the outcomes that have one.
+    pub fn job(&self) -> Option<&Job> {
+        match self {
+            Submission::Sent(j) | Submission::Earlier(j) | Submission::Reconciled(j) => Some(j),
+            Submission::Unknown(_) | Submission::Failed(_) => None,
+        }
+    }
+
+    /// The error, for the outcomes without a job.
+    pub fn error(&self) -> Option<&Error> {
+        match self {
+            Submission::Unknown(e) | Submission::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Submits `spec` through the ledger (validated, recorded before sending, idempotent by key,
+/// reconciled when an earlier outcome is unknown). `resubmit_unknown` sends again a key whose
+/// outcome is unknown on a platform that cannot be searched.
+pub async fn submit_spec(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+    resubmit_unknown: bool,
+) -> Submission {
+    match submit_inner(bound, spec, s, resubmit_unknown).await {
+        Ok(sub) => sub,
+        Err(e) => Submission::Failed(in_profile(bound, e)),
+    }
+}
+
+fn in_profile(bound: &Bound, e: Error) -> Error {
+    e.in_profile(&bound.profile.name, bound.profile.backend.as_str())
+        .during("submit")
+}
+
+async fn submit_inner(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+    resubmit_unknown: bool,
+) -> Result<Submission> {
+    bound.backend.validate(spec)?;
+    let ledger = s.ledger()?;
+    let profile = &bound.profile.name;
+    let mut entry = match ledger.begin(profile, bound.profile.backend.as_str(), spec)? {
+        Begin::New(seq) => return Ok(send(bound, spec, s, &ledger, seq).await),
+        Begin::Existing(entry) => entry,
+    };
+    same_spec(&entry, spec)?;
+    let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+    // Another process (or another line of this batch) is sending the key right now: its
+    // answer is the answer. Wait for it rather than racing it.
+    while entry.in_flight() {
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Submission::Unknown(unknown_error(
+                bound,
+                spec,
+                &format!(
+                    "another jobctl process (pid {}) has been sending it since {}",
+                    entry.pid.unwrap_or_default(),
+                    entry.submitted_at.to_rfc3339()
+                ),
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let key = spec.key.as_deref().unwrap_or_default();
+        match ledger.by_key(profile, key)? {
+            Some(e) => entry = e,
+            // Refused meanwhile: its key is free, so this is a new submission.
+            None => return Box::pin(submit_inner(bound, spec, s, resubmit_unknown)).await,
+        }
+    }
+    match entry.status.as_str() {
+        "submitted" => Ok(Submission::Earlier(earlier_job(bound, &entry, s).await)),
+        "failed" => Box::pin(submit_inner(bound, spec, s, resubmit_unknown)).await,
+        _ => reconcile(bound, spec, s, &ledger, entry, resubmit_unknown).await,
+    }
+}
+
+/// Refuses a key reused for another job: returning the earlier job would silently drop the
+/// new spec.
+fn same_spec(entry: &Entry, spec: &JobSpec) -> Result<()> {
+    let new = serde_json::to_value(spec).map_err(|e| Error::io("job spec", e))?;
+    if entry.spec == new {
+        return Ok(());
+    }
+    let earlier = entry
+        .reference
+        .clone()
+        .unwrap_or_else(|| format!("{}:(outcome unknown)", entry.profile));
+    Err(Error::usage(format!(
+        "key '{}' was already used for a different job spec ({earlier}, submitted {}); use another key, or the same spec to get that job back",
+        entry.key.as_deref().unwrap_or_default(),
+        entry.submitted_at.format("%Y-%m-%d %H:%M:%S UTC")
+    )))
+}
+
+/// The job of an earlier accepted submission, as the platform sees it now.
+async fn earlier_job(bound: &Bound, entry: &Entry, s: &Session) -> Job {
+    let id = entry.id.clone().unwrap_or_default();
+    let job = match bound.backend.status(&id).await {
+        Ok(j) => j,
+        // The submission stands even when its job cannot be read right now.
+        Err(_) => Job::new(id, JobState::Unknown, None),
+    };
+    s.finish_job(bound, job)
+}
+
+/// Settles a submission whose earlier outcome is unknown by asking the platform.
+async fn reconcile(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+    ledger: &Ledger,
+    entry: Entry,
+    resubmit_unknown: bool,
+) -> Result<Submission> {
+    let since = entry.submitted_at - chrono::Duration::minutes(LOOKUP_SLACK_MINUTES);
+    let lookup = if spec.key.is_some() {
+        bound.backend.find_by_key(spec, since).await
+    } else {
+        Ok(KeyLookup::Unsearchable)
+    };
+    match lookup {
+        Ok(KeyLookup::Found(job)) => {
+            ledger.complete(entry.seq, &job.id)?;
+            Ok(Submission::Reconciled(s.finish_job(bound, job)))
+        }
+        Ok(KeyLookup::Absent) => resend(bound, spec, s, ledger, &entry, resubmit_unknown).await,
+        Ok(KeyLookup::Unsearchable) if resubmit_unknown => {
+            resend(bound, spec, s, ledger, &entry, resubmit_unknown).await
+        }
+        Ok(KeyLookup::Unsearchable) => {
+            mark_unknown(ledger, &entry)?;
+            Ok(Submission::Unknown(unknown_error(
+                bound,
+                spec,
+                &format!(
+                    "it was sent at {} without a usable answer, and the {} backend cannot look keys up; check `jobctl list`, then run again with --resubmit-unknown to send it again",
+                    entry.submitted_at.to_rfc3339(),
+                    bound.profile.backend
+                ),
+            )))
+        }
+        Err(e) => {
+            mark_unknown(ledger, &entry)?;
+            Ok(Submission::Unknown(unknown_error(
+                bound,
+                spec,
+                &format!(
+                    "it was sent at {} without a usable answer, and looking its key up failed: {}",
+                    entry.submitted_at.to_rfc3339(),
+                    e.message
+                ),
+            )))
+        }
+    }
+}
+
+/// A `sending` row of a dead process becomes `unknown`, so `history` tells the truth.
+fn mark_unknown(ledger: &Ledger, entry: &Entry) -> Result<()> {
+    if entry.status == "sending" {
+        ledger.unknown(entry.seq, "the process sending it ended before its answer")?;
+    }
+    Ok(())
+}
+
+/// Claims the row (only one process may resend it) and sends it once more.
+async fn resend(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+    ledger: &Ledger,
+    entry: &Entry,
+    resubmit_unknown: bool,
+) -> Result<Submission> {
+    if !ledger.claim(entry)? {
+        // Someone else claimed it between our read and now: start over and follow them.
+        return Box::pin(submit_inner(bound, spec, s, resubmit_unknown)).await;
+    }
+    Ok(send(bound, spec, s, ledger, entry.seq).await)
+}
+
+/// Sends a recorded submission and records its fate.
+async fn send(bound: &Bound, spec: &JobSpec, s: &Session, ledger: &Ledger, seq: i64) -> Submission {
+    let (result, fate) = delivery::track(bound.backend.submit(spec)).await;
+    match result {
+        Ok(job) => {
+            if let Err(e) = ledger.complete(seq, &job.id) {
+                // The platform holds the job (and its key): report it, and say why a later
+                // run may look it up again.
+                tracing::warn!(
+                    "job {} was accepted but the ledger could not record it: {e}",
+                    job.id
+                );
+            }
+            Submission::Sent(s.finish_job(bound, job))
+        }
+        Err(e) => {
+            let e = in_profile(bound, e);
+            if fate.outcome_unknown(e.kind) {
+                let _ = ledger.unknown(seq, &e.to_string());
+                Submission::Unknown(unknown_error(
+                    bound,
+                    spec,
+                    &format!(
+                        "{}; {}",
+                        e.message,
+                        match &spec.key {
+                            Some(_) => "run again to look its key up on the platform",
+                            None => "it had no key, so check `jobctl list` before sending it again",
+                        }
+                    ),
+                ))
+            } else {
+                let _ = ledger.fail(seq, &e.to_string());
+                Submission::Failed(e)
+            }
+        }
+    }
+}
+
+/// The error of an unknown outcome: exit 7 (it may settle later), naming the key.
+fn unknown_error(bound: &Bound, spec: &JobSpec, why: &str) -> Error {
+    let what = match &spec.key {
+        Some(k) => format!("the outcome of the submission with key '{k}' is unknown"),
+        None => "the outcome of the submission is unknown".to_string(),
+    };
+    in_profile(
+        bound,
+        Error::new(ErrorKind::Platform, format!("{what}: {why}")),
+    )
+}
