@@ -45,6 +45,11 @@ if ! command -v xmllint >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v ap
     echo "could not install libxml2-utils (see ${TMPDIR:-/tmp}/jobctl-xmllint-apt.log); JUnit checked structurally only" >&2
 fi
 
+# The official CloudPSS Python SDK against jobctl-sim (SKIPPED only when PyPI cannot be
+# reached, and never under CI=true).
+echo "== official CloudPSS SDK against jobctl-sim"
+bash scripts/cloudpss-sdk-test.sh
+
 echo "== cargo test"
 # More test threads than cores: the Slurm time-limit test mostly waits.
 cargo test --workspace --all-targets -- --test-threads=8

@@ -61,6 +61,7 @@ impl BackendKind {
             BackendKind::Local => &[],
             BackendKind::Cloudpss => &[
                 ("CLOUDPSS_GQL_URL", "url", false),
+                ("CLOUDPSS_API_URL", "api_url", false),
                 ("CLOUDPSS_USERNAME", "username", false),
                 ("CLOUDPSS_PASSWORD", "password", true),
                 ("CLOUDPSS_TOKEN", "token", true),

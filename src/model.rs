@@ -375,6 +375,10 @@ pub struct LogsRequest {
     pub follow: bool,
     /// Read the error stream instead of the output stream.
     pub stderr: bool,
+    /// Print structured output as one JSON object per message (`-o ndjson`).
+    pub ndjson: bool,
+    /// Colour the output (a terminal, colours not turned off).
+    pub color: bool,
 }
 
 /// One file written by `fetch`.

@@ -129,6 +129,9 @@ pub enum Report {
         items: Vec<Result<Job, Error>>,
         /// One reference was asked for.
         single: bool,
+        /// The reference of each item, in order (`status`), so an error object says which
+        /// job it is about; empty when the items are not answers to references (`list`).
+        refs: Vec<String>,
     },
     /// A submitted job; `existing` when `--key` matched an earlier submission.
     Submitted {
@@ -266,7 +269,11 @@ impl Printer {
     pub fn render(&self, report: Report) {
         match report {
             Report::Nothing => {}
-            Report::Jobs { items, single } => self.jobs(items, single),
+            Report::Jobs {
+                items,
+                single,
+                refs,
+            } => self.jobs(items, single, &refs),
             Report::Submitted { job, existing } => self.submitted(&job, existing),
             Report::History(entries) => self.history(&entries),
             Report::Profiles(rows) => self.profiles(&rows),
@@ -294,13 +301,24 @@ impl Printer {
         }
     }
 
-    fn jobs(&self, items: Vec<Result<Job, Error>>, single: bool) {
+    fn jobs(&self, items: Vec<Result<Job, Error>>, single: bool, refs: &[String]) {
         for e in items.iter().filter_map(|r| r.as_ref().err()) {
             eprintln!("jobctl: error: {e}");
         }
+        let item_json = |i: usize, it: &Result<Job, Error>| {
+            let mut v = item_json(it);
+            if let (Some(r), Value::Object(m)) = (refs.get(i).filter(|_| it.is_err()), &mut v) {
+                m.insert("ref".into(), Value::String(r.clone()));
+            }
+            v
+        };
         match self.mode {
             OutputMode::Json => {
-                let values: Vec<Value> = items.iter().map(item_json).collect();
+                let values: Vec<Value> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, it)| item_json(i, it))
+                    .collect();
                 if single && values.len() == 1 {
                     self.json_out(&values[0]);
                 } else {
@@ -308,8 +326,8 @@ impl Printer {
                 }
             }
             OutputMode::Ndjson => {
-                for it in &items {
-                    self.json_out(&item_json(it));
+                for (i, it) in items.iter().enumerate() {
+                    self.json_out(&item_json(i, it));
                 }
             }
             OutputMode::Quiet => {

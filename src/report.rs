@@ -376,6 +376,9 @@ pub async fn last_output(session: &Session, job: &Job, n: usize) -> Vec<String> 
             LogsRequest {
                 follow: false,
                 stderr,
+                // Plain text: a report is read in a CI page, not a terminal.
+                ndjson: false,
+                color: false,
             },
             &mut buf,
         );

@@ -406,10 +406,14 @@ impl Display {
                     .zip(j.started_at.or(j.created_at))
                     .map(|(e, s)| (e - s).to_std().unwrap_or_default());
                 let elapsed = end.unwrap_or(since);
-                let progress = j
+                let mut progress = j
                     .progress
                     .map(|p| format!(" {:>3.0}%", p * 100.0))
                     .unwrap_or_default();
+                // Backends that know what the job is doing name it (cloudpss progress titles).
+                if let Some(title) = j.extra.get("progress_title").and_then(|t| t.as_str()) {
+                    progress.push_str(&format!(" {title}"));
+                }
                 bar.set_message(format!(
                     "{}{}  {}{}",
                     paint_state(j.state, j.state.as_str()),

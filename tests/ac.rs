@@ -247,6 +247,7 @@ async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
         LogsRequest {
             follow: true,
             stderr: false,
+            ..LogsRequest::default()
         },
         &mut followed,
     )
@@ -269,6 +270,7 @@ async fn logs_follow_tails_until_the_end_and_fetch_writes_both_files() {
         LogsRequest {
             follow: false,
             stderr: true,
+            ..LogsRequest::default()
         },
         &mut err,
     )

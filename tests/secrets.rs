@@ -3,51 +3,35 @@
 //! answers, is grepped for every password, token and client secret (and their base64 and URL
 //! encodings); and a running local job's environment (`/proc/PID/environ`) is checked.
 
+mod common;
+
 use base64::Engine;
-use jobctl_sim::{self as sim, Faults, Garble, SimConfig, SimHandle};
+use common::{Sandbox, Sim};
+use jobctl_sim::{Faults, Garble, SimConfig};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const PASSWORD: &str = "Pw-9f3k2-Very/Secret+Value";
 
-fn jobctl(sim: &SimHandle, state: &Path) -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("jobctl"));
-    cmd.env_clear()
-        .envs(sim.env())
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", state)
-        .env("JOBCTL_STATE_DIR", state)
-        .env("JOBCTL_RETRY_BUDGET", "2s")
-        .env("NO_COLOR", "1")
-        .current_dir(state);
-    cmd
-}
-
-/// Runs jobctl off the async runtime and returns everything it printed.
-async fn run(sim: &SimHandle, state: &Path, trace_env: bool, args: &[&str]) -> String {
-    let (out, err) = run2(sim, state, trace_env, args).await;
+/// Runs jobctl at `-vvv` (or, with `trace_env`, at `RUST_LOG=trace`) and returns everything
+/// it printed.
+fn run(sb: &Sandbox, trace_env: bool, args: &[&str]) -> String {
+    let (out, err) = run2(sb, trace_env, args);
     out + &err
 }
 
-/// Runs jobctl off the async runtime; returns (stdout, stderr).
-async fn run2(sim: &SimHandle, state: &Path, trace_env: bool, args: &[&str]) -> (String, String) {
-    let mut cmd = jobctl(sim, state);
+/// Like [`run`]; returns (stdout, stderr).
+fn run2(sb: &Sandbox, trace_env: bool, args: &[&str]) -> (String, String) {
+    let mut cmd = sb.std_cmd();
     if trace_env {
         cmd.env("RUST_LOG", "trace");
     } else {
         cmd.arg("-vvv");
     }
     cmd.args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
+    let (_, stdout, stderr) = sb.run_cmd(cmd);
     assert!(!stderr.contains("panicked"), "jobctl panicked: {stderr}");
     (stdout, stderr)
 }
@@ -86,19 +70,17 @@ fn submit_args(backend: &str) -> Vec<&'static str> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_reaches_output_at_any_verbosity_with_faults_and_garbled_logins() {
-    let sim = sim::start(SimConfig {
+#[test]
+fn no_secret_reaches_output_at_any_verbosity_with_faults_and_garbled_logins() {
+    let sim = Sim::start(SimConfig {
         password: PASSWORD.into(),
         token_ttl: Duration::from_secs(3),
         queue_duration: Duration::from_millis(100),
         job_duration: Duration::from_millis(500),
         ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path();
+    });
+    let sb = Sandbox::with_sim(&sim).var("JOBCTL_RETRY_BUDGET", "2s");
+    let state = &sb.state();
     let mut secrets: BTreeSet<String> = BTreeSet::new();
     secrets.insert(PASSWORD.to_string());
     for (k, v) in sim.env() {
@@ -137,14 +119,14 @@ async fn no_secret_reaches_output_at_any_verbosity_with_faults_and_garbled_login
         ),
     ];
     for (faults, trace_env) in plans {
-        sim.state.set_faults(faults);
+        sim.set_faults(faults);
         for backend in ["cloudpss", "ac", "octoplant", "nebula", "slurm"] {
             // Garbled logins must happen: forget the cached token first.
-            printed += &run(&sim, state, trace_env, &["logout", backend]).await;
-            printed += &run(&sim, state, trace_env, &["login", backend]).await;
+            printed += &run(&sb, trace_env, &["logout", backend]);
+            printed += &run(&sb, trace_env, &["login", backend]);
             let mut submit = vec!["-b", backend, "submit", "-o", "quiet"];
             submit.extend(submit_args(backend));
-            let (out, err) = run2(&sim, state, trace_env, &submit).await;
+            let (out, err) = run2(&sb, trace_env, &submit);
             printed += &out;
             printed += &err;
             let reference = out.trim().to_string();
@@ -154,11 +136,11 @@ async fn no_secret_reaches_output_at_any_verbosity_with_faults_and_garbled_login
                     vec!["wait", "--timeout", "20s", reference.as_str()],
                     vec!["logs", reference.as_str()],
                 ] {
-                    printed += &run(&sim, state, trace_env, &cmd).await;
+                    printed += &run(&sb, trace_env, &cmd);
                 }
             }
-            printed += &run(&sim, state, trace_env, &["-b", backend, "list"]).await;
-            printed += &run(&sim, state, trace_env, &["doctor", backend]).await;
+            printed += &run(&sb, trace_env, &["-b", backend, "list"]);
+            printed += &run(&sb, trace_env, &["doctor", backend]);
             secrets.extend(cached_tokens(state));
         }
     }
@@ -181,13 +163,6 @@ async fn no_secret_reaches_output_at_any_verbosity_with_faults_and_garbled_login
 
 #[test]
 fn local_jobs_and_their_supervisor_do_not_inherit_platform_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::write(
-        dir.path().join("config.toml"),
-        "[profiles.prod]\nbackend = \"cloudpss\"\nurl = \"http://127.0.0.1:9/graphql\"\npassword_env = \"PROD_CLOUDPSS_PW\"\n",
-    )
-    .unwrap();
     let secrets = [
         ("CLOUDPSS_PASSWORD", "s-cloudpss-pw"),
         ("CLOUDPSS_TOKEN", "s-cloudpss-token"),
@@ -200,21 +175,22 @@ fn local_jobs_and_their_supervisor_do_not_inherit_platform_secrets() {
         ("SLURM_JWT", "s-slurm-jwt"),
         ("PROD_CLOUDPSS_PW", "s-prod-pw"),
     ];
+    let mut sb = Sandbox::new().var("HARMLESS_SETTING", "kept");
+    for (k, v) in secrets {
+        sb = sb.var(k, v);
+    }
+    // A config file profile names one more secret variable with a `*_env` key.
+    let config = sb.path().join("config").join("jobctl");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        "[profiles.prod]\nbackend = \"cloudpss\"\nurl = \"http://127.0.0.1:9/graphql\"\npassword_env = \"PROD_CLOUDPSS_PW\"\n",
+    )
+    .unwrap();
     let jobctl = |args: &[&str]| {
-        let out = Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .env("JOBCTL_STATE_DIR", &state)
-            .env("JOBCTL_CONFIG", dir.path().join("config.toml"))
-            .env("HARMLESS_SETTING", "kept")
-            .envs(secrets)
-            .current_dir(dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let (code, out, err) = sb.run(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out.trim().to_string()
     };
     // The user passes one secret on purpose: that one reaches the job.
     let r = jobctl(&[

@@ -621,6 +621,7 @@ async fn realtime_list(
         Ok(p) => p,
         Err(r) => return r,
     };
+    let limit = ac.state.config.page_cap(limit);
     let filter = |k: &str| q.get(k).map(String::as_str).filter(|s| !s.is_empty());
     if let Some(st) = filter("strJobStat") {
         if !CODES.contains(&st) {
@@ -741,6 +742,7 @@ async fn history_list(
         Ok(p) => p,
         Err(r) => return r,
     };
+    let limit = ac.state.config.page_cap(limit);
     let time = |k: &str| {
         chrono::NaiveDateTime::parse_from_str(p(k).unwrap_or(""), "%Y-%m-%d %H:%M:%S")
             .ok()

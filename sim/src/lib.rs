@@ -103,6 +103,20 @@ pub struct SimConfig {
     /// Serve HTTPS with a self-signed certificate for 127.0.0.1/localhost.
     #[arg(long)]
     pub tls: bool,
+    /// Largest page a job list serves, below each platform's own maximum (0: no extra cap), so
+    /// a client's paging can be tested with a handful of jobs.
+    #[arg(long, default_value_t = 0)]
+    pub max_page_size: usize,
+}
+
+impl SimConfig {
+    /// The page size a job list serves when the platform allows at most `platform_max`.
+    pub fn page_cap(&self, platform_max: usize) -> usize {
+        match self.max_page_size {
+            0 => platform_max,
+            cap => platform_max.min(cap),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -123,6 +137,7 @@ impl Default for SimConfig {
             garbage_rate: 0.0,
             ac_realtime_window: Duration::from_secs(300),
             tls: false,
+            max_page_size: 0,
         }
     }
 }
@@ -646,7 +661,10 @@ where
             Ok(resp)
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    // Upgrades: the CloudPSS message streams are also served over WebSocket.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
@@ -732,4 +750,41 @@ fn tls_acceptor() -> Result<(tokio_rustls::TlsAcceptor, String), String> {
         .with_single_cert(vec![der], key)
         .map_err(|e| e.to_string())?;
     Ok((tokio_rustls::TlsAcceptor::from(Arc::new(server)), pem))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbling_spoils_answers_as_documented() {
+        let body = br#"{"code":"0","data":{"list":[1],"n":2,"ok":true},"msg":"x"}"#;
+        assert_eq!(Garble::Off.apply(body).1, body.to_vec());
+        assert_eq!(
+            Garble::Truncate.apply(body).1,
+            body[..body.len() / 2].to_vec()
+        );
+        let (changed, html) = Garble::Html.apply(body);
+        assert_eq!(changed, Some((200, "text/html")));
+        assert!(html.starts_with(b"<html>"));
+        assert_eq!(Garble::Empty.apply(body).1, b"{}".to_vec());
+        let (_, wrong) = Garble::WrongTypes.apply(body);
+        let v: serde_json::Value = serde_json::from_slice(&wrong).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"code": 7, "data": {"list": "garbled", "n": "2", "ok": "true"}, "msg": 7})
+        );
+        // Not JSON: left as is.
+        assert_eq!(Garble::WrongTypes.apply(b"plain").1, b"plain".to_vec());
+    }
+
+    #[test]
+    fn fault_modes_are_spelled_in_snake_case_and_default_off() {
+        let f: Faults =
+            serde_json::from_str(r#"{"login_garble":"wrong_types","pad_mib":3}"#).unwrap();
+        assert_eq!(f.login_garble, Garble::WrongTypes);
+        assert_eq!(f.answer_garble, Garble::Off);
+        assert_eq!(f.pad_mib, 3);
+        assert!(serde_json::from_str::<Faults>(r#"{"login_garble":"mangle"}"#).is_err());
+    }
 }

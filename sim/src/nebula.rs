@@ -665,7 +665,10 @@ fn list(
         Err(r) => return r,
     };
     let (page, size) = match (positive(&q, "page", 1), positive(&q, "pageSize", 10)) {
-        (Ok(p), Ok(s)) => (p, s.min(MAX_PAGE_SIZE)),
+        (Ok(p), Ok(s)) => (
+            p,
+            neb.sim.config.page_cap(s.min(MAX_PAGE_SIZE) as usize) as u64,
+        ),
         (Err(r), _) | (_, Err(r)) => return r,
     };
     let filter: Map<String, Value> = match q.get("filter").map(|f| serde_json::from_str(f)) {

@@ -4,6 +4,9 @@
 //!
 //! Besides the configured user, a second user `viewer` (same password) may log in but may not
 //! order or cancel exports, so clients can be tested against PERMISSION_DENIED.
+//!
+//! Per-order controls travel in any export kind's options: `sim_outcome`, `sim_duration`,
+//! `sim_queue` (e.g. `--opt exports='{"projectTree":{"sim_outcome":"fail"}}'`).
 
 use super::{Lifecycle, Phase, SimConfig, SimState};
 use axum::Router;
@@ -437,6 +440,19 @@ fn parse_contents(body: &Value) -> Result<Requested, Response> {
     Ok((contents.clone(), exports))
 }
 
+/// Per-order lifecycle controls (`sim_outcome`, `sim_duration`, `sim_queue`) found in any
+/// export kind's options, e.g. `{"projectTree": {"sim_outcome": "fail"}}`: jobctl passes
+/// export options through unchanged, so tests can steer one order without a global setting.
+fn sim_controls(contents: &Map<String, Value>) -> Map<String, Value> {
+    contents
+        .values()
+        .filter_map(Value::as_object)
+        .flat_map(|o| o.iter())
+        .filter(|(k, _)| k.starts_with("sim_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 async fn run_export(State(octo): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let user = match octo.authorize(&headers) {
         Ok(u) => u,
@@ -458,7 +474,7 @@ async fn run_export(State(octo): State<Shared>, headers: HeaderMap, body: Bytes)
     };
     let name = uuid::Uuid::new_v4().to_string();
     let order = Order {
-        life: Lifecycle::new(octo.sim.plan(&Map::new())),
+        life: Lifecycle::new(octo.sim.plan(&sim_controls(&contents))),
         exports,
         contents,
         owner: user,

@@ -38,7 +38,15 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             reference,
             follow,
             stderr,
-        } => logs(&reference, LogsRequest { follow, stderr }, s).await,
+        } => {
+            let req = LogsRequest {
+                follow,
+                stderr,
+                ndjson: p.mode == OutputMode::Ndjson,
+                color: p.color,
+            };
+            logs(&reference, req, s).await
+        }
         Command::Fetch { reference, dest } => fetch(&reference, &dest, s, p).await,
         Command::Batch {
             file,
@@ -545,6 +553,7 @@ async fn status(refs: &[String], s: &Session, p: &Printer) -> Result<Outcome> {
         report: Report::Jobs {
             single: refs.len() == 1,
             items,
+            refs: targets.iter().map(|(p, id)| format!("{p}:{id}")).collect(),
         },
     })
 }
@@ -593,6 +602,7 @@ async fn list(
     Ok(Outcome::ok(Report::Jobs {
         items,
         single: false,
+        refs: Vec::new(),
     }))
 }
 

@@ -469,7 +469,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert_eq!(e.exit_code(), 7, "{e}");
+        assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE, "{e}");
         assert!(e.retryable);
         assert_eq!(
             logins.load(Ordering::SeqCst),

@@ -24,10 +24,8 @@ use std::time::{Duration, Instant};
 /// timing assertion: simulated jobs end in a second or two.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Prefixes of every backend's built-in profile variables: the policy clears them so nothing
-/// from the machine running the tests leaks into a test.
-pub const PLATFORM_PREFIXES: [&str; 7] = [
-    "JOBCTL_",
+/// Prefixes of every built-in profile's generic variables (`<P>_POLL_INTERVAL`, …).
+pub const PROFILE_PREFIXES: [&str; 6] = [
     "LOCAL_",
     "CLOUDPSS_",
     "AC_",
@@ -92,6 +90,22 @@ impl Sim {
             .filter(|(k, _)| k.contains(part))
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// `GET path` on the simulator (its `/_sim/…` endpoints) as JSON, without an async client.
+    pub fn get_json(&self, path: &str) -> Value {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(self.addr).expect("simulator reachable");
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .expect("request sent");
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).expect("answer read");
+        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {raw}"))
     }
 
     /// Replaces the fault settings (`PUT /_sim/faults`) for the requests that follow.
@@ -168,7 +182,7 @@ impl Setup {
     /// The built-in profile `name` pointed at `sim`, polling every 100 ms.
     pub fn sim(name: &str, sim: &SimHandle) -> Self {
         let mut s = Setup::new(name).vars(sim.env());
-        for prefix in PLATFORM_PREFIXES.iter().skip(1) {
+        for prefix in PROFILE_PREFIXES {
             s = s.var(&format!("{prefix}POLL_INTERVAL"), "100ms");
         }
         s
@@ -375,7 +389,7 @@ impl Sandbox {
     /// Points the built-in profiles at `sim`; its password must never show in any output.
     pub fn sim(mut self, sim: &SimHandle) -> Self {
         self.vars.extend(sim.env());
-        for prefix in PLATFORM_PREFIXES.iter().skip(1) {
+        for prefix in PROFILE_PREFIXES {
             self.vars
                 .push((format!("{prefix}POLL_INTERVAL"), "100ms".into()));
         }

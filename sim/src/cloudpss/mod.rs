@@ -12,44 +12,82 @@
 //! `QUOTA_EXCEEDED` (resources beyond what the queue's policy allows).
 //!
 //! Per-job controls travel in the job's `args`: `sim_duration`, `sim_queue`, `sim_outcome`
-//! (`succeed`, `fail`, plus `timeout` → TIMED_OUT and `killed` → KILLED).
+//! (`succeed`, `fail`, plus `timeout` → TIMED_OUT and `killed` → KILLED), `sim_messages`
+//! (how many output messages the job writes; see [`streams`]).
+//!
+//! Like the platform, it takes gzip-compressed request bodies (`application/json+gzip`, as the
+//! official Python SDK sends them) and integral floats where the schema says `Int` (a
+//! JSON-based GraphQL server cannot tell `4.0` from `4`). `POST /_sim/cloudpss/sdk-token`
+//! issues a long-lived token for the configured user, like an "SDK token" made in the web UI.
 
 mod schema;
+pub mod streams;
+pub mod ubjson;
 
 use super::{JobPlan, Lifecycle, Phase, SimConfig, SimState};
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use schema::CloudpssSchema;
 use schema::build_schema;
 
-/// Value of the `X-Cloudpss-Version` header (a 4.x server, which the official SDK accepts).
-pub const SERVER_VERSION: &str = "4.5.2";
+/// Default `X-Cloudpss-Version` (a number, as the official SDK parses it with `float()`).
+pub const SERVER_VERSION: &str = "4";
 
-/// Routes of the simulated CloudPSS platform: `POST /graphql`, plus
-/// `GET /_sim/cloudpss/operations` (GraphQL root fields served, for batching tests).
+/// Lifetime of the tokens `POST /_sim/cloudpss/sdk-token` issues.
+const SDK_TOKEN_DAYS: i64 = 30;
+
+/// Routes of the simulated CloudPSS platform: `POST /graphql`, the message streams
+/// `GET /api/streams/id/{id}`, plus `GET /_sim/cloudpss/operations` (GraphQL root fields
+/// served, for batching tests), `GET`/`PUT /_sim/cloudpss/settings` (stream faults, version
+/// header) and `POST /_sim/cloudpss/sdk-token`.
 pub fn router(state: Arc<SimState>) -> Router {
     let store = Arc::new(Store::new());
     let schema = build_schema(state.clone(), store.clone());
     let ops = Router::new()
         .route("/_sim/cloudpss/operations", get(operations_handler))
-        .with_state(store);
+        .route(
+            "/_sim/cloudpss/settings",
+            get(get_settings).put(put_settings),
+        )
+        .route("/api/streams/id/{id}", get(streams::stream_handler))
+        .with_state(store.clone());
+    let tokens = Router::new()
+        .route("/_sim/cloudpss/sdk-token", post(sdk_token_handler))
+        .with_state((store.clone(), state.clone()));
+    let version_store = store.clone();
     Router::new()
         .route("/graphql", post(graphql_handler))
         .with_state((schema, state))
         .merge(ops)
+        .merge(tokens)
+        .layer(axum::middleware::map_response(move |mut resp: Response| {
+            let version = version_store.settings().version;
+            async move {
+                if let Ok(v) = HeaderValue::from_str(&version) {
+                    resp.headers_mut().insert("x-cloudpss-version", v);
+                }
+                resp
+            }
+        }))
 }
 
 /// Environment variables pointing jobctl's built-in cloudpss profile at the simulator.
 pub fn env_vars(base: &str, config: &SimConfig) -> Vec<(String, String)> {
     vec![
+        (
+            "CLOUDPSS_API_URL".into(),
+            format!("{}/", base.trim_end_matches('/')),
+        ),
         (
             "CLOUDPSS_GQL_URL".into(),
             format!("{}/graphql", base.trim_end_matches('/')),
@@ -63,10 +101,54 @@ pub fn env_vars(base: &str, config: &SimConfig) -> Vec<(String, String)> {
 #[derive(Debug, Clone)]
 pub(crate) struct Caller(pub Option<String>);
 
+/// A GraphQL error answer outside the engine (unreadable body), with HTTP 400.
+fn bad_request(message: String) -> Response {
+    let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": "BAD_REQUEST"}}]});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// Turns integral floats (`4.0`) into integers, recursively, so `Int` arguments accept them.
+fn integral_floats_to_ints(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                    *v = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_ints),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_ints),
+        _ => {}
+    }
+}
+
+/// Decodes a request body: JSON, or gzip-compressed JSON (`application/json+gzip` or gzip magic).
+fn request_json(headers: &HeaderMap, body: &[u8]) -> Result<Value, String> {
+    let gzip_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.to_ascii_lowercase().contains("gzip"));
+    let gzip_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.eq_ignore_ascii_case("gzip"));
+    let text = if gzip_type || gzip_encoding || body.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("invalid gzip request body: {e}"))?;
+        out
+    } else {
+        body.to_vec()
+    };
+    serde_json::from_slice(&text).map_err(|e| format!("invalid JSON request body: {e}"))
+}
+
 async fn graphql_handler(
     State((schema, state)): State<(CloudpssSchema, Arc<SimState>)>,
     headers: HeaderMap,
-    req: async_graphql_axum::GraphQLRequest,
+    body: Bytes,
 ) -> Response {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -77,7 +159,18 @@ async fn graphql_handler(
         })
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
-    let resp = schema.execute(req.into_inner().data(Caller(token))).await;
+    let mut json = match request_json(&headers, &body) {
+        Ok(j) => j,
+        Err(e) => return bad_request(e),
+    };
+    if let Some(vars) = json.get_mut("variables") {
+        integral_floats_to_ints(vars);
+    }
+    let req: async_graphql::Request = match serde_json::from_value(json) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("not a GraphQL request: {e}")),
+    };
+    let resp = schema.execute(req.data(Caller(token))).await;
     // A createJob that created a job is where the after-creation faults strike.
     let created = resp.errors.is_empty()
         && matches!(&resp.data, async_graphql::Value::Object(m)
@@ -88,14 +181,42 @@ async fn graphql_handler(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    out.headers_mut().insert(
-        "x-cloudpss-version",
-        HeaderValue::from_static(SERVER_VERSION),
-    );
     if created {
         return state.after_create(out);
     }
     out
+}
+
+async fn get_settings(State(store): State<Arc<Store>>) -> impl IntoResponse {
+    axum::Json(store.settings())
+}
+
+async fn put_settings(
+    State(store): State<Arc<Store>>,
+    axum::Json(settings): axum::Json<streams::Settings>,
+) -> impl IntoResponse {
+    store.lock().settings = settings.clone();
+    axum::Json(settings)
+}
+
+/// Issues a long-lived token for the configured user (the web UI's "SDK token").
+async fn sdk_token_handler(
+    State((store, state)): State<(Arc<Store>, Arc<SimState>)>,
+) -> impl IntoResponse {
+    let user = state.config.username.clone();
+    let expires_at = chrono::Utc::now() + chrono::Duration::days(SDK_TOKEN_DAYS);
+    let token = schema::issue_token(&user, expires_at);
+    let issued = Issued {
+        user: user.clone(),
+        expires: Instant::now() + Duration::from_secs(SDK_TOKEN_DAYS as u64 * 86_400),
+        expires_at,
+    };
+    store.lock().tokens.insert(token.clone(), issued);
+    axum::Json(serde_json::json!({
+        "token": token,
+        "user": user,
+        "expirationTime": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }))
 }
 
 async fn operations_handler(State(store): State<Arc<Store>>) -> impl IntoResponse {
@@ -228,6 +349,8 @@ pub(crate) struct Inner {
     pub next_seq: u64,
     /// GraphQL root fields served.
     pub ops: BTreeMap<String, u64>,
+    /// Stream faults and the version header.
+    pub settings: streams::Settings,
 }
 
 /// Shared, lock-protected platform state (never locked across an await).
@@ -265,8 +388,8 @@ impl Store {
                 debug: None,
                 life,
                 failure: failure.unwrap_or(Failure::Failed),
-                input: uuid::Uuid::new_v4().simple().to_string(),
-                output: uuid::Uuid::new_v4().simple().to_string(),
+                input: uuid::Uuid::new_v4().to_string(),
+                output: uuid::Uuid::new_v4().to_string(),
             });
         }
         Store {
@@ -276,6 +399,11 @@ impl Store {
 
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Current stream settings.
+    pub fn settings(&self) -> streams::Settings {
+        self.lock().settings.clone()
     }
 }
 
@@ -317,6 +445,7 @@ mod tests {
     fn env_points_at_the_graphql_endpoint_with_default_credentials() {
         let cfg = SimConfig::default();
         let env: BTreeMap<_, _> = env_vars("http://127.0.0.1:9/", &cfg).into_iter().collect();
+        assert_eq!(env["CLOUDPSS_API_URL"], "http://127.0.0.1:9/");
         assert_eq!(env["CLOUDPSS_GQL_URL"], "http://127.0.0.1:9/graphql");
         assert_eq!(env["CLOUDPSS_USERNAME"], cfg.username);
         assert_eq!(env["CLOUDPSS_PASSWORD"], cfg.password);

@@ -812,7 +812,7 @@ fn policy_view(p: &Policy) -> JobPolicy {
 }
 
 /// A JWT-shaped token: the payload carries `sub` and `exp`, like the platform's.
-fn issue_token(user: &str, exp: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn issue_token(user: &str, exp: chrono::DateTime<chrono::Utc>) -> String {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let header = b64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let payload = b64.encode(
@@ -964,7 +964,7 @@ impl Query {
         let store = count(ctx, "jobs")?;
         caller(ctx, &store)?;
         let descending = order(&input.order_by, &["createTime"])?;
-        let limit = page_limit(input.limit)?;
+        let limit = config(ctx)?.config.page_cap(page_limit(input.limit)?);
         let after = cursor_key(&input.cursor)?;
         let user = condition("user", &input.user)?;
         let id = condition("id", &input.id)?;
@@ -1199,8 +1199,8 @@ impl Mutation {
             debug: input.debug.map(|d| d.0),
             life: Lifecycle::new(plan),
             failure,
-            input: uuid::Uuid::new_v4().simple().to_string(),
-            output: uuid::Uuid::new_v4().simple().to_string(),
+            input: uuid::Uuid::new_v4().to_string(),
+            output: uuid::Uuid::new_v4().to_string(),
         };
         inner.jobs.push(job);
         let now = Instant::now();

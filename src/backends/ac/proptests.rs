@@ -4,6 +4,7 @@
 use super::api::{decode, page_items};
 use super::mapping::{Source, parse_offset, to_job};
 use crate::backends::garbage::{bytes, is_json, json, response, status};
+use crate::error::exit;
 use proptest::prelude::*;
 
 /// What a parse of an unusable 2xx answer may produce: success, or a typed error. Arbitrary
@@ -16,9 +17,14 @@ fn check(
     if let Err(e) = r {
         prop_assert_ne!(e.kind, crate::error::ErrorKind::NotSupported, "{}", e);
         if body_is_json {
-            prop_assert!([2, 4, 6, 7].contains(&e.exit_code()), "{}", e);
+            prop_assert!(
+                [exit::USAGE, exit::AUTH, exit::NOT_FOUND, exit::UNAVAILABLE]
+                    .contains(&e.exit_code()),
+                "{}",
+                e
+            );
         } else {
-            prop_assert_eq!(e.exit_code(), 7, "{}", e);
+            prop_assert_eq!(e.exit_code(), exit::UNAVAILABLE, "{}", e);
         }
     }
     Ok(())
@@ -36,7 +42,7 @@ proptest! {
     fn arbitrary_json(s in status(), v in json()) {
         let r = decode(&response(s, v.to_string().into_bytes()));
         if s < 300 { check(&r, true)?; }
-        if s < 300 && !v.is_object() { prop_assert_eq!(r.as_ref().map_err(|e| e.exit_code()).err(), Some(7)); }
+        if s < 300 && !v.is_object() { prop_assert_eq!(r.as_ref().map_err(|e| e.exit_code()).err(), Some(exit::UNAVAILABLE)); }
         if let Ok(data) = r {
             let offset = parse_offset("+08:00").map_err(|e| TestCaseError::fail(e.to_string()))?;
             for item in page_items(&data).0 {

@@ -69,6 +69,10 @@ mod generated {
         AbortJobMutation,
         "src/backends/cloudpss/queries/abort_job.graphql"
     );
+    operation!(
+        JobPoliciesQuery,
+        "src/backends/cloudpss/queries/job_policies.graphql"
+    );
 }
 
 pub use generated::*;
@@ -190,7 +194,7 @@ pub fn interpret<T: serde::de::DeserializeOwned>(
                     .with_code(http)
             }
             _ => Error::protocol(format!(
-                "unexpected {http} from {url} (is CLOUDPSS_GQL_URL the GraphQL endpoint?): {body}"
+                "unexpected {http} from {url} (is CLOUDPSS_API_URL the platform's base URL, or CLOUDPSS_GQL_URL its GraphQL endpoint?): {body}"
             ))
             .with_code(http),
         });
@@ -239,6 +243,11 @@ impl Api {
     /// The endpoint.
     pub fn url(&self) -> &url::Url {
         &self.url
+    }
+
+    /// The HTTP client (shared with the output streams).
+    pub fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     /// Sends one operation, with the bearer token when given, and returns its typed data.

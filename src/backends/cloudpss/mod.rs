@@ -3,35 +3,51 @@
 //! - `submit` → `createJob` (the function RID first in `context`, `--arg`s as `args`, the
 //!   policy from options), `status` → `job`, `statuses` → one `jobs` query per page of ids,
 //!   `list` → `jobs` with cursor pages, `abort` → `abortJob`.
-//! - Job output lives in CloudPSS message streams (WebSocket, UBJSON), not in GraphQL, so
-//!   `logs` and `fetch` are not offered.
+//! - Job output lives in CloudPSS message streams (`Job.output`, read over SSE or WebSocket,
+//!   UBJSON, see [`streams`]): `logs` prints them, `fetch` writes them as files
+//!   ([`results`]), and `status` of a running job carries its latest `progress` ([`progress`]).
+//! - `queues` → `jobPolicies`.
 
 pub mod api;
 pub mod auth;
 pub mod mapping;
+pub mod progress;
+pub mod results;
+pub mod streams;
+pub mod templates;
+pub mod ubjson;
 
 use self::api::{
-    AbortJobMutation, Api, CreateJobMutation, JobQuery, JobsQuery, SystemInfoQuery,
-    abort_job_mutation, create_job_mutation, job_query, jobs_query, system_info_query,
+    AbortJobMutation, Api, CreateJobMutation, JobPoliciesQuery, JobQuery, JobsQuery,
+    SystemInfoQuery, abort_job_mutation, create_job_mutation, job_policies_query, job_query,
+    jobs_query, system_info_query,
 };
 use self::auth::{Auth, Credentials, Login, user_of};
 use self::mapping::{JobRecord, natives_of, to_job};
-use crate::backend::{BackendContext, JobBackend};
+use self::progress::ProgressTracker;
+use self::streams::StreamClient;
+use crate::backend::{BackendContext, JobBackend, LogSink};
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::http::Idempotency;
 use crate::http::pagination::{self, Page};
 use crate::http::token::CachedToken;
 use crate::model::{
-    AbortOutcome, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState, ListQuery,
-    SpecRules,
+    AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, Job, JobSpec, JobState,
+    ListQuery, LogsRequest, QueueInfo, SpecRules,
 };
 use async_trait::async_trait;
+use indicatif::ProgressBar;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// The platform's base URL when none is configured (the official SDK's default).
+pub const DEFAULT_API_URL: &str = "https://cloudpss.net/";
 
 /// Jobs asked for per `jobs` request (list pages and id batches); the platform may serve fewer.
 const PAGE_SIZE: usize = 100;
@@ -56,6 +72,60 @@ pub struct CloudpssBackend {
     auth: Auth,
     ctx: BackendContext,
     abort_timeout: Duration,
+    streams: StreamClient,
+    tracker: ProgressTracker,
+}
+
+/// The GraphQL endpoint and the base the output streams hang off, from the profile:
+/// `url` (`CLOUDPSS_GQL_URL`) names the GraphQL endpoint and wins for GraphQL; `api_url`
+/// (`CLOUDPSS_API_URL`, the SDK's variable) is the platform's base, GraphQL at `graphql`
+/// under it; neither gives `https://cloudpss.net/`. Streams are on the host of `api_url`,
+/// else on the host of the GraphQL endpoint.
+pub fn endpoints(ctx: &BackendContext) -> Result<(url::Url, url::Url)> {
+    let name = &ctx.profile.name;
+    let parse = |raw: &str, what: &str| -> Result<url::Url> {
+        let u = url::Url::parse(raw.trim())
+            .map_err(|e| Error::usage(format!("profile '{name}': invalid {what} '{raw}': {e}")))?;
+        if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+            return Err(Error::usage(format!(
+                "profile '{name}': {what} '{raw}' must be an http(s) URL with a host"
+            )));
+        }
+        Ok(u)
+    };
+    let api = ctx
+        .profile
+        .option("api_url")
+        .map(|raw| parse(raw, "CLOUDPSS_API_URL / api_url"))
+        .transpose()?;
+    let gql = match ctx.profile.url.as_deref() {
+        Some(raw) => {
+            let mut u = parse(raw, "CLOUDPSS_GQL_URL / url")?;
+            // A bare host gets `graphql` appended, like the official SDK does.
+            if u.path().trim_matches('/').is_empty() {
+                u.set_path("/graphql");
+            }
+            u
+        }
+        None => {
+            let mut base = match &api {
+                Some(a) => a.clone(),
+                None => parse(DEFAULT_API_URL, "default URL")?,
+            };
+            if !base.path().ends_with('/') {
+                let path = format!("{}/", base.path());
+                base.set_path(&path);
+            }
+            base.join("graphql")
+                .map_err(|e| Error::usage(format!("profile '{name}': {e}")))?
+        }
+    };
+    let streams = match api {
+        Some(a) => a,
+        None if ctx.profile.url.is_none() => parse(DEFAULT_API_URL, "default URL")?,
+        None => gql.clone(),
+    };
+    Ok((gql, streams))
 }
 
 /// The policy part of a submission, resolved from spec options, profile options and defaults.
@@ -72,10 +142,7 @@ impl CloudpssBackend {
     /// The backend for the profile in `ctx`. A URL without a path (`https://cloudpss.net/`)
     /// gets `graphql` appended, like the official SDK does.
     pub fn new(ctx: BackendContext) -> Result<Self> {
-        let mut url = ctx.require_url("CLOUDPSS_GQL_URL")?;
-        if url.path().trim_matches('/').is_empty() {
-            url.set_path("/graphql");
-        }
+        let (url, stream_base) = endpoints(&ctx)?;
         let abort_timeout = match ctx.profile.option("abort_timeout") {
             None => DEFAULT_ABORT_TIMEOUT,
             Some(raw) => crate::config::parse_duration(raw).map_err(|e| {
@@ -85,11 +152,15 @@ impl CloudpssBackend {
                 ))
             })?,
         };
+        let api = Api::new(&ctx.profile, url)?;
+        let streams = StreamClient::new(api.http().clone(), &stream_base)?;
         Ok(CloudpssBackend {
-            auth: Auth::new(&ctx, &url),
-            api: Api::new(&ctx.profile, url)?,
+            auth: Auth::new(&ctx, api.url()),
+            api,
             ctx,
             abort_timeout,
+            streams,
+            tracker: ProgressTracker::default(),
         })
     }
 
@@ -225,6 +296,47 @@ impl CloudpssBackend {
         .await
     }
 
+    /// Reads every message of a job's output stream that exists now (to the end when the
+    /// job has ended).
+    async fn messages(&self, job: &Job) -> Result<Vec<Value>> {
+        let output = output_of(job);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(1024);
+        let reader = self.streams.read(&output, false, tx);
+        let collector = async {
+            let mut all = Vec::new();
+            while let Some(m) = rx.recv().await {
+                all.push(m);
+            }
+            all
+        };
+        let (r, all) = tokio::join!(reader, collector);
+        r?;
+        Ok(all)
+    }
+
+    async fn policies_page(
+        &self,
+        token: &Secret,
+        cursor: Option<Vec<String>>,
+    ) -> Result<job_policies_query::JobPoliciesQueryJobPolicies> {
+        let vars = job_policies_query::Variables {
+            input: job_policies_query::JobPoliciesInput {
+                order_by: vec!["id>".into()],
+                cursor,
+                limit: Some(PAGE_SIZE as i64),
+                user: None,
+                function: None,
+                queue: None,
+            },
+        };
+        Ok(self
+            .api
+            .post::<JobPoliciesQuery>(Some(token), vars, Idempotency::Idempotent)
+            .await?
+            .data
+            .job_policies)
+    }
+
     async fn fetch_job(&self, id: &str) -> Result<Job> {
         let reply = self
             .authed(|t: CachedToken| async move {
@@ -252,6 +364,44 @@ fn check_rid(field: &str, rid: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The output stream id of a job.
+fn output_of(job: &Job) -> String {
+    job.extra
+        .get("output")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A job policy as a queue `submit` can use: `name` is the queue id `--opt queue=` takes.
+fn queue_info(p: job_policies_query::JobPoliciesQueryJobPoliciesItems) -> QueueInfo {
+    let mut limits = serde_json::Map::new();
+    limits.insert("policy_id".into(), Value::from(p.id));
+    limits.insert("policy".into(), Value::from(p.name.clone()));
+    limits.insert("queue_name".into(), Value::from(p.queue.name.clone()));
+    if let Some(t) = p.tres.first() {
+        limits.insert("max_cpu".into(), Value::from(t.cpu));
+        limits.insert("max_ecpu".into(), Value::from(t.ecpu));
+        limits.insert("max_mem".into(), Value::from(t.mem));
+    }
+    limits.insert("min_priority".into(), Value::from(p.min_priority));
+    limits.insert("max_priority".into(), Value::from(p.max_priority));
+    limits.insert("max_duration".into(), Value::from(p.max_duration));
+    limits.insert("load".into(), Value::from(p.queue.load));
+    limits.insert("visibility".into(), Value::from(p.visibility));
+    if !p.users.is_empty() {
+        limits.insert("users".into(), Value::from(p.users));
+    }
+    if !p.functions.is_empty() {
+        limits.insert("functions".into(), Value::from(p.functions));
+    }
+    QueueInfo {
+        name: p.queue.id.to_string(),
+        description: Some(format!("policy {} on queue {}", p.name, p.queue.name)),
+        limits,
+    }
 }
 
 fn jobs_input(limit: usize) -> jobs_query::JobsInput {
@@ -291,6 +441,10 @@ impl JobBackend for CloudpssBackend {
             Capability::List,
             Capability::Abort,
             Capability::Login,
+            Capability::Logs,
+            Capability::FollowLogs,
+            Capability::Fetch,
+            Capability::Queues,
         ]
         .into_iter()
         .collect()
@@ -349,7 +503,9 @@ impl JobBackend for CloudpssBackend {
     }
 
     async fn status(&self, id: &str) -> Result<Job> {
-        self.fetch_job(id).await
+        let mut job = self.fetch_job(id).await?;
+        self.tracker.observe(&mut job, &self.streams);
+        Ok(job)
     }
 
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
@@ -381,12 +537,30 @@ impl JobBackend for CloudpssBackend {
                 }
             }
         }
-        ids.iter()
-            .map(|id| match found.get(id) {
-                Some(r) => r.clone(),
+        // `jobs` may not list every job the caller can read (another user's, a filtered
+        // one): ask `job` for each id it did not return before calling it not found.
+        let missing: Vec<&str> = unique
+            .iter()
+            .copied()
+            .filter(|id| !found.contains_key(*id))
+            .collect();
+        for id in missing {
+            found.insert(id.to_string(), self.fetch_job(id).await);
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let r = match found.get(id) {
+                Some(Ok(job)) => {
+                    let mut job = job.clone();
+                    self.tracker.observe(&mut job, &self.streams);
+                    Ok(job)
+                }
+                Some(Err(e)) => Err(e.clone()),
                 None => Err(Error::not_found(format!("CloudPSS job {id} not found"))),
-            })
-            .collect()
+            };
+            out.push(r);
+        }
+        out
     }
 
     /// The key travels in the job's `args` ([`KEY_ARG`]); the caller's jobs are searched.
@@ -461,6 +635,86 @@ impl JobBackend for CloudpssBackend {
             Some(_) => Ok(AbortOutcome::Requested),
             None => Err(Error::not_found(format!("CloudPSS job {id} not found"))),
         }
+    }
+
+    async fn logs(&self, id: &str, req: LogsRequest, out: LogSink<'_>) -> Result<()> {
+        if req.stderr {
+            return Err(Error::not_supported(
+                "cloudpss",
+                "logs --stderr",
+                "CloudPSS jobs have one output stream; its error lines are marked `error`",
+            ));
+        }
+        let job = self.fetch_job(id).await?;
+        let output = output_of(&job);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(1024);
+        let reader = self.streams.read(&output, req.follow, tx);
+        // Ok(false): the reader of our output went away (`| head`), which ends `logs` quietly.
+        // `move`: when the writer stops early, dropping `rx` stops the stream reader too.
+        let writer = async move {
+            let broken = |e: std::io::Error| {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    Ok(false)
+                } else {
+                    Err(Error::io("writing output", e))
+                }
+            };
+            while let Some(msg) = rx.recv().await {
+                let line = if req.ndjson {
+                    serde_json::to_string(&msg).ok()
+                } else {
+                    results::log_line(&msg, req.color)
+                };
+                if let Some(mut line) = line {
+                    line.push('\n');
+                    if let Err(e) = out.write_all(line.as_bytes()).await {
+                        return broken(e);
+                    }
+                }
+            }
+            match out.flush().await {
+                Ok(()) => Ok(true),
+                Err(e) => broken(e),
+            }
+        };
+        let (read, written) = tokio::join!(reader, writer);
+        if !written? {
+            return Ok(());
+        }
+        read.map(|_| ())
+    }
+
+    async fn fetch(&self, id: &str, dest: &Path, _progress: &ProgressBar) -> Result<Vec<Artifact>> {
+        let job = self.fetch_job(id).await?;
+        let messages = self.messages(&job).await?;
+        if messages.is_empty() {
+            return Err(Error::not_found(format!(
+                "CloudPSS job {id} has no output yet ({})",
+                job.native_state.as_deref().unwrap_or("unknown state")
+            )));
+        }
+        results::write_results(id, &messages, dest)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        let items = self
+            .authed(|t: CachedToken| async move {
+                let mut all = Vec::new();
+                let mut cursor: Option<Vec<String>> = None;
+                loop {
+                    let page = self.policies_page(&t.token, cursor.take()).await?;
+                    let count = page.items.len();
+                    all.extend(page.items);
+                    // `total` counts what remains including this page.
+                    if count == 0 || page.total as usize <= count {
+                        break;
+                    }
+                    cursor = Some(page.cursor);
+                }
+                Ok(all)
+            })
+            .await?;
+        Ok(items.into_iter().map(queue_info).collect())
     }
 
     async fn login(&self) -> Result<String> {
@@ -539,28 +793,28 @@ impl JobBackend for CloudpssBackend {
     }
 }
 
-/// The official SDK accepts servers announcing a version from 3.0 up to (not including) 5.
-fn version_check(version: Option<&str>) -> Check {
+/// `X-Cloudpss-Version` is a number (the official SDK parses it with `float()`); versions 3 to
+/// 5 are supported. A missing header means a server older than 3.0.
+pub fn version_check(version: Option<&str>) -> Check {
     let Some(v) = version else {
         return Check::fail(
             "api version",
             "the server sent no X-Cloudpss-Version header (older than 3.0, or not CloudPSS)",
         );
     };
-    let major = v
-        .trim_start_matches(['v', 'V'])
-        .split('.')
-        .next()
-        .and_then(|m| m.parse::<u32>().ok());
-    match major {
-        Some(3..=4) => Check::pass("api version", format!("X-Cloudpss-Version {v}")),
-        Some(m) => Check::fail(
+    match v.trim().parse::<f64>() {
+        Ok(n) if (3.0..6.0).contains(&n) => {
+            Check::pass("api version", format!("X-Cloudpss-Version {v}"))
+        }
+        Ok(n) if n.is_finite() => Check::fail(
             "api version",
-            format!("X-Cloudpss-Version {v}: major version {m} is outside the supported 3.x–4.x"),
+            format!("X-Cloudpss-Version {v} is outside the supported versions 3 to 5"),
         ),
-        None => Check::fail(
+        _ => Check::fail(
             "api version",
-            format!("unreadable X-Cloudpss-Version '{v}'"),
+            format!(
+                "X-Cloudpss-Version '{v}' is not a number (the official SDK cannot use this server)"
+            ),
         ),
     }
 }
@@ -660,11 +914,60 @@ mod tests {
     }
 
     #[test]
-    fn versions_three_and_four_are_supported() {
-        assert!(version_check(Some("4.5.2")).ok);
+    fn versions_three_to_five_are_supported_as_numbers() {
+        assert!(version_check(Some("4")).ok);
         assert!(version_check(Some("3.0")).ok);
-        assert!(!version_check(Some("5.0.0")).ok);
+        assert!(version_check(Some("5.9")).ok);
+        assert!(!version_check(Some("6")).ok);
+        assert!(!version_check(Some("2.9")).ok);
+        assert!(!version_check(Some("4.5.2")).ok);
         assert!(!version_check(None).ok);
         assert!(!version_check(Some("banana")).ok);
+    }
+
+    #[test]
+    fn the_sdk_base_url_gives_graphql_and_streams_and_the_gql_url_wins() {
+        let ends = |url: Option<&str>, api: Option<&str>| {
+            let mut profile = Profile::new("cloudpss", BackendKind::Cloudpss);
+            profile.url = url.map(str::to_string);
+            if let Some(a) = api {
+                profile.options.insert("api_url".into(), a.into());
+            }
+            let (g, s) = endpoints(&BackendContext {
+                profile,
+                state_dir: std::env::temp_dir(),
+            })
+            .unwrap();
+            (g.to_string(), s.to_string())
+        };
+        assert_eq!(
+            ends(None, None),
+            (
+                "https://cloudpss.net/graphql".into(),
+                "https://cloudpss.net/".into()
+            )
+        );
+        assert_eq!(
+            ends(None, Some("http://10.0.0.1:8080/x")).0,
+            "http://10.0.0.1:8080/x/graphql"
+        );
+        assert_eq!(
+            ends(
+                Some("http://gql.example/graphql"),
+                Some("http://api.example/")
+            ),
+            (
+                "http://gql.example/graphql".into(),
+                "http://api.example/".into()
+            )
+        );
+        let mut profile = Profile::new("cloudpss", BackendKind::Cloudpss);
+        profile.options.insert("api_url".into(), "ftp://x/".into());
+        let e = endpoints(&BackendContext {
+            profile,
+            state_dir: std::env::temp_dir(),
+        })
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 }

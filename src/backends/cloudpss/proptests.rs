@@ -3,6 +3,7 @@
 
 use super::api::{interpret, jobs_query};
 use crate::backends::garbage::{bytes, is_json, json, response, status};
+use crate::error::exit;
 use proptest::prelude::*;
 
 /// What a parse of an unusable 2xx answer may produce: success, or a typed error. Arbitrary
@@ -15,9 +16,14 @@ fn check(
     if let Err(e) = r {
         prop_assert_ne!(e.kind, crate::error::ErrorKind::NotSupported, "{}", e);
         if body_is_json {
-            prop_assert!([2, 4, 6, 7].contains(&e.exit_code()), "{}", e);
+            prop_assert!(
+                [exit::USAGE, exit::AUTH, exit::NOT_FOUND, exit::UNAVAILABLE]
+                    .contains(&e.exit_code()),
+                "{}",
+                e
+            );
         } else {
-            prop_assert_eq!(e.exit_code(), 7, "{}", e);
+            prop_assert_eq!(e.exit_code(), exit::UNAVAILABLE, "{}", e);
         }
     }
     Ok(())

@@ -126,10 +126,14 @@ impl Store {
             .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'key'")?
             .exists([])?;
         if !has_key {
-            conn.execute_batch(
-                "ALTER TABLE jobs ADD COLUMN key TEXT; CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key);",
-            )?;
+            // Several processes may open an old store at once: the one that loses the race
+            // finds the column already there, which is the state it wanted.
+            match conn.execute_batch("ALTER TABLE jobs ADD COLUMN key TEXT;") {
+                Err(e) if e.to_string().contains("duplicate column name") => {}
+                other => other?,
+            }
         }
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key);")?;
         Ok(Store {
             conn: std::sync::Mutex::new(conn),
             root,

@@ -4,6 +4,7 @@
 use super::api::classify;
 use super::mapping::{Operation, job_from_operation};
 use crate::backends::garbage::{bytes, is_json, json, response, status};
+use crate::error::exit;
 use proptest::prelude::*;
 
 /// What a parse of an unusable 2xx answer may produce: success, or a typed error. Arbitrary
@@ -16,9 +17,14 @@ fn check(
     if let Err(e) = r {
         prop_assert_ne!(e.kind, crate::error::ErrorKind::NotSupported, "{}", e);
         if body_is_json {
-            prop_assert!([2, 4, 6, 7].contains(&e.exit_code()), "{}", e);
+            prop_assert!(
+                [exit::USAGE, exit::AUTH, exit::NOT_FOUND, exit::UNAVAILABLE]
+                    .contains(&e.exit_code()),
+                "{}",
+                e
+            );
         } else {
-            prop_assert_eq!(e.exit_code(), 7, "{}", e);
+            prop_assert_eq!(e.exit_code(), exit::UNAVAILABLE, "{}", e);
         }
     }
     Ok(())
@@ -40,7 +46,7 @@ proptest! {
         let e = classify(resp.status, &resp.body);
         prop_assert_ne!(e.kind, crate::error::ErrorKind::NotSupported);
         let r = Operation::parse(&resp);
-        if !v.is_object() { prop_assert_eq!(r.as_ref().map_err(|e| e.exit_code()).err(), Some(7)); }
+        if !v.is_object() { prop_assert_eq!(r.as_ref().map_err(|e| e.exit_code()).err(), Some(exit::UNAVAILABLE)); }
         check(&r, false)?;
         if let Ok(op) = r {
             let _ = job_from_operation("x", &op);
@@ -50,6 +56,6 @@ proptest! {
     #[test]
     fn an_empty_order_is_unusable(_x in 0..1u8) {
         let r = Operation::parse(&response(200, b"{}".to_vec()));
-        prop_assert_eq!(r.map_err(|e| e.exit_code()).err(), Some(7));
+        prop_assert_eq!(r.map_err(|e| e.exit_code()).err(), Some(exit::UNAVAILABLE));
     }
 }

@@ -157,7 +157,7 @@ mod tests {
         let mut garbled = body.clone();
         garbled["jobs"][0]["job_id"] = json!("three");
         let e = V0_0_38.jobs(&garbled).unwrap_err();
-        assert_eq!(e.exit_code(), 7, "{e}");
+        assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE, "{e}");
         assert!(V0_0_38.jobs(&json!({"jobs":[{"name":"no id"}]})).is_err());
     }
 
