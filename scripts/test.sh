@@ -35,6 +35,16 @@ else
   echo "no Slurm cluster here (slurm-up.sh exit $up): the real-Slurm tests will be SKIPPED" >&2
 fi
 
+# xmllint validates the JUnit reports against their schema in tests/pipeline.rs (which falls
+# back to a structural check without it).
+if ! command -v xmllint >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing libxml2-utils (xmllint)"
+  { apt-get install -y -qq --no-install-recommends libxml2-utils ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends libxml2-utils; }; } \
+    >"${TMPDIR:-/tmp}/jobctl-xmllint-apt.log" 2>&1 ||
+    echo "could not install libxml2-utils (see ${TMPDIR:-/tmp}/jobctl-xmllint-apt.log); JUnit checked structurally only" >&2
+fi
+
 # The official CloudPSS Python SDK against jobctl-sim (SKIPPED only when PyPI cannot be
 # reached, and never under CI=true).
 echo "== official CloudPSS SDK against jobctl-sim"

@@ -8,6 +8,8 @@
 //! - [`backends`]: one folder per platform.
 //! - [`ledger`]: the local SQLite record of every submission.
 //! - [`watch`]: the polling engine behind `watch`, `wait` and `submit --wait`.
+//! - [`pipeline`]: `after`/`retries` of batch files, their order and scheduling.
+//! - [`report`]: JUnit and GitHub Actions reports of a wait.
 //! - [`cli`] and [`output`]: the command line and the one printer.
 //!
 //! The offline simulator of every platform, jobctl-sim, is its own crate under `sim/`.
@@ -23,6 +25,8 @@ pub mod http;
 pub mod ledger;
 pub mod model;
 pub mod output;
+pub mod pipeline;
+pub mod report;
 pub mod session;
 pub mod watch;
 

@@ -92,6 +92,36 @@ impl BatchRow {
     }
 }
 
+/// One line of a pipeline run (`batch --wait`): the batch row plus where the line ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineRow {
+    /// Line number in the batch file.
+    pub line: usize,
+    /// The line's key (attempts use `KEY#2`…).
+    pub key: Option<String>,
+    /// Reference of the last attempt's job, when one was submitted.
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    /// How the line was first decided: `submitted`, `reconciled`, `skipped` (done in an
+    /// earlier run of the same journal), `failed` (refused), `blocked`, or `pending` (the run
+    /// stopped before its turn).
+    pub outcome: String,
+    /// Error of a refused submission.
+    pub error: Option<Value>,
+    /// Where the line ended: a job state, `blocked`, `not submitted`, `waiting`, `retrying`.
+    pub state: String,
+    /// Attempts submitted.
+    pub attempts: u32,
+    /// Profile of the line.
+    pub profile: String,
+    /// Prerequisites still awaited.
+    pub waiting_on: Vec<String>,
+    /// Why it is blocked or was not submitted.
+    pub reason: Option<String>,
+    /// The last attempt's job as last observed (null when there is none).
+    pub job: Option<Job>,
+}
+
 /// What a command produced.
 // One value per invocation, never stored in bulk: variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -142,6 +172,10 @@ pub enum Report {
     },
     /// Batch outcomes.
     Batch(Vec<BatchRow>),
+    /// A pipeline run's lines (`batch --wait`).
+    Pipeline(Vec<PipelineRow>),
+    /// The levels `batch --dry-run` would run (objects with `level`, `line`, `key`…).
+    PipelinePlan(Vec<Value>),
     /// Queues of one profile.
     Queues(Vec<QueueInfo>),
     /// A message for people (stderr in every mode).
@@ -262,6 +296,8 @@ impl Printer {
                 OutputMode::Ndjson | OutputMode::Quiet => {}
             },
             Report::Batch(rows) => self.batch(&rows),
+            Report::Pipeline(rows) => self.pipeline(&rows),
+            Report::PipelinePlan(rows) => self.pipeline_plan(&rows),
             Report::Queues(q) => self.queues(&q),
             Report::Message(m) => eprintln!("{m}"),
             Report::Raw(t) => {
@@ -642,6 +678,247 @@ impl Printer {
                 m.insert("event".into(), Value::String("line".into()));
                 self.json_out(&m);
             }
+        }
+    }
+}
+
+impl Printer {
+    fn pipeline(&self, rows: &[PipelineRow]) {
+        match self.mode {
+            OutputMode::Json => self.json_out(&rows),
+            OutputMode::Ndjson => {}
+            OutputMode::Quiet => rows
+                .iter()
+                .filter_map(|r| r.reference.as_deref())
+                .for_each(|r| self.out(r)),
+            OutputMode::Table => {
+                let t: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.line.to_string(),
+                            r.state.clone(),
+                            r.key.clone().unwrap_or_default(),
+                            r.reference.clone().unwrap_or_default(),
+                            if r.attempts > 1 {
+                                r.attempts.to_string()
+                            } else {
+                                String::new()
+                            },
+                            r.reason
+                                .clone()
+                                .or_else(|| r.job.as_ref().and_then(|j| j.reason.clone()))
+                                .unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                let states: Vec<Option<JobState>> =
+                    rows.iter().map(|r| r.state.parse().ok()).collect();
+                self.table(
+                    &["LINE", "STATE", "KEY", "REF", "ATTEMPTS", "REASON"],
+                    &t,
+                    |col, row, text| match (col, states[row]) {
+                        (1, Some(s)) => paint_state(s, text),
+                        _ => text.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn pipeline_plan(&self, rows: &[Value]) {
+        match self.mode {
+            OutputMode::Json => self.json_out(&rows),
+            OutputMode::Ndjson => rows.iter().for_each(|r| self.json_out(r)),
+            OutputMode::Quiet => {}
+            OutputMode::Table => {
+                let t: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        let s = |k: &str| match &r[k] {
+                            Value::String(s) => s.clone(),
+                            Value::Null => String::new(),
+                            Value::Array(a) => a
+                                .iter()
+                                .map(|x| x.as_str().unwrap_or_default().to_string())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            Value::Number(n) if k == "retries" && n.as_u64() == Some(0) => {
+                                String::new()
+                            }
+                            other => other.to_string(),
+                        };
+                        vec![
+                            s("level"),
+                            s("line"),
+                            s("key"),
+                            s("profile"),
+                            s("name"),
+                            s("after"),
+                            s("retries"),
+                        ]
+                    })
+                    .collect();
+                self.table(
+                    &[
+                        "LEVEL", "LINE", "KEY", "PROFILE", "NAME", "AFTER", "RETRIES",
+                    ],
+                    &t,
+                    |_, _, t| t.to_string(),
+                );
+            }
+        }
+    }
+
+    /// A pipeline line as soon as it is decided (table: `LINE  REF  outcome`; ndjson: the
+    /// object with `"event":"line"`).
+    pub fn pipeline_line(&self, row: &PipelineRow) {
+        match self.mode {
+            OutputMode::Ndjson => {
+                if let Ok(Value::Object(mut m)) = serde_json::to_value(row) {
+                    m.insert("event".into(), Value::from("line"));
+                    self.json_out(&m);
+                }
+            }
+            OutputMode::Table => {
+                let what = match (&row.reference, &row.error, &row.reason) {
+                    (Some(r), _, _) => format!("{r}  {}", row.outcome),
+                    (None, Some(e), _) => format!(
+                        "failed: {}",
+                        e.get("message").and_then(Value::as_str).unwrap_or("error")
+                    ),
+                    (None, None, Some(reason)) => format!("{}: {reason}", row.outcome),
+                    (None, None, None) => row.outcome.clone(),
+                };
+                let line = format!("{}  {what}", row.line);
+                self.out(&line);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The live view of a pipeline on a terminal: one line per batch line (state, attempt,
+/// what it waits on) and a summary; state changes as plain lines on stderr otherwise.
+#[derive(Debug)]
+pub struct PipelineDisplay {
+    multi: Option<indicatif::MultiProgress>,
+    bars: Vec<indicatif::ProgressBar>,
+}
+
+impl PipelineDisplay {
+    const MAX_LINES: usize = 30;
+
+    /// A display for `sched`'s lines; live only where the printer allows progress.
+    pub fn new(p: &Printer, sched: &crate::pipeline::Scheduler) -> Self {
+        if !p.progress {
+            return PipelineDisplay {
+                multi: None,
+                bars: Vec::new(),
+            };
+        }
+        let multi =
+            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+        let style = indicatif::ProgressStyle::with_template("{spinner} {prefix}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        let bars = sched
+            .plan
+            .lines
+            .iter()
+            .take(Self::MAX_LINES)
+            .map(|l| {
+                let bar = multi.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(style.clone());
+                bar.set_prefix(format!("{:>4} {}", l.line, l.key()));
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                bar
+            })
+            .collect();
+        PipelineDisplay {
+            multi: Some(multi),
+            bars,
+        }
+    }
+
+    /// Redraws every line from the scheduler and the last observed jobs.
+    pub fn update(&self, sched: &crate::pipeline::Scheduler, jobs: &[Option<Job>]) {
+        use crate::pipeline::Status;
+        for (i, bar) in self.bars.iter().enumerate() {
+            let msg = match &sched.status[i] {
+                Status::Waiting => {
+                    let on = sched.waiting_on(i);
+                    if on.is_empty() {
+                        "ready".to_string()
+                    } else {
+                        format!("waiting on {}", on.join(", "))
+                    }
+                }
+                Status::Submitting { attempt } => format!("submitting (attempt {attempt})"),
+                Status::Running { attempt, job } => format!(
+                    "{}  {}{}",
+                    job.reference,
+                    jobs[i].as_ref().map_or_else(
+                        || "submitted".to_string(),
+                        |j| paint_state(j.state, j.state.as_str())
+                    ),
+                    if *attempt > 1 {
+                        format!("  (attempt {attempt})")
+                    } else {
+                        String::new()
+                    }
+                ),
+                Status::RetryDue { next } => format!("failed; attempt {next} soon"),
+                Status::Done {
+                    attempts,
+                    job,
+                    state,
+                } => {
+                    let done =
+                        format!("{}  {}", job.reference, paint_state(*state, state.as_str()));
+                    if *attempts > 1 {
+                        format!("{done}  ({attempts} attempts)")
+                    } else {
+                        done
+                    }
+                }
+                Status::SubmitFailed { error, .. } => {
+                    format!(
+                        "{}: {error}",
+                        paint_state(JobState::Failed, "not submitted")
+                    )
+                }
+                Status::Blocked { reason } => {
+                    format!("{}: {reason}", paint_state(JobState::Canceled, "blocked"))
+                }
+            };
+            bar.set_message(msg);
+        }
+    }
+
+    /// A line for people on stderr, above the live view when there is one.
+    pub fn note(&self, p: &Printer, line: &str) {
+        self.suspend(|| p.note(line));
+    }
+
+    /// Runs `f` (which prints) with the live view out of the way.
+    pub fn suspend(&self, f: impl FnOnce()) {
+        match &self.multi {
+            Some(m) => m.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// A state change for people: on stderr when there is no live view (which shows it).
+    pub fn change(&self, p: &Printer, line: &str) {
+        if self.multi.is_none() {
+            p.note(line);
+        }
+    }
+
+    /// Removes the live view.
+    pub fn clear(&self) {
+        for b in &self.bars {
+            b.finish_and_clear();
         }
     }
 }

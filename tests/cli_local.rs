@@ -500,7 +500,8 @@ fn batch_submits_every_line_and_skips_done_lines_on_rerun() {
     let rows: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v.get("line").is_some())
+        // The line objects; other batch --wait events (submitted, state…) name their line too.
+        .filter(|v| v["event"] == "line")
         .collect();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r["outcome"] == "submitted"));

@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive). Every command carries help text and an example.
 
 use crate::output::OutputMode;
+use crate::report::ReportTarget;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -214,19 +215,21 @@ pub enum Command {
     /// Submit every job spec of a JSON-lines file.
     #[command(after_help = "Examples:
   jobctl batch jobs.jsonl
-  jobctl batch jobs.jsonl --concurrency 8 --wait --timeout 1h -o ndjson")]
+  jobctl batch jobs.jsonl --concurrency 8 --wait --timeout 1h -o ndjson
+  jobctl batch pipeline.jsonl --dry-run
+  jobctl batch pipeline.jsonl --wait --report junit=report.xml --report github")]
     Batch {
         /// JSON-lines file, one job spec per line (`-` for stdin).
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Submissions in flight at once [default: 16 for remote platforms, 4 when a line
-        /// runs on the local backend].
+        /// runs on the local backend; in a pipeline (after/retries): 4 per profile].
         #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
         /// Journal of outcomes, so a re-run skips what was done [default: FILE.journal].
         #[arg(long, value_name = "PATH")]
         journal: Option<PathBuf>,
-        /// Wait for every submitted job.
+        /// Wait for every submitted job, running `after`/`retries` lines as a pipeline.
         #[arg(long)]
         wait: bool,
         /// With --wait: give up after this long (exit 3).
@@ -240,6 +243,12 @@ pub enum Command {
         /// that cannot be searched by key (may create a duplicate).
         #[arg(long)]
         resubmit_unknown: bool,
+        /// Validate the file and print the order (levels) its lines would run in; send nothing.
+        #[arg(long, conflicts_with = "wait")]
+        dry_run: bool,
+        /// With --wait: write a CI report, junit=PATH or github (repeatable).
+        #[arg(long = "report", value_name = "KIND", requires = "wait")]
+        reports: Vec<ReportTarget>,
     },
     /// Jobs this machine submitted, from the ledger, across profiles.
     #[command(after_help = "Examples:
@@ -337,6 +346,13 @@ pub struct SubmitArgs {
     /// With --wait: fetch the artifacts into this directory once the job succeeded.
     #[arg(long, value_name = "DIR", requires = "wait")]
     pub fetch: Option<PathBuf>,
+    /// With --wait: submit a failed job again up to N times (keys KEY#2, KEY#3…).
+    #[arg(long, value_name = "N", requires = "wait", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::pipeline::MAX_RETRIES)))]
+    pub retries: u32,
+    /// With --wait: write a CI report, junit=PATH or github (repeatable).
+    #[arg(long = "report", value_name = "KIND", requires = "wait")]
+    pub reports: Vec<ReportTarget>,
     /// Wait options.
     #[command(flatten)]
     pub watch: WaitTuning,
@@ -381,4 +397,7 @@ pub struct WatchArgs {
     /// Return as soon as one job fails or is canceled.
     #[arg(long)]
     pub fail_fast: bool,
+    /// Write a CI report once the wait ends: junit=PATH or github (repeatable).
+    #[arg(long = "report", value_name = "KIND")]
+    pub reports: Vec<ReportTarget>,
 }

@@ -62,39 +62,25 @@ pub fn default_concurrency(
     }
 }
 
-/// A stable 64-bit FNV-1a hash: derived keys must not change between Rust releases.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// Parses the batch file; any malformed line fails the whole batch before anything is sent.
 /// Lines without a `key` get one derived from `run` (none for the first run of a file), the
-/// line number and the line's text.
+/// line number and the line's text. Orchestration fields (`after`, `retries`) need `--wait`:
+/// without it nothing would wait for a prerequisite or resubmit a failed job, so such a file
+/// is refused rather than half-run.
 pub fn parse(text: &str, run: Option<&str>) -> Result<Vec<(usize, JobSpec)>> {
-    let mut specs = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let mut spec: JobSpec = serde_json::from_str(t)
-            .map_err(|e| Error::usage(format!("line {n}: invalid job spec: {e}")))?;
-        if spec.key.is_none() {
-            let hash = fnv1a(t.as_bytes());
-            spec.key = Some(match run {
-                None => format!("batch-{n}-{hash:016x}"),
-                Some(r) => format!("batch-{r}-{n}-{hash:016x}"),
-            });
-        }
-        specs.push((n, spec));
+    let lines = crate::pipeline::parse(text, run)?;
+    let orchestrated: Vec<String> = lines
+        .iter()
+        .filter(|l| l.orchestrated())
+        .map(|l| l.line.to_string())
+        .collect();
+    if !orchestrated.is_empty() {
+        return Err(Error::usage(format!(
+            "line {}: `after` and `retries` need `batch --wait` (jobctl runs the pipeline while it waits); `--dry-run` shows the order",
+            orchestrated.join(", ")
+        )));
     }
-    Ok(specs)
+    Ok(lines.into_iter().map(|l| (l.line, l.spec)).collect())
 }
 
 /// What an earlier journal says: the run id and the lines done with a reference.
@@ -175,7 +161,8 @@ impl JournalWriter {
     }
 }
 
-fn read_input(file: &Path) -> Result<String> {
+/// The batch file's text (`-`: stdin, read once).
+pub(super) fn read_input(file: &Path) -> Result<String> {
     if file == Path::new("-") {
         std::io::read_to_string(std::io::stdin())
             .map_err(|e| Error::usage(format!("cannot read stdin: {e}")))
@@ -220,7 +207,7 @@ pub fn refs_from(path: &Path) -> Result<Vec<String>> {
 }
 
 /// A run id: the time in milliseconds, in hex (short, sortable, unique per machine).
-fn new_run_id() -> String {
+pub(super) fn new_run_id() -> String {
     format!("{:x}", chrono::Utc::now().timestamp_millis())
 }
 
@@ -331,9 +318,14 @@ fn progress_bar(p: &Printer, len: usize) -> indicatif::ProgressBar {
 }
 
 /// Runs `batch`.
-pub async fn run(file: &Path, opts: &BatchOptions, s: &Session, p: &Printer) -> Result<Outcome> {
+pub async fn run(
+    file: &Path,
+    text: String,
+    opts: &BatchOptions,
+    s: &Session,
+    p: &Printer,
+) -> Result<Outcome> {
     let stdin = file == Path::new("-");
-    let text = read_input(file)?;
     let journal_path = opts.journal.clone().or_else(|| {
         (!stdin).then(|| {
             let mut j = file.as_os_str().to_owned();

@@ -9,7 +9,8 @@ use crate::model::{
     AbortOutcome, FetchProgress, JobSpec, JobState, ListQuery, LogsRequest, parse_key_value,
 };
 use crate::output::{AbortRow, OutputMode, Printer, ProfileRow, Report, WatchView};
-use crate::session::Session;
+use crate::report::{Case, ReportTarget, Verdict};
+use crate::session::{Bound, Session};
 use crate::watch::{self, Event, WatchOptions};
 use indicatif::ProgressBar;
 use serde_json::{Map, Value};
@@ -57,7 +58,29 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             timeout,
             new_run,
             resubmit_unknown,
+            dry_run,
+            reports,
         } => {
+            let file_text = super::batch::read_input(&file)?;
+            // A file that uses `after`/`retries`, a dry run or CI reports make a pipeline run;
+            // anything else is a plain batch.
+            if dry_run
+                || (wait && (!reports.is_empty() || super::pipeline::is_pipeline(&file_text)))
+            {
+                let o = super::pipeline::BatchFlags {
+                    file: &file,
+                    text: file_text,
+                    // Per profile in a pipeline: four lines in flight per platform by default.
+                    concurrency: concurrency.unwrap_or(4),
+                    journal,
+                    dry_run,
+                    timeout: timeout.as_deref(),
+                    reports: &reports,
+                    new_run,
+                    resubmit_unknown,
+                };
+                return super::pipeline::batch(o, s, p).await;
+            }
             let opts = super::batch::BatchOptions {
                 concurrency,
                 journal,
@@ -66,7 +89,7 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
                 new_run,
                 resubmit_unknown,
             };
-            super::batch::run(&file, &opts, s, p).await
+            super::batch::run(&file, file_text, &opts, s, p).await
         }
         Command::History { limit } => Ok(Outcome::ok(Report::History(
             s.ledger()?.history(Some(limit))?,
@@ -142,6 +165,41 @@ pub(super) async fn wait_for(
     s: &Session,
     p: &Printer,
 ) -> Outcome {
+    let out = run_watch(targets, opts, live, s, p).await;
+    conclude(out, targets, &Reports::none(), s, p).await
+}
+
+/// The CI reports a wait writes when it ends (`--report`).
+pub(super) struct Reports<'a> {
+    targets: &'a [ReportTarget],
+    title: String,
+    started: chrono::DateTime<chrono::Utc>,
+    attempts: u32,
+}
+
+impl<'a> Reports<'a> {
+    fn none() -> Self {
+        Reports::new(&[], String::new())
+    }
+
+    fn new(targets: &'a [ReportTarget], title: String) -> Self {
+        Reports {
+            targets,
+            title,
+            started: chrono::Utc::now(),
+            attempts: 1,
+        }
+    }
+}
+
+/// The watch engine, with its error and an interruption said on stderr.
+async fn run_watch(
+    targets: &[(String, String)],
+    opts: &WatchOptions,
+    live: bool,
+    s: &Session,
+    p: &Printer,
+) -> watch::Outcome {
     let view = WatchView::new(p, live, targets);
     let out = watch::run(s, targets, opts, &view, super::interrupted()).await;
     view.finish();
@@ -151,16 +209,67 @@ pub(super) async fn wait_for(
     if out.exit_code == exit::INTERRUPTED {
         p.warn("interrupted; the jobs keep running");
     }
+    out
+}
+
+/// Writes the reports of a finished wait, then the result event (always the last line).
+async fn conclude(
+    out: watch::Outcome,
+    targets: &[(String, String)],
+    reports: &Reports<'_>,
+    s: &Session,
+    p: &Printer,
+) -> Outcome {
+    let mut code = out.exit_code;
+    if !reports.targets.is_empty() {
+        let now = chrono::Utc::now();
+        let mut cases: Vec<Case> = targets
+            .iter()
+            .map(|(profile, id)| {
+                let reference = format!("{profile}:{id}");
+                match out.jobs.iter().find(|j| j.reference == reference) {
+                    Some(job) => Case::from_job(job, None, now),
+                    None => Case {
+                        name: reference.clone(),
+                        classname: profile.clone(),
+                        reference: Some(reference),
+                        state: "unknown".into(),
+                        attempts: 1,
+                        time: Duration::ZERO,
+                        verdict: Verdict::Error {
+                            message: "the job could not be read before the wait ended".into(),
+                        },
+                    },
+                }
+            })
+            .collect();
+        if reports.attempts > 1 {
+            cases.iter_mut().for_each(|c| c.attempts = reports.attempts);
+        }
+        crate::report::add_output(s, &mut cases, &out.jobs).await;
+        if let Err(e) = super::pipeline::write_reports(
+            reports.targets,
+            &reports.title,
+            &cases,
+            reports.started,
+            p,
+        ) {
+            p.error(&e);
+            if code == exit::SUCCESS {
+                code = e.exit_code();
+            }
+        }
+    }
     p.event(&Event::Result {
-        exit_code: out.exit_code,
+        exit_code: code,
         jobs: &out.jobs,
     });
     Outcome {
         report: Report::WatchResult {
-            exit_code: out.exit_code,
+            exit_code: code,
             jobs: out.jobs,
         },
-        code: out.exit_code,
+        code,
     }
 }
 
@@ -300,8 +409,11 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         });
     }
     let opts = watch_options(&a.watch, bound.profile.poll_interval, p)?;
-    let targets = vec![(bound.profile.name.clone(), job.id.clone())];
-    let mut out = wait_for(&targets, &opts, true, s, p).await;
+    let mut reports = Reports::new(&a.reports, "jobctl submit".into());
+    let (job, targets, watched, attempts) =
+        watch_with_retries(&bound, &spec, job, &opts, a.retries, s, p).await?;
+    reports.attempts = attempts;
+    let mut out = conclude(watched, &targets, &reports, s, p).await;
     if out.code == exit::SUCCESS {
         if let Some(dir) = &a.fetch {
             let fetched = fetch(&job.reference, dir, s, p).await?;
@@ -313,6 +425,91 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         out.report = Report::Nothing;
     }
     Ok(out)
+}
+
+/// Watches a submitted job; while it failed (not canceled) and attempts remain, submits it
+/// again after a pause, with its own key (`KEY#2`…) so a re-run of the same command finds
+/// every attempt in the ledger. `--timeout` bounds all attempts together; Ctrl-C during a
+/// pause ends like Ctrl-C during a wait. Returns the last attempt's job, its target, how its
+/// wait ended and the number of attempts.
+async fn watch_with_retries(
+    bound: &Bound,
+    spec: &JobSpec,
+    first: crate::model::Job,
+    opts: &WatchOptions,
+    retries: u32,
+    s: &Session,
+    p: &Printer,
+) -> Result<(
+    crate::model::Job,
+    Vec<(String, String)>,
+    watch::Outcome,
+    u32,
+)> {
+    let deadline = opts.timeout.map(|t| std::time::Instant::now() + t);
+    let mut job = first;
+    let mut targets = vec![(bound.profile.name.clone(), job.id.clone())];
+    let mut watched = run_watch(&targets, opts, true, s, p).await;
+    let mut attempt = 1;
+    while attempt <= retries
+        && watched.exit_code == exit::JOB_FAILED
+        && watched.jobs.iter().any(|j| j.state == JobState::Failed)
+    {
+        let delay = crate::pipeline::retry_delay(attempt + 1);
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        if left.is_some_and(|l| l <= delay) {
+            // The next attempt could not even start before the deadline.
+            break;
+        }
+        attempt += 1;
+        let key = spec
+            .key
+            .as_deref()
+            .map(|k| crate::pipeline::attempt_key(k, attempt));
+        p.event(&serde_json::json!({
+            "event": "retry", "ref": job.reference, "attempt": attempt,
+            "key": key, "delay_ms": delay.as_millis(),
+        }));
+        p.note(&format!(
+            "{} failed; attempt {attempt} of {} in {}",
+            job.reference,
+            retries + 1,
+            humantime::format_duration(delay)
+        ));
+        let mut sigint = super::interrupt_signal();
+        let interrupted = async {
+            match sigint.as_mut() {
+                Some(sig) => {
+                    sig.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = interrupted => {
+                p.warn("interrupted; the jobs keep running");
+                watched.exit_code = exit::INTERRUPTED;
+                return Ok((job, targets, watched, attempt - 1));
+            }
+        }
+        let mut next = spec.clone();
+        next.key = key;
+        let (again, existing) =
+            super::pipeline::settled(super::submission::submit_spec(bound, &next, s, false).await)?;
+        if p.mode != OutputMode::Json {
+            p.render(Report::Submitted {
+                job: again.clone(),
+                existing,
+            });
+        }
+        job = again;
+        targets = vec![(bound.profile.name.clone(), job.id.clone())];
+        let mut opts = opts.clone();
+        opts.timeout = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        watched = run_watch(&targets, &opts, true, s, p).await;
+    }
+    Ok((job, targets, watched, attempt))
 }
 
 /// Groups resolved references by profile, keeping each one's position.
@@ -491,7 +688,12 @@ async fn watch_cmd(a: WatchArgs, live: bool, s: &Session, p: &Printer) -> Result
         Ok((targets, opts))
     })();
     match prepared {
-        Ok((targets, opts)) => Ok(wait_for(&targets, &opts, live, s, p).await),
+        Ok((targets, opts)) => {
+            let title = if live { "jobctl watch" } else { "jobctl wait" };
+            let reports = Reports::new(&a.reports, title.into());
+            let out = run_watch(&targets, &opts, live, s, p).await;
+            Ok(conclude(out, &targets, &reports, s, p).await)
+        }
         // In an ndjson event stream even a refusal before the first poll (a bad reference)
         // is an error event followed by the result event.
         Err(e) if p.mode == OutputMode::Ndjson => {

@@ -5,6 +5,7 @@
 pub mod args;
 mod batch;
 mod commands;
+mod pipeline;
 mod submission;
 
 use crate::config::{Config, ConfigFile, EnvSource};
