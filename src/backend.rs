@@ -91,6 +91,11 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
     /// Requests cancellation of one job.
     async fn abort(&self, id: &str) -> Result<AbortOutcome>;
 
+    /// Called once before a wait starts polling this profile. Backends that learn progress
+    /// out of band (CloudPSS output streams) start following it then, so one-shot reads such
+    /// as `status` never pay for it.
+    fn begin_watch(&self) {}
+
     /// `abort --force`: stops the job at once, without the grace period a normal cancellation
     /// gives it, where the platform can.
     async fn abort_force(&self, _id: &str) -> Result<AbortOutcome> {
@@ -274,6 +279,10 @@ impl JobBackend for InContext {
 
     async fn abort(&self, id: &str) -> Result<AbortOutcome> {
         self.inner.abort(id).await.map_err(self.ctx("abort"))
+    }
+
+    fn begin_watch(&self) {
+        self.inner.begin_watch()
     }
 
     async fn abort_force(&self, id: &str) -> Result<AbortOutcome> {

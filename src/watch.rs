@@ -141,6 +141,7 @@ pub async fn run(
     interrupt: impl Future<Output = ()>,
 ) -> Outcome {
     let mut w = Watch::new(session, targets, opts, observer);
+    w.begin();
     let mut interrupt = std::pin::pin!(interrupt);
     let mut delay = opts.interval;
     loop {
@@ -215,6 +216,15 @@ impl<'a> Watch<'a> {
             groups,
             last_answer,
             first_terminal: None,
+        }
+    }
+
+    /// Tells each profile's backend that a wait begins (out-of-band progress starts then).
+    fn begin(&self) {
+        for profile in self.groups.keys() {
+            if let Ok(bound) = self.session.bound(profile) {
+                bound.backend.begin_watch();
+            }
         }
     }
 

@@ -306,10 +306,12 @@ async fn fetch_writes_messages_plots_tables_and_an_index() {
 }
 
 #[tokio::test]
-async fn status_of_a_running_job_carries_its_stream_progress_and_title() {
+async fn a_watched_running_job_carries_its_stream_progress_and_title() {
     let sim = start().await;
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&sim, dir.path());
+    // As `watch` does: only a wait follows the streams of running jobs.
+    b.begin_watch();
     let job = b
         .submit(&job_spec(json!({"sim_messages": 40, "sim_duration": 4})))
         .await

@@ -635,7 +635,8 @@ backends! {
         invalid: &[(&[], "command")],
         output_on_cluster_fs: false,
         env_args: false,
-        logins: Some(|sim| sim.hits_like("POST /ac/openapi/v2/tokens")),
+        // Logins by access key or password, and renewals, all end in `/tokens`.
+        logins: Some(|sim| sim.hits_like("/tokens")),
     },
     octoplant => Backend {
         name: "octoplant",

@@ -432,6 +432,10 @@ impl JobBackend for CloudpssBackend {
         "cloudpss"
     }
 
+    fn begin_watch(&self) {
+        self.tracker.enable();
+    }
+
     fn capabilities(&self) -> Capabilities {
         [
             Capability::Submit,

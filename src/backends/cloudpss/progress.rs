@@ -36,6 +36,8 @@ struct Tracked {
 #[derive(Debug, Default)]
 pub struct ProgressTracker {
     jobs: Mutex<HashMap<String, Tracked>>,
+    /// Set once a wait begins: only then are streams followed.
+    enabled: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for ProgressTracker {
@@ -69,6 +71,12 @@ pub fn progress_of(msg: &Value) -> Option<Progress> {
 }
 
 impl ProgressTracker {
+    /// Starts following the streams of running jobs from the next observation on.
+    pub fn enable(&self) {
+        self.enabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Adds what is known of `job`'s progress, and starts following its stream when it runs.
     pub fn observe(&self, job: &mut Job, streams: &StreamClient) {
         let Ok(mut jobs) = self.jobs.lock() else {
@@ -90,7 +98,8 @@ impl ProgressTracker {
             .unwrap_or_default()
             .to_string();
         let active = jobs.values().filter(|t| !t.task.is_finished()).count();
-        if !running || output.is_empty() || active >= MAX_TRACKED {
+        let enabled = self.enabled.load(std::sync::atomic::Ordering::Relaxed);
+        if !enabled || !running || output.is_empty() || active >= MAX_TRACKED {
             return;
         }
         let latest = Arc::new(Mutex::new(Progress::default()));
