@@ -942,35 +942,7 @@ fn wait_writes_the_github_summary_and_annotations() {
 // unless JOBCTL_REQUIRE_SLURM=1.
 
 fn real_slurm() -> Option<(Vec<(String, String)>, PathBuf)> {
-    let skip = |why: &str| {
-        if std::env::var("JOBCTL_REQUIRE_SLURM").is_ok_and(|v| v == "1") {
-            panic!(
-                "JOBCTL_REQUIRE_SLURM=1 but no Slurm cluster: {why} (run scripts/slurm-up.sh first)"
-            );
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: no Slurm cluster ({why}); run `bash scripts/slurm-up.sh` and set JOBCTL_SLURM_ENV"
-        );
-        None
-    };
-    let Ok(path) = std::env::var("JOBCTL_SLURM_ENV") else {
-        return skip("JOBCTL_SLURM_ENV is not set");
-    };
-    let Ok(iter) = dotenvy::from_path_iter(&path) else {
-        return skip(&format!("cannot read {path}"));
-    };
-    let vars: BTreeMap<String, String> = iter.filter_map(|r| r.ok()).collect();
-    for key in ["SLURM_REST_URL", "SLURM_USER_NAME", "SLURM_JWT"] {
-        if !vars.contains_key(key) {
-            return skip(&format!("{path} has no {key}"));
-        }
-    }
-    let job_dir = PathBuf::from(
-        vars.get("SLURM_TEST_JOB_DIR")
-            .cloned()
-            .unwrap_or_else(|| "/tmp".into()),
-    );
+    let (vars, job_dir) = common::real_slurm()?;
     let env = vars
         .into_iter()
         .filter(|(k, _)| k.starts_with("SLURM_"))

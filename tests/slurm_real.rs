@@ -13,7 +13,6 @@ use jobctl::backend::JobBackend;
 use jobctl::model::{AbortOutcome, Job, JobSpec, JobState, ListQuery, LogsRequest};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,38 +69,8 @@ impl Cluster {
     }
 }
 
-fn skip(why: &str) -> Option<Cluster> {
-    if std::env::var("JOBCTL_REQUIRE_SLURM").is_ok_and(|v| v == "1") {
-        panic!(
-            "JOBCTL_REQUIRE_SLURM=1 but no Slurm cluster: {why} (run scripts/slurm-up.sh first)"
-        );
-    }
-    // Straight to the file descriptor: libtest's capture would hide a print of a passing test.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: no Slurm cluster ({why}); run `bash scripts/slurm-up.sh` and set JOBCTL_SLURM_ENV"
-    );
-    None
-}
-
 fn cluster() -> Option<Cluster> {
-    let Ok(path) = std::env::var("JOBCTL_SLURM_ENV") else {
-        return skip("JOBCTL_SLURM_ENV is not set");
-    };
-    let Ok(iter) = dotenvy::from_path_iter(&path) else {
-        return skip(&format!("cannot read {path}"));
-    };
-    let vars: BTreeMap<String, String> = iter.filter_map(|r| r.ok()).collect();
-    for key in ["SLURM_REST_URL", "SLURM_USER_NAME", "SLURM_JWT"] {
-        if !vars.contains_key(key) {
-            return skip(&format!("{path} has no {key}"));
-        }
-    }
-    let job_dir = PathBuf::from(
-        vars.get("SLURM_TEST_JOB_DIR")
-            .cloned()
-            .unwrap_or_else(|| "/tmp".into()),
-    );
+    let (vars, job_dir) = common::real_slurm()?;
     Some(Cluster {
         vars,
         job_dir,

@@ -573,3 +573,41 @@ pub fn assert_job_shape(j: &Value) {
     }
     assert_eq!(obj.len(), JOB_KEYS.len(), "unexpected keys: {j}");
 }
+
+/// The real Slurm cluster `scripts/slurm-up.sh` started: the variables of its
+/// `JOBCTL_SLURM_ENV` file and the directory its jobs may write to. `None` (with SKIPPED said
+/// on stderr) when there is none, unless `JOBCTL_REQUIRE_SLURM=1`, which makes that a failure.
+pub fn real_slurm() -> Option<(std::collections::BTreeMap<String, String>, PathBuf)> {
+    let skip = |why: &str| {
+        if std::env::var("JOBCTL_REQUIRE_SLURM").is_ok_and(|v| v == "1") {
+            panic!(
+                "JOBCTL_REQUIRE_SLURM=1 but no Slurm cluster: {why} (run scripts/slurm-up.sh first)"
+            );
+        }
+        // Straight to the descriptor: libtest's capture would hide a passing test's print.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: no Slurm cluster ({why}); run `bash scripts/slurm-up.sh` and set JOBCTL_SLURM_ENV"
+        );
+        None
+    };
+    let Ok(path) = std::env::var("JOBCTL_SLURM_ENV") else {
+        return skip("JOBCTL_SLURM_ENV is not set");
+    };
+    let Ok(iter) = dotenvy::from_path_iter(&path) else {
+        return skip(&format!("cannot read {path}"));
+    };
+    let vars: std::collections::BTreeMap<String, String> = iter.filter_map(|r| r.ok()).collect();
+    for key in ["SLURM_REST_URL", "SLURM_USER_NAME", "SLURM_JWT"] {
+        if !vars.contains_key(key) {
+            return skip(&format!("{path} has no {key}"));
+        }
+    }
+    let job_dir = PathBuf::from(
+        vars.get("SLURM_TEST_JOB_DIR")
+            .cloned()
+            .unwrap_or_else(|| "/tmp".into()),
+    );
+    Some((vars, job_dir))
+}
