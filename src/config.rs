@@ -146,6 +146,7 @@ impl BackendKind {
             "insecure",
             "timeout",
             "poll_interval",
+            "max_in_flight",
         ]
         .iter()
         .map(|k| k.to_string())
@@ -265,6 +266,8 @@ pub struct Profile {
     pub timeout: Duration,
     /// Default polling interval for watch.
     pub poll_interval: Duration,
+    /// Most submissions `batch` and pipelines keep in flight to this profile at once.
+    pub max_in_flight: usize,
     /// Where this profile came from (`built-in`, `config file`).
     pub source: &'static str,
     /// Environment variables that hold secrets of any profile: the built-in ones and those
@@ -290,6 +293,7 @@ impl Profile {
             } else {
                 Duration::from_secs(2)
             },
+            max_in_flight: default_in_flight(backend),
             source: "built-in",
             secret_vars: Vec::new(),
         }
@@ -387,11 +391,36 @@ impl Profile {
                 self.poll_interval =
                     parse_positive_duration(value).map_err(|e| self.invalid(key, e))?
             }
+            "max_in_flight" => {
+                self.max_in_flight = value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .ok_or_else(|| {
+                        self.invalid(
+                            key,
+                            Error::usage(format!("'{value}' is not a whole number from 1 to 1024")),
+                        )
+                    })?
+            }
             _ => {
                 self.options.insert(key.to_string(), value.to_string());
             }
         }
         Ok(())
+    }
+}
+
+/// Submissions in flight to one profile unless configured: chosen from the measurements in
+/// BENCHMARKS.md. A remote submission mostly waits on the network, so throughput grows with
+/// requests in flight until the platform is the limit; the cap keeps one batch from flooding a
+/// shared platform (which also slows jobctl down with 429/Retry-After). A local job is a
+/// process started on this machine, which saturates its cores much sooner.
+pub fn default_in_flight(backend: BackendKind) -> usize {
+    match backend {
+        BackendKind::Local => 4,
+        _ => 16,
     }
 }
 
@@ -755,7 +784,13 @@ impl Config {
             }
         }
         let prefix = backend.env_prefix();
-        for key in ["ca_cert", "insecure", "timeout", "poll_interval"] {
+        for key in [
+            "ca_cert",
+            "insecure",
+            "timeout",
+            "poll_interval",
+            "max_in_flight",
+        ] {
             let var = format!("{prefix}_{}", key.to_ascii_uppercase());
             if let Some(v) = self.env.get(&var) {
                 profile

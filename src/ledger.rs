@@ -72,10 +72,41 @@ pub enum Begin {
 }
 
 /// Handle to the ledger database.
+///
+/// Reads go through one connection; the writes on the submission path (`begin`, `complete`,
+/// `fail`, `unknown`) go to a writer thread that commits whatever has queued up meanwhile in
+/// one transaction (group commit). Each caller still gets its answer only after its write is
+/// committed, so "recorded before sent" holds, while a batch with many submissions in flight
+/// pays for one commit per group instead of two per job.
 #[derive(Debug)]
 pub struct Ledger {
     conn: Mutex<Connection>,
+    path: std::path::PathBuf,
+    /// Started on the first write: read-only uses (history, status) need no thread.
+    writer: Mutex<Option<std::sync::mpsc::Sender<Op>>>,
 }
+
+/// A write queued for the writer thread, with where its answer goes.
+enum Op {
+    Begin {
+        profile: String,
+        backend: String,
+        key: Option<String>,
+        name: Option<String>,
+        spec: String,
+        reply: tokio::sync::oneshot::Sender<Result<Begin>>,
+    },
+    Set {
+        seq: i64,
+        status: &'static str,
+        job_id: Option<String>,
+        error: Option<String>,
+        reply: tokio::sync::oneshot::Sender<Result<()>>,
+    },
+}
+
+/// Most writes committed in one transaction: bounds how long one group holds the database.
+const MAX_GROUP: usize = 512;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS submissions (
@@ -104,13 +135,7 @@ impl Ledger {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| Error::io(format!("state directory {}", state_dir.display()), e))?;
         let path = state_dir.join("ledger.sqlite");
-        let conn = Connection::open(&path)
-            .map_err(|e| Error::io(format!("ledger {}", path.display()), e))?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        // WAL lets readers proceed while one process writes; NORMAL sync is durable across
-        // process crashes, which is what the ledger must survive.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let conn = connect(&path)?;
         conn.execute_batch(SCHEMA)?;
         for (column, sql) in MIGRATIONS {
             let present = conn
@@ -122,7 +147,42 @@ impl Ledger {
         }
         Ok(Ledger {
             conn: Mutex::new(conn),
+            path,
+            writer: Mutex::new(None),
         })
+    }
+
+    /// The writer thread's queue, starting the thread on first use.
+    fn writer(&self) -> Result<std::sync::mpsc::Sender<Op>> {
+        let mut slot = self
+            .writer
+            .lock()
+            .map_err(|_| Error::io("ledger", "lock poisoned"))?;
+        if let Some(w) = slot.as_ref() {
+            return Ok(w.clone());
+        }
+        let conn = connect(&self.path)?;
+        let (writer, queue) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("jobctl-ledger".into())
+            .spawn(move || write_groups(conn, queue))
+            .map_err(|e| Error::io("ledger writer thread", e))?;
+        *slot = Some(writer.clone());
+        Ok(writer)
+    }
+
+    /// Queues a write and waits until the transaction holding it is committed.
+    async fn write<T>(
+        &self,
+        op: impl FnOnce(tokio::sync::oneshot::Sender<Result<T>>) -> Op,
+    ) -> Result<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writer()?
+            .send(op(reply))
+            .map_err(|_| Error::io("ledger", "the ledger writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| Error::io("ledger", "the ledger writer has stopped"))?
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
@@ -136,63 +196,50 @@ impl Ledger {
     /// Records a submission about to be sent. With a key already recorded for this profile,
     /// returns the earlier entry instead (submitted, in flight or of unknown outcome); a key
     /// whose earlier submission was refused is reused.
-    pub fn begin(&self, profile: &str, backend: &str, spec: &JobSpec) -> Result<Begin> {
+    pub async fn begin(&self, profile: &str, backend: &str, spec: &JobSpec) -> Result<Begin> {
         let spec_json = serde_json::to_string(spec).map_err(|e| Error::io("ledger", e))?;
-        let now = Utc::now().to_rfc3339();
-        let outcome = self.with(|conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(key) = &spec.key {
-                let existing = tx
-                    .query_row(
-                        &format!("SELECT {COLUMNS} FROM submissions WHERE profile = ?1 AND key = ?2"),
-                        params![profile, key],
-                        row_to_entry,
-                    )
-                    .optional()?;
-                match existing {
-                    Some(e) if e.status == "failed" => {
-                        tx.execute("DELETE FROM submissions WHERE seq = ?1", params![e.seq])?;
-                    }
-                    Some(e) => {
-                        tx.commit()?;
-                        return Ok(Begin::Existing(e));
-                    }
-                    None => {}
-                }
-            }
-            tx.execute(
-                "INSERT INTO submissions (profile, backend, key, name, spec, status, submitted_at, updated_at, pid)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?6, ?7)",
-                params![profile, backend, spec.key, spec.name, spec_json, now, std::process::id()],
-            )?;
-            let seq = tx.last_insert_rowid();
-            tx.commit()?;
-            Ok(Begin::New(seq))
-        })?;
-        Ok(outcome)
+        self.write(|reply| Op::Begin {
+            profile: profile.to_string(),
+            backend: backend.to_string(),
+            key: spec.key.clone(),
+            name: spec.name.clone(),
+            spec: spec_json,
+            reply,
+        })
+        .await
     }
 
     /// Marks a recorded submission as accepted with the platform's job id.
-    pub fn complete(&self, seq: i64, job_id: &str) -> Result<()> {
-        let now = Utc::now().to_rfc3339();
-        self.with(|c| {
-            c.execute(
-                "UPDATE submissions SET job_id = ?1, status = 'submitted', updated_at = ?2 WHERE seq = ?3",
-                params![job_id, now, seq],
-            )
-        })?;
-        Ok(())
+    pub async fn complete(&self, seq: i64, job_id: &str) -> Result<()> {
+        self.set_status(seq, "submitted", Some(job_id), None).await
     }
 
     /// Marks a recorded submission as refused; its key becomes free again.
-    pub fn fail(&self, seq: i64, error: &str) -> Result<()> {
-        self.set_status(seq, "failed", Some(error))
+    pub async fn fail(&self, seq: i64, error: &str) -> Result<()> {
+        self.set_status(seq, "failed", None, Some(error)).await
     }
 
     /// Marks a recorded submission as sent without a usable answer: the key stays taken
     /// until the platform is asked about it.
-    pub fn unknown(&self, seq: i64, error: &str) -> Result<()> {
-        self.set_status(seq, "unknown", Some(error))
+    pub async fn unknown(&self, seq: i64, error: &str) -> Result<()> {
+        self.set_status(seq, "unknown", None, Some(error)).await
+    }
+
+    async fn set_status(
+        &self,
+        seq: i64,
+        status: &'static str,
+        job_id: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.write(|reply| Op::Set {
+            seq,
+            status,
+            job_id: job_id.map(String::from),
+            error: error.map(String::from),
+            reply,
+        })
+        .await
     }
 
     /// Takes over a `sending`/`unknown` row to send it again (the platform certainly does not
@@ -208,17 +255,6 @@ impl Ledger {
             )
         })?;
         Ok(n == 1)
-    }
-
-    fn set_status(&self, seq: i64, status: &str, error: Option<&str>) -> Result<()> {
-        let now = Utc::now().to_rfc3339();
-        self.with(|c| {
-            c.execute(
-                "UPDATE submissions SET status = ?1, error = ?2, updated_at = ?3 WHERE seq = ?4",
-                params![status, error, now, seq],
-            )
-        })?;
-        Ok(())
     }
 
     /// Most recent submissions across profiles, newest first.
@@ -256,25 +292,157 @@ impl Ledger {
     /// The accepted submission of `id` in `profile`, if this machine made it.
     pub fn get(&self, profile: &str, id: &str) -> Result<Option<Entry>> {
         self.with(|c| {
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM submissions WHERE profile = ?1 AND job_id = ?2 ORDER BY seq DESC LIMIT 1"),
-                params![profile, id],
-                row_to_entry,
-            )
-            .optional()
+            c.prepare_cached(&format!("SELECT {COLUMNS} FROM submissions WHERE profile = ?1 AND job_id = ?2 ORDER BY seq DESC LIMIT 1"))?
+                .query_row(params![profile, id], row_to_entry)
+                .optional()
         })
     }
 
     /// The entry with this idempotency key in `profile`, if any.
     pub fn by_key(&self, profile: &str, key: &str) -> Result<Option<Entry>> {
         self.with(|c| {
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM submissions WHERE profile = ?1 AND key = ?2"),
-                params![profile, key],
-                row_to_entry,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM submissions WHERE profile = ?1 AND key = ?2"
+            ))?
+            .query_row(params![profile, key], row_to_entry)
             .optional()
         })
+    }
+}
+
+/// A connection with the ledger's settings.
+fn connect(path: &Path) -> Result<Connection> {
+    let conn =
+        Connection::open(path).map_err(|e| Error::io(format!("ledger {}", path.display()), e))?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    // WAL lets readers proceed while one process writes; NORMAL sync is durable across
+    // process crashes, which is what the ledger must survive.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// The writer thread: takes whatever writes have queued up, applies them in one transaction,
+/// commits, then answers each. Ends when the ledger is dropped.
+fn write_groups(mut conn: Connection, queue: std::sync::mpsc::Receiver<Op>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let e = Error::from(e);
+                group.into_iter().for_each(|op| op.answer_error(&e));
+                continue;
+            }
+        };
+        // One write's failure (a constraint, say) is that write's answer; the group's
+        // other writes still commit.
+        let answers: Vec<(Op, Result<Answer>)> = group
+            .into_iter()
+            .map(|op| {
+                let r = apply(&tx, &op);
+                (op, r)
+            })
+            .collect();
+        match tx.commit() {
+            Ok(()) => answers.into_iter().for_each(|(op, r)| op.answer(r)),
+            Err(e) => {
+                let e = Error::from(e);
+                answers.into_iter().for_each(|(op, _)| op.answer_error(&e));
+            }
+        }
+    }
+}
+
+/// What one write produced, before it is handed back.
+enum Answer {
+    Begin(Begin),
+    Done,
+}
+
+impl Op {
+    fn answer(self, r: Result<Answer>) {
+        match self {
+            Op::Begin { reply, .. } => {
+                let _ = reply.send(r.and_then(|a| match a {
+                    Answer::Begin(b) => Ok(b),
+                    Answer::Done => Err(Error::io("ledger", "unexpected answer")),
+                }));
+            }
+            Op::Set { reply, .. } => {
+                let _ = reply.send(r.map(|_| ()));
+            }
+        }
+    }
+
+    fn answer_error(self, e: &Error) {
+        let copy = || Error::io("ledger", e.message.clone());
+        match self {
+            Op::Begin { reply, .. } => {
+                let _ = reply.send(Err(copy()));
+            }
+            Op::Set { reply, .. } => {
+                let _ = reply.send(Err(copy()));
+            }
+        }
+    }
+}
+
+/// Applies one write inside the group's transaction.
+fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Answer> {
+    match op {
+        Op::Begin {
+            profile,
+            backend,
+            key,
+            name,
+            spec,
+            ..
+        } => {
+            if let Some(key) = key {
+                let existing = tx
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM submissions WHERE profile = ?1 AND key = ?2"
+                    ))?
+                    .query_row(params![profile, key], row_to_entry)
+                    .optional()?;
+                match existing {
+                    Some(e) if e.status == "failed" => {
+                        tx.prepare_cached("DELETE FROM submissions WHERE seq = ?1")?
+                            .execute(params![e.seq])?;
+                    }
+                    Some(e) => return Ok(Answer::Begin(Begin::Existing(e))),
+                    None => {}
+                }
+            }
+            let now = Utc::now().to_rfc3339();
+            tx.prepare_cached(
+                "INSERT INTO submissions (profile, backend, key, name, spec, status, submitted_at, updated_at, pid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?6, ?7)",
+            )?
+            .execute(params![profile, backend, key, name, spec, now, std::process::id()])?;
+            Ok(Answer::Begin(Begin::New(tx.last_insert_rowid())))
+        }
+        Op::Set {
+            seq,
+            status,
+            job_id,
+            error,
+            ..
+        } => {
+            let now = Utc::now().to_rfc3339();
+            tx.prepare_cached(
+                "UPDATE submissions SET status = ?1, job_id = COALESCE(?2, job_id), error = ?3, updated_at = ?4 WHERE seq = ?5",
+            )?
+            .execute(params![status, job_id, error, now, seq])?;
+            Ok(Answer::Done)
+        }
     }
 }
 
@@ -308,56 +476,56 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn keys_are_idempotent_per_profile_and_failures_free_them() {
+    #[tokio::test]
+    async fn keys_are_idempotent_per_profile_and_failures_free_them() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(dir.path()).unwrap();
         let spec = JobSpec {
             key: Some("k1".into()),
             ..JobSpec::default()
         };
-        let Begin::New(seq) = l.begin("local", "local", &spec).unwrap() else {
+        let Begin::New(seq) = l.begin("local", "local", &spec).await.unwrap() else {
             panic!("first submission must be new")
         };
-        l.complete(seq, "17").unwrap();
-        match l.begin("local", "local", &spec).unwrap() {
+        l.complete(seq, "17").await.unwrap();
+        match l.begin("local", "local", &spec).await.unwrap() {
             Begin::Existing(e) => assert_eq!(e.reference.as_deref(), Some("local:17")),
             Begin::New(_) => panic!("duplicate key accepted"),
         }
         // Same key, other profile: independent.
         assert!(matches!(
-            l.begin("other", "local", &spec).unwrap(),
+            l.begin("other", "local", &spec).await.unwrap(),
             Begin::New(_)
         ));
         let spec2 = JobSpec {
             key: Some("k2".into()),
             ..JobSpec::default()
         };
-        let Begin::New(seq2) = l.begin("local", "local", &spec2).unwrap() else {
+        let Begin::New(seq2) = l.begin("local", "local", &spec2).await.unwrap() else {
             panic!()
         };
-        l.fail(seq2, "refused").unwrap();
+        l.fail(seq2, "refused").await.unwrap();
         assert!(matches!(
-            l.begin("local", "local", &spec2).unwrap(),
+            l.begin("local", "local", &spec2).await.unwrap(),
             Begin::New(_)
         ));
         assert_eq!(l.find_id("17").unwrap().len(), 1);
         assert_eq!(l.history(Some(2)).unwrap().len(), 2);
     }
 
-    #[test]
-    fn unknown_keys_stay_taken_and_only_one_process_claims_them() {
+    #[tokio::test]
+    async fn unknown_keys_stay_taken_and_only_one_process_claims_them() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(dir.path()).unwrap();
         let spec = JobSpec {
             key: Some("k".into()),
             ..JobSpec::default()
         };
-        let Begin::New(seq) = l.begin("p", "local", &spec).unwrap() else {
+        let Begin::New(seq) = l.begin("p", "local", &spec).await.unwrap() else {
             panic!("new")
         };
-        l.unknown(seq, "answer lost").unwrap();
-        let Begin::Existing(e) = l.begin("p", "local", &spec).unwrap() else {
+        l.unknown(seq, "answer lost").await.unwrap();
+        let Begin::Existing(e) = l.begin("p", "local", &spec).await.unwrap() else {
             panic!("an unknown outcome must not free its key")
         };
         assert_eq!(e.status, "unknown");

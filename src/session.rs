@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// A backend bound to the profile it was built for.
 #[derive(Debug, Clone)]
 pub struct Bound {
-    /// The profile.
-    pub profile: Profile,
+    /// The profile (shared: every line of a batch holds its bound profile).
+    pub profile: Arc<Profile>,
     /// Its backend.
     pub backend: Arc<dyn JobBackend>,
 }
@@ -56,11 +56,18 @@ impl Session {
 
     /// The backend of `profile` (built once per invocation).
     pub fn bound(&self, profile: &str) -> Result<Bound> {
+        // Resolving a profile reads the environment and the config file: once per name.
+        if let Ok(map) = self.backends.lock() {
+            if let Some(b) = map.get(profile) {
+                return Ok(b.clone());
+            }
+        }
         let resolved = self.config.profile(profile)?;
         let key = resolved.name.clone();
-        if let Ok(map) = self.backends.lock() {
-            if let Some(b) = map.get(&key) {
-                return Ok(b.clone());
+        if let Ok(mut map) = self.backends.lock() {
+            if let Some(b) = map.get(&key).cloned() {
+                map.insert(profile.to_string(), b.clone());
+                return Ok(b);
             }
         }
         let backend = backend::build(BackendContext {
@@ -68,10 +75,11 @@ impl Session {
             state_dir: self.state_dir.clone(),
         })?;
         let bound = Bound {
-            profile: resolved,
+            profile: Arc::new(resolved),
             backend,
         };
         if let Ok(mut map) = self.backends.lock() {
+            map.insert(profile.to_string(), bound.clone());
             map.insert(key, bound.clone());
         }
         Ok(bound)

@@ -59,11 +59,11 @@ fn spec(options: Value) -> JobSpec {
 /// Submits like the CLI does: recorded in the ledger first, then sent.
 async fn submit_recorded(b: &Arc<dyn JobBackend>, ledger: &Ledger, s: &JobSpec) -> Job {
     b.validate(s).expect("valid spec");
-    let Begin::New(seq) = ledger.begin("octoplant", "octoplant", s).unwrap() else {
+    let Begin::New(seq) = ledger.begin("octoplant", "octoplant", s).await.unwrap() else {
         panic!("new submission expected")
     };
     let job = b.submit(s).await.expect("submit");
-    ledger.complete(seq, &job.id).unwrap();
+    ledger.complete(seq, &job.id).await.unwrap();
     job
 }
 
@@ -377,16 +377,21 @@ async fn list_shows_ledger_orders_newest_first_with_their_state() {
             "octoplant",
             &spec(json!({"export": "jobList"})),
         )
+        .await
         .unwrap()
     else {
         panic!()
     };
-    ledger.complete(seq, "forgotten-order").unwrap();
+    ledger.complete(seq, "forgotten-order").await.unwrap();
     // Another profile's submissions are not listed.
-    let Begin::New(seq) = ledger.begin("local", "local", &JobSpec::default()).unwrap() else {
+    let Begin::New(seq) = ledger
+        .begin("local", "local", &JobSpec::default())
+        .await
+        .unwrap()
+    else {
         panic!()
     };
-    ledger.complete(seq, "17").unwrap();
+    ledger.complete(seq, "17").await.unwrap();
     assert_eq!(b.abort(&ids[1]).await.unwrap(), AbortOutcome::Requested);
     tokio::time::sleep(Duration::from_millis(500)).await;
 

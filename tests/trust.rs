@@ -386,10 +386,12 @@ fn bare_ids_are_unique_prefixes_or_an_error_listing_candidates() {
                 key: Some(key.into()),
                 ..JobSpec::default()
             };
-            let Begin::New(seq) = ledger.begin(profile, profile, &spec).unwrap() else {
+            let Begin::New(seq) =
+                futures::executor::block_on(ledger.begin(profile, profile, &spec)).unwrap()
+            else {
                 panic!("new key")
             };
-            ledger.complete(seq, id).unwrap();
+            futures::executor::block_on(ledger.complete(seq, id)).unwrap();
         }
     }
     // A unique prefix names the job (which the local store does not have: not found, by id).

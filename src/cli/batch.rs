@@ -31,7 +31,7 @@ const SETTLE_ON_INTERRUPT: Duration = Duration::from_secs(10);
 /// Flags of `batch`.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
-    /// Submissions in flight at once (default: [`default_concurrency`]).
+    /// Submissions in flight per profile (default: each profile's `max_in_flight`).
     pub concurrency: Option<usize>,
     /// Journal path (default: `FILE.journal`; none for stdin).
     pub journal: Option<PathBuf>,
@@ -43,23 +43,6 @@ pub struct BatchOptions {
     pub new_run: bool,
     /// Resubmit unknown outcomes on unsearchable platforms.
     pub resubmit_unknown: bool,
-}
-
-/// Default submissions in flight for a batch, from measurements against jobctl-sim (see
-/// BENCHMARKS.md): remote platforms spend most of a submission waiting on the network, so 16
-/// in flight multiply throughput while 429/Retry-After keeps a real platform safe; the local
-/// backend starts a process per job and saturates small machines sooner.
-pub fn default_concurrency(
-    backends: impl IntoIterator<Item = crate::config::BackendKind>,
-) -> usize {
-    if backends
-        .into_iter()
-        .any(|b| b == crate::config::BackendKind::Local)
-    {
-        4
-    } else {
-        16
-    }
 }
 
 /// Parses the batch file; any malformed line fails the whole batch before anything is sent.
@@ -119,12 +102,17 @@ fn read_journal(path: &Path) -> Journal {
     j
 }
 
-/// Appends decided lines to the journal. Not synced per line: the ledger is what a re-run
-/// trusts for exactly-once; the journal only saves it a lookup and keeps the run id.
+/// Appends decided lines to the journal. Neither synced nor flushed per line: the ledger is
+/// what a re-run trusts for exactly-once; the journal only saves it a lookup and keeps the run
+/// id, so a write per line (a system call each, at thousands of lines a second) buys nothing.
 struct JournalWriter {
     path: PathBuf,
     file: Option<std::io::BufWriter<std::fs::File>>,
+    flushed: std::time::Instant,
 }
+
+/// How stale the journal file may get while a batch runs.
+const JOURNAL_FLUSH: Duration = Duration::from_millis(200);
 
 impl JournalWriter {
     fn open(path: Option<PathBuf>, truncate: bool) -> Result<Self> {
@@ -132,6 +120,7 @@ impl JournalWriter {
             return Ok(JournalWriter {
                 path: PathBuf::new(),
                 file: None,
+                flushed: std::time::Instant::now(),
             });
         };
         let mut o = std::fs::OpenOptions::new();
@@ -147,17 +136,31 @@ impl JournalWriter {
         Ok(JournalWriter {
             path,
             file: Some(std::io::BufWriter::new(f)),
+            flushed: std::time::Instant::now(),
         })
+    }
+
+    /// Writes out what is buffered.
+    fn flush(&mut self) -> Result<()> {
+        self.flushed = std::time::Instant::now();
+        match self.file.as_mut() {
+            Some(f) => f
+                .flush()
+                .map_err(|e| Error::io(format!("journal {}", self.path.display()), e)),
+            None => Ok(()),
+        }
     }
 
     fn write(&mut self, v: &impl serde::Serialize) -> Result<()> {
         let Some(f) = self.file.as_mut() else {
             return Ok(());
         };
-        let line = serde_json::to_string(v).map_err(|e| Error::io("journal", e))?;
-        writeln!(f, "{line}")
-            .and_then(|_| f.flush())
-            .map_err(|e| Error::io(format!("journal {}", self.path.display()), e))
+        serde_json::to_writer(&mut *f, v).map_err(|e| Error::io("journal", e))?;
+        writeln!(f).map_err(|e| Error::io(format!("journal {}", self.path.display()), e))?;
+        if self.flushed.elapsed() >= JOURNAL_FLUSH {
+            self.flush()?;
+        }
+        Ok(())
     }
 }
 
@@ -317,6 +320,39 @@ fn progress_bar(p: &Printer, len: usize) -> indicatif::ProgressBar {
     bar
 }
 
+/// Runs `send` on every line, with at most `limit` (or each profile's `max_in_flight`) lines
+/// of one profile in flight: a slow or rate-limiting platform holds back its own lines, not the
+/// other platforms' ones. Answers come in the order they arrive.
+fn in_flight_per_profile<'a, F, Fut, T>(
+    lines: Vec<(usize, JobSpec, Bound)>,
+    limit: Option<usize>,
+    send: F,
+) -> impl futures::Stream<Item = T> + Unpin + 'a
+where
+    F: Fn((usize, JobSpec, Bound)) -> Fut + Clone + 'a,
+    Fut: std::future::Future<Output = T> + 'a,
+    T: 'a,
+{
+    let mut by_profile: Vec<(String, usize, Vec<(usize, JobSpec, Bound)>)> = Vec::new();
+    for line in lines {
+        let name = &line.2.profile.name;
+        match by_profile.iter_mut().find(|(p, _, _)| p == name) {
+            Some((_, _, group)) => group.push(line),
+            None => {
+                let cap = limit.unwrap_or(line.2.profile.max_in_flight).max(1);
+                by_profile.push((name.clone(), cap, vec![line]));
+            }
+        }
+    }
+    futures::stream::select_all(by_profile.into_iter().map(|(_, cap, group)| {
+        let send = send.clone();
+        futures::stream::iter(group)
+            .map(send)
+            .buffer_unordered(cap)
+            .boxed_local()
+    }))
+}
+
 /// Runs `batch`.
 pub async fn run(
     file: &Path,
@@ -347,6 +383,8 @@ pub async fn run(
     let mut journal = JournalWriter::open(journal_path, opts.new_run)?;
     if opts.new_run {
         journal.write(&json!({ "run": run }))?;
+        // The run id decides every derived key: a re-run must find it even after a crash.
+        journal.flush()?;
     }
 
     let mut rows: Vec<BatchRow> = Vec::with_capacity(total);
@@ -372,16 +410,9 @@ pub async fn run(
         }
     }
 
-    let concurrency = opts.concurrency.unwrap_or_else(|| {
-        default_concurrency(
-            pending
-                .iter()
-                .map(|(_, _, b): &(usize, JobSpec, Bound)| b.profile.backend),
-        )
-    });
     let bar = progress_bar(p, pending.len());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut stream = futures::stream::iter(pending.into_iter().map(|(n, spec, bound)| {
+    let mut stream = in_flight_per_profile(pending, opts.concurrency, |(n, spec, bound)| {
         let stop = stop.clone();
         async move {
             // Lines not started when Ctrl-C came stay unsent (a re-run sends them).
@@ -391,8 +422,7 @@ pub async fn run(
             let sub = submit_spec(&bound, &spec, s, opts.resubmit_unknown).await;
             (n, spec.key, Some(sub))
         }
-    }))
-    .buffer_unordered(concurrency.max(1));
+    });
 
     let mut sigint = super::interrupt_signal();
     let mut interrupted = false;
@@ -442,6 +472,7 @@ pub async fn run(
         rows.push(row);
     }
     drop(stream);
+    journal.flush()?;
     bar.finish_and_clear();
     rows.sort_by_key(|r| r.line);
 

@@ -70,8 +70,7 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
                 let o = super::pipeline::BatchFlags {
                     file: &file,
                     text: file_text,
-                    // Per profile in a pipeline: four lines in flight per platform by default.
-                    concurrency: concurrency.unwrap_or(4),
+                    concurrency,
                     journal,
                     dry_run,
                     timeout: timeout.as_deref(),

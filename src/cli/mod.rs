@@ -59,11 +59,10 @@ pub fn main() -> i32 {
         }
     };
     init_tracing(cli.global.verbose, cli.global.color);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // One thread: jobctl waits on the network, and cross-thread wake-ups cost more CPU per
+    // request than they save (BENCHMARKS.md); blocking work goes to spawn_blocking.
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("jobctl: error: cannot start the async runtime: {e}");

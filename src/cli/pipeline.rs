@@ -32,8 +32,8 @@ pub struct RunOptions<'a> {
     pub file: &'a Path,
     /// Journal path (`None` when reading stdin without `--journal`).
     pub journal: Option<PathBuf>,
-    /// Submissions in flight at once.
-    pub concurrency: usize,
+    /// Submissions in flight per profile (`None`: each profile's `max_in_flight`).
+    pub concurrency: Option<usize>,
     /// Hard deadline of the whole run.
     pub timeout: Option<Duration>,
     /// `--report` targets.
@@ -108,8 +108,8 @@ pub struct BatchFlags<'a> {
     pub file: &'a Path,
     /// Its text (read once: stdin cannot be read twice).
     pub text: String,
-    /// Submissions in flight at once.
-    pub concurrency: usize,
+    /// Submissions in flight per profile (`None`: each profile's `max_in_flight`).
+    pub concurrency: Option<usize>,
     /// `--journal`.
     pub journal: Option<PathBuf>,
     /// `--dry-run`.
@@ -661,7 +661,10 @@ impl Run<'_> {
             for (i, attempt) in self.due() {
                 let profile = &self.bounds[i].profile.name;
                 let busy = sending.get(profile).copied().unwrap_or(0);
-                if busy >= o.concurrency.max(1) {
+                let limit = o
+                    .concurrency
+                    .unwrap_or(self.bounds[i].profile.max_in_flight);
+                if busy >= limit.max(1) {
                     continue;
                 }
                 sending.insert(profile.clone(), busy + 1);

@@ -106,7 +106,10 @@ async fn submit_inner(
     bound.backend.validate(spec)?;
     let ledger = s.ledger()?;
     let profile = &bound.profile.name;
-    let mut entry = match ledger.begin(profile, bound.profile.backend.as_str(), spec)? {
+    let mut entry = match ledger
+        .begin(profile, bound.profile.backend.as_str(), spec)
+        .await?
+    {
         Begin::New(seq) => return Ok(send(bound, spec, s, &ledger, seq).await),
         Begin::Existing(entry) => entry,
     };
@@ -187,7 +190,7 @@ async fn reconcile(
     };
     match lookup {
         Ok(KeyLookup::Found(job)) => {
-            ledger.complete(entry.seq, &job.id)?;
+            ledger.complete(entry.seq, &job.id).await?;
             Ok(Submission::Reconciled(s.finish_job(bound, job)))
         }
         Ok(KeyLookup::Absent) => resend(bound, spec, s, ledger, &entry, resubmit_unknown).await,
@@ -195,7 +198,7 @@ async fn reconcile(
             resend(bound, spec, s, ledger, &entry, resubmit_unknown).await
         }
         Ok(KeyLookup::Unsearchable) => {
-            mark_unknown(ledger, &entry)?;
+            mark_unknown(ledger, &entry).await?;
             Ok(Submission::Unknown(unknown_error(
                 bound,
                 spec,
@@ -207,7 +210,7 @@ async fn reconcile(
             )))
         }
         Err(e) => {
-            mark_unknown(ledger, &entry)?;
+            mark_unknown(ledger, &entry).await?;
             Ok(Submission::Unknown(unknown_error(
                 bound,
                 spec,
@@ -222,9 +225,11 @@ async fn reconcile(
 }
 
 /// A `sending` row of a dead process becomes `unknown`, so `history` tells the truth.
-fn mark_unknown(ledger: &Ledger, entry: &Entry) -> Result<()> {
+async fn mark_unknown(ledger: &Ledger, entry: &Entry) -> Result<()> {
     if entry.status == "sending" {
-        ledger.unknown(entry.seq, "the process sending it ended before its answer")?;
+        ledger
+            .unknown(entry.seq, "the process sending it ended before its answer")
+            .await?;
     }
     Ok(())
 }
@@ -250,7 +255,7 @@ async fn send(bound: &Bound, spec: &JobSpec, s: &Session, ledger: &Ledger, seq: 
     let (result, fate) = delivery::track(bound.backend.submit(spec)).await;
     match result {
         Ok(job) => {
-            if let Err(e) = ledger.complete(seq, &job.id) {
+            if let Err(e) = ledger.complete(seq, &job.id).await {
                 // The platform holds the job (and its key): report it, and say why a later
                 // run may look it up again.
                 tracing::warn!(
@@ -263,7 +268,7 @@ async fn send(bound: &Bound, spec: &JobSpec, s: &Session, ledger: &Ledger, seq: 
         Err(e) => {
             let e = in_profile(bound, e);
             if fate.outcome_unknown(e.kind) {
-                let _ = ledger.unknown(seq, &e.to_string());
+                let _ = ledger.unknown(seq, &e.to_string()).await;
                 Submission::Unknown(unknown_error(
                     bound,
                     spec,
@@ -277,7 +282,7 @@ async fn send(bound: &Bound, spec: &JobSpec, s: &Session, ledger: &Ledger, seq: 
                     ),
                 ))
             } else {
-                let _ = ledger.fail(seq, &e.to_string());
+                let _ = ledger.fail(seq, &e.to_string()).await;
                 Submission::Failed(e)
             }
         }

@@ -341,7 +341,12 @@ impl HttpClient {
             .build()
             .map_err(|e| (self.transport_error(&e), true))?;
         let started = Instant::now();
-        let line = log::request_line(&request);
+        // Formatting the line costs more than a loopback request's parsing: only when shown.
+        let line = if tracing::enabled!(tracing::Level::INFO) {
+            log::request_line(&request)
+        } else {
+            String::new()
+        };
         log::request_details(&request);
         let resp = match self.client.execute(request).await {
             Ok(r) => r,

@@ -428,19 +428,14 @@ impl JobBackend for SlurmBackend {
             )
             .await?;
         let id = api.submitted_id(&answer)?;
-        // The submission answer carries only the id; what Slurm made of the request is read
-        // back, falling back to what was asked when the read fails.
-        match self.status(&id.to_string()).await {
-            Ok(job) => Ok(job),
-            Err(e) => {
-                tracing::debug!("reading back job {id} failed: {e}");
-                let mut job = Job::new(id.to_string(), JobState::Queued, Some("PENDING".into()));
-                job.name = Some(req.name.clone());
-                job.queue = req.partition.clone();
-                job.created_at = Some(chrono::Utc::now());
-                Ok(job)
-            }
-        }
+        // The answer carries only the id. slurmctld schedules asynchronously, so a job just
+        // accepted is pending; reading it back would double the requests of every batch
+        // submission for nothing a user needs (the next poll shows what Slurm made of it).
+        let mut job = Job::new(id.to_string(), JobState::Queued, Some("PENDING".into()));
+        job.name = Some(req.name.clone());
+        job.queue = req.partition.clone();
+        job.created_at = Some(chrono::Utc::now());
+        Ok(job)
     }
 
     /// The key travels in the job's comment. slurmctld forgets a job `MinJobAge` (default
