@@ -7,12 +7,17 @@ use crate::ledger::Entry;
 use crate::model::{AbortOutcome, Artifact, Check, Job, JobState, QueueInfo};
 use crate::watch::{Event, Observer};
 use chrono::Utc;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod live;
+
+use live::{Frame, LiveModel};
 
 /// Output mode of `-o/--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -200,7 +205,12 @@ impl Printer {
     pub fn new(mode: OutputMode, color: Option<bool>, no_progress: bool) -> Self {
         let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let color = color.unwrap_or(!no_color_env && std::io::stdout().is_terminal());
-        let progress = !no_progress && mode == OutputMode::Table && std::io::stderr().is_terminal();
+        // A terminal that cannot move the cursor (`TERM` unset or `dumb`) gets the plain
+        // lines: indicatif would draw nothing there, leaving a wait silent.
+        let progress = !no_progress
+            && mode == OutputMode::Table
+            && std::io::stderr().is_terminal()
+            && !console::is_dumb();
         console::set_colors_enabled(color);
         Printer {
             mode,
@@ -962,8 +972,8 @@ pub fn paint_state(state: JobState, text: &str) -> String {
 }
 
 /// How a wait looks: every event as an ndjson line (ndjson mode), state changes as notes on
-/// stderr (table mode without a terminal), warnings on stderr (table mode), and the live
-/// display on a terminal.
+/// stderr (table mode without a terminal, where asked), warnings on stderr (table mode), and
+/// the live display on a terminal, which leaves a summary line behind when the wait ends.
 pub struct WatchView<'a> {
     printer: &'a Printer,
     notes: bool,
@@ -972,7 +982,8 @@ pub struct WatchView<'a> {
 
 impl<'a> WatchView<'a> {
     /// The view of a wait for `targets` (profile, id); `live` asks for the terminal display,
-    /// which appears only where the printer allows progress output.
+    /// which appears only where the printer allows progress output, and for notes on stderr
+    /// where it does not.
     pub fn new(printer: &'a Printer, live: bool, targets: &[(String, String)]) -> Self {
         WatchView {
             printer,
@@ -981,9 +992,20 @@ impl<'a> WatchView<'a> {
         }
     }
 
-    /// Removes the live display (before the final report is printed).
+    /// The view of `batch --wait`: the live display on a terminal, but no per-change notes
+    /// elsewhere (the batch's rows say where every line ended).
+    pub fn without_notes(printer: &'a Printer, targets: &[(String, String)]) -> Self {
+        WatchView {
+            printer,
+            notes: false,
+            display: LiveDisplay::new(printer.progress, targets),
+        }
+    }
+
+    /// Removes the live display and prints its final summary line (before the final report
+    /// is printed).
     pub fn finish(&self) {
-        self.display.clear();
+        self.display.finish();
     }
 }
 
@@ -1012,8 +1034,8 @@ impl Observer for WatchView<'_> {
         }
     }
 
-    fn round(&self, jobs: &[Option<Job>], started: Instant) {
-        self.display.update(jobs, started);
+    fn round(&self, jobs: &[Option<Job>], _started: Instant) {
+        self.display.update(jobs);
     }
 }
 
@@ -1030,121 +1052,87 @@ fn state_text(j: &Job) -> String {
     )
 }
 
-/// The live terminal display: one line per job (up to a limit) and a summary line.
+/// The live terminal display: one indicatif line whose text is the [`LiveModel`]'s frame,
+/// redrawn on a steady tick at the terminal's current size.
 struct LiveDisplay {
-    multi: Option<MultiProgress>,
-    bars: Vec<(String, ProgressBar)>,
-    summary: Option<ProgressBar>,
+    model: Option<Arc<Mutex<LiveModel>>>,
+    bar: ProgressBar,
+    finished: AtomicBool,
 }
-
-/// Most job lines the live display shows; the summary line counts them all.
-const MAX_LINES: usize = 20;
 
 impl LiveDisplay {
     fn new(live: bool, targets: &[(String, String)]) -> Self {
+        let hidden = || LiveDisplay {
+            model: None,
+            bar: ProgressBar::hidden(),
+            finished: AtomicBool::new(false),
+        };
         if !live {
-            return LiveDisplay {
-                multi: None,
-                bars: Vec::new(),
-                summary: None,
+            return hidden();
+        }
+        let model = Arc::new(Mutex::new(LiveModel::new(targets)));
+        let drawn = model.clone();
+        // The frame is computed at draw time, so the elapsed times and the terminal's size are
+        // current on every tick, not only when a poll answers.
+        let frame = move |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+            let (rows, cols) = console::Term::stderr().size();
+            let frame = Frame {
+                // The spinner and its space take two columns of the first line; the other
+                // lines are indented to match.
+                width: usize::from(cols).saturating_sub(2),
+                height: usize::from(rows),
+                elapsed: state.elapsed(),
+                now: Utc::now(),
             };
-        }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{spinner} {prefix}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        let mut bars = Vec::new();
-        for (p, id) in targets.iter().take(MAX_LINES) {
-            let reference = format!("{p}:{id}");
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(style.clone());
-            bar.set_prefix(reference.clone());
-            bar.set_message("waiting for first answer");
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bars.push((reference, bar));
-        }
-        let summary = (targets.len() > 1).then(|| {
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(style.clone());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
+            if let Ok(m) = drawn.lock() {
+                let _ = out.write_str(&m.render(&frame).join("\n  "));
+            }
+        };
+        let Ok(style) = ProgressStyle::with_template("{spinner} {frame}") else {
+            return hidden();
+        };
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(style.with_key("frame", frame));
+        bar.enable_steady_tick(Duration::from_millis(150));
         LiveDisplay {
-            multi: Some(multi),
-            bars,
-            summary,
+            model: Some(model),
+            bar,
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    fn with_model(&self, f: impl FnOnce(&mut LiveModel)) {
+        if let Some(m) = &self.model {
+            if let Ok(mut m) = m.lock() {
+                f(&mut m);
+            }
         }
     }
 
     /// Shows one job's news at once, without waiting for the round to end.
     fn show(&self, job: &Job) {
-        if let Some((_, bar)) = self.bars.iter().find(|(r, _)| *r == job.reference) {
-            bar.set_message(job_line(job, None));
-        }
+        self.with_model(|m| {
+            if let Some(i) = m.position(&job.reference) {
+                m.observe(i, job);
+            }
+        });
     }
 
-    fn update(&self, jobs: &[Option<Job>], started: Instant) {
-        if self.multi.is_none() {
-            return;
-        }
-        for ((_, bar), job) in self.bars.iter().zip(jobs) {
-            if let Some(j) = job {
-                bar.set_message(job_line(j, Some(started)));
-            }
-        }
-        if let Some(s) = &self.summary {
-            let mut counts: BTreeMap<JobState, usize> = BTreeMap::new();
-            for j in jobs.iter().flatten() {
-                *counts.entry(j.state).or_default() += 1;
-            }
-            let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            s.set_message(format!(
-                "{} jobs: {}  ({} elapsed)",
-                jobs.len(),
-                parts.join(", "),
-                humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()))
-            ));
-        }
+    fn update(&self, jobs: &[Option<Job>]) {
+        self.with_model(|m| m.observe_all(jobs));
     }
 
     fn suspend(&self, f: impl FnOnce()) {
-        match &self.multi {
-            Some(m) => m.suspend(f),
-            None => f(),
-        }
+        self.bar.suspend(f);
     }
 
-    fn clear(&self) {
-        for b in self.bars.iter().map(|(_, b)| b).chain(self.summary.iter()) {
-            b.finish_and_clear();
+    /// Clears the live area and leaves the final summary line on stderr (once).
+    fn finish(&self) {
+        if self.model.is_none() || self.finished.swap(true, Ordering::SeqCst) {
+            return;
         }
+        self.bar.finish_and_clear();
+        let elapsed = self.bar.elapsed();
+        self.with_model(|m| eprintln!("{}", m.final_line(elapsed)));
     }
-}
-
-/// One job's line: state, how long it has run (or ran), progress.
-fn job_line(j: &Job, started: Option<Instant>) -> String {
-    let since = j
-        .started_at
-        .or(j.created_at)
-        .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
-        .or_else(|| started.map(|s| s.elapsed()))
-        .unwrap_or_default();
-    let end = j
-        .ended_at
-        .zip(j.started_at.or(j.created_at))
-        .map(|(e, s)| (e - s).to_std().unwrap_or_default());
-    let elapsed = end.unwrap_or(since);
-    let mut progress = j
-        .progress
-        .map(|p| format!(" {:>3.0}%", p * 100.0))
-        .unwrap_or_default();
-    // Backends that know what the job is doing name it (cloudpss progress titles).
-    if let Some(title) = j.extra.get("progress_title").and_then(|t| t.as_str()) {
-        progress.push_str(&format!(" {title}"));
-    }
-    format!(
-        "{}  {}{}",
-        state_text(j),
-        humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-        progress
-    )
 }
