@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 mod live;
 
-use live::{Frame, LiveModel};
+use live::{Board, Frame, LiveModel, Stage};
 
 /// Output mode of `-o/--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -808,100 +808,58 @@ impl Printer {
     }
 }
 
-/// The live view of a pipeline on a terminal: one line per batch line (state, attempt,
-/// what it waits on) and a summary; state changes as plain lines on stderr otherwise.
+/// The live view of a pipeline on a terminal: a summary (bar, counts per stage, elapsed)
+/// and one line per batch line (state, attempt, what it waits on) — or, when the lines do not
+/// fit the terminal, the latest changes and "+N more" — with a final summary line left on
+/// stderr; state changes as plain lines on stderr otherwise.
 #[derive(Debug)]
 pub struct PipelineDisplay {
-    multi: Option<indicatif::MultiProgress>,
-    bars: Vec<indicatif::ProgressBar>,
+    board: Option<Arc<Mutex<Board>>>,
+    bar: ProgressBar,
+    finished: AtomicBool,
 }
 
 impl PipelineDisplay {
-    const MAX_LINES: usize = 30;
-
     /// A display for `sched`'s lines; live only where the printer allows progress.
     pub fn new(p: &Printer, sched: &crate::pipeline::Scheduler) -> Self {
+        let hidden = || PipelineDisplay {
+            board: None,
+            bar: ProgressBar::hidden(),
+            finished: AtomicBool::new(false),
+        };
         if !p.progress {
-            return PipelineDisplay {
-                multi: None,
-                bars: Vec::new(),
-            };
+            return hidden();
         }
-        let multi =
-            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
-        let style = indicatif::ProgressStyle::with_template("{spinner} {prefix}  {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-        let bars = sched
+        let names = sched
             .plan
             .lines
             .iter()
-            .take(Self::MAX_LINES)
-            .map(|l| {
-                let bar = multi.add(indicatif::ProgressBar::new_spinner());
-                bar.set_style(style.clone());
-                bar.set_prefix(format!("{:>4} {}", l.line, l.key()));
-                bar.enable_steady_tick(std::time::Duration::from_millis(120));
-                bar
-            })
+            .map(|l| format!("{:>4} {}", l.line, l.key()))
             .collect();
+        let board = Arc::new(Mutex::new(Board::new(names)));
+        let drawn = board.clone();
+        let Some(bar) = live_bar(move |frame| drawn.lock().map(|b| b.render(frame)).ok()) else {
+            return hidden();
+        };
         PipelineDisplay {
-            multi: Some(multi),
-            bars,
+            board: Some(board),
+            bar,
+            finished: AtomicBool::new(false),
         }
     }
 
-    /// Redraws every line from the scheduler and the last observed jobs.
+    /// Updates the lines whose status or job changed since the last update.
     pub fn update(&self, sched: &crate::pipeline::Scheduler, jobs: &[Option<Job>]) {
-        use crate::pipeline::Status;
-        for (i, bar) in self.bars.iter().enumerate() {
-            let msg = match &sched.status[i] {
-                Status::Waiting => {
-                    let on = sched.waiting_on(i);
-                    if on.is_empty() {
-                        "ready".to_string()
-                    } else {
-                        format!("waiting on {}", on.join(", "))
-                    }
-                }
-                Status::Submitting { attempt } => format!("submitting (attempt {attempt})"),
-                Status::Running { attempt, job } => format!(
-                    "{}  {}{}",
-                    job.reference,
-                    jobs[i].as_ref().map_or_else(
-                        || "submitted".to_string(),
-                        |j| paint_state(j.state, j.state.as_str())
-                    ),
-                    if *attempt > 1 {
-                        format!("  (attempt {attempt})")
-                    } else {
-                        String::new()
-                    }
-                ),
-                Status::RetryDue { next } => format!("failed; attempt {next} soon"),
-                Status::Done {
-                    attempts,
-                    job,
-                    state,
-                } => {
-                    let done =
-                        format!("{}  {}", job.reference, paint_state(*state, state.as_str()));
-                    if *attempts > 1 {
-                        format!("{done}  ({attempts} attempts)")
-                    } else {
-                        done
-                    }
-                }
-                Status::SubmitFailed { error, .. } => {
-                    format!(
-                        "{}: {error}",
-                        paint_state(JobState::Failed, "not submitted")
-                    )
-                }
-                Status::Blocked { reason } => {
-                    format!("{}: {reason}", paint_state(JobState::Canceled, "blocked"))
-                }
-            };
-            bar.set_message(msg);
+        let Some(Ok(mut board)) = self.board.as_ref().map(|b| b.lock()) else {
+            return;
+        };
+        for (i, status) in sched.status.iter().enumerate() {
+            let job = jobs.get(i).and_then(Option::as_ref);
+            let print = fingerprint(sched, i, job);
+            if board.fingerprint(i) != Some(print) {
+                let (stage, text) = pipeline_text(sched, i, status, job);
+                board.set(i, print, stage, text);
+            }
         }
     }
 
@@ -912,25 +870,139 @@ impl PipelineDisplay {
 
     /// Runs `f` (which prints) with the live view out of the way.
     pub fn suspend(&self, f: impl FnOnce()) {
-        match &self.multi {
-            Some(m) => m.suspend(f),
-            None => f(),
-        }
+        self.bar.suspend(f);
     }
 
     /// A state change for people: on stderr when there is no live view (which shows it).
     pub fn change(&self, p: &Printer, line: &str) {
-        if self.multi.is_none() {
+        if self.board.is_none() {
             p.note(line);
         }
     }
 
-    /// Removes the live view.
+    /// Removes the live view, leaving its final summary line on stderr (once).
     pub fn clear(&self) {
-        for b in &self.bars {
-            b.finish_and_clear();
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.bar.finish_and_clear();
+        let elapsed = self.bar.elapsed();
+        if let Some(Ok(b)) = self.board.as_ref().map(|b| b.lock()) {
+            eprintln!("{}", b.final_line(elapsed));
         }
     }
+}
+
+/// What line `i`'s text is made of, hashed: the text is composed again only when it changes.
+fn fingerprint(sched: &crate::pipeline::Scheduler, i: usize, job: Option<&Job>) -> u64 {
+    use crate::pipeline::Status;
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    match &sched.status[i] {
+        Status::Waiting => (0, sched.waiting_on(i)).hash(&mut h),
+        Status::Submitting { attempt } => (1, attempt).hash(&mut h),
+        Status::Running { attempt, job: out } => {
+            (2, attempt, &out.reference).hash(&mut h);
+            job.map(|j| (j.state, &j.native_state, j.progress.map(f64::to_bits)))
+                .hash(&mut h);
+        }
+        Status::RetryDue { next } => (3, next).hash(&mut h),
+        Status::Done {
+            attempts,
+            job: out,
+            state,
+        } => (4, attempts, &out.reference, state).hash(&mut h),
+        Status::SubmitFailed { error, .. } => (5, error).hash(&mut h),
+        Status::Blocked { reason } => (6, reason).hash(&mut h),
+    }
+    // 0 stands for "never drawn".
+    h.finish() | 1
+}
+
+/// A pipeline line's stage and text (after its number and key).
+fn pipeline_text(
+    sched: &crate::pipeline::Scheduler,
+    i: usize,
+    status: &crate::pipeline::Status,
+    job: Option<&Job>,
+) -> (Stage, String) {
+    use crate::pipeline::Status;
+    match status {
+        Status::Waiting => {
+            let on = sched.waiting_on(i);
+            let text = if on.is_empty() {
+                "ready".to_string()
+            } else {
+                format!("waiting on {}", on.join(", "))
+            };
+            (Stage::Waiting, text)
+        }
+        Status::Submitting { attempt } => {
+            (Stage::Submitting, format!("submitting (attempt {attempt})"))
+        }
+        Status::Running { attempt, job: out } => {
+            let state = job.map_or_else(|| "submitted".to_string(), state_text);
+            let again = if *attempt > 1 {
+                format!("  (attempt {attempt})")
+            } else {
+                String::new()
+            };
+            let stage = Stage::Job(job.map_or(JobState::Queued, |j| j.state));
+            (stage, format!("{}  {state}{again}", out.reference))
+        }
+        Status::RetryDue { next } => (Stage::Retrying, format!("failed; attempt {next} soon")),
+        Status::Done {
+            attempts,
+            job: out,
+            state,
+        } => {
+            let done = format!("{}  {}", out.reference, paint_state(*state, state.as_str()));
+            let text = if *attempts > 1 {
+                format!("{done}  ({attempts} attempts)")
+            } else {
+                done
+            };
+            (Stage::Job(*state), text)
+        }
+        Status::SubmitFailed { error, .. } => (
+            Stage::NotSubmitted,
+            format!(
+                "{}: {error}",
+                paint_state(JobState::Failed, "not submitted")
+            ),
+        ),
+        Status::Blocked { reason } => (
+            Stage::Blocked,
+            format!("{}: {reason}", paint_state(JobState::Canceled, "blocked")),
+        ),
+    }
+}
+
+/// One indicatif line on stderr whose text is `render`'s frame, computed at draw time (so the
+/// terminal's size and the elapsed times are current on every tick, not only when a poll
+/// answers). `None` when the template cannot be built.
+fn live_bar(
+    render: impl Fn(&Frame) -> Option<Vec<String>> + Clone + Send + Sync + 'static,
+) -> Option<ProgressBar> {
+    let frame = move |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+        let (rows, cols) = console::Term::stderr().size();
+        let frame = Frame {
+            // The spinner and its space take two columns of the first line; the other lines
+            // are indented to match.
+            width: usize::from(cols).saturating_sub(2),
+            height: usize::from(rows),
+            elapsed: state.elapsed(),
+            now: Utc::now(),
+        };
+        if let Some(lines) = render(&frame) {
+            let _ = out.write_str(&lines.join("\n  "));
+        }
+    };
+    let style = ProgressStyle::with_template("{spinner} {frame}").ok()?;
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(style.with_key("frame", frame));
+    bar.enable_steady_tick(Duration::from_millis(150));
+    Some(bar)
 }
 
 /// The `{"error": {...}}` object of json and ndjson output (README "Output").
@@ -1072,28 +1144,9 @@ impl LiveDisplay {
         }
         let model = Arc::new(Mutex::new(LiveModel::new(targets)));
         let drawn = model.clone();
-        // The frame is computed at draw time, so the elapsed times and the terminal's size are
-        // current on every tick, not only when a poll answers.
-        let frame = move |state: &ProgressState, out: &mut dyn std::fmt::Write| {
-            let (rows, cols) = console::Term::stderr().size();
-            let frame = Frame {
-                // The spinner and its space take two columns of the first line; the other
-                // lines are indented to match.
-                width: usize::from(cols).saturating_sub(2),
-                height: usize::from(rows),
-                elapsed: state.elapsed(),
-                now: Utc::now(),
-            };
-            if let Ok(m) = drawn.lock() {
-                let _ = out.write_str(&m.render(&frame).join("\n  "));
-            }
-        };
-        let Ok(style) = ProgressStyle::with_template("{spinner} {frame}") else {
+        let Some(bar) = live_bar(move |frame| drawn.lock().map(|m| m.render(frame)).ok()) else {
             return hidden();
         };
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(style.with_key("frame", frame));
-        bar.enable_steady_tick(Duration::from_millis(150));
         LiveDisplay {
             model: Some(model),
             bar,

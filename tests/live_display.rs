@@ -172,3 +172,33 @@ fn batch_wait_on_a_terminal_ends_with_the_outcome_summary_and_rows_in_line_order
         .collect();
     assert_eq!(rows, ["1", "2", "3", "4", "5", "6"], "{screen:#?}");
 }
+
+#[test]
+fn a_pipeline_on_a_terminal_ends_with_the_summary_of_its_lines() {
+    let Some(script) = script() else {
+        eprintln!("skipped: `script` (util-linux) is not installed, so no pseudo terminal");
+        return;
+    };
+    let sb = Sandbox::new();
+    let file = sb.path().join("pipeline.jsonl");
+    std::fs::write(
+        &file,
+        "{\"key\":\"prep\",\"command\":[\"true\"]}\n\
+         {\"key\":\"break\",\"command\":[\"false\"]}\n\
+         {\"key\":\"use\",\"after\":[\"prep\"],\"command\":[\"true\"]}\n\
+         {\"key\":\"never\",\"after\":[\"break\"],\"command\":[\"true\"]}\n",
+    )
+    .unwrap();
+    let log = sb.path().join("screen.log");
+    let file = file.to_string_lossy().into_owned();
+    let mut child = on_terminal(&sb, &script, (24, 100), &["batch", "--wait", &file], &log);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "a line failed");
+    let screen = screen_lines(&log);
+    assert!(
+        screen
+            .iter()
+            .any(|l| l.starts_with("2 succeeded, 1 failed, 1 blocked in ")),
+        "{screen:#?}"
+    );
+}

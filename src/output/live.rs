@@ -123,7 +123,7 @@ impl LiveModel {
         row.since = job.started_at.or(job.created_at);
         row.ended = job.ended_at;
         if state_changed {
-            self.touch(i);
+            touch(&mut self.recent, i);
         }
     }
 
@@ -134,14 +134,6 @@ impl LiveModel {
                 self.observe(i, j);
             }
         }
-    }
-
-    fn touch(&mut self, i: usize) {
-        if let Some(k) = self.recent.iter().position(|r| *r == i) {
-            self.recent.remove(k);
-        }
-        self.recent.push_front(i);
-        self.recent.truncate(RECENT);
     }
 
     fn finished(&self) -> usize {
@@ -155,52 +147,16 @@ impl LiveModel {
     /// The lines to draw in `frame`: one per job when they fit, otherwise the summary, the
     /// latest changes (most recent first) and "+N more". No line is wider than the frame.
     pub fn render(&self, frame: &Frame) -> Vec<String> {
-        let n = self.names.len();
-        let budget = frame.height.saturating_sub(1).max(1);
-        let mut lines = Vec::new();
-        if n == 1 {
-            lines.push(self.job_line(0, frame.now));
-        } else if n < budget {
-            lines.push(self.summary(frame.elapsed));
-            lines.extend((0..n).map(|i| self.job_line(i, frame.now)));
-        } else if budget < 3 {
-            lines.push(self.summary(frame.elapsed));
-            if budget == 2 {
-                lines.push(format!("+{n} more"));
-            }
-        } else {
-            // Thousands of jobs: the counts get a line of their own so they are not cut off.
-            lines.push(self.progress(frame.elapsed));
-            lines.push(self.counts_text(false).join(", "));
-            let shown: Vec<usize> = self.recent.iter().copied().take(budget - 3).collect();
-            lines.extend(shown.iter().map(|i| self.job_line(*i, frame.now)));
-            lines.push(format!("+{} more", n - shown.len()));
-        }
-        lines
-            .into_iter()
-            .map(|l| console::truncate_str(&l, frame.width, "…").into_owned())
-            .collect()
-    }
-
-    /// `[████░░░░] 40/100 finished · 1m05s · 50 running, 38 succeeded, 2 failed`
-    fn summary(&self, elapsed: Duration) -> String {
-        format!(
-            "{} · {}",
-            self.progress(elapsed),
-            self.counts_text(false).join(", ")
-        )
-    }
-
-    /// `[████░░░░] 40/100 finished · 1m05s`
-    fn progress(&self, elapsed: Duration) -> String {
-        let n = self.names.len();
-        let done = self.finished();
-        let filled = (done * BAR).checked_div(n).unwrap_or(0);
-        format!(
-            "[{}{}] {done}/{n} finished · {}",
-            "█".repeat(filled),
-            "░".repeat(BAR - filled),
-            compact(elapsed),
+        layout(
+            Layout {
+                n: self.names.len(),
+                single: true,
+                progress: progress(self.finished(), self.names.len(), frame.elapsed),
+                counts: self.counts_text(false),
+                recent: &self.recent,
+            },
+            |i| self.job_line(i, frame.now),
+            frame,
         )
     }
 
@@ -276,6 +232,207 @@ impl LiveModel {
         }
         format!("{} in {took}", parts.join(", "))
     }
+}
+
+/// Where a pipeline line is, for the board's counts and marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Waiting for prerequisites or its turn.
+    Waiting,
+    /// Being submitted.
+    Submitting,
+    /// Failed; another attempt is due.
+    Retrying,
+    /// Its job (the current attempt's) is in this state.
+    Job(JobState),
+    /// Its submission was refused.
+    NotSubmitted,
+    /// A prerequisite failed, so it will not run.
+    Blocked,
+}
+
+impl Stage {
+    fn finished(self) -> bool {
+        match self {
+            Stage::Job(s) => s.is_terminal(),
+            Stage::NotSubmitted | Stage::Blocked => true,
+            _ => false,
+        }
+    }
+
+    fn mark(self) -> String {
+        match self {
+            Stage::Job(s) => mark(s),
+            Stage::NotSubmitted | Stage::Blocked => mark(JobState::Failed),
+            _ => " ".to_string(),
+        }
+    }
+
+    fn count(self, n: usize) -> String {
+        match self {
+            Stage::Waiting => format!("{n} waiting"),
+            Stage::Submitting => format!("{n} submitting"),
+            Stage::Retrying => format!("{n} retrying"),
+            Stage::Job(s) => paint_state(s, &format!("{n} {}", s.as_str())),
+            Stage::NotSubmitted => paint_state(JobState::Failed, &format!("{n} not submitted")),
+            Stage::Blocked => paint_state(JobState::Canceled, &format!("{n} blocked")),
+        }
+    }
+}
+
+/// The live display of a pipeline run (`batch --wait` with `after`/`retries`): the same
+/// layout as [`LiveModel`], over lines whose text the pipeline driver composes.
+#[derive(Debug)]
+pub struct Board {
+    names: Vec<Box<str>>,
+    /// Per line: a fingerprint of what its text was made from, its stage, its text.
+    rows: Vec<(u64, Stage, Box<str>)>,
+    counts: std::collections::BTreeMap<Stage, usize>,
+    recent: VecDeque<usize>,
+}
+
+impl Board {
+    /// A board of lines named `names`, all waiting.
+    pub fn new(names: Vec<String>) -> Self {
+        let n = names.len();
+        Board {
+            names: names.into_iter().map(String::into_boxed_str).collect(),
+            rows: vec![(0, Stage::Waiting, Box::from("")); n],
+            counts: [(Stage::Waiting, n)]
+                .into_iter()
+                .filter(|c| c.1 > 0)
+                .collect(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// The fingerprint line `i` was last drawn from (0 before its first update), so the
+    /// driver composes a line's text only when something it shows changed.
+    pub fn fingerprint(&self, i: usize) -> Option<u64> {
+        self.rows.get(i).map(|r| r.0)
+    }
+
+    /// Sets line `i`; a new stage makes it the most recent change.
+    pub fn set(&mut self, i: usize, fingerprint: u64, stage: Stage, text: String) {
+        let Some(row) = self.rows.get_mut(i) else {
+            return;
+        };
+        let old = row.1;
+        *row = (fingerprint, stage, text.into_boxed_str());
+        if old != stage {
+            if let Some(c) = self.counts.get_mut(&old) {
+                *c -= 1;
+                if *c == 0 {
+                    self.counts.remove(&old);
+                }
+            }
+            *self.counts.entry(stage).or_default() += 1;
+            touch(&mut self.recent, i);
+        }
+    }
+
+    fn counts_text(&self, finished_first: bool) -> Vec<String> {
+        let mut stages: Vec<(&Stage, &usize)> = self.counts.iter().collect();
+        if finished_first {
+            stages.sort_by_key(|(s, _)| !s.finished());
+        }
+        stages.into_iter().map(|(s, n)| s.count(*n)).collect()
+    }
+
+    /// The lines to draw in `frame` (as [`LiveModel::render`]).
+    pub fn render(&self, frame: &Frame) -> Vec<String> {
+        let done = self
+            .counts
+            .iter()
+            .filter(|(s, _)| s.finished())
+            .map(|(_, n)| n)
+            .sum();
+        layout(
+            Layout {
+                n: self.names.len(),
+                single: false,
+                progress: progress(done, self.names.len(), frame.elapsed),
+                counts: self.counts_text(false),
+                recent: &self.recent,
+            },
+            |i| {
+                let (_, stage, text) = &self.rows[i];
+                format!("{} {}  {text}", stage.mark(), self.names[i])
+            },
+            frame,
+        )
+    }
+
+    /// The line that stays on screen when the run ends: `3 succeeded, 1 blocked in 1m05s`.
+    pub fn final_line(&self, elapsed: Duration) -> String {
+        let mut parts = self.counts_text(true);
+        if parts.is_empty() {
+            parts.push("no lines".to_string());
+        }
+        format!("{} in {}", parts.join(", "), compact(elapsed))
+    }
+}
+
+/// What [`layout`] arranges: `n` rows (a lone one shown without a summary when `single`), the
+/// summary's bar and counts, and the rows changed last.
+struct Layout<'a> {
+    n: usize,
+    single: bool,
+    progress: String,
+    counts: Vec<String>,
+    recent: &'a VecDeque<usize>,
+}
+
+/// The frame's lines: every row under a summary line when they fit, otherwise the bar, the
+/// counts, the latest changes and "+N more"; each cut (never wrapped) at the frame's width.
+fn layout(l: Layout<'_>, row: impl Fn(usize) -> String, frame: &Frame) -> Vec<String> {
+    let n = l.n;
+    // The cursor's line stays free, so drawing never scrolls the terminal.
+    let budget = frame.height.saturating_sub(1).max(1);
+    let summary = || format!("{} · {}", l.progress, l.counts.join(", "));
+    let mut lines = Vec::new();
+    if n == 1 && l.single {
+        lines.push(row(0));
+    } else if n < budget {
+        lines.push(summary());
+        lines.extend((0..n).map(&row));
+    } else if budget < 3 {
+        lines.push(summary());
+        if budget == 2 {
+            lines.push(format!("+{n} more"));
+        }
+    } else {
+        // Thousands of rows: the counts get a line of their own so they are not cut off.
+        lines.push(l.progress.clone());
+        lines.push(l.counts.join(", "));
+        let shown: Vec<usize> = l.recent.iter().copied().take(budget - 3).collect();
+        lines.extend(shown.iter().map(|i| row(*i)));
+        lines.push(format!("+{} more", n - shown.len()));
+    }
+    lines
+        .into_iter()
+        .map(|l| console::truncate_str(&l, frame.width, "…").into_owned())
+        .collect()
+}
+
+/// `[████░░░░] 40/100 finished · 1m05s`
+fn progress(done: usize, n: usize, elapsed: Duration) -> String {
+    let filled = (done * BAR).checked_div(n).unwrap_or(0).min(BAR);
+    format!(
+        "[{}{}] {done}/{n} finished · {}",
+        "█".repeat(filled),
+        "░".repeat(BAR - filled),
+        compact(elapsed),
+    )
+}
+
+/// Moves `i` to the front of `recent` (once), keeping at most [`RECENT`] entries.
+fn touch(recent: &mut VecDeque<usize>, i: usize) {
+    if let Some(k) = recent.iter().position(|r| *r == i) {
+        recent.remove(k);
+    }
+    recent.push_front(i);
+    recent.truncate(RECENT);
 }
 
 /// ✓ for a job that succeeded, ✗ for one that ended otherwise, a space while it runs.
@@ -514,6 +671,49 @@ mod tests {
             console::strip_ansi_codes(&m.final_line(Duration::from_secs(3725))),
             "✗ p:1 failed in 1h02m05s"
         );
+    }
+
+    #[test]
+    fn a_pipeline_board_counts_stages_marks_final_lines_and_overflows() {
+        let names: Vec<String> = (1..=40).map(|i| format!("{i:>4} k{i}")).collect();
+        let mut b = Board::new(names);
+        assert_eq!(b.fingerprint(0), Some(0));
+        b.set(
+            0,
+            7,
+            Stage::Job(JobState::Succeeded),
+            "p:1  succeeded".into(),
+        );
+        b.set(1, 7, Stage::Blocked, "blocked: k1 failed".into());
+        b.set(2, 7, Stage::Job(JobState::Running), "p:3  running".into());
+        // The same stage again moves nothing.
+        b.set(
+            0,
+            8,
+            Stage::Job(JobState::Succeeded),
+            "p:1  succeeded".into(),
+        );
+        assert_eq!(b.fingerprint(0), Some(8));
+        let lines = plain(b.render(&frame(80, 8)));
+        assert_eq!(lines[0], "[█░░░░░░░░░░░░░░░░░░░] 2/40 finished · 3m12s");
+        assert_eq!(lines[1], "37 waiting, 1 running, 1 succeeded, 1 blocked");
+        assert_eq!(lines[2], "     3 k3  p:3  running");
+        assert_eq!(lines[3], "✗    2 k2  blocked: k1 failed");
+        assert_eq!(lines[4], "✓    1 k1  p:1  succeeded");
+        assert_eq!(lines[5], "+37 more");
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        assert_eq!(
+            console::strip_ansi_codes(&b.final_line(Duration::from_secs(65))),
+            "1 succeeded, 1 blocked, 37 waiting, 1 running in 1m05s"
+        );
+        // Few lines: every one, under the summary, in line order.
+        let mut b = Board::new(vec!["   1 a".into(), "   2 b".into()]);
+        b.set(1, 1, Stage::NotSubmitted, "not submitted: refused".into());
+        let lines = plain(b.render(&frame(80, 24)));
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].contains("1/2 finished"), "{}", lines[0]);
+        assert_eq!(lines[1], "     1 a  ");
+        assert_eq!(lines[2], "✗    2 b  not submitted: refused");
     }
 
     #[test]
