@@ -19,6 +19,18 @@ fn script() -> Option<PathBuf> {
 
 /// Runs `jobctl ARGS` under `script` on a `rows`×`cols` terminal, its screen going to `log`.
 fn on_terminal(sb: &Sandbox, script: &Path, size: (u16, u16), args: &[&str], log: &Path) -> Child {
+    on_terminal_with(sb, script, size, args, log, true)
+}
+
+/// [`on_terminal`], with `NO_COLOR` set (as in every sandbox) or not.
+fn on_terminal_with(
+    sb: &Sandbox,
+    script: &Path,
+    size: (u16, u16),
+    args: &[&str],
+    log: &Path,
+    no_color: bool,
+) -> Child {
     let bin = assert_cmd::cargo::cargo_bin("jobctl");
     let mut words = vec![bin.to_string_lossy().into_owned()];
     words.extend(args.iter().map(|a| a.to_string()));
@@ -28,9 +40,12 @@ fn on_terminal(sb: &Sandbox, script: &Path, size: (u16, u16), args: &[&str], log
         size.1,
         shell_words::join(&words)
     );
-    sb.command(script)
-        // indicatif draws nothing where `TERM` is unset or `dumb`.
-        .env("TERM", "xterm")
+    let mut cmd = sb.command(script);
+    if !no_color {
+        cmd.env_remove("NO_COLOR");
+    }
+    // indicatif draws nothing where `TERM` is unset or `dumb`.
+    cmd.env("TERM", "xterm")
         .args(["-qfec", &line])
         .arg(log)
         .stdin(Stdio::null())
@@ -201,4 +216,41 @@ fn a_pipeline_on_a_terminal_ends_with_the_summary_of_its_lines() {
             .any(|l| l.starts_with("2 succeeded, 1 failed, 1 blocked in ")),
         "{screen:#?}"
     );
+}
+
+#[test]
+fn no_color_keeps_the_live_display_and_its_final_line_plain() {
+    let Some(script) = script() else {
+        eprintln!("skipped: `script` (util-linux) is not installed, so no pseudo terminal");
+        return;
+    };
+    let sb = Sandbox::new();
+    let file = sb.path().join("jobs.jsonl");
+    std::fs::write(
+        &file,
+        "{\"command\":[\"true\"]}\n{\"command\":[\"false\"]}\n",
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    // Select Graphic Rendition: the escape sequences that colour text.
+    let sgr = regex::Regex::new("\x1b\\[[0-9;]*m").unwrap();
+    for no_color in [true, false] {
+        let log = sb.path().join(format!("screen-{no_color}.log"));
+        // Each run submits the file again (fresh keys), so each waits for new jobs.
+        let args = ["batch", "--wait", "--new-run", &file];
+        let mut child = on_terminal_with(&sb, &script, (24, 100), &args, &log, no_color);
+        assert_eq!(child.wait().unwrap().code(), Some(1));
+        let raw = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+        assert!(
+            screen_lines(&log)
+                .iter()
+                .any(|l| l.starts_with("1 succeeded, 1 failed in ")),
+            "{raw}"
+        );
+        assert_eq!(
+            sgr.is_match(&raw),
+            !no_color,
+            "NO_COLOR={no_color}: {raw:?}"
+        );
+    }
 }
