@@ -1,7 +1,8 @@
 //! The live display of a wait, as a pure model: each job's compact state goes in, the lines
-//! to draw for a given terminal size come out. Drawing (indicatif, the terminal's size, the
-//! clock) stays in [`super::WatchView`], so every layout decision here is tested without a
-//! terminal.
+//! to draw for a given terminal size come out ([`LiveModel`]; [`Board`] is the same for the
+//! lines of a pipeline). Drawing (indicatif, the terminal's size, the clock) stays in the
+//! output module ([`super::WatchView`], [`super::PipelineDisplay`]), so every layout decision
+//! here is tested without a terminal.
 //!
 //! When every job fits the terminal, each gets a line; when they do not, the display is a
 //! summary (a bar of finished/total, elapsed, counts per state) and the most recent state
