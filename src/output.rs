@@ -7,12 +7,17 @@ use crate::ledger::Entry;
 use crate::model::{AbortOutcome, Artifact, Check, Job, JobState, QueueInfo};
 use crate::watch::{Event, Observer};
 use chrono::Utc;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod live;
+
+use live::{Board, Frame, LiveModel, Stage};
 
 /// Output mode of `-o/--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -200,7 +205,12 @@ impl Printer {
     pub fn new(mode: OutputMode, color: Option<bool>, no_progress: bool) -> Self {
         let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let color = color.unwrap_or(!no_color_env && std::io::stdout().is_terminal());
-        let progress = !no_progress && mode == OutputMode::Table && std::io::stderr().is_terminal();
+        // A terminal that cannot move the cursor (`TERM` unset or `dumb`) gets the plain
+        // lines: indicatif would draw nothing there, leaving a wait silent.
+        let progress = !no_progress
+            && mode == OutputMode::Table
+            && std::io::stderr().is_terminal()
+            && !console::is_dumb();
         console::set_colors_enabled(color);
         Printer {
             mode,
@@ -798,100 +808,58 @@ impl Printer {
     }
 }
 
-/// The live view of a pipeline on a terminal: one line per batch line (state, attempt,
-/// what it waits on) and a summary; state changes as plain lines on stderr otherwise.
+/// The live view of a pipeline on a terminal: a summary (bar, counts per stage, elapsed)
+/// and one line per batch line (state, attempt, what it waits on) — or, when the lines do not
+/// fit the terminal, the latest changes and "+N more" — with a final summary line left on
+/// stderr; state changes as plain lines on stderr otherwise.
 #[derive(Debug)]
 pub struct PipelineDisplay {
-    multi: Option<indicatif::MultiProgress>,
-    bars: Vec<indicatif::ProgressBar>,
+    board: Option<Arc<Mutex<Board>>>,
+    bar: ProgressBar,
+    finished: AtomicBool,
 }
 
 impl PipelineDisplay {
-    const MAX_LINES: usize = 30;
-
     /// A display for `sched`'s lines; live only where the printer allows progress.
     pub fn new(p: &Printer, sched: &crate::pipeline::Scheduler) -> Self {
+        let hidden = || PipelineDisplay {
+            board: None,
+            bar: ProgressBar::hidden(),
+            finished: AtomicBool::new(false),
+        };
         if !p.progress {
-            return PipelineDisplay {
-                multi: None,
-                bars: Vec::new(),
-            };
+            return hidden();
         }
-        let multi =
-            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
-        let style = indicatif::ProgressStyle::with_template("{spinner} {prefix}  {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-        let bars = sched
+        let names = sched
             .plan
             .lines
             .iter()
-            .take(Self::MAX_LINES)
-            .map(|l| {
-                let bar = multi.add(indicatif::ProgressBar::new_spinner());
-                bar.set_style(style.clone());
-                bar.set_prefix(format!("{:>4} {}", l.line, l.key()));
-                bar.enable_steady_tick(std::time::Duration::from_millis(120));
-                bar
-            })
+            .map(|l| format!("{:>4} {}", l.line, l.key()))
             .collect();
+        let board = Arc::new(Mutex::new(Board::new(names)));
+        let drawn = board.clone();
+        let Some(bar) = live_bar(move |frame| drawn.lock().map(|b| b.render(frame)).ok()) else {
+            return hidden();
+        };
         PipelineDisplay {
-            multi: Some(multi),
-            bars,
+            board: Some(board),
+            bar,
+            finished: AtomicBool::new(false),
         }
     }
 
-    /// Redraws every line from the scheduler and the last observed jobs.
+    /// Updates the lines whose status or job changed since the last update.
     pub fn update(&self, sched: &crate::pipeline::Scheduler, jobs: &[Option<Job>]) {
-        use crate::pipeline::Status;
-        for (i, bar) in self.bars.iter().enumerate() {
-            let msg = match &sched.status[i] {
-                Status::Waiting => {
-                    let on = sched.waiting_on(i);
-                    if on.is_empty() {
-                        "ready".to_string()
-                    } else {
-                        format!("waiting on {}", on.join(", "))
-                    }
-                }
-                Status::Submitting { attempt } => format!("submitting (attempt {attempt})"),
-                Status::Running { attempt, job } => format!(
-                    "{}  {}{}",
-                    job.reference,
-                    jobs[i].as_ref().map_or_else(
-                        || "submitted".to_string(),
-                        |j| paint_state(j.state, j.state.as_str())
-                    ),
-                    if *attempt > 1 {
-                        format!("  (attempt {attempt})")
-                    } else {
-                        String::new()
-                    }
-                ),
-                Status::RetryDue { next } => format!("failed; attempt {next} soon"),
-                Status::Done {
-                    attempts,
-                    job,
-                    state,
-                } => {
-                    let done =
-                        format!("{}  {}", job.reference, paint_state(*state, state.as_str()));
-                    if *attempts > 1 {
-                        format!("{done}  ({attempts} attempts)")
-                    } else {
-                        done
-                    }
-                }
-                Status::SubmitFailed { error, .. } => {
-                    format!(
-                        "{}: {error}",
-                        paint_state(JobState::Failed, "not submitted")
-                    )
-                }
-                Status::Blocked { reason } => {
-                    format!("{}: {reason}", paint_state(JobState::Canceled, "blocked"))
-                }
-            };
-            bar.set_message(msg);
+        let Some(Ok(mut board)) = self.board.as_ref().map(|b| b.lock()) else {
+            return;
+        };
+        for (i, status) in sched.status.iter().enumerate() {
+            let job = jobs.get(i).and_then(Option::as_ref);
+            let print = fingerprint(sched, i, job);
+            if board.fingerprint(i) != Some(print) {
+                let (stage, text) = pipeline_text(sched, i, status, job);
+                board.set(i, print, stage, text);
+            }
         }
     }
 
@@ -902,25 +870,139 @@ impl PipelineDisplay {
 
     /// Runs `f` (which prints) with the live view out of the way.
     pub fn suspend(&self, f: impl FnOnce()) {
-        match &self.multi {
-            Some(m) => m.suspend(f),
-            None => f(),
-        }
+        self.bar.suspend(f);
     }
 
     /// A state change for people: on stderr when there is no live view (which shows it).
     pub fn change(&self, p: &Printer, line: &str) {
-        if self.multi.is_none() {
+        if self.board.is_none() {
             p.note(line);
         }
     }
 
-    /// Removes the live view.
+    /// Removes the live view, leaving its final summary line on stderr (once).
     pub fn clear(&self) {
-        for b in &self.bars {
-            b.finish_and_clear();
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.bar.finish_and_clear();
+        let elapsed = self.bar.elapsed();
+        if let Some(Ok(b)) = self.board.as_ref().map(|b| b.lock()) {
+            eprintln!("{}", b.final_line(elapsed));
         }
     }
+}
+
+/// What line `i`'s text is made of, hashed: the text is composed again only when it changes.
+fn fingerprint(sched: &crate::pipeline::Scheduler, i: usize, job: Option<&Job>) -> u64 {
+    use crate::pipeline::Status;
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    match &sched.status[i] {
+        Status::Waiting => (0, sched.waiting_on(i)).hash(&mut h),
+        Status::Submitting { attempt } => (1, attempt).hash(&mut h),
+        Status::Running { attempt, job: out } => {
+            (2, attempt, &out.reference).hash(&mut h);
+            job.map(|j| (j.state, &j.native_state, j.progress.map(f64::to_bits)))
+                .hash(&mut h);
+        }
+        Status::RetryDue { next } => (3, next).hash(&mut h),
+        Status::Done {
+            attempts,
+            job: out,
+            state,
+        } => (4, attempts, &out.reference, state).hash(&mut h),
+        Status::SubmitFailed { error, .. } => (5, error).hash(&mut h),
+        Status::Blocked { reason } => (6, reason).hash(&mut h),
+    }
+    // 0 stands for "never drawn".
+    h.finish() | 1
+}
+
+/// A pipeline line's stage and text (after its number and key).
+fn pipeline_text(
+    sched: &crate::pipeline::Scheduler,
+    i: usize,
+    status: &crate::pipeline::Status,
+    job: Option<&Job>,
+) -> (Stage, String) {
+    use crate::pipeline::Status;
+    match status {
+        Status::Waiting => {
+            let on = sched.waiting_on(i);
+            let text = if on.is_empty() {
+                "ready".to_string()
+            } else {
+                format!("waiting on {}", on.join(", "))
+            };
+            (Stage::Waiting, text)
+        }
+        Status::Submitting { attempt } => {
+            (Stage::Submitting, format!("submitting (attempt {attempt})"))
+        }
+        Status::Running { attempt, job: out } => {
+            let state = job.map_or_else(|| "submitted".to_string(), state_text);
+            let again = if *attempt > 1 {
+                format!("  (attempt {attempt})")
+            } else {
+                String::new()
+            };
+            let stage = Stage::Job(job.map_or(JobState::Queued, |j| j.state));
+            (stage, format!("{}  {state}{again}", out.reference))
+        }
+        Status::RetryDue { next } => (Stage::Retrying, format!("failed; attempt {next} soon")),
+        Status::Done {
+            attempts,
+            job: out,
+            state,
+        } => {
+            let done = format!("{}  {}", out.reference, paint_state(*state, state.as_str()));
+            let text = if *attempts > 1 {
+                format!("{done}  ({attempts} attempts)")
+            } else {
+                done
+            };
+            (Stage::Job(*state), text)
+        }
+        Status::SubmitFailed { error, .. } => (
+            Stage::NotSubmitted,
+            format!(
+                "{}: {error}",
+                paint_state(JobState::Failed, "not submitted")
+            ),
+        ),
+        Status::Blocked { reason } => (
+            Stage::Blocked,
+            format!("{}: {reason}", paint_state(JobState::Canceled, "blocked")),
+        ),
+    }
+}
+
+/// One indicatif line on stderr whose text is `render`'s frame, computed at draw time (so the
+/// terminal's size and the elapsed times are current on every tick, not only when a poll
+/// answers). `None` when the template cannot be built.
+fn live_bar(
+    render: impl Fn(&Frame) -> Option<Vec<String>> + Clone + Send + Sync + 'static,
+) -> Option<ProgressBar> {
+    let frame = move |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+        let (rows, cols) = console::Term::stderr().size();
+        let frame = Frame {
+            // The spinner and its space take two columns of the first line; the other lines
+            // are indented to match.
+            width: usize::from(cols).saturating_sub(2),
+            height: usize::from(rows),
+            elapsed: state.elapsed(),
+            now: Utc::now(),
+        };
+        if let Some(lines) = render(&frame) {
+            let _ = out.write_str(&lines.join("\n  "));
+        }
+    };
+    let style = ProgressStyle::with_template("{spinner} {frame}").ok()?;
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(style.with_key("frame", frame));
+    bar.enable_steady_tick(Duration::from_millis(150));
+    Some(bar)
 }
 
 /// The `{"error": {...}}` object of json and ndjson output (README "Output").
@@ -962,8 +1044,8 @@ pub fn paint_state(state: JobState, text: &str) -> String {
 }
 
 /// How a wait looks: every event as an ndjson line (ndjson mode), state changes as notes on
-/// stderr (table mode without a terminal), warnings on stderr (table mode), and the live
-/// display on a terminal.
+/// stderr (table mode without a terminal, where asked), warnings on stderr (table mode), and
+/// the live display on a terminal, which leaves a summary line behind when the wait ends.
 pub struct WatchView<'a> {
     printer: &'a Printer,
     notes: bool,
@@ -972,7 +1054,8 @@ pub struct WatchView<'a> {
 
 impl<'a> WatchView<'a> {
     /// The view of a wait for `targets` (profile, id); `live` asks for the terminal display,
-    /// which appears only where the printer allows progress output.
+    /// which appears only where the printer allows progress output, and for notes on stderr
+    /// where it does not.
     pub fn new(printer: &'a Printer, live: bool, targets: &[(String, String)]) -> Self {
         WatchView {
             printer,
@@ -981,9 +1064,20 @@ impl<'a> WatchView<'a> {
         }
     }
 
-    /// Removes the live display (before the final report is printed).
+    /// The view of `batch --wait`: the live display on a terminal, but no per-change notes
+    /// elsewhere (the batch's rows say where every line ended).
+    pub fn without_notes(printer: &'a Printer, targets: &[(String, String)]) -> Self {
+        WatchView {
+            printer,
+            notes: false,
+            display: LiveDisplay::new(printer.progress, targets),
+        }
+    }
+
+    /// Removes the live display and prints its final summary line (before the final report
+    /// is printed).
     pub fn finish(&self) {
-        self.display.clear();
+        self.display.finish();
     }
 }
 
@@ -1012,8 +1106,8 @@ impl Observer for WatchView<'_> {
         }
     }
 
-    fn round(&self, jobs: &[Option<Job>], started: Instant) {
-        self.display.update(jobs, started);
+    fn round(&self, jobs: &[Option<Job>], _started: Instant) {
+        self.display.update(jobs);
     }
 }
 
@@ -1030,121 +1124,68 @@ fn state_text(j: &Job) -> String {
     )
 }
 
-/// The live terminal display: one line per job (up to a limit) and a summary line.
+/// The live terminal display: one indicatif line whose text is the [`LiveModel`]'s frame,
+/// redrawn on a steady tick at the terminal's current size.
 struct LiveDisplay {
-    multi: Option<MultiProgress>,
-    bars: Vec<(String, ProgressBar)>,
-    summary: Option<ProgressBar>,
+    model: Option<Arc<Mutex<LiveModel>>>,
+    bar: ProgressBar,
+    finished: AtomicBool,
 }
-
-/// Most job lines the live display shows; the summary line counts them all.
-const MAX_LINES: usize = 20;
 
 impl LiveDisplay {
     fn new(live: bool, targets: &[(String, String)]) -> Self {
+        let hidden = || LiveDisplay {
+            model: None,
+            bar: ProgressBar::hidden(),
+            finished: AtomicBool::new(false),
+        };
         if !live {
-            return LiveDisplay {
-                multi: None,
-                bars: Vec::new(),
-                summary: None,
-            };
+            return hidden();
         }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{spinner} {prefix}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        let mut bars = Vec::new();
-        for (p, id) in targets.iter().take(MAX_LINES) {
-            let reference = format!("{p}:{id}");
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(style.clone());
-            bar.set_prefix(reference.clone());
-            bar.set_message("waiting for first answer");
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bars.push((reference, bar));
-        }
-        let summary = (targets.len() > 1).then(|| {
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(style.clone());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
+        let model = Arc::new(Mutex::new(LiveModel::new(targets)));
+        let drawn = model.clone();
+        let Some(bar) = live_bar(move |frame| drawn.lock().map(|m| m.render(frame)).ok()) else {
+            return hidden();
+        };
         LiveDisplay {
-            multi: Some(multi),
-            bars,
-            summary,
+            model: Some(model),
+            bar,
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    fn with_model(&self, f: impl FnOnce(&mut LiveModel)) {
+        if let Some(m) = &self.model {
+            if let Ok(mut m) = m.lock() {
+                f(&mut m);
+            }
         }
     }
 
     /// Shows one job's news at once, without waiting for the round to end.
     fn show(&self, job: &Job) {
-        if let Some((_, bar)) = self.bars.iter().find(|(r, _)| *r == job.reference) {
-            bar.set_message(job_line(job, None));
-        }
+        self.with_model(|m| {
+            if let Some(i) = m.position(&job.reference) {
+                m.observe(i, job);
+            }
+        });
     }
 
-    fn update(&self, jobs: &[Option<Job>], started: Instant) {
-        if self.multi.is_none() {
-            return;
-        }
-        for ((_, bar), job) in self.bars.iter().zip(jobs) {
-            if let Some(j) = job {
-                bar.set_message(job_line(j, Some(started)));
-            }
-        }
-        if let Some(s) = &self.summary {
-            let mut counts: BTreeMap<JobState, usize> = BTreeMap::new();
-            for j in jobs.iter().flatten() {
-                *counts.entry(j.state).or_default() += 1;
-            }
-            let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            s.set_message(format!(
-                "{} jobs: {}  ({} elapsed)",
-                jobs.len(),
-                parts.join(", "),
-                humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()))
-            ));
-        }
+    fn update(&self, jobs: &[Option<Job>]) {
+        self.with_model(|m| m.observe_all(jobs));
     }
 
     fn suspend(&self, f: impl FnOnce()) {
-        match &self.multi {
-            Some(m) => m.suspend(f),
-            None => f(),
-        }
+        self.bar.suspend(f);
     }
 
-    fn clear(&self) {
-        for b in self.bars.iter().map(|(_, b)| b).chain(self.summary.iter()) {
-            b.finish_and_clear();
+    /// Clears the live area and leaves the final summary line on stderr (once).
+    fn finish(&self) {
+        if self.model.is_none() || self.finished.swap(true, Ordering::SeqCst) {
+            return;
         }
+        self.bar.finish_and_clear();
+        let elapsed = self.bar.elapsed();
+        self.with_model(|m| eprintln!("{}", m.final_line(elapsed)));
     }
-}
-
-/// One job's line: state, how long it has run (or ran), progress.
-fn job_line(j: &Job, started: Option<Instant>) -> String {
-    let since = j
-        .started_at
-        .or(j.created_at)
-        .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
-        .or_else(|| started.map(|s| s.elapsed()))
-        .unwrap_or_default();
-    let end = j
-        .ended_at
-        .zip(j.started_at.or(j.created_at))
-        .map(|(e, s)| (e - s).to_std().unwrap_or_default());
-    let elapsed = end.unwrap_or(since);
-    let mut progress = j
-        .progress
-        .map(|p| format!(" {:>3.0}%", p * 100.0))
-        .unwrap_or_default();
-    // Backends that know what the job is doing name it (cloudpss progress titles).
-    if let Some(title) = j.extra.get("progress_title").and_then(|t| t.as_str()) {
-        progress.push_str(&format!(" {title}"));
-    }
-    format!(
-        "{}  {}{}",
-        state_text(j),
-        humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-        progress
-    )
 }

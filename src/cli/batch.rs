@@ -534,7 +534,7 @@ async fn wait_rows(
         .map(|b| b.profile.poll_interval)
         .unwrap_or_default();
     let wopts = watch_options(&tuning, interval.max(Duration::from_millis(200)), p)?;
-    let view = WatchView::new(p, false, &targets);
+    let view = WatchView::without_notes(p, &targets);
     let out = watch::run(s, &targets, &wopts, &view, super::interrupted()).await;
     view.finish();
     if let Some(e) = &out.error {
