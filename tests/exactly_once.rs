@@ -290,46 +290,154 @@ fn wait_from_reads_the_ndjson_of_batch() {
     assert_eq!(sb.run(&["wait", "--from", plain.to_str().unwrap()]).0, 0);
 }
 
-#[test]
-fn batch_killed_at_random_moments_then_rerun_creates_every_job_once() {
-    const N: usize = 200;
+/// A moment between 150 ms and 900 ms, different every run (no extra dependency).
+fn random_moment() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    Duration::from_millis(150 + u64::from(nanos % 750))
+}
+
+/// Runs `batch` over `n` lines, killing it with SIGKILL at three random moments, against the
+/// simulator with latency on every request; no job is ever created twice meanwhile. Returns
+/// the simulator, the sandbox and the batch file for the re-runs.
+fn killed_three_times(
+    platform: &str,
+    n: usize,
+    line: impl Fn(usize) -> Value,
+) -> (Sim, Sandbox, String) {
     let sim = sim(config());
     sim.set_faults(Faults {
         latency_ms: (10, 60),
         ..Faults::default()
     });
     let sb = Sandbox::with_sim(&sim);
-    let file = write_batch(
-        &sb,
-        N,
-        |i| json!({"profile": "slurm", "name": format!("k-{i}"), "command": [format!("echo {i}")]}),
-    );
+    let file = write_batch(&sb, n, line);
     for _ in 0..3 {
-        // A moment between 0.2 s and 1.2 s, different every run (no extra dependency).
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let moment = Duration::from_millis(200 + u64::from(nanos % 1000));
         let mut child = sb
             .std_cmd()
-            .args(["-o", "ndjson", "batch", &file, "--concurrency", "16"])
+            .args(["-o", "ndjson", "batch", &file, "--concurrency", "8"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(moment);
+        std::thread::sleep(random_moment());
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        assert!(created(&sim, "slurm").1.is_empty());
+        let dups = created(&sim, platform).1;
+        assert!(dups.is_empty(), "{dups:?}");
     }
-    let (code, out, err) = sb.run(&["-o", "json", "batch", &file, "--concurrency", "16"]);
+    (sim, sb, file)
+}
+
+/// Re-runs the batch until every line is settled (a re-run right after a kill may find a
+/// line still claimed; a few are enough); returns the last run's rows.
+fn rerun_until_done(sb: &Sandbox, file: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["-o", "json", "batch", file, "--concurrency", "8"];
+    args.extend_from_slice(extra);
+    let mut last = (0, String::new(), String::new());
+    for _ in 0..3 {
+        last = sb.run(&args);
+        if last.0 == 0 {
+            break;
+        }
+    }
+    let (code, out, err) = last;
     assert_eq!(code, 0, "{err}");
-    let rows = rows(&out);
-    assert!(rows.iter().all(|r| r["ref"].is_string()), "{out}");
-    let (made, dups) = created(&sim, "slurm");
-    assert_eq!(made, N as u64);
+    rows(&out)
+}
+
+/// Searchable platforms: after the kills, re-runs settle every line with exactly one job.
+fn killed_then_rerun_creates_every_job_once(platform: &str, line: impl Fn(usize) -> Value) {
+    const N: usize = 80;
+    let (sim, sb, file) = killed_three_times(platform, N, line);
+    let rows = rerun_until_done(&sb, &file, &[]);
+    assert_eq!(rows.len(), N);
+    assert!(
+        rows.iter().all(|r| r["ref"].is_string()),
+        "every line's outcome is known: {rows:?}"
+    );
+    let refs: std::collections::BTreeSet<&str> =
+        rows.iter().filter_map(|r| r["ref"].as_str()).collect();
+    assert_eq!(refs.len(), N, "one distinct job per line");
+    let (made, dups) = created(&sim, platform);
+    assert_eq!(made, N as u64, "exactly one job per line");
     assert!(dups.is_empty(), "{dups:?}");
+}
+
+#[test]
+fn batch_killed_at_random_moments_then_rerun_creates_every_job_once() {
+    killed_then_rerun_creates_every_job_once(
+        "slurm",
+        |i| json!({"profile": "slurm", "name": format!("k-{i}"), "command": [format!("echo {i}")]}),
+    );
+}
+
+#[test]
+fn ac_batch_killed_at_random_moments_then_rerun_creates_every_job_once() {
+    killed_then_rerun_creates_every_job_once(
+        "ac",
+        |i| json!({"profile": "ac", "name": format!("k-{i}"), "command": [format!("echo {i}")]}),
+    );
+}
+
+#[test]
+fn cloudpss_batch_killed_at_random_moments_then_rerun_creates_every_job_once() {
+    killed_then_rerun_creates_every_job_once("cloudpss", |i| {
+        json!({"profile": "cloudpss", "args": {"i": i},
+               "options": {"function": "function/CloudPSS/hello"}})
+    });
+}
+
+/// Platforms whose jobs carry no key: after the kills, no job is doubled; each line is known
+/// or reported unknown with its key (exit 7). The jobs the platform holds beyond the known
+/// lines (created by a killed process before it read the answer) are among the unknown ones,
+/// and `--resubmit-unknown` sends exactly the unknown lines once more.
+fn killed_then_unknowns_reported(platform: &str, line: impl Fn(usize) -> Value) {
+    const N: usize = 60;
+    let (sim, sb, file) = killed_three_times(platform, N, line);
+    let (code, out, err) = sb.run(&["-o", "json", "batch", &file, "--concurrency", "8"]);
+    let rows = rows(&out);
+    assert_eq!(rows.len(), N, "{err}");
+    let unknown = rows.iter().filter(|r| r["outcome"] == "unknown").count() as u64;
+    for r in &rows {
+        assert!(
+            r["ref"].is_string() || (r["outcome"] == "unknown" && r["key"].is_string()),
+            "known, or unknown with its key: {r}"
+        );
+    }
+    assert_eq!(code, if unknown == 0 { 0 } else { 7 }, "{err}");
+    let known = N as u64 - unknown;
+    let (made, dups) = created(&sim, platform);
+    assert!(dups.is_empty(), "{dups:?}");
+    assert!(
+        (known..=N as u64).contains(&made),
+        "{made} jobs for {known} known and {unknown} unknown lines"
+    );
+    let rows = rerun_until_done(&sb, &file, &["--resubmit-unknown"]);
+    assert!(rows.iter().all(|r| r["ref"].is_string()));
+    assert_eq!(
+        created(&sim, platform).0,
+        made + unknown,
+        "the unknown lines, and only they, are sent again"
+    );
+}
+
+#[test]
+fn nebula_batch_killed_at_random_moments_never_doubles_a_job() {
+    killed_then_unknowns_reported("nebula", |i| {
+        json!({"profile": "nebula", "options": {"workflow": "4216617528"},
+               "args": {"query_1.name": format!("p{i}")}})
+    });
+}
+
+#[test]
+fn octoplant_batch_killed_at_random_moments_never_doubles_a_job() {
+    killed_then_unknowns_reported("octoplant", |i| {
+        json!({"profile": "octoplant", "name": format!("o-{i}"),
+               "options": {"exports": {"jobResults": {"lastXDays": i}}}})
+    });
 }
 
 #[test]
