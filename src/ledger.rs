@@ -265,6 +265,17 @@ impl Ledger {
         })
     }
 
+    /// Submissions of `profile` whose outcome is not settled (`unknown`, or `sending` — in
+    /// flight, or left so by a process that died), so a re-run can look them up in bulk.
+    pub fn unsettled(&self, profile: &str) -> Result<Vec<Entry>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM submissions WHERE profile = ?1 AND status IN ('unknown', 'sending') AND key IS NOT NULL"
+            ))?;
+            st.query_map(params![profile], row_to_entry)?.collect()
+        })
+    }
+
     /// The entry with this idempotency key in `profile`, if any.
     pub fn by_key(&self, profile: &str, key: &str) -> Result<Option<Entry>> {
         self.with(|c| {

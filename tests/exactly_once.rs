@@ -498,3 +498,82 @@ fn new_run_submits_again_with_fresh_keys() {
     let (_, hist, _) = sb.run(&["-o", "json", "history"]);
     assert_eq!(serde_json::from_str::<Vec<Value>>(&hist).unwrap().len(), 4);
 }
+
+/// A re-run settling many lost answers lists the platform about once, not once per line: it
+/// costs about what one `list --all` costs, however many lines it settles.
+fn settling_many_lines_lists_once(platform: &str, line: impl Fn(usize) -> Value) {
+    const N: usize = 80;
+    let sim = sim(config());
+    let sb = Sandbox::with_sim(&sim).var("JOBCTL_RETRY_BUDGET", "2s");
+    let file = write_batch(&sb, N, line);
+    sim.set_faults(Faults {
+        drop_after_create_rate: 0.5,
+        ..Faults::default()
+    });
+    let (_, out, err) = sb.run(&["-o", "json", "batch", &file, "--concurrency", "8"]);
+    let unknown = outcomes(&rows(&out)).get("unknown").copied().unwrap_or(0) as u64;
+    assert!(unknown >= 10, "{unknown} unknown lines: {err}");
+    sim.set_faults(Faults::default());
+
+    let before = sim.total();
+    let (code, out, err) = sb.run(&["-o", "json", "batch", &file]);
+    let rerun = sim.total() - before;
+    let o = outcomes(&rows(&out));
+    if platform == "nebula" {
+        // Every lost run's job exists and carries no key: all stay unknown, none is sent.
+        assert_eq!(o.get("unknown").copied(), Some(unknown as usize), "{err}");
+    } else {
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            o.get("reconciled").copied(),
+            Some(unknown as usize),
+            "{o:?}"
+        );
+    }
+    assert_eq!(created(&sim, platform).0, N as u64);
+
+    let before = sim.total();
+    let mut list = vec!["-b", platform, "-o", "json", "list", "--all"];
+    if platform == "nebula" {
+        list.extend(["--opt", "workflow=4216617528"]);
+    }
+    let (code, _, err) = sb.run(&list);
+    assert_eq!(code, 0, "{err}");
+    let one_listing = sim.total() - before;
+    assert!(
+        rerun <= one_listing + 2 && rerun < unknown,
+        "settling {unknown} lines took {rerun} requests; one listing takes {one_listing}"
+    );
+}
+
+#[test]
+fn slurm_rerun_settles_many_lines_with_one_listing() {
+    settling_many_lines_lists_once(
+        "slurm",
+        |i| json!({"profile": "slurm", "name": format!("m-{i}"), "command": [format!("echo {i}")]}),
+    );
+}
+
+#[test]
+fn ac_rerun_settles_many_lines_with_one_listing() {
+    settling_many_lines_lists_once(
+        "ac",
+        |i| json!({"profile": "ac", "name": format!("m-{i}"), "command": [format!("echo {i}")]}),
+    );
+}
+
+#[test]
+fn cloudpss_rerun_settles_many_lines_with_one_listing() {
+    settling_many_lines_lists_once("cloudpss", |i| {
+        json!({"profile": "cloudpss", "args": {"i": i},
+               "options": {"function": "function/CloudPSS/hello"}})
+    });
+}
+
+#[test]
+fn nebula_rerun_settles_many_lines_with_one_listing() {
+    settling_many_lines_lists_once("nebula", |i| {
+        json!({"profile": "nebula", "options": {"workflow": "4216617528"},
+               "args": {"query_1.name": format!("m{i}")}})
+    });
+}

@@ -10,7 +10,7 @@
 use super::Outcome;
 use super::args::WaitTuning;
 use super::commands::watch_options;
-use super::submission::{Submission, submit_spec};
+use super::submission::{Submission, prefetch, submit_spec_with};
 use crate::error::{Error, Result, exit};
 use crate::model::{Job, JobSpec};
 use crate::output::{BatchRow, OutputMode, Printer, Report, WatchView, error_json};
@@ -379,6 +379,12 @@ pub async fn run(
                 .map(|(_, _, b): &(usize, JobSpec, Bound)| b.profile.backend),
         )
     });
+    // Lines an earlier run left unsettled are looked up first, in one listing per profile.
+    let lookups = {
+        let lines: Vec<(&Bound, &JobSpec)> = pending.iter().map(|(_, spec, b)| (b, spec)).collect();
+        prefetch(s, &lines).await
+    };
+    let lookups = &lookups;
     let bar = progress_bar(p, pending.len());
     let stop = Arc::new(AtomicBool::new(false));
     let mut stream = futures::stream::iter(pending.into_iter().map(|(n, spec, bound)| {
@@ -388,7 +394,7 @@ pub async fn run(
             if stop.load(Ordering::SeqCst) {
                 return (n, spec.key, None);
             }
-            let sub = submit_spec(&bound, &spec, s, opts.resubmit_unknown).await;
+            let sub = submit_spec_with(&bound, &spec, s, opts.resubmit_unknown, lookups).await;
             (n, spec.key, Some(sub))
         }
     }))
