@@ -499,6 +499,72 @@ fn new_run_submits_again_with_fresh_keys() {
     assert_eq!(serde_json::from_str::<Vec<Value>>(&hist).unwrap().len(), 4);
 }
 
+/// Nebula runs carry no key: a lost run is sent again only when its workflow shows no job
+/// created around its send time that the ledger does not account for.
+#[test]
+fn nebula_resends_a_lost_run_only_when_no_unaccounted_job_was_created_around_it() {
+    const WF: &str = "4216617528";
+    let sim = sim(config());
+    let sb = Sandbox::with_sim(&sim).var("JOBCTL_RETRY_BUDGET", "1s");
+    let submit = |key: &str| {
+        let args = [
+            "-b",
+            "nebula",
+            "submit",
+            "--key",
+            key,
+            "--workflow",
+            WF,
+            "--arg",
+        ];
+        let mut args = args.to_vec();
+        let name = format!("query_1.name={key}");
+        args.push(&name);
+        sb.run(&args)
+    };
+    // Jobs of this ledger in the window do not count: they are other submissions' jobs.
+    let file = write_batch(
+        &sb,
+        3,
+        |i| json!({"profile": "nebula", "options": {"workflow": WF}, "args": {"query_1.name": format!("b{i}")}}),
+    );
+    assert_eq!(sb.run(&["batch", &file]).0, 0);
+
+    // Lost before the Explorer handled it: nothing was created, so the re-run sends it.
+    sim.set_faults(Faults {
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
+    let (code, _, err) = submit("k1");
+    assert_eq!(code, 7, "{err}");
+    assert_eq!(created(&sim, "nebula").0, 3);
+    sim.set_faults(Faults::default());
+    let (code, out, err) = submit("k1");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().starts_with("nebula:"), "{out}");
+    assert_eq!(created(&sim, "nebula").0, 4, "sent once more");
+
+    // Lost again, and meanwhile someone else ran the workflow: that job could be this one.
+    sim.set_faults(Faults {
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
+    assert_eq!(submit("k2").0, 7);
+    sim.set_faults(Faults::default());
+    let other = Sandbox::with_sim(&sim);
+    let (code, theirs, err) =
+        other.run(&["-b", "nebula", "-o", "quiet", "submit", "--workflow", WF]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = submit("k2");
+    assert_eq!(code, 7, "undecided, not guessed: {err}");
+    assert!(err.contains("k2") && err.contains(theirs.trim()), "{err}");
+    assert!(err.contains("--resubmit-unknown"), "{err}");
+    assert_eq!(created(&sim, "nebula").0, 5, "nothing sent");
+    let (_, hist, _) = sb.run(&["-o", "json", "history"]);
+    let hist: Vec<Value> = serde_json::from_str(&hist).unwrap();
+    assert_eq!(hist[0]["status"], "unknown");
+}
+
 /// A re-run settling many lost answers lists the platform about once, not once per line: it
 /// costs about what one `list --all` costs, however many lines it settles.
 fn settling_many_lines_lists_once(platform: &str, line: impl Fn(usize) -> Value) {
