@@ -1366,14 +1366,23 @@ impl JobBackend for AcBackend {
                 by_name.entry(n).or_insert(j);
             }
         }
+        // The history reaches back HISTORY_DAYS; a day less leaves room for clock skew and
+        // for the job's own run time.
+        let oldest = Utc::now() - chrono::Duration::days(HISTORY_DAYS - 1);
         wanted
             .iter()
-            .map(|w| {
-                Ok(match w {
-                    None => KeyLookup::Unsearchable,
-                    Some(name) => by_name
-                        .get(name.as_str())
-                        .map_or(KeyLookup::Absent, |j| KeyLookup::Found((*j).clone())),
+            .zip(queries)
+            .map(|(w, q)| {
+                let Some(name) = w else {
+                    return Ok(KeyLookup::Unsearchable);
+                };
+                Ok(match by_name.get(name.as_str()) {
+                    Some(j) => KeyLookup::Found((*j).clone()),
+                    None if q.since >= oldest => KeyLookup::Absent,
+                    None => KeyLookup::Undecided(format!(
+                        "it was sent more than {} days ago, and the job lists reach back {HISTORY_DAYS} days, so its absence proves nothing",
+                        HISTORY_DAYS - 1
+                    )),
                 })
             })
             .collect()

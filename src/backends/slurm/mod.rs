@@ -486,7 +486,9 @@ impl JobBackend for SlurmBackend {
                 if now - q.since < chrono::Duration::seconds(240) {
                     Ok(KeyLookup::Absent)
                 } else {
-                    Ok(KeyLookup::Unsearchable)
+                    Ok(KeyLookup::Undecided(
+                        "it is older than 4 minutes, and slurmctld forgets a job MinJobAge (300 s by default) after it ended, so its absence from the job list proves nothing".into(),
+                    ))
                 }
             })
             .collect()
