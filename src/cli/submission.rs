@@ -4,9 +4,10 @@
 //! accepted (`submitted`), certainly refused (`failed`, the key is free again), or sent without
 //! a usable answer (`unknown`: the platform may hold the job). A later submission of the same
 //! key never sends an unknown one blindly: it asks the platform, through
-//! [`crate::backend::JobBackend::find_by_key`], whether a job carrying the key exists — adopting
+//! [`crate::backend::JobBackend::find_by_keys`], whether a job carrying the key exists — adopting
 //! it when found, sending once when certainly absent, and reporting it as unknown when the
-//! platform cannot be searched (unless the user asks to resubmit).
+//! platform cannot be searched or cannot tell (unless the user asks to resubmit). `batch` asks
+//! about all its unsettled lines at once ([`prefetch`]), one listing per profile.
 
 use crate::backend::{KeyLookup, KeyQuery};
 use crate::error::{Error, ErrorKind, Result};
