@@ -290,13 +290,13 @@ fn wait_from_reads_the_ndjson_of_batch() {
     assert_eq!(sb.run(&["wait", "--from", plain.to_str().unwrap()]).0, 0);
 }
 
-/// A moment between 150 ms and 900 ms, different every run (no extra dependency).
-fn random_moment() -> Duration {
+/// A number in `0..n`, different every call (no extra dependency).
+fn random_below(n: u64) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    Duration::from_millis(150 + u64::from(nanos % 750))
+    u64::from(nanos) % n.max(1)
 }
 
 /// Runs `batch` over `n` lines, killing it with SIGKILL at three random moments, against the
@@ -322,7 +322,14 @@ fn killed_three_times(
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(random_moment());
+        // A random moment while submissions are under way, however fast this machine is:
+        // once the platform has made a random number of new jobs, plus a random instant.
+        let target = created(&sim, platform).0 + 1 + random_below(n as u64 / 4);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while created(&sim, platform).0 < target && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(random_below(40)));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         let dups = created(&sim, platform).1;
