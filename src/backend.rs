@@ -25,7 +25,24 @@ pub enum KeyLookup {
     Absent,
     /// The platform cannot be searched by key (it stores no caller value, or lists no jobs).
     Unsearchable,
+    /// The platform was searched but cannot tell whether it holds the job; the text says why
+    /// (e.g. jobs no recorded submission accounts for were created around its send time).
+    Undecided(String),
 }
+
+/// One key to look up ([`JobBackend::find_by_keys`]): the spec carrying it and when its
+/// submission was recorded (by this machine's clock).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyQuery<'a> {
+    /// The spec as submitted, with its key.
+    pub spec: &'a JobSpec,
+    /// When the submission was recorded, before it was sent.
+    pub since: DateTime<Utc>,
+}
+
+/// Whether the ledger already holds a job id of this profile as some submission's job; lets a
+/// backend whose jobs carry no key tell such jobs from ones no submission accounts for.
+pub type KnownJob<'a> = &'a (dyn Fn(&str) -> bool + Send + Sync);
 
 /// Where `logs` writes: stdout in the CLI, a buffer in tests.
 pub type LogSink<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
@@ -65,6 +82,22 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
     /// those that cannot keep this default.
     async fn find_by_key(&self, _spec: &JobSpec, _since: DateTime<Utc>) -> Result<KeyLookup> {
         Ok(KeyLookup::Unsearchable)
+    }
+
+    /// Looks up many keys at once, one result per query in the same order: what a re-run
+    /// settling many unknown submissions calls, so the platform is listed once per profile
+    /// rather than once per key. `known` tells jobs the ledger already accounts for. The
+    /// default asks [`Self::find_by_key`] for each query.
+    async fn find_by_keys(
+        &self,
+        queries: &[KeyQuery<'_>],
+        _known: KnownJob<'_>,
+    ) -> Vec<Result<KeyLookup>> {
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            out.push(self.find_by_key(q.spec, q.since).await);
+        }
+        out
     }
 
     /// Current state of one job; [`crate::error::ErrorKind::NotFound`] when it does not exist.
@@ -257,6 +290,16 @@ impl JobBackend for InContext {
     async fn find_by_key(&self, spec: &JobSpec, since: DateTime<Utc>) -> Result<KeyLookup> {
         let r = self.inner.find_by_key(spec, since).await;
         r.map_err(self.ctx("submit"))
+    }
+
+    async fn find_by_keys(
+        &self,
+        queries: &[KeyQuery<'_>],
+        known: KnownJob<'_>,
+    ) -> Vec<Result<KeyLookup>> {
+        let ctx = self.ctx("submit");
+        let results = self.inner.find_by_keys(queries, known).await;
+        results.into_iter().map(|r| r.map_err(&ctx)).collect()
     }
 
     async fn status(&self, id: &str) -> Result<Job> {

@@ -298,6 +298,17 @@ impl Ledger {
         })
     }
 
+    /// Submissions of `profile` whose outcome is not settled (`unknown`, or `sending` — in
+    /// flight, or left so by a process that died), so a re-run can look them up in bulk.
+    pub fn unsettled(&self, profile: &str) -> Result<Vec<Entry>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM submissions WHERE profile = ?1 AND status IN ('unknown', 'sending') AND key IS NOT NULL"
+            ))?;
+            st.query_map(params![profile], row_to_entry)?.collect()
+        })
+    }
+
     /// The entry with this idempotency key in `profile`, if any.
     pub fn by_key(&self, profile: &str, key: &str) -> Result<Option<Entry>> {
         self.with(|c| {
@@ -361,6 +372,8 @@ fn write_groups(mut conn: Connection, queue: std::sync::mpsc::Receiver<Op>) {
 }
 
 /// What one write produced, before it is handed back.
+// Short-lived, one per write in a group: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Answer {
     Begin(Begin),
     Done,

@@ -1109,3 +1109,49 @@ async fn cli_queues_upload_and_secret_key_by_reference() {
         .backend(dir.path());
     assert_eq!(b.queues().await.unwrap().len(), 2);
 }
+
+/// Keys are found in job names with one listing for all of them; a key not seen is certainly
+/// absent only while its submission is younger than the history the list reaches.
+#[tokio::test]
+async fn keys_are_looked_up_in_names_and_absence_is_trusted_within_the_history() {
+    use jobctl::backend::{KeyLookup, KeyQuery};
+    let sim = Sim::start(quick());
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::backend(&sim, "scnet", dir.path());
+    let mut mine = named("echo hi", "solve");
+    mine.key = Some("k1".into());
+    let job = b.submit(&mine).await.unwrap();
+    let mut lost = mine.clone();
+    lost.key = Some("k2".into());
+    let now = chrono::Utc::now();
+    let before = sim.hits(LIST);
+    let found = b
+        .find_by_keys(
+            &[
+                KeyQuery {
+                    spec: &mine,
+                    since: now - chrono::Duration::days(30),
+                },
+                KeyQuery {
+                    spec: &lost,
+                    since: now - chrono::Duration::days(2),
+                },
+                KeyQuery {
+                    spec: &lost,
+                    since: now - chrono::Duration::days(8),
+                },
+            ],
+            &|_| false,
+        )
+        .await;
+    assert_eq!(sim.hits(LIST) - before, 1, "one listing for every key");
+    match &found[0] {
+        Ok(KeyLookup::Found(j)) => assert_eq!(j.id, job.id),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(found[1], Ok(KeyLookup::Absent)), "{:?}", found[1]);
+    match &found[2] {
+        Ok(KeyLookup::Undecided(why)) => assert!(why.contains("7 days"), "{why}"),
+        other => panic!("an absence older than the history proves nothing: {other:?}"),
+    }
+}

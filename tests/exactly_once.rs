@@ -290,46 +290,161 @@ fn wait_from_reads_the_ndjson_of_batch() {
     assert_eq!(sb.run(&["wait", "--from", plain.to_str().unwrap()]).0, 0);
 }
 
-#[test]
-fn batch_killed_at_random_moments_then_rerun_creates_every_job_once() {
-    const N: usize = 200;
+/// A number in `0..n`, different every call (no extra dependency).
+fn random_below(n: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    u64::from(nanos) % n.max(1)
+}
+
+/// Runs `batch` over `n` lines, killing it with SIGKILL at three random moments, against the
+/// simulator with latency on every request; no job is ever created twice meanwhile. Returns
+/// the simulator, the sandbox and the batch file for the re-runs.
+fn killed_three_times(
+    platform: &str,
+    n: usize,
+    line: impl Fn(usize) -> Value,
+) -> (Sim, Sandbox, String) {
     let sim = sim(config());
     sim.set_faults(Faults {
         latency_ms: (10, 60),
         ..Faults::default()
     });
     let sb = Sandbox::with_sim(&sim);
-    let file = write_batch(
-        &sb,
-        N,
-        |i| json!({"profile": "slurm", "name": format!("k-{i}"), "command": [format!("echo {i}")]}),
-    );
+    let file = write_batch(&sb, n, line);
     for _ in 0..3 {
-        // A moment between 0.2 s and 1.2 s, different every run (no extra dependency).
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let moment = Duration::from_millis(200 + u64::from(nanos % 1000));
         let mut child = sb
             .std_cmd()
-            .args(["-o", "ndjson", "batch", &file, "--concurrency", "16"])
+            .args(["-o", "ndjson", "batch", &file, "--concurrency", "8"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(moment);
+        // A random moment while submissions are under way, however fast this machine is:
+        // once the platform has made a random number of new jobs, plus a random instant.
+        let target = created(&sim, platform).0 + 1 + random_below(n as u64 / 4);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while created(&sim, platform).0 < target && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(random_below(40)));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        assert!(created(&sim, "slurm").1.is_empty());
+        let dups = created(&sim, platform).1;
+        assert!(dups.is_empty(), "{dups:?}");
     }
-    let (code, out, err) = sb.run(&["-o", "json", "batch", &file, "--concurrency", "16"]);
+    (sim, sb, file)
+}
+
+/// Re-runs the batch until every line is settled (a re-run right after a kill may find a
+/// line still claimed; a few are enough); returns the last run's rows.
+fn rerun_until_done(sb: &Sandbox, file: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["-o", "json", "batch", file, "--concurrency", "8"];
+    args.extend_from_slice(extra);
+    let mut last = (0, String::new(), String::new());
+    for _ in 0..3 {
+        last = sb.run(&args);
+        if last.0 == 0 {
+            break;
+        }
+    }
+    let (code, out, err) = last;
     assert_eq!(code, 0, "{err}");
-    let rows = rows(&out);
-    assert!(rows.iter().all(|r| r["ref"].is_string()), "{out}");
-    let (made, dups) = created(&sim, "slurm");
-    assert_eq!(made, N as u64);
+    rows(&out)
+}
+
+/// Searchable platforms: after the kills, re-runs settle every line with exactly one job.
+fn killed_then_rerun_creates_every_job_once(platform: &str, line: impl Fn(usize) -> Value) {
+    const N: usize = 80;
+    let (sim, sb, file) = killed_three_times(platform, N, line);
+    let rows = rerun_until_done(&sb, &file, &[]);
+    assert_eq!(rows.len(), N);
+    assert!(
+        rows.iter().all(|r| r["ref"].is_string()),
+        "every line's outcome is known: {rows:?}"
+    );
+    let refs: std::collections::BTreeSet<&str> =
+        rows.iter().filter_map(|r| r["ref"].as_str()).collect();
+    assert_eq!(refs.len(), N, "one distinct job per line");
+    let (made, dups) = created(&sim, platform);
+    assert_eq!(made, N as u64, "exactly one job per line");
     assert!(dups.is_empty(), "{dups:?}");
+}
+
+#[test]
+fn batch_killed_at_random_moments_then_rerun_creates_every_job_once() {
+    killed_then_rerun_creates_every_job_once(
+        "slurm",
+        |i| json!({"profile": "slurm", "name": format!("k-{i}"), "command": [format!("echo {i}")]}),
+    );
+}
+
+#[test]
+fn ac_batch_killed_at_random_moments_then_rerun_creates_every_job_once() {
+    killed_then_rerun_creates_every_job_once(
+        "ac",
+        |i| json!({"profile": "ac", "name": format!("k-{i}"), "command": [format!("echo {i}")]}),
+    );
+}
+
+#[test]
+fn cloudpss_batch_killed_at_random_moments_then_rerun_creates_every_job_once() {
+    killed_then_rerun_creates_every_job_once("cloudpss", |i| {
+        json!({"profile": "cloudpss", "args": {"i": i},
+               "options": {"function": "function/CloudPSS/hello"}})
+    });
+}
+
+/// Platforms whose jobs carry no key: after the kills, no job is doubled; each line is known
+/// or reported unknown with its key (exit 7). The jobs the platform holds beyond the known
+/// lines (created by a killed process before it read the answer) are among the unknown ones,
+/// and `--resubmit-unknown` sends exactly the unknown lines once more.
+fn killed_then_unknowns_reported(platform: &str, line: impl Fn(usize) -> Value) {
+    const N: usize = 60;
+    let (sim, sb, file) = killed_three_times(platform, N, line);
+    let (code, out, err) = sb.run(&["-o", "json", "batch", &file, "--concurrency", "8"]);
+    let rows = rows(&out);
+    assert_eq!(rows.len(), N, "{err}");
+    let unknown = rows.iter().filter(|r| r["outcome"] == "unknown").count() as u64;
+    for r in &rows {
+        assert!(
+            r["ref"].is_string() || (r["outcome"] == "unknown" && r["key"].is_string()),
+            "known, or unknown with its key: {r}"
+        );
+    }
+    assert_eq!(code, if unknown == 0 { 0 } else { 7 }, "{err}");
+    let known = N as u64 - unknown;
+    let (made, dups) = created(&sim, platform);
+    assert!(dups.is_empty(), "{dups:?}");
+    assert!(
+        (known..=N as u64).contains(&made),
+        "{made} jobs for {known} known and {unknown} unknown lines"
+    );
+    let rows = rerun_until_done(&sb, &file, &["--resubmit-unknown"]);
+    assert!(rows.iter().all(|r| r["ref"].is_string()));
+    assert_eq!(
+        created(&sim, platform).0,
+        made + unknown,
+        "the unknown lines, and only they, are sent again"
+    );
+}
+
+#[test]
+fn nebula_batch_killed_at_random_moments_never_doubles_a_job() {
+    killed_then_unknowns_reported("nebula", |i| {
+        json!({"profile": "nebula", "options": {"workflow": "4216617528"},
+               "args": {"query_1.name": format!("p{i}")}})
+    });
+}
+
+#[test]
+fn octoplant_batch_killed_at_random_moments_never_doubles_a_job() {
+    killed_then_unknowns_reported("octoplant", |i| {
+        json!({"profile": "octoplant", "name": format!("o-{i}"),
+               "options": {"exports": {"jobResults": {"lastXDays": i}}}})
+    });
 }
 
 #[test]
@@ -389,4 +504,149 @@ fn new_run_submits_again_with_fresh_keys() {
     assert!(again.iter().all(|r| r["outcome"] == "submitted"), "{out}");
     let (_, hist, _) = sb.run(&["-o", "json", "history"]);
     assert_eq!(serde_json::from_str::<Vec<Value>>(&hist).unwrap().len(), 4);
+}
+
+/// Nebula runs carry no key: a lost run is sent again only when its workflow shows no job
+/// created around its send time that the ledger does not account for.
+#[test]
+fn nebula_resends_a_lost_run_only_when_no_unaccounted_job_was_created_around_it() {
+    const WF: &str = "4216617528";
+    let sim = sim(config());
+    let sb = Sandbox::with_sim(&sim).var("JOBCTL_RETRY_BUDGET", "1s");
+    let submit = |key: &str| {
+        let args = [
+            "-b",
+            "nebula",
+            "submit",
+            "--key",
+            key,
+            "--workflow",
+            WF,
+            "--arg",
+        ];
+        let mut args = args.to_vec();
+        let name = format!("query_1.name={key}");
+        args.push(&name);
+        sb.run(&args)
+    };
+    // Jobs of this ledger in the window do not count: they are other submissions' jobs.
+    let file = write_batch(
+        &sb,
+        3,
+        |i| json!({"profile": "nebula", "options": {"workflow": WF}, "args": {"query_1.name": format!("b{i}")}}),
+    );
+    assert_eq!(sb.run(&["batch", &file]).0, 0);
+
+    // Lost before the Explorer handled it: nothing was created, so the re-run sends it.
+    sim.set_faults(Faults {
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
+    let (code, _, err) = submit("k1");
+    assert_eq!(code, 7, "{err}");
+    assert_eq!(created(&sim, "nebula").0, 3);
+    sim.set_faults(Faults::default());
+    let (code, out, err) = submit("k1");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().starts_with("nebula:"), "{out}");
+    assert_eq!(created(&sim, "nebula").0, 4, "sent once more");
+
+    // Lost again, and meanwhile someone else ran the workflow: that job could be this one.
+    sim.set_faults(Faults {
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
+    assert_eq!(submit("k2").0, 7);
+    sim.set_faults(Faults::default());
+    let other = Sandbox::with_sim(&sim);
+    let (code, theirs, err) =
+        other.run(&["-b", "nebula", "-o", "quiet", "submit", "--workflow", WF]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = submit("k2");
+    assert_eq!(code, 7, "undecided, not guessed: {err}");
+    assert!(err.contains("k2") && err.contains(theirs.trim()), "{err}");
+    assert!(err.contains("--resubmit-unknown"), "{err}");
+    assert_eq!(created(&sim, "nebula").0, 5, "nothing sent");
+    let (_, hist, _) = sb.run(&["-o", "json", "history"]);
+    let hist: Vec<Value> = serde_json::from_str(&hist).unwrap();
+    assert_eq!(hist[0]["status"], "unknown");
+}
+
+/// A re-run settling many lost answers lists the platform about once, not once per line: it
+/// costs about what one `list --all` costs, however many lines it settles.
+fn settling_many_lines_lists_once(platform: &str, line: impl Fn(usize) -> Value) {
+    const N: usize = 80;
+    let sim = sim(config());
+    let sb = Sandbox::with_sim(&sim).var("JOBCTL_RETRY_BUDGET", "2s");
+    let file = write_batch(&sb, N, line);
+    sim.set_faults(Faults {
+        drop_after_create_rate: 0.5,
+        ..Faults::default()
+    });
+    let (_, out, err) = sb.run(&["-o", "json", "batch", &file, "--concurrency", "8"]);
+    let unknown = outcomes(&rows(&out)).get("unknown").copied().unwrap_or(0) as u64;
+    assert!(unknown >= 10, "{unknown} unknown lines: {err}");
+    sim.set_faults(Faults::default());
+
+    let before = sim.total();
+    let (code, out, err) = sb.run(&["-o", "json", "batch", &file]);
+    let rerun = sim.total() - before;
+    let o = outcomes(&rows(&out));
+    if platform == "nebula" {
+        // Every lost run's job exists and carries no key: all stay unknown, none is sent.
+        assert_eq!(o.get("unknown").copied(), Some(unknown as usize), "{err}");
+    } else {
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            o.get("reconciled").copied(),
+            Some(unknown as usize),
+            "{o:?}"
+        );
+    }
+    assert_eq!(created(&sim, platform).0, N as u64);
+
+    let before = sim.total();
+    let mut list = vec!["-b", platform, "-o", "json", "list", "--all"];
+    if platform == "nebula" {
+        list.extend(["--opt", "workflow=4216617528"]);
+    }
+    let (code, _, err) = sb.run(&list);
+    assert_eq!(code, 0, "{err}");
+    let one_listing = sim.total() - before;
+    assert!(
+        rerun <= one_listing + 2 && rerun < unknown,
+        "settling {unknown} lines took {rerun} requests; one listing takes {one_listing}"
+    );
+}
+
+#[test]
+fn slurm_rerun_settles_many_lines_with_one_listing() {
+    settling_many_lines_lists_once(
+        "slurm",
+        |i| json!({"profile": "slurm", "name": format!("m-{i}"), "command": [format!("echo {i}")]}),
+    );
+}
+
+#[test]
+fn ac_rerun_settles_many_lines_with_one_listing() {
+    settling_many_lines_lists_once(
+        "ac",
+        |i| json!({"profile": "ac", "name": format!("m-{i}"), "command": [format!("echo {i}")]}),
+    );
+}
+
+#[test]
+fn cloudpss_rerun_settles_many_lines_with_one_listing() {
+    settling_many_lines_lists_once("cloudpss", |i| {
+        json!({"profile": "cloudpss", "args": {"i": i},
+               "options": {"function": "function/CloudPSS/hello"}})
+    });
+}
+
+#[test]
+fn nebula_rerun_settles_many_lines_with_one_listing() {
+    settling_many_lines_lists_once("nebula", |i| {
+        json!({"profile": "nebula", "options": {"workflow": "4216617528"},
+               "args": {"query_1.name": format!("m{i}")}})
+    });
 }

@@ -883,3 +883,69 @@ async fn a_run_missing_required_parameters_is_a_usage_error_with_the_platforms_m
     assert_eq!(e.exit_code(), 6, "{e}");
     assert_eq!(e.code.as_deref(), Some("50004001"));
 }
+
+/// A lost run is certainly absent only when no job of its workflow, created since its send
+/// time less the clock-skew margin, is unaccounted for; jobs the ledger knows do not count,
+/// and other workflows' jobs are not its business. One listing per workflow, however many
+/// keys are asked about.
+#[tokio::test]
+async fn lost_runs_are_settled_by_creation_time_within_a_clock_skew_margin() {
+    use jobctl::backend::{KeyLookup, KeyQuery};
+    let sim = start_default();
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&sim, dir.path());
+    let theirs = b.submit(&spec(PAGERANK, &[])).await.unwrap();
+    let _other_workflow = b.submit(&spec(BFS, &[])).await.unwrap();
+    let mut lost = spec(PAGERANK, &[]);
+    lost.key = Some("k".into());
+    let mut elsewhere = spec(COMMUNITY, &[]);
+    elsewhere.key = Some("k2".into());
+    let now = chrono::Utc::now();
+    let query = |since| KeyQuery { spec: &lost, since };
+    let nobody_knows = |_: &str| false;
+
+    // Created a minute before the recorded send time: within the margin, so it may be ours.
+    let before = sim.state.stats();
+    let found = b
+        .find_by_keys(
+            &[
+                query(now + chrono::Duration::minutes(1)),
+                KeyQuery {
+                    spec: &elsewhere,
+                    since: now,
+                },
+                query(now + chrono::Duration::minutes(3)),
+            ],
+            &nobody_knows,
+        )
+        .await;
+    let after = sim.state.stats();
+    let lists = count(&after, "GET /api-open/v1/workflows/{workflow}/jobs")
+        - count(&before, "GET /api-open/v1/workflows/{workflow}/jobs");
+    assert_eq!(lists, 2, "one listing per workflow");
+    match &found[0] {
+        Ok(KeyLookup::Undecided(why)) => {
+            assert!(why.contains(&format!("nebula:{}", theirs.id)), "{why}");
+            assert!(why.contains(PAGERANK), "{why}");
+        }
+        other => panic!("a job within the margin keeps it undecided: {other:?}"),
+    }
+    assert!(
+        matches!(found[1], Ok(KeyLookup::Absent)),
+        "another workflow's jobs do not count: {:?}",
+        found[1]
+    );
+    assert!(
+        matches!(found[2], Ok(KeyLookup::Absent)),
+        "created well before the send time: {:?}",
+        found[2]
+    );
+
+    // The same job, known as another submission's: the lost run is certainly absent.
+    let id = theirs.id.clone();
+    let known = move |j: &str| j == id;
+    let found = b
+        .find_by_keys(&[query(now + chrono::Duration::minutes(1))], &known)
+        .await;
+    assert!(matches!(found[0], Ok(KeyLookup::Absent)), "{:?}", found[0]);
+}

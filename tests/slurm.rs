@@ -806,3 +806,49 @@ async fn queues_lists_the_partitions_with_their_limits() {
     assert_eq!(printed[0]["max_time"], "1h");
     assert_eq!(printed[1]["total_nodes"], 8);
 }
+
+/// Keys are found in job comments with one `GET jobs` for all of them; a key not seen is
+/// certainly absent only while its submission is young enough for slurmctld to still list it.
+#[tokio::test]
+async fn keys_are_looked_up_in_comments_and_absence_is_trusted_only_while_young() {
+    use jobctl::backend::{KeyLookup, KeyQuery};
+    let sim = Sim::start(quick());
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
+    let mut mine = spec("echo hi", json!({}), json!({}));
+    mine.key = Some("k1".into());
+    let job = b.submit(&mine).await.unwrap();
+    let mut lost = mine.clone();
+    lost.key = Some("k2".into());
+    let now = chrono::Utc::now();
+    let before = sim.hits(JOBS);
+    let found = b
+        .find_by_keys(
+            &[
+                KeyQuery {
+                    spec: &mine,
+                    since: now - chrono::Duration::hours(1),
+                },
+                KeyQuery {
+                    spec: &lost,
+                    since: now,
+                },
+                KeyQuery {
+                    spec: &lost,
+                    since: now - chrono::Duration::minutes(10),
+                },
+            ],
+            &|_| false,
+        )
+        .await;
+    assert_eq!(sim.hits(JOBS) - before, 1, "one listing for every key");
+    match &found[0] {
+        Ok(KeyLookup::Found(j)) => assert_eq!(j.id, job.id),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(found[1], Ok(KeyLookup::Absent)), "{:?}", found[1]);
+    match &found[2] {
+        Ok(KeyLookup::Undecided(why)) => assert!(why.contains("MinJobAge"), "{why}"),
+        other => panic!("an old absence proves nothing: {other:?}"),
+    }
+}

@@ -667,6 +667,17 @@ fn positive(q: &HashMap<String, String>, key: &str, default: u64) -> Result<u64,
     }
 }
 
+/// A creation-time bound of the list filter: epoch milliseconds, inclusive.
+fn time_bound(filter: &Map<String, Value>, key: &str) -> Result<Option<i64>, Response> {
+    match filter.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| fail(40004001, format!("filter.{key} must be epoch milliseconds"))),
+    }
+}
+
 async fn list_all(
     State(neb): State<Arc<Nebula>>,
     headers: HeaderMap,
@@ -727,8 +738,13 @@ fn list(
         Some(_) => return fail(40004001, "filter.orderByCreateTime must be asc or desc"),
     };
     let name = filter.get("name").and_then(Value::as_str).unwrap_or("");
-    let from = filter.get("fromCreateTime").and_then(Value::as_i64);
-    let to = filter.get("toCreateTime").and_then(Value::as_i64);
+    let (from, to) = match (
+        time_bound(&filter, "fromCreateTime"),
+        time_bound(&filter, "toCreateTime"),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
     let now = Instant::now();
     let inner = neb.lock();
     let mut rows: Vec<Value> = inner
@@ -868,6 +884,72 @@ mod tests {
         assert_eq!(
             job_json(&j, j.life.created + Duration::from_secs(4), true)["status"],
             4
+        );
+    }
+
+    /// Lists through the handler with a session and jobs created 10 s apart; returns the ids
+    /// served (or the error code) for `filter`.
+    fn listed(filter: Value) -> Result<Vec<u64>, i64> {
+        let neb = Nebula {
+            sim: SimState::new(SimConfig::default()),
+            inner: Mutex::new(Inner::default()),
+        };
+        let base = chrono::DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();
+        {
+            let mut inner = neb.lock();
+            inner
+                .sessions
+                .insert("t".into(), Instant::now() + Duration::from_secs(60));
+            for id in 1..=3u64 {
+                let mut j = job(1, true);
+                j.id = id;
+                j.life.created_at = base + chrono::Duration::seconds(10 * id as i64);
+                inner.jobs.insert(id, j);
+            }
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("explorer_token=t"));
+        let q = serde_urlencoded::to_string([("filter", filter.to_string())]).unwrap();
+        let resp = list(&neb, &h, Some(q), Some(WORKFLOWS[1].id.to_string()));
+        let body = body_json(resp);
+        match body["code"].as_i64() {
+            Some(0) => Ok(body["data"]["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_u64().unwrap())
+                .collect()),
+            other => Err(other.unwrap_or(-1)),
+        }
+    }
+
+    fn body_json(resp: Response) -> Value {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt
+            .block_on(axum::body::to_bytes(resp.into_body(), usize::MAX))
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn the_list_honours_creation_time_bounds_in_epoch_ms() {
+        let at = |s: i64| 1_700_000_000_000 + s * 1000;
+        assert_eq!(listed(json!({})), Ok(vec![3, 2, 1]));
+        assert_eq!(listed(json!({"fromCreateTime": at(20)})), Ok(vec![3, 2]));
+        assert_eq!(listed(json!({"fromCreateTime": at(21)})), Ok(vec![3]));
+        assert_eq!(listed(json!({"toCreateTime": at(20)})), Ok(vec![2, 1]));
+        assert_eq!(
+            listed(
+                json!({"fromCreateTime": at(15), "toCreateTime": at(25), "orderByCreateTime": "asc"})
+            ),
+            Ok(vec![2])
+        );
+        assert_eq!(listed(json!({"fromCreateTime": at(31)})), Ok(vec![]));
+        assert_eq!(
+            listed(json!({"fromCreateTime": "yesterday"})),
+            Err(40004001)
         );
     }
 

@@ -10,7 +10,7 @@
 use super::Outcome;
 use super::args::WaitTuning;
 use super::commands::watch_options;
-use super::submission::{Submission, submit_spec};
+use super::submission::{Submission, prefetch, submit_spec_with};
 use crate::error::{Error, Result, exit};
 use crate::model::{Job, JobSpec};
 use crate::output::{BatchRow, OutputMode, Printer, Report, WatchView, error_json};
@@ -320,20 +320,23 @@ fn progress_bar(p: &Printer, len: usize) -> indicatif::ProgressBar {
     bar
 }
 
+/// A line to send: its number, spec and bound profile.
+type Line = (usize, JobSpec, Bound);
+
 /// Runs `send` on every line, with at most `limit` (or each profile's `max_in_flight`) lines
 /// of one profile in flight: a slow or rate-limiting platform holds back its own lines, not the
 /// other platforms' ones. Answers come in the order they arrive.
 fn in_flight_per_profile<'a, F, Fut, T>(
-    lines: Vec<(usize, JobSpec, Bound)>,
+    lines: Vec<Line>,
     limit: Option<usize>,
     send: F,
 ) -> impl futures::Stream<Item = T> + Unpin + 'a
 where
-    F: Fn((usize, JobSpec, Bound)) -> Fut + Clone + 'a,
+    F: Fn(Line) -> Fut + Clone + 'a,
     Fut: std::future::Future<Output = T> + 'a,
     T: 'a,
 {
-    let mut by_profile: Vec<(String, usize, Vec<(usize, JobSpec, Bound)>)> = Vec::new();
+    let mut by_profile: Vec<(String, usize, Vec<Line>)> = Vec::new();
     for line in lines {
         let name = &line.2.profile.name;
         match by_profile.iter_mut().find(|(p, _, _)| p == name) {
@@ -410,6 +413,12 @@ pub async fn run(
         }
     }
 
+    // Lines an earlier run left unsettled are looked up first, in one listing per profile.
+    let lookups = {
+        let lines: Vec<(&Bound, &JobSpec)> = pending.iter().map(|(_, spec, b)| (b, spec)).collect();
+        prefetch(s, &lines).await
+    };
+    let lookups = &lookups;
     let bar = progress_bar(p, pending.len());
     let stop = Arc::new(AtomicBool::new(false));
     let mut stream = in_flight_per_profile(pending, opts.concurrency, |(n, spec, bound)| {
@@ -419,7 +428,7 @@ pub async fn run(
             if stop.load(Ordering::SeqCst) {
                 return (n, spec.key, None);
             }
-            let sub = submit_spec(&bound, &spec, s, opts.resubmit_unknown).await;
+            let sub = submit_spec_with(&bound, &spec, s, opts.resubmit_unknown, lookups).await;
             (n, spec.key, Some(sub))
         }
     });

@@ -4,16 +4,19 @@
 //! accepted (`submitted`), certainly refused (`failed`, the key is free again), or sent without
 //! a usable answer (`unknown`: the platform may hold the job). A later submission of the same
 //! key never sends an unknown one blindly: it asks the platform, through
-//! [`crate::backend::JobBackend::find_by_key`], whether a job carrying the key exists — adopting
+//! [`crate::backend::JobBackend::find_by_keys`], whether a job carrying the key exists — adopting
 //! it when found, sending once when certainly absent, and reporting it as unknown when the
-//! platform cannot be searched (unless the user asks to resubmit).
+//! platform cannot be searched or cannot tell (unless the user asks to resubmit). `batch` asks
+//! about all its unsettled lines at once ([`prefetch`]), one listing per profile.
 
-use crate::backend::KeyLookup;
+use crate::backend::{KeyLookup, KeyQuery};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::delivery;
 use crate::ledger::{Begin, Entry, Ledger};
 use crate::model::{Job, JobSpec, JobState};
 use crate::session::{Bound, Session};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long a submission waits for another process sending the same key right now.
@@ -65,6 +68,86 @@ impl Submission {
     }
 }
 
+/// Key lookups made ahead of a batch's submissions ([`prefetch`]): one platform listing per
+/// profile instead of one per unsettled line. Each answer settles the line it was asked for,
+/// once.
+#[derive(Debug, Default)]
+pub struct Lookups {
+    /// By profile and key: the ledger row looked up (its `seq`) and the platform's answer.
+    answers: Mutex<HashMap<(String, String), Answer>>,
+}
+
+/// A looked-up ledger row (its `seq`) and the platform's answer about its key.
+type Answer = (i64, Result<KeyLookup>);
+
+impl Lookups {
+    /// The answer for this ledger row, if one was fetched for it (and not used yet).
+    fn take(&self, profile: &str, key: &str, seq: i64) -> Option<Result<KeyLookup>> {
+        let mut answers = self.answers.lock().ok()?;
+        let k = (profile.to_string(), key.to_string());
+        match answers.get(&k) {
+            Some((s, _)) if *s == seq => answers.remove(&k).map(|(_, r)| r),
+            _ => None,
+        }
+    }
+}
+
+/// Looks up, in one pass per profile, every line whose key the ledger holds with an unsettled
+/// outcome (`unknown`, or `sending` by a process that died). Lines without such a key, and any
+/// profile whose ledger read or listing fails, are left to the per-line path.
+pub async fn prefetch(s: &Session, lines: &[(&Bound, &JobSpec)]) -> Lookups {
+    let lookups = Lookups::default();
+    let Ok(ledger) = s.ledger() else {
+        return lookups;
+    };
+    let mut by_profile: BTreeMap<&str, (&Bound, Vec<&JobSpec>)> = BTreeMap::new();
+    for (bound, spec) in lines {
+        if spec.key.is_some() {
+            by_profile
+                .entry(bound.profile.name.as_str())
+                .or_insert_with(|| (bound, Vec::new()))
+                .1
+                .push(spec);
+        }
+    }
+    for (profile, (bound, specs)) in by_profile {
+        let Ok(unsettled) = ledger.unsettled(profile) else {
+            continue;
+        };
+        let unsettled: HashMap<&str, &Entry> = unsettled
+            .iter()
+            .filter(|e| !e.in_flight())
+            .filter_map(|e| e.key.as_deref().map(|k| (k, e)))
+            .collect();
+        let picked: Vec<(&JobSpec, &Entry)> = specs
+            .into_iter()
+            .filter_map(|spec| {
+                let entry = unsettled.get(spec.key.as_deref()?)?;
+                same_spec(entry, spec).ok().map(|_| (spec, *entry))
+            })
+            .collect();
+        if picked.is_empty() {
+            continue;
+        }
+        let queries: Vec<KeyQuery<'_>> = picked
+            .iter()
+            .map(|(spec, e)| KeyQuery {
+                spec,
+                since: e.submitted_at,
+            })
+            .collect();
+        let known = |id: &str| ledger.get(profile, id).ok().flatten().is_some();
+        let results = bound.backend.find_by_keys(&queries, &known).await;
+        if let Ok(mut answers) = lookups.answers.lock() {
+            for ((_, entry), r) in picked.iter().zip(results) {
+                let key = entry.key.clone().unwrap_or_default();
+                answers.insert((profile.to_string(), key), (entry.seq, r));
+            }
+        }
+    }
+    lookups
+}
+
 /// Submits `spec` through the ledger (validated, recorded before sending, idempotent by key,
 /// reconciled when an earlier outcome is unknown). `resubmit_unknown` sends again a key whose
 /// outcome is unknown on a platform that cannot be searched.
@@ -74,7 +157,19 @@ pub async fn submit_spec(
     s: &Session,
     resubmit_unknown: bool,
 ) -> Submission {
-    match submit_inner(bound, spec, s, resubmit_unknown).await {
+    submit_spec_with(bound, spec, s, resubmit_unknown, &Lookups::default()).await
+}
+
+/// [`submit_spec`], settling an unknown earlier outcome from `lookups` when they hold its
+/// answer (see [`prefetch`]).
+pub async fn submit_spec_with(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+    resubmit_unknown: bool,
+    lookups: &Lookups,
+) -> Submission {
+    match submit_inner(bound, spec, s, resubmit_unknown, lookups).await {
         Ok(sub) => sub,
         Err(e) => Submission::Failed(in_profile(bound, e)),
     }
@@ -90,6 +185,7 @@ async fn submit_inner(
     spec: &JobSpec,
     s: &Session,
     resubmit_unknown: bool,
+    lookups: &Lookups,
 ) -> Result<Submission> {
     if !spec.uploads.is_empty()
         && !bound
@@ -134,13 +230,19 @@ async fn submit_inner(
         match ledger.by_key(profile, key)? {
             Some(e) => entry = e,
             // Refused meanwhile: its key is free, so this is a new submission.
-            None => return Box::pin(submit_inner(bound, spec, s, resubmit_unknown)).await,
+            None => return Box::pin(submit_inner(bound, spec, s, resubmit_unknown, lookups)).await,
         }
     }
     match entry.status.as_str() {
         "submitted" => Ok(Submission::Earlier(earlier_job(bound, &entry, s).await)),
-        "failed" => Box::pin(submit_inner(bound, spec, s, resubmit_unknown)).await,
-        _ => reconcile(bound, spec, s, &ledger, entry, resubmit_unknown).await,
+        "failed" => Box::pin(submit_inner(bound, spec, s, resubmit_unknown, lookups)).await,
+        _ => {
+            let flags = Resend {
+                resubmit_unknown,
+                lookups,
+            };
+            reconcile(bound, spec, s, &ledger, entry, flags).await
+        }
     }
 }
 
@@ -173,6 +275,31 @@ async fn earlier_job(bound: &Bound, entry: &Entry, s: &Session) -> Job {
     s.finish_job(bound, job)
 }
 
+/// How a reconciliation may settle a line: the user's `--resubmit-unknown` and the answers
+/// looked up ahead.
+#[derive(Clone, Copy)]
+struct Resend<'a> {
+    resubmit_unknown: bool,
+    lookups: &'a Lookups,
+}
+
+/// Asks the platform about one key (when no answer was looked up ahead).
+async fn look_up(
+    bound: &Bound,
+    spec: &JobSpec,
+    ledger: &Ledger,
+    entry: &Entry,
+) -> Result<KeyLookup> {
+    let profile = bound.profile.name.as_str();
+    let query = [KeyQuery {
+        spec,
+        since: entry.submitted_at,
+    }];
+    let known = |id: &str| ledger.get(profile, id).ok().flatten().is_some();
+    let mut found = bound.backend.find_by_keys(&query, &known).await;
+    found.pop().unwrap_or(Ok(KeyLookup::Unsearchable))
+}
+
 /// Settles a submission whose earlier outcome is unknown by asking the platform.
 async fn reconcile(
     bound: &Bound,
@@ -180,22 +307,35 @@ async fn reconcile(
     s: &Session,
     ledger: &Ledger,
     entry: Entry,
-    resubmit_unknown: bool,
+    flags: Resend<'_>,
 ) -> Result<Submission> {
-    let since = entry.submitted_at;
-    let lookup = if spec.key.is_some() {
-        bound.backend.find_by_key(spec, since).await
-    } else {
-        Ok(KeyLookup::Unsearchable)
+    let resubmit_unknown = flags.resubmit_unknown;
+    let lookup = match spec.key.as_deref() {
+        None => Ok(KeyLookup::Unsearchable),
+        Some(key) => match flags.lookups.take(&bound.profile.name, key, entry.seq) {
+            Some(answer) => answer,
+            None => look_up(bound, spec, ledger, &entry).await,
+        },
     };
     match lookup {
         Ok(KeyLookup::Found(job)) => {
             ledger.complete(entry.seq, &job.id).await?;
             Ok(Submission::Reconciled(s.finish_job(bound, job)))
         }
-        Ok(KeyLookup::Absent) => resend(bound, spec, s, ledger, &entry, resubmit_unknown).await,
-        Ok(KeyLookup::Unsearchable) if resubmit_unknown => {
-            resend(bound, spec, s, ledger, &entry, resubmit_unknown).await
+        Ok(KeyLookup::Absent) => resend(bound, spec, s, ledger, &entry, flags).await,
+        Ok(KeyLookup::Unsearchable | KeyLookup::Undecided(_)) if resubmit_unknown => {
+            resend(bound, spec, s, ledger, &entry, flags).await
+        }
+        Ok(KeyLookup::Undecided(why)) => {
+            mark_unknown(ledger, &entry).await?;
+            Ok(Submission::Unknown(unknown_error(
+                bound,
+                spec,
+                &format!(
+                    "it was sent at {} without a usable answer, and {why}; check `jobctl list`, then run again with --resubmit-unknown to send it again",
+                    entry.submitted_at.to_rfc3339(),
+                ),
+            )))
         }
         Ok(KeyLookup::Unsearchable) => {
             mark_unknown(ledger, &entry).await?;
@@ -241,11 +381,12 @@ async fn resend(
     s: &Session,
     ledger: &Ledger,
     entry: &Entry,
-    resubmit_unknown: bool,
+    flags: Resend<'_>,
 ) -> Result<Submission> {
     if !ledger.claim(entry)? {
         // Someone else claimed it between our read and now: start over and follow them.
-        return Box::pin(submit_inner(bound, spec, s, resubmit_unknown)).await;
+        let (resubmit, lookups) = (flags.resubmit_unknown, flags.lookups);
+        return Box::pin(submit_inner(bound, spec, s, resubmit, lookups)).await;
     }
     Ok(send(bound, spec, s, ledger, entry.seq).await)
 }

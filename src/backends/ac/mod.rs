@@ -1333,17 +1333,59 @@ impl JobBackend for AcBackend {
     async fn find_by_key(
         &self,
         spec: &JobSpec,
-        _since: chrono::DateTime<Utc>,
+        since: chrono::DateTime<Utc>,
     ) -> Result<crate::backend::KeyLookup> {
+        let query = [crate::backend::KeyQuery { spec, since }];
+        let mut found = self.find_by_keys(&query, &|_| false).await;
+        found
+            .pop()
+            .unwrap_or(Ok(crate::backend::KeyLookup::Unsearchable))
+    }
+
+    /// The realtime and history lists are read once for every key.
+    async fn find_by_keys(
+        &self,
+        queries: &[crate::backend::KeyQuery<'_>],
+        _known: crate::backend::KnownJob<'_>,
+    ) -> Vec<Result<crate::backend::KeyLookup>> {
         use crate::backend::KeyLookup;
-        let Some(wanted) = carried_name(spec).filter(|_| spec.key.is_some()) else {
-            return Ok(KeyLookup::Unsearchable);
+        let wanted: Vec<Option<String>> = queries
+            .iter()
+            .map(|q| carried_name(q.spec).filter(|_| q.spec.key.is_some()))
+            .collect();
+        if wanted.iter().all(Option::is_none) {
+            return wanted.iter().map(|_| Ok(KeyLookup::Unsearchable)).collect();
+        }
+        let jobs = match self.list(&ListQuery::default()).await {
+            Ok(jobs) => jobs,
+            Err(e) => return queries.iter().map(|_| Err(e.clone())).collect(),
         };
-        let jobs = self.list(&ListQuery::default()).await?;
-        Ok(jobs
-            .into_iter()
-            .find(|j| j.name.as_deref() == Some(wanted.as_str()))
-            .map_or(KeyLookup::Absent, KeyLookup::Found))
+        let mut by_name: HashMap<&str, &Job> = HashMap::new();
+        for j in &jobs {
+            if let Some(n) = j.name.as_deref() {
+                by_name.entry(n).or_insert(j);
+            }
+        }
+        // The history reaches back HISTORY_DAYS; a day less leaves room for clock skew and
+        // for the job's own run time.
+        let oldest = Utc::now() - chrono::Duration::days(HISTORY_DAYS - 1);
+        wanted
+            .iter()
+            .zip(queries)
+            .map(|(w, q)| {
+                let Some(name) = w else {
+                    return Ok(KeyLookup::Unsearchable);
+                };
+                Ok(match by_name.get(name.as_str()) {
+                    Some(j) => KeyLookup::Found((*j).clone()),
+                    None if q.since >= oldest => KeyLookup::Absent,
+                    None => KeyLookup::Undecided(format!(
+                        "it was sent more than {} days ago, and the job lists reach back {HISTORY_DAYS} days, so its absence proves nothing",
+                        HISTORY_DAYS - 1
+                    )),
+                })
+            })
+            .collect()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {

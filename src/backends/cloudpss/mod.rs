@@ -570,23 +570,50 @@ impl JobBackend for CloudpssBackend {
     async fn find_by_key(
         &self,
         spec: &JobSpec,
-        _since: chrono::DateTime<chrono::Utc>,
+        since: chrono::DateTime<chrono::Utc>,
     ) -> Result<crate::backend::KeyLookup> {
+        let query = [crate::backend::KeyQuery { spec, since }];
+        let mut found = self.find_by_keys(&query, &|_| false).await;
+        found
+            .pop()
+            .unwrap_or(Ok(crate::backend::KeyLookup::Unsearchable))
+    }
+
+    /// The caller's jobs are listed once for every key.
+    async fn find_by_keys(
+        &self,
+        queries: &[crate::backend::KeyQuery<'_>],
+        _known: crate::backend::KnownJob<'_>,
+    ) -> Vec<Result<crate::backend::KeyLookup>> {
         use crate::backend::KeyLookup;
-        let Some(key) = spec.key.as_deref() else {
-            return Ok(KeyLookup::Unsearchable);
+        if queries.iter().all(|q| q.spec.key.is_none()) {
+            return queries
+                .iter()
+                .map(|_| Ok(KeyLookup::Unsearchable))
+                .collect();
+        }
+        let jobs = match self.list(&ListQuery::default()).await {
+            Ok(jobs) => jobs,
+            Err(e) => return queries.iter().map(|_| Err(e.clone())).collect(),
         };
-        let jobs = self.list(&ListQuery::default()).await?;
-        Ok(jobs
-            .into_iter()
-            .find(|j| {
-                j.extra
-                    .get("args")
-                    .and_then(|a| a.get(KEY_ARG))
-                    .and_then(Value::as_str)
-                    == Some(key)
+        let mut by_key: HashMap<&str, &Job> = HashMap::new();
+        for j in &jobs {
+            let key = j.extra.get("args").and_then(|a| a.get(KEY_ARG));
+            if let Some(k) = key.and_then(Value::as_str) {
+                by_key.entry(k).or_insert(j);
+            }
+        }
+        queries
+            .iter()
+            .map(|q| {
+                Ok(match q.spec.key.as_deref() {
+                    None => KeyLookup::Unsearchable,
+                    Some(key) => by_key
+                        .get(key)
+                        .map_or(KeyLookup::Absent, |j| KeyLookup::Found((*j).clone())),
+                })
             })
-            .map_or(KeyLookup::Absent, KeyLookup::Found))
+            .collect()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>> {

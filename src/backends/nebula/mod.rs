@@ -9,7 +9,7 @@ mod api;
 mod auth;
 mod mapping;
 
-use crate::backend::{BackendContext, JobBackend, LogSink};
+use crate::backend::{BackendContext, JobBackend, KeyLookup, KeyQuery, KnownJob, LogSink};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpClient;
 use crate::http::pagination::{self, Page};
@@ -33,6 +33,10 @@ const BACKEND: &str = "nebula";
 
 /// Largest page requested from the job list; the server may clamp it (it says so in `PageSize`).
 const DEFAULT_PAGE_SIZE: u64 = 100;
+
+/// How far this machine's clock and the Explorer's may disagree: a lost run is looked for among
+/// jobs created from this long before its submission was recorded.
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(2);
 
 /// Rows asked for per task sample (the docs' own example uses 1000).
 const DEFAULT_SAMPLE_LIMIT: u64 = 1000;
@@ -153,6 +157,65 @@ impl NebulaBackend {
             visit,
         )
         .await
+    }
+
+    /// Jobs of `workflow` created at or after `from` (epoch ms), as (id, creation time); the
+    /// list is filtered by the server and, should it ignore the filter, cut here.
+    async fn created_since(&self, workflow: &str, from: i64) -> Result<Vec<(String, Option<i64>)>> {
+        let filter = json!({ "orderByCreateTime": "desc", "fromCreateTime": from });
+        let mut jobs = Vec::new();
+        self.walk(Some(workflow), &filter, |items| {
+            let mut older = false;
+            for r in &items {
+                let created = mapping::job_of(r).created_at.map(|t| t.timestamp_millis());
+                if created.is_some_and(|c| c < from) {
+                    older = true;
+                    continue;
+                }
+                jobs.push((r.id_text(), created));
+            }
+            !older
+        })
+        .await?;
+        Ok(jobs)
+    }
+
+    /// Settles the lost runs of one workflow from its jobs created since the earliest of them.
+    async fn settle_workflow(
+        &self,
+        workflow: &str,
+        queries: &[KeyQuery<'_>],
+        known: KnownJob<'_>,
+    ) -> Result<Vec<KeyLookup>> {
+        let start = |q: &KeyQuery<'_>| (q.since - CLOCK_SKEW).timestamp_millis();
+        let from = queries.iter().map(start).min().unwrap_or_default();
+        let jobs = self.created_since(workflow, from).await?;
+        // Jobs no recorded submission accounts for: any of them may be a lost run's.
+        let orphans: Vec<(String, Option<i64>)> =
+            jobs.into_iter().filter(|(id, _)| !known(id)).collect();
+        Ok(queries
+            .iter()
+            .map(|q| {
+                let start = start(q);
+                // A job without a creation time cannot be placed, so it counts everywhere.
+                let near: Vec<&str> = orphans
+                    .iter()
+                    .filter(|(_, c)| c.is_none_or(|c| c >= start))
+                    .map(|(id, _)| id.as_str())
+                    .collect();
+                if near.is_empty() {
+                    return KeyLookup::Absent;
+                }
+                let shown: Vec<&str> = near.iter().take(5).copied().collect();
+                KeyLookup::Undecided(format!(
+                    "workflow {workflow} has {} job(s) created since {} that no recorded submission accounts for (nebula:{}{}), and nebula runs carry no key to tell which one is this submission's",
+                    near.len(),
+                    (q.since - CLOCK_SKEW).to_rfc3339(),
+                    shown.join(", nebula:"),
+                    if near.len() > shown.len() { ", …" } else { "" }
+                ))
+            })
+            .collect())
     }
 
     /// Builds the run body `{"input": {TASK: {PARAM: value}}}` from `--arg TASK.PARAM=VALUE`.
@@ -309,6 +372,44 @@ impl JobBackend for NebulaBackend {
                 Ok(job)
             }
         }
+    }
+
+    /// Runs carry no key (the run request takes only task inputs), but a workflow's job list
+    /// says when each job was created. A lost run is certainly absent when its workflow has no
+    /// job created since its submission was recorded (less [`CLOCK_SKEW`]) that the ledger
+    /// does not already know as another submission's; otherwise it stays undecided, since
+    /// which unaccounted job is whose cannot be told. One listing per workflow.
+    async fn find_by_keys(
+        &self,
+        queries: &[KeyQuery<'_>],
+        known: KnownJob<'_>,
+    ) -> Vec<Result<KeyLookup>> {
+        let mut out: Vec<Result<KeyLookup>> = queries
+            .iter()
+            .map(|_| Ok(KeyLookup::Unsearchable))
+            .collect();
+        let mut by_workflow: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, q) in queries.iter().enumerate() {
+            if let Some(w) = q.spec.opt_str("workflow").filter(|w| !w.trim().is_empty()) {
+                by_workflow.entry(w.trim().to_string()).or_default().push(i);
+            }
+        }
+        for (workflow, indices) in by_workflow {
+            let group: Vec<KeyQuery<'_>> = indices.iter().map(|i| queries[*i]).collect();
+            match self.settle_workflow(&workflow, &group, known).await {
+                Ok(answers) => {
+                    for (i, a) in indices.iter().zip(answers) {
+                        out[*i] = Ok(a);
+                    }
+                }
+                Err(e) => {
+                    for i in &indices {
+                        out[*i] = Err(e.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     async fn status(&self, id: &str) -> Result<Job> {

@@ -14,7 +14,7 @@ pub mod auth;
 pub mod mapping;
 pub mod v0_0_38;
 
-use crate::backend::{BackendContext, JobBackend, KeyLookup, LogSink};
+use crate::backend::{BackendContext, JobBackend, KeyLookup, KeyQuery, KnownJob, LogSink};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
@@ -446,22 +446,47 @@ impl JobBackend for SlurmBackend {
         spec: &JobSpec,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<KeyLookup> {
-        let Some(key) = spec.key.as_deref() else {
-            return Ok(KeyLookup::Unsearchable);
+        let query = [KeyQuery { spec, since }];
+        let mut found = self.find_by_keys(&query, &|_| false).await;
+        found.pop().unwrap_or(Ok(KeyLookup::Unsearchable))
+    }
+
+    /// One `GET jobs` answers every key.
+    async fn find_by_keys(
+        &self,
+        queries: &[KeyQuery<'_>],
+        _known: KnownJob<'_>,
+    ) -> Vec<Result<KeyLookup>> {
+        let (jobs, version) = match self.all_jobs().await {
+            Ok(all) => all,
+            Err(e) => return queries.iter().map(|_| Err(e.clone())).collect(),
         };
-        let wanted = mapping::key_comment(key);
-        let (jobs, version) = self.all_jobs().await?;
-        if let Some(n) = jobs
+        let mut by_comment: HashMap<&str, &NativeJob> = HashMap::new();
+        for n in &jobs {
+            if let Some(c) = n.comment.as_deref() {
+                by_comment.entry(c).or_insert(n);
+            }
+        }
+        let now = chrono::Utc::now();
+        queries
             .iter()
-            .find(|n| n.comment.as_deref() == Some(wanted.as_str()))
-        {
-            return Ok(KeyLookup::Found(mapping::to_job(n, version)));
-        }
-        if chrono::Utc::now() - since < chrono::Duration::seconds(240) {
-            Ok(KeyLookup::Absent)
-        } else {
-            Ok(KeyLookup::Unsearchable)
-        }
+            .map(|q| {
+                let Some(key) = q.spec.key.as_deref() else {
+                    return Ok(KeyLookup::Unsearchable);
+                };
+                let wanted = mapping::key_comment(key);
+                if let Some(n) = by_comment.get(wanted.as_str()) {
+                    return Ok(KeyLookup::Found(mapping::to_job(n, version)));
+                }
+                if now - q.since < chrono::Duration::seconds(240) {
+                    Ok(KeyLookup::Absent)
+                } else {
+                    Ok(KeyLookup::Undecided(
+                        "it is older than 4 minutes, and slurmctld forgets a job MinJobAge (300 s by default) after it ended, so its absence from the job list proves nothing".into(),
+                    ))
+                }
+            })
+            .collect()
     }
 
     async fn status(&self, id: &str) -> Result<Job> {
