@@ -103,6 +103,13 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
     /// Current state of one job; [`crate::error::ErrorKind::NotFound`] when it does not exist.
     async fn status(&self, id: &str) -> Result<Job>;
 
+    /// The most ids worth one [`Self::statuses`] call: a backend that asks the platform about
+    /// ids a page at a time says its page size, so a watch of thousands of jobs asks (and holds
+    /// the full answers for) one page at a time. The default: every id at once (one listing).
+    fn status_batch(&self) -> usize {
+        usize::MAX
+    }
+
     /// Current state of many jobs, one result per id in the same order. The default asks one by
     /// one; backends with a list endpoint override this with one request per page.
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
@@ -304,6 +311,10 @@ impl JobBackend for InContext {
 
     async fn status(&self, id: &str) -> Result<Job> {
         self.inner.status(id).await.map_err(self.ctx("status"))
+    }
+
+    fn status_batch(&self) -> usize {
+        self.inner.status_batch()
     }
 
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, exit};
 use crate::model::{Job, JobState};
 use crate::session::{Bound, Session};
 use chrono::Utc;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -37,6 +37,9 @@ pub struct WatchOptions {
     pub fail_fast: bool,
     /// `abort --wait`: any terminal state is success.
     pub abort_mode: bool,
+    /// Keep each job's backend-specific fields (`extra`): only JSON output shows them, and
+    /// at thousands of jobs they are most of a watch's memory.
+    pub details: bool,
 }
 
 /// A watch/wait event, one ndjson line each (README "Output").
@@ -240,30 +243,48 @@ impl<'a> Watch<'a> {
     /// platform's news is not held back by a slow one. Returns whether anything changed; an
     /// error ends the wait.
     async fn round(&mut self) -> Result<bool, Error> {
-        let mut polls = FuturesUnordered::new();
+        let mut polls = Vec::new();
         for (profile, idxs) in &self.groups {
             let bound = self.session.bound(profile)?;
-            let ids: Vec<String> = idxs.iter().map(|&i| self.targets[i].1.clone()).collect();
-            let (profile, idxs) = (profile.clone(), idxs.clone());
             // Deadlines are hard: a poll (with its retries) never outlives --timeout or the
             // profile's --unreachable-timeout.
-            let mut deadline = self.last_answer[&profile] + self.opts.unreachable_timeout;
+            let mut deadline = self.last_answer[profile] + self.opts.unreachable_timeout;
             if let Some(t) = self.opts.timeout {
                 deadline = deadline.min(self.started + t);
             }
-            polls.push(async move {
-                let statuses = bound.backend.statuses(&ids);
-                let results = match tokio::time::timeout_at(deadline.into(), statuses).await {
-                    Ok(results) => results,
-                    Err(_) => {
-                        let e = Error::unavailable("no answer before the deadline")
-                            .in_profile(&bound.profile.name, bound.profile.backend.as_str());
-                        ids.iter().map(|_| Err(e.clone())).collect()
-                    }
-                };
-                (profile, idxs, bound, results)
-            });
+            // A profile's batches are asked one after the other and each is absorbed as it
+            // arrives: the full answers of one batch at a time are held, never of every job.
+            let batch = bound.backend.status_batch().max(1);
+            let chunks: Vec<Vec<usize>> = idxs.chunks(batch).map(<[usize]>::to_vec).collect();
+            let targets = self.targets;
+            let profile = profile.clone();
+            polls.push(
+                futures::stream::iter(chunks)
+                    .then(move |idxs| {
+                        let (bound, profile) = (bound.clone(), profile.clone());
+                        async move {
+                            let ids: Vec<String> =
+                                idxs.iter().map(|&i| targets[i].1.clone()).collect();
+                            let statuses = bound.backend.statuses(&ids);
+                            let results =
+                                match tokio::time::timeout_at(deadline.into(), statuses).await {
+                                    Ok(results) => results,
+                                    Err(_) => {
+                                        let e = Error::unavailable("no answer before the deadline")
+                                            .in_profile(
+                                                &bound.profile.name,
+                                                bound.profile.backend.as_str(),
+                                            );
+                                        ids.iter().map(|_| Err(e.clone())).collect()
+                                    }
+                                };
+                            (profile, idxs, bound, results)
+                        }
+                    })
+                    .boxed(),
+            );
         }
+        let mut polls = futures::stream::select_all(polls);
         let mut changed = false;
         while let Some((profile, idxs, bound, results)) = polls.next().await {
             for (i, result) in idxs.into_iter().zip(results) {
@@ -279,8 +300,26 @@ impl<'a> Watch<'a> {
     /// Records an answer for target `i`; true when its state or progress changed.
     fn absorb(&mut self, profile: &str, bound: &Bound, i: usize, job: Job) -> bool {
         self.last_answer.insert(profile.to_string(), Instant::now());
-        let job = self.session.finish_job(bound, job);
         let prev = self.jobs[i].as_ref();
+        let job = match prev {
+            // What the ledger adds (name, creation time) was added at the first answer: a
+            // round over thousands of jobs must not read the ledger once per job again.
+            Some(p) => {
+                let mut job = job;
+                job.stamp(&bound.profile.name, bound.profile.backend.as_str());
+                if job.name.is_none() {
+                    job.name.clone_from(&p.name);
+                }
+                job.created_at = job.created_at.or(p.created_at);
+                job
+            }
+            None => self.session.finish_job(bound, job),
+        };
+        let mut job = job;
+        if !self.opts.details {
+            // The live display shows a progress title; nothing else of `extra` is printed.
+            job.extra.retain(|k, _| k == "progress_title");
+        }
         let now = Utc::now();
         let changed =
             if prev.is_none_or(|p| p.state != job.state || p.native_state != job.native_state) {

@@ -289,6 +289,30 @@ pub struct SimState {
     created: Mutex<Created>,
     /// The base URL once bound (`http://127.0.0.1:PORT`).
     pub base_url: Mutex<String>,
+    /// Platform requests being served right now, and the most seen at once (what a client's
+    /// in-flight limit is checked against).
+    in_flight: std::sync::atomic::AtomicU64,
+    peak_in_flight: std::sync::atomic::AtomicU64,
+}
+
+/// Counts one request as in flight for as long as it lives.
+struct InFlight<'a>(&'a SimState);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a SimState) -> Self {
+        use std::sync::atomic::Ordering;
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl SimState {
@@ -301,7 +325,15 @@ impl SimState {
             rate: Mutex::new((Instant::now(), 0)),
             created: Mutex::new(Created::default()),
             base_url: Mutex::new(String::new()),
+            in_flight: std::sync::atomic::AtomicU64::new(0),
+            peak_in_flight: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The most platform requests served at the same time so far.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.peak_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Decides a new job's plan from its arguments and the global settings.
@@ -436,7 +468,11 @@ async fn jobs_handler(State(state): State<Arc<SimState>>) -> impl IntoResponse {
 async fn stats_handler(State(state): State<Arc<SimState>>) -> impl IntoResponse {
     let stats = state.stats();
     let total: u64 = stats.values().sum();
-    axum::Json(serde_json::json!({ "total": total, "endpoints": stats }))
+    axum::Json(serde_json::json!({
+        "total": total,
+        "endpoints": stats,
+        "peak_in_flight": state.peak_in_flight(),
+    }))
 }
 
 async fn faults_and_stats(
@@ -453,6 +489,7 @@ async fn faults_and_stats(
         return next.run(req).await;
     }
     state.count(format!("{} {path}", req.method()));
+    let _in_flight = InFlight::enter(&state);
     let faults = state.faults();
     let (lo, hi) = (
         Duration::from_millis(faults.latency_ms.0),

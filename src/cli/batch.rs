@@ -188,16 +188,23 @@ pub fn refs_from(path: &Path) -> Result<Vec<String>> {
             continue;
         }
         let reference = if t.starts_with('{') {
-            let v: Value = serde_json::from_str(t).map_err(|e| {
+            // Only `ref` is read: the rest (a `result` event lists every job) is skipped
+            // without being held in memory.
+            #[derive(serde::Deserialize)]
+            struct RefOnly {
+                #[serde(rename = "ref")]
+                reference: Option<Value>,
+            }
+            let v: RefOnly = serde_json::from_str(t).map_err(|e| {
                 Error::usage(format!(
                     "{}: line {}: invalid JSON: {e}",
                     path.display(),
                     i + 1
                 ))
             })?;
-            match v.get("ref").and_then(Value::as_str) {
-                Some(r) => r.to_string(),
-                None => continue,
+            match v.reference {
+                Some(Value::String(r)) => r,
+                _ => continue,
             }
         } else {
             t.to_string()

@@ -152,6 +152,7 @@ pub(super) fn watch_options(
         any: false,
         fail_fast: false,
         abort_mode: false,
+        details: matches!(p.mode, OutputMode::Json | OutputMode::Ndjson),
     })
 }
 

@@ -511,6 +511,10 @@ impl JobBackend for CloudpssBackend {
         Ok(job)
     }
 
+    fn status_batch(&self) -> usize {
+        PAGE_SIZE
+    }
+
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
         let mut unique: Vec<&str> = Vec::new();
         for id in ids {
@@ -550,18 +554,25 @@ impl JobBackend for CloudpssBackend {
         for id in missing {
             found.insert(id.to_string(), self.fetch_job(id).await);
         }
-        let mut out = Vec::with_capacity(ids.len());
+        let mut out: Vec<Result<Job>> = Vec::with_capacity(ids.len());
+        let mut given: HashMap<&str, usize> = HashMap::new();
         for id in ids {
-            let r = match found.get(id) {
-                Some(Ok(job)) => {
-                    let mut job = job.clone();
-                    self.tracker.observe(&mut job, &self.streams);
-                    Ok(job)
+            // Each answer moves to its first asker (a watch holds thousands of them); only a
+            // repeated id gets a copy.
+            let r = match found.remove(id.as_str()) {
+                Some(r) => {
+                    given.insert(id, out.len());
+                    r
                 }
-                Some(Err(e)) => Err(e.clone()),
-                None => Err(Error::not_found(format!("CloudPSS job {id} not found"))),
+                None => match given.get(id.as_str()).map(|&k| &out[k]) {
+                    Some(earlier) => earlier.clone(),
+                    None => Err(Error::not_found(format!("CloudPSS job {id} not found"))),
+                },
             };
-            out.push(r);
+            out.push(r.map(|mut job| {
+                self.tracker.observe(&mut job, &self.streams);
+                job
+            }));
         }
         out
     }

@@ -17,6 +17,7 @@ use crate::model::*;
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
 use store::{Row, Store};
@@ -306,13 +307,13 @@ impl JobBackend for LocalBackend {
             Ok(r) => r,
             Err(e) => return ids.iter().map(|_| Err(e.clone())).collect(),
         };
+        let by_id: HashMap<i64, &_> = rows.iter().map(|r| (r.id, r)).collect();
         ids.iter()
             .map(|id| {
                 let n = Self::parse_id(id)?;
-                let row = rows
-                    .iter()
-                    .find(|r| r.id == n)
-                    .cloned()
+                let row = by_id
+                    .get(&n)
+                    .map(|r| (*r).clone())
                     .ok_or_else(|| Error::not_found(format!("local job {n} does not exist")))?;
                 let row = self.reconcile(row)?;
                 Ok(mapping::to_job(&row, &self.store))

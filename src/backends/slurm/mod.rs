@@ -435,6 +435,12 @@ impl JobBackend for SlurmBackend {
         job.name = Some(req.name.clone());
         job.queue = req.partition.clone();
         job.created_at = Some(chrono::Utc::now());
+        // The job runs as the user the request was made for (taken from the token).
+        job.owner = self
+            .auth
+            .with_token(|token| async move { self.auth.user_for(&token) })
+            .await
+            .ok();
         Ok(job)
     }
 
