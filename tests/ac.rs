@@ -631,7 +631,7 @@ async fn doctor_and_login_report_the_region() {
     let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = common::backend(&sim, "scnet", dir.path());
-    let checks = b.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*b).await;
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
     assert_eq!(checks.len(), 5);
     let queues = checks.iter().find(|c| c.name == "queues").unwrap();
@@ -642,7 +642,7 @@ async fn doctor_and_login_report_the_region() {
     let bad = Setup::sim("scnet", &sim)
         .with(&[("AC_SECRET_KEY", "nope")])
         .backend(other.path());
-    let checks = bad.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*bad).await;
     assert!(
         checks
             .iter()

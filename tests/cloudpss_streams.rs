@@ -407,7 +407,7 @@ async fn the_sdk_environment_works_alone_and_token_files_take_it_by_reference() 
         messages(&logs(&*b, &job.id, true, false).await.unwrap()).len(),
         4
     );
-    let checks = b.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*b).await;
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
 
     let file = "[profiles.cloudpss]\nbackend = \"cloudpss\"\napi_url = \"URL\"\ntoken_env = \"MY_SDK_TOKEN\"\n"

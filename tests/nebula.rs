@@ -643,20 +643,20 @@ async fn login_logout_and_the_older_credential_encoding() {
 async fn doctor_checks_reachability_authentication_and_api() {
     let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
-    let checks = backend(&sim, dir.path()).doctor().await;
+    let checks = jobctl::backend::collect_checks(&*backend(&sim, dir.path())).await;
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["reachable", "authentication", "api version"]);
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
 
     let bad = backend_with(&sim, dir.path(), &[("NEBULA_PASSWORD", "nope")], "");
-    let checks = bad.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*bad).await;
     assert!(checks[0].ok, "{checks:?}");
     assert_eq!(checks[1].name, "authentication");
     assert!(!checks[1].ok);
     assert!(!checks[1].detail.contains("nope"));
 
     let no_url = backend_with(&sim, dir.path(), &[("NEBULA_EXPLORER_URL", "")], "");
-    let checks = no_url.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*no_url).await;
     assert!(
         !checks[0].ok && checks[0].detail.contains("NEBULA_EXPLORER_URL"),
         "{checks:?}"

@@ -425,9 +425,8 @@ async fn an_unavailable_server_is_retried_then_exit_7() {
 async fn doctor_checks_reachability_login_and_version() {
     let sim = start(fast());
     let state = tempfile::tempdir().unwrap();
-    let checks = common::backend(&sim, "octoplant", state.path())
-        .doctor()
-        .await;
+    let checks =
+        jobctl::backend::collect_checks(&*common::backend(&sim, "octoplant", state.path())).await;
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["reachability", "authentication", "api version"]);
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
@@ -437,11 +436,10 @@ async fn doctor_checks_reachability_login_and_version() {
             .contains(jobctl_sim::octoplant::API_VERSION)
     );
 
-    let bad = backend_with(
+    let bad = jobctl::backend::collect_checks(&*backend_with(
         profile(&sim, &[("OCTOPLANT_PASSWORD", "wrong")]),
         state.path(),
-    )
-    .doctor()
+    ))
     .await;
     assert!(bad[0].ok && !bad[1].ok, "{bad:?}");
     assert!(bad[1].detail.contains("invalid_grant"), "{bad:?}");
@@ -452,14 +450,13 @@ async fn doctor_checks_reachability_login_and_version() {
         .local_addr()
         .unwrap()
         .port();
-    let down = backend_with(
+    let down = jobctl::backend::collect_checks(&*backend_with(
         profile(
             &sim,
             &[("OCTOPLANT_URL", &format!("http://127.0.0.1:{port}"))],
         ),
         state.path(),
-    )
-    .doctor()
+    ))
     .await;
     assert_eq!(down.len(), 1);
     assert!(!down[0].ok);

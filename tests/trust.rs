@@ -274,6 +274,96 @@ fn one_shot_commands_give_up_on_a_refused_port_within_five_seconds() {
     assert!(took < Duration::from_secs(3), "doctor took {took:?}");
 }
 
+/// Starts `jobctl ARGS` with piped stdout; returns the child and its stdout lines as they come.
+fn spawn_lines(
+    sb: &Sandbox,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut c = sb.std_cmd();
+    c.envs(env.iter().copied())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn doctor_shows_each_check_while_a_later_one_hangs() {
+    // The Slurm credentials check needs no network; the reachability check after it meets a
+    // server that accepts the connection and never answers.
+    let sb = Sandbox::new();
+    let env = slurm_env(silent_server());
+    for (mode, wanted) in [
+        ("table", "ok   credentials"),
+        ("ndjson", "\"event\":\"check\""),
+    ] {
+        let (mut child, lines) = spawn_lines(&sb, &envs(&env), &["-o", mode, "doctor", "slurm"]);
+        let mut seen = Vec::new();
+        let found = loop {
+            match lines.recv_timeout(Duration::from_secs(15)) {
+                Ok(l) if l.contains(wanted) => break Some(l),
+                Ok(l) => seen.push(l),
+                Err(_) => break None,
+            }
+        };
+        let running = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        let _ = child.wait();
+        let line = found.unwrap_or_else(|| panic!("{mode}: no credentials check in {seen:?}"));
+        assert!(running, "{mode}: doctor had already ended: {line}");
+        if mode == "ndjson" {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["name"], "credentials", "{v}");
+            assert_eq!(v["ok"], true, "{v}");
+            assert_eq!(v["profile"], "slurm", "{v}");
+        } else {
+            assert_eq!(seen, ["profile slurm (backend slurm)"]);
+            assert!(line.contains("user alice"), "{line}");
+        }
+    }
+}
+
+#[test]
+fn doctor_ndjson_ends_with_a_result_and_json_stays_one_document() {
+    let sb = Sandbox::new();
+    let env = slurm_env(refused_port());
+    let (code, out, err) = sb.run_with(&envs(&env), &["-o", "ndjson", "doctor", "slurm"]);
+    assert_eq!(code, 7, "{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["check", "check", "result"], "{out}");
+    assert_eq!(events[1]["name"], "reachability");
+    assert_eq!(events[1]["ok"], false);
+    assert_eq!(events[2]["exit_code"], 7);
+    assert_eq!(events[2]["ok"], false);
+
+    let (code, out, err) = sb.run_with(&envs(&env), &["-o", "json", "doctor", "slurm"]);
+    assert_eq!(code, 7, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["profile"], "slurm");
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["checks"].as_array().map(Vec::len), Some(2), "{doc}");
+}
+
 #[test]
 fn an_unusable_url_is_a_usage_error_at_once() {
     let sb = Sandbox::new();

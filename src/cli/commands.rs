@@ -97,7 +97,7 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         Command::Login { profile } => login(profile, s, p).await,
         Command::Logout { profile } => logout(profile, s, p).await,
         Command::Profiles => Ok(Outcome::ok(profiles(s))),
-        Command::Doctor { profile } => doctor(profile, s).await,
+        Command::Doctor { profile } => doctor(profile, s, p).await,
         Command::Queues { profile } => queues(profile, s).await,
         Command::Completions { shell } => Ok(Outcome::ok(completions(shell, s))),
     }
@@ -883,11 +883,23 @@ async fn queues(profile: Option<String>, s: &Session) -> Result<Outcome> {
     Ok(Outcome::ok(Report::Queues(queues)))
 }
 
-async fn doctor(profile: Option<String>, s: &Session) -> Result<Outcome> {
+async fn doctor(profile: Option<String>, s: &Session, p: &Printer) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
+    let (name, backend) = (
+        bound.profile.name.clone(),
+        bound.profile.backend.to_string(),
+    );
     // Each check reports what it finds at once, rather than retrying a refused connection.
     crate::http::set_refused_budget(Duration::ZERO);
-    let checks = bound.backend.doctor().await;
+    p.doctor_start(&name, &backend);
+    let mut checks = Vec::new();
+    bound
+        .backend
+        .doctor(&mut |c| {
+            p.doctor_check(&name, &backend, &c);
+            checks.push(c);
+        })
+        .await;
     let code = if checks.iter().all(|c| c.ok) {
         exit::SUCCESS
     } else {
@@ -895,9 +907,10 @@ async fn doctor(profile: Option<String>, s: &Session) -> Result<Outcome> {
     };
     Ok(Outcome {
         report: Report::Doctor {
-            profile: bound.profile.name.clone(),
-            backend: bound.profile.backend.to_string(),
+            profile: name,
+            backend,
             checks,
+            exit_code: code,
         },
         code,
     })
