@@ -410,6 +410,41 @@ fn missing_credentials_are_usage_errors_naming_that_profiles_keys() {
 }
 
 #[test]
+fn an_ac_profile_without_credentials_is_told_its_own_keys() {
+    let sb = Sandbox::new();
+    let cfg = sb.config(
+        "[profiles.hpc1]\nbackend = \"ac\"\nurl = \"http://127.0.0.1:9\"\n\n\
+         [profiles.half]\nbackend = \"ac\"\nurl = \"http://127.0.0.1:9\"\nusername = \"alice\"\naccess_key = \"AK1\"\n",
+    );
+    let (code, _, err) = sb.run(&["--config", &cfg, "status", "hpc1:1"]);
+    assert_eq!(code, 2, "{err}");
+    for key in [
+        "[profiles.hpc1]",
+        "`username`",
+        "`access_key`",
+        "`secret_key_env`",
+        "`password_env`",
+        "`token_env`",
+    ] {
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    assert!(!err.contains("AC_"), "{err}");
+    // Half an AK/SK login: the missing key is named as this profile spells it.
+    let (code, _, err) = sb.run(&["--config", &cfg, "status", "half:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("(`secret_key_env` is missing)"), "{err}");
+    assert!(!err.contains("AC_"), "{err}");
+    // The built-in profile keeps naming its variables.
+    let (code, _, err) = sb.run_with(&[("AC_URL", "http://127.0.0.1:9")], &["status", "ac:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("AC_ACCESS_KEY") && err.contains("AC_SECRET_KEY") && err.contains("AC_TOKEN"),
+        "{err}"
+    );
+    assert!(!err.contains("[profiles."), "{err}");
+}
+
+#[test]
 fn a_zero_interval_is_raised_to_the_floor_and_said() {
     let sb = Sandbox::new();
     let r = sb.submit(&["--", "true"]);

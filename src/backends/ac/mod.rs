@@ -130,6 +130,12 @@ impl AcBackend {
                 )));
             }
         }
+        let missing = auth::missing_credentials(
+            p,
+            p.username.is_some(),
+            access_key.is_some(),
+            secret_key.is_some(),
+        );
         let mut auth = Auth {
             api: api.clone(),
             ac,
@@ -142,6 +148,7 @@ impl AcBackend {
             preissued: p.secret("token").cloned(),
             region: opt("region"),
             store: TokenStore::in_memory(),
+            missing,
         };
         let chunk = match p.option("upload_chunk_size") {
             Some(c) => parse_size(c)?,
