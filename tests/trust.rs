@@ -257,6 +257,86 @@ fn unreachable_timeout_is_hard_too() {
     );
 }
 
+/// A simulator answering every request after `latency`, whose jobs never end.
+fn slow_sim(latency: Duration) -> common::Sim {
+    common::sim(SimConfig {
+        latency: (latency, latency),
+        job_duration: Duration::from_secs(3600),
+        ..SimConfig::default()
+    })
+}
+
+#[test]
+fn submit_wait_timeout_counts_the_submission_too() {
+    // Slurm's version negotiation, the submission and the read of the new job take 2 s each
+    // here: 6 s of a 7 s deadline, leaving 1 s for the wait.
+    let sim = slow_sim(Duration::from_secs(2));
+    let sb = Sandbox::with_sim(&sim);
+    let args = [
+        "-b",
+        "slurm",
+        "submit",
+        "--wait",
+        "--timeout",
+        "7s",
+        "--",
+        "sleep",
+        "1",
+    ];
+    let ((code, out, err), took) = sb.timed(&[], &args);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(out.starts_with("slurm:"), "the reference is printed: {out}");
+    assert!(err.contains("timed out after 7s"), "{err}");
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_millis(8500),
+        "exited {took:?} after the start of a 7s deadline"
+    );
+}
+
+#[test]
+fn submit_wait_timeout_cuts_a_submission_still_in_flight() {
+    let sim = slow_sim(Duration::from_secs(2));
+    let sb = Sandbox::with_sim(&sim);
+    let args = [
+        "-b",
+        "slurm",
+        "submit",
+        "--key",
+        "slow-1",
+        "--wait",
+        "--timeout",
+        "3s",
+        "--",
+        "sleep",
+        "1",
+    ];
+    let ((code, _, err), took) = sb.timed(&[], &args);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_millis(4500),
+        "exited {took:?} after the start of a 3s deadline"
+    );
+    assert!(
+        err.contains("--timeout reached before the platform answered")
+            && err.contains("key 'slow-1'"),
+        "{err}"
+    );
+    // The key is not freed: the ledger keeps the submission as unknown for the next run.
+    let history = sb.json(&["history"]);
+    assert_eq!(history[0]["key"], "slow-1", "{history}");
+    assert_eq!(history[0]["status"], "unknown", "{history}");
+}
+
+#[test]
+fn submit_wait_flags_are_checked_before_anything_is_sent() {
+    let sb = Sandbox::new();
+    let (code, _, err) = sb.run(&["submit", "--wait", "--timeout", "soon", "--", "true"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--timeout"), "{err}");
+    let history = sb.json(&["history"]);
+    assert_eq!(history, serde_json::json!([]), "nothing was submitted");
+}
+
 #[test]
 fn one_shot_commands_give_up_on_a_refused_port_within_five_seconds() {
     let sb = Sandbox::new();

@@ -123,6 +123,7 @@ fn dur(flag: &str, v: &str) -> Result<Duration> {
 }
 
 /// Watch options from flags; the first interval defaults to the profile's `poll_interval`.
+/// `--timeout` counts from now.
 pub(super) fn watch_options(
     t: &WaitTuning,
     default_interval: Duration,
@@ -149,6 +150,7 @@ pub(super) fn watch_options(
             .as_deref()
             .map(|v| dur("--timeout", v))
             .transpose()?,
+        started: std::time::Instant::now(),
         unreachable_timeout: dur("--unreachable-timeout", &t.unreachable_timeout)?,
         any: false,
         fail_fast: false,
@@ -371,6 +373,8 @@ fn merge_pairs(flag: &str, raw: &[String], into: &mut Map<String, Value>) -> Res
 }
 
 async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Result<Outcome> {
+    // `--timeout` counts from here: a slow submission must not stretch it.
+    let started = std::time::Instant::now();
     let mut spec = build_spec(&a)?;
     // The spec file may name a profile; explicit -p/-b win over it.
     let profile = match (&g.profile, &g.backend, &spec.profile, &spec.backend) {
@@ -380,7 +384,17 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
     };
     let bound = s.bound(&profile)?;
     apply_args(&a.args, bound.profile.backend, &mut spec)?;
-    let submission = super::submission::submit_spec(&bound, &spec, s, a.resubmit_unknown).await;
+    // Wait flags are checked before anything is sent.
+    let opts = match a.wait {
+        true => Some(WatchOptions {
+            started,
+            ..watch_options(&a.watch, bound.profile.poll_interval, p)?
+        }),
+        false => None,
+    };
+    let deadline = opts.as_ref().and_then(|o| o.timeout).map(|t| started + t);
+    let submission =
+        super::submission::submit_spec_until(&bound, &spec, s, a.resubmit_unknown, deadline).await;
     let existing = !matches!(submission, super::submission::Submission::Sent(_));
     let job = match submission {
         super::submission::Submission::Sent(j)
@@ -397,9 +411,9 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             spec.key.as_deref().unwrap_or_default()
         );
     }
-    if !a.wait {
+    let Some(opts) = opts else {
         return Ok(Outcome::ok(Report::Submitted { job, existing }));
-    }
+    };
     // Print the reference at once, then behave like watch. In json mode the one JSON value is
     // the final result, which carries the job.
     if p.mode != OutputMode::Json {
@@ -408,7 +422,6 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             existing,
         });
     }
-    let opts = watch_options(&a.watch, bound.profile.poll_interval, p)?;
     let mut reports = Reports::new(&a.reports, "jobctl submit".into());
     let (job, targets, watched, attempts) =
         watch_with_retries(&bound, &spec, job, &opts, a.retries, s, p).await?;
@@ -446,7 +459,7 @@ async fn watch_with_retries(
     watch::Outcome,
     u32,
 )> {
-    let deadline = opts.timeout.map(|t| std::time::Instant::now() + t);
+    let deadline = opts.timeout.map(|t| opts.started + t);
     let mut job = first;
     let mut targets = vec![(bound.profile.name.clone(), job.id.clone())];
     let mut watched = run_watch(&targets, opts, true, s, p).await;
@@ -495,8 +508,9 @@ async fn watch_with_retries(
         }
         let mut next = spec.clone();
         next.key = key;
-        let (again, existing) =
-            super::pipeline::settled(super::submission::submit_spec(bound, &next, s, false).await)?;
+        let (again, existing) = super::pipeline::settled(
+            super::submission::submit_spec_until(bound, &next, s, false, deadline).await,
+        )?;
         if p.mode != OutputMode::Json {
             p.render(Report::Submitted {
                 job: again.clone(),
@@ -505,9 +519,8 @@ async fn watch_with_retries(
         }
         job = again;
         targets = vec![(bound.profile.name.clone(), job.id.clone())];
-        let mut opts = opts.clone();
-        opts.timeout = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-        watched = run_watch(&targets, &opts, true, s, p).await;
+        // Same options, same clock: `--timeout` bounds all attempts together.
+        watched = run_watch(&targets, opts, true, s, p).await;
     }
     Ok((job, targets, watched, attempt))
 }

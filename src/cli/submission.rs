@@ -14,7 +14,8 @@ use crate::http::delivery;
 use crate::ledger::{Begin, Entry, Ledger};
 use crate::model::{Job, JobSpec, JobState};
 use crate::session::{Bound, Session};
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 /// How long a submission waits for another process sending the same key right now.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
@@ -74,10 +75,40 @@ pub async fn submit_spec(
     s: &Session,
     resubmit_unknown: bool,
 ) -> Submission {
-    match submit_inner(bound, spec, s, resubmit_unknown).await {
+    submit_spec_until(bound, spec, s, resubmit_unknown, None).await
+}
+
+/// [`submit_spec`] that gives up at `deadline` (`submit --wait --timeout`, counted from the
+/// start of the command): a submission still without an answer then is recorded as unknown
+/// and reported with a timeout error (exit 3), so a slow platform never stretches the
+/// deadline.
+pub async fn submit_spec_until(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+    resubmit_unknown: bool,
+    deadline: Option<Instant>,
+) -> Submission {
+    match submit_inner(bound, spec, s, resubmit_unknown, deadline).await {
         Ok(sub) => sub,
         Err(e) => Submission::Failed(in_profile(bound, e)),
     }
+}
+
+/// Runs `fut` until `deadline`: `None` when the deadline came first.
+async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// The error of a submission the `--timeout` deadline cut off: exit 3, saying what is known
+/// of its fate.
+fn deadline_error(bound: &Bound, spec: &JobSpec, what: &str) -> Error {
+    let mut e = unknown_error(bound, spec, &format!("--timeout reached {what}"));
+    e.kind = ErrorKind::Timeout;
+    e
 }
 
 fn in_profile(bound: &Bound, e: Error) -> Error {
@@ -90,6 +121,7 @@ async fn submit_inner(
     spec: &JobSpec,
     s: &Session,
     resubmit_unknown: bool,
+    deadline: Option<Instant>,
 ) -> Result<Submission> {
     if !spec.uploads.is_empty()
         && !bound
@@ -107,15 +139,22 @@ async fn submit_inner(
     let ledger = s.ledger()?;
     let profile = &bound.profile.name;
     let mut entry = match ledger.begin(profile, bound.profile.backend.as_str(), spec)? {
-        Begin::New(seq) => return Ok(send(bound, spec, s, &ledger, seq).await),
+        Begin::New(seq) => return Ok(send(bound, spec, s, &ledger, seq, deadline).await),
         Begin::Existing(entry) => entry,
     };
     same_spec(&entry, spec)?;
-    let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+    let in_flight_until = Instant::now() + IN_FLIGHT_WAIT;
     // Another process (or another line of this batch) is sending the key right now: its
     // answer is the answer. Wait for it rather than racing it.
     while entry.in_flight() {
-        if tokio::time::Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Submission::Unknown(deadline_error(
+                bound,
+                spec,
+                "while another jobctl process was still sending it",
+            )));
+        }
+        if Instant::now() >= in_flight_until {
             return Ok(Submission::Unknown(unknown_error(
                 bound,
                 spec,
@@ -131,13 +170,17 @@ async fn submit_inner(
         match ledger.by_key(profile, key)? {
             Some(e) => entry = e,
             // Refused meanwhile: its key is free, so this is a new submission.
-            None => return Box::pin(submit_inner(bound, spec, s, resubmit_unknown)).await,
+            None => {
+                return Box::pin(submit_inner(bound, spec, s, resubmit_unknown, deadline)).await;
+            }
         }
     }
     match entry.status.as_str() {
-        "submitted" => Ok(Submission::Earlier(earlier_job(bound, &entry, s).await)),
-        "failed" => Box::pin(submit_inner(bound, spec, s, resubmit_unknown)).await,
-        _ => reconcile(bound, spec, s, &ledger, entry, resubmit_unknown).await,
+        "submitted" => Ok(Submission::Earlier(
+            earlier_job(bound, &entry, s, deadline).await,
+        )),
+        "failed" => Box::pin(submit_inner(bound, spec, s, resubmit_unknown, deadline)).await,
+        _ => reconcile(bound, spec, s, &ledger, entry, resubmit_unknown, deadline).await,
     }
 }
 
@@ -160,12 +203,12 @@ fn same_spec(entry: &Entry, spec: &JobSpec) -> Result<()> {
 }
 
 /// The job of an earlier accepted submission, as the platform sees it now.
-async fn earlier_job(bound: &Bound, entry: &Entry, s: &Session) -> Job {
+async fn earlier_job(bound: &Bound, entry: &Entry, s: &Session, deadline: Option<Instant>) -> Job {
     let id = entry.id.clone().unwrap_or_default();
-    let job = match bound.backend.status(&id).await {
-        Ok(j) => j,
+    let job = match until(deadline, bound.backend.status(&id)).await {
+        Some(Ok(j)) => j,
         // The submission stands even when its job cannot be read right now.
-        Err(_) => Job::new(id, JobState::Unknown, None),
+        Some(Err(_)) | None => Job::new(id, JobState::Unknown, None),
     };
     s.finish_job(bound, job)
 }
@@ -178,10 +221,21 @@ async fn reconcile(
     ledger: &Ledger,
     entry: Entry,
     resubmit_unknown: bool,
+    deadline: Option<Instant>,
 ) -> Result<Submission> {
     let since = entry.submitted_at;
     let lookup = if spec.key.is_some() {
-        bound.backend.find_by_key(spec, since).await
+        match until(deadline, bound.backend.find_by_key(spec, since)).await {
+            Some(found) => found,
+            None => {
+                mark_unknown(ledger, &entry)?;
+                return Ok(Submission::Unknown(deadline_error(
+                    bound,
+                    spec,
+                    "while looking up the key of an earlier submission whose outcome is unknown; run again to settle it",
+                )));
+            }
+        }
     } else {
         Ok(KeyLookup::Unsearchable)
     };
@@ -190,9 +244,11 @@ async fn reconcile(
             ledger.complete(entry.seq, &job.id)?;
             Ok(Submission::Reconciled(s.finish_job(bound, job)))
         }
-        Ok(KeyLookup::Absent) => resend(bound, spec, s, ledger, &entry, resubmit_unknown).await,
+        Ok(KeyLookup::Absent) => {
+            resend(bound, spec, s, ledger, &entry, resubmit_unknown, deadline).await
+        }
         Ok(KeyLookup::Unsearchable) if resubmit_unknown => {
-            resend(bound, spec, s, ledger, &entry, resubmit_unknown).await
+            resend(bound, spec, s, ledger, &entry, resubmit_unknown, deadline).await
         }
         Ok(KeyLookup::Unsearchable) => {
             mark_unknown(ledger, &entry)?;
@@ -237,17 +293,38 @@ async fn resend(
     ledger: &Ledger,
     entry: &Entry,
     resubmit_unknown: bool,
+    deadline: Option<Instant>,
 ) -> Result<Submission> {
     if !ledger.claim(entry)? {
         // Someone else claimed it between our read and now: start over and follow them.
-        return Box::pin(submit_inner(bound, spec, s, resubmit_unknown)).await;
+        return Box::pin(submit_inner(bound, spec, s, resubmit_unknown, deadline)).await;
     }
-    Ok(send(bound, spec, s, ledger, entry.seq).await)
+    Ok(send(bound, spec, s, ledger, entry.seq, deadline).await)
 }
 
 /// Sends a recorded submission and records its fate.
-async fn send(bound: &Bound, spec: &JobSpec, s: &Session, ledger: &Ledger, seq: i64) -> Submission {
-    let (result, fate) = delivery::track(bound.backend.submit(spec)).await;
+async fn send(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+    ledger: &Ledger,
+    seq: i64,
+    deadline: Option<Instant>,
+) -> Submission {
+    let (result, fate) = delivery::track(until(deadline, bound.backend.submit(spec))).await;
+    let Some(result) = result else {
+        // Cut off in flight: the platform may have acted on it, so its key is not freed.
+        let e = deadline_error(
+            bound,
+            spec,
+            &format!(
+                "before the platform answered the submission; {}",
+                rerun_hint(spec)
+            ),
+        );
+        let _ = ledger.unknown(seq, &e.to_string());
+        return Submission::Unknown(e);
+    };
     match result {
         Ok(job) => {
             if let Err(e) = ledger.complete(seq, &job.id) {
@@ -267,20 +344,21 @@ async fn send(bound: &Bound, spec: &JobSpec, s: &Session, ledger: &Ledger, seq: 
                 Submission::Unknown(unknown_error(
                     bound,
                     spec,
-                    &format!(
-                        "{}; {}",
-                        e.message,
-                        match &spec.key {
-                            Some(_) => "run again to look its key up on the platform",
-                            None => "it had no key, so check `jobctl list` before sending it again",
-                        }
-                    ),
+                    &format!("{}; {}", e.message, rerun_hint(spec)),
                 ))
             } else {
                 let _ = ledger.fail(seq, &e.to_string());
                 Submission::Failed(e)
             }
         }
+    }
+}
+
+/// What to do about a submission whose outcome is unknown.
+fn rerun_hint(spec: &JobSpec) -> &'static str {
+    match &spec.key {
+        Some(_) => "run again to look its key up on the platform",
+        None => "it had no key, so check `jobctl list` before sending it again",
     }
 }
 
