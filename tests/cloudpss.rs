@@ -569,7 +569,10 @@ async fn doctor_checks_reachability_version_and_authentication() {
             format!("{}/api/graphql", sim.base_url),
         ),
         ("CLOUDPSS_USERNAME".into(), "jobctl".into()),
-        ("CLOUDPSS_PASSWORD".into(), "jobctl-sim".into()),
+        (
+            "CLOUDPSS_PASSWORD".into(),
+            jobctl_sim::DEFAULT_PASSWORD.into(),
+        ),
     ];
     let wrong = tempfile::tempdir().unwrap();
     let down = backend_with(vars, wrong.path());
@@ -872,7 +875,7 @@ async fn simulator_tokens_expire_after_the_ttl_and_jobctl_logs_in_again() {
         &sim,
         None,
         login,
-        json!({"input": {"id": c["id"], "answers": [{"id": item["id"], "answer": {"password": "jobctl-sim"}}]}}),
+        json!({"input": {"id": c["id"], "answers": [{"id": item["id"], "answer": {"password": jobctl_sim::DEFAULT_PASSWORD}}]}}),
     )
     .await;
     let token = issued["data"]["createAccountToken"]["token"]

@@ -267,7 +267,10 @@ async fn the_session_cookie_is_cached_and_shared_by_later_processes() {
     backend(&sim, dir.path()).status(&job.id).await.unwrap();
     assert_eq!(count(&sim.state.stats(), CONNECT), 1);
     let cache = std::fs::read_to_string(dir.path().join("cache/nebula.token.json")).unwrap();
-    assert!(!cache.contains("jobctl-sim"), "password must not be cached");
+    assert!(
+        !cache.contains(jobctl_sim::DEFAULT_PASSWORD),
+        "password must not be cached"
+    );
     let cached: Value = serde_json::from_str(&cache).unwrap();
     assert!(
         cached["expires_at"].is_string(),

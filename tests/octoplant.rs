@@ -279,7 +279,7 @@ async fn refused_credentials_and_permissions_exit_4() {
     assert_eq!(e.code.as_deref(), Some("invalid_client"));
     assert!(e.message.contains("invalid client credentials"), "{e}");
     assert!(!format!("{bad_client:?}").contains("not-the-secret"));
-    assert!(!format!("{bad_client:?}").contains("jobctl-sim"));
+    assert!(!format!("{bad_client:?}").contains(jobctl_sim::DEFAULT_PASSWORD));
 
     let viewer = backend_with(
         profile(&sim, &[("OCTOPLANT_USERNAME", "viewer")]),
@@ -320,7 +320,10 @@ async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
     assert_eq!(sim.hits("POST /v1/oauth2/token"), 1);
     let cache = state.path().join("cache/octoplant.token.json");
     let text = std::fs::read_to_string(&cache).unwrap();
-    assert!(!text.contains("jobctl-sim"), "password must not be cached");
+    assert!(
+        !text.contains(jobctl_sim::DEFAULT_PASSWORD),
+        "password must not be cached"
+    );
 
     // A token the server no longer accepts: one new grant, then success.
     let mut cached: Value = serde_json::from_str(&text).unwrap();

@@ -738,6 +738,21 @@ fn verbose_logs_show_requests_without_secrets_or_colour() {
     }
 }
 
+#[test]
+fn the_simulators_password_is_not_a_word_of_its_answers() {
+    // The harness fails any run whose output contains the simulator's password; CloudPSS
+    // answers name the simulator's machine, which must not look like a leak.
+    let sim = common::sim(SimConfig::default());
+    let sb = Sandbox::with_sim(&sim);
+    let (code, out, err) = sb.run(&["doctor", "cloudpss"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("machine jobctl-sim"), "{out}");
+    assert_eq!(sim.state.config.password, jobctl_sim::DEFAULT_PASSWORD);
+    let env = sim.env();
+    let password = env.iter().find(|(k, _)| k == "CLOUDPSS_PASSWORD").unwrap();
+    assert_eq!(password.1, jobctl_sim::DEFAULT_PASSWORD);
+}
+
 // ---------------------------------------------------------------------------------------
 // Help and completions
 
