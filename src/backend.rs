@@ -34,8 +34,8 @@ pub type LogSink<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
 /// hold back the news of the ones before it.
 pub type CheckSink<'a> = &'a mut (dyn FnMut(Check) + Send);
 
-/// Runs `doctor` to the end and returns its checks in order (for callers that print them
-/// together, and tests).
+/// Runs `doctor` to the end and returns its checks in order, for callers that want them all
+/// at once rather than as they come (tests, library users).
 pub async fn collect_checks(backend: &(impl JobBackend + ?Sized)) -> Vec<Check> {
     let mut checks = Vec::new();
     backend.doctor(&mut |c| checks.push(c)).await;

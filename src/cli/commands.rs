@@ -385,12 +385,13 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
     let bound = s.bound(&profile)?;
     apply_args(&a.args, bound.profile.backend, &mut spec)?;
     // Wait flags are checked before anything is sent.
-    let opts = match a.wait {
-        true => Some(WatchOptions {
+    let opts = if a.wait {
+        Some(WatchOptions {
             started,
             ..watch_options(&a.watch, bound.profile.poll_interval, p)?
-        }),
-        false => None,
+        })
+    } else {
+        None
     };
     let deadline = opts.as_ref().and_then(|o| o.timeout).map(|t| started + t);
     let submission =
