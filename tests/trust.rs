@@ -203,6 +203,25 @@ fn an_error_in_an_event_stream_is_an_event_before_the_result() {
 }
 
 #[test]
+fn a_refused_submission_in_a_submit_wait_stream_is_an_event_before_the_result() {
+    let sb = Sandbox::new();
+    sb.submit(&["--key", "k1", "--", "true"]);
+    let (code, out, _) = sb.run(&[
+        "-o", "ndjson", "submit", "--wait", "--key", "k1", "--", "false",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["event"], "error", "{out}");
+    assert_eq!(lines[0]["error"]["kind"], "usage", "{out}");
+    assert_eq!(lines[1]["event"], "result", "{out}");
+    assert_eq!(lines[1]["exit_code"], 2, "{out}");
+}
+
+#[test]
 fn logout_prints_json_and_says_when_nothing_was_cached() {
     let sb = Sandbox::new();
     let (code, out, err) = sb.run_with(

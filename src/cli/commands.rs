@@ -402,7 +402,7 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         | super::submission::Submission::Earlier(j)
         | super::submission::Submission::Reconciled(j) => j,
         super::submission::Submission::Unknown(e) | super::submission::Submission::Failed(e) => {
-            return Err(e);
+            return if a.wait { failed_stream(e, p) } else { Err(e) };
         }
     };
     if existing {
@@ -425,7 +425,10 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
     }
     let mut reports = Reports::new(&a.reports, "jobctl submit".into());
     let (job, targets, watched, attempts) =
-        watch_with_retries(&bound, &spec, job, &opts, a.retries, s, p).await?;
+        match watch_with_retries(&bound, &spec, job, &opts, a.retries, s, p).await {
+            Ok(done) => done,
+            Err(e) => return failed_stream(e, p),
+        };
     reports.attempts = attempts;
     let mut out = conclude(watched, &targets, &reports, s, p).await;
     if out.code == exit::SUCCESS {
@@ -708,21 +711,27 @@ async fn watch_cmd(a: WatchArgs, live: bool, s: &Session, p: &Printer) -> Result
             let out = run_watch(&targets, &opts, live, s, p).await;
             Ok(conclude(out, &targets, &reports, s, p).await)
         }
-        // In an ndjson event stream even a refusal before the first poll (a bad reference)
-        // is an error event followed by the result event.
-        Err(e) if p.mode == OutputMode::Ndjson => {
-            p.error_event(&e);
-            p.event(&Event::Result {
-                exit_code: e.exit_code(),
-                jobs: &[],
-            });
-            Ok(Outcome {
-                report: Report::Nothing,
-                code: e.exit_code(),
-            })
-        }
-        Err(e) => Err(e),
+        // Even a refusal before the first poll (a bad reference) is an event.
+        Err(e) => failed_stream(e, p),
     }
+}
+
+/// An error that ends an event stream before its result: in ndjson mode an error event
+/// followed by the result event (so every line is an event and `result` stays last), else
+/// the error as is.
+fn failed_stream(e: Error, p: &Printer) -> Result<Outcome> {
+    if p.mode != OutputMode::Ndjson {
+        return Err(e);
+    }
+    p.error_event(&e);
+    p.event(&Event::Result {
+        exit_code: e.exit_code(),
+        jobs: &[],
+    });
+    Ok(Outcome {
+        report: Report::Nothing,
+        code: e.exit_code(),
+    })
 }
 
 async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome> {
