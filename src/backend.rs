@@ -47,6 +47,18 @@ pub type KnownJob<'a> = &'a (dyn Fn(&str) -> bool + Send + Sync);
 /// Where `logs` writes: stdout in the CLI, a buffer in tests.
 pub type LogSink<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
 
+/// Where `doctor` hands each [`Check`] the moment it is known, so a check that hangs does not
+/// hold back the news of the ones before it.
+pub type CheckSink<'a> = &'a mut (dyn FnMut(Check) + Send);
+
+/// Runs `doctor` to the end and returns its checks in order, for callers that want them all
+/// at once rather than as they come (tests, library users).
+pub async fn collect_checks(backend: &(impl JobBackend + ?Sized)) -> Vec<Check> {
+    let mut checks = Vec::new();
+    backend.doctor(&mut |c| checks.push(c)).await;
+    checks
+}
+
 /// One platform behind jobctl. Object-safe: the CLI holds an `Arc<dyn JobBackend>`.
 ///
 /// Contract for implementers:
@@ -196,8 +208,9 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
         ))
     }
 
-    /// Reachability, authentication and API version checks.
-    async fn doctor(&self) -> Vec<Check>;
+    /// Reachability, authentication and API version checks, each handed to `report` as soon as
+    /// it is decided rather than all at the end.
+    async fn doctor(&self, report: CheckSink<'_>);
 }
 
 /// What a backend constructor gets: its profile and where it may keep state.
@@ -372,8 +385,8 @@ impl JobBackend for InContext {
         self.inner.logout().await.map_err(self.ctx("logout"))
     }
 
-    async fn doctor(&self) -> Vec<Check> {
-        self.inner.doctor().await
+    async fn doctor(&self, report: CheckSink<'_>) {
+        self.inner.doctor(report).await
     }
 }
 

@@ -155,7 +155,8 @@ pub enum Report {
     History(Vec<Entry>),
     /// Profiles.
     Profiles(Vec<ProfileRow>),
-    /// Doctor checks of one profile.
+    /// Doctor checks of one profile, after each was shown with [`Printer::doctor_check`]:
+    /// json prints them in one document, ndjson the `result` event, table nothing more.
     Doctor {
         /// Profile.
         profile: String,
@@ -163,6 +164,8 @@ pub enum Report {
         backend: String,
         /// Checks.
         checks: Vec<Check>,
+        /// Exit code of the command.
+        exit_code: i32,
     },
     /// Files written by fetch.
     Artifacts(Vec<Artifact>),
@@ -297,7 +300,8 @@ impl Printer {
                 profile,
                 backend,
                 checks,
-            } => self.doctor(&profile, &backend, &checks),
+                exit_code,
+            } => self.doctor(&profile, &backend, &checks, exit_code),
             Report::Artifacts(a) => self.artifacts(&a),
             Report::Aborts(rows) => self.aborts(&rows),
             Report::WatchResult { exit_code, jobs } => match self.mode {
@@ -568,23 +572,45 @@ impl Printer {
         }
     }
 
-    fn doctor(&self, profile: &str, backend: &str, checks: &[Check]) {
+    /// Opens `doctor`'s output: the profile line in table mode, before any check is known.
+    pub fn doctor_start(&self, profile: &str, backend: &str) {
+        if self.mode == OutputMode::Table {
+            self.out(&format!("profile {profile} (backend {backend})"));
+        }
+    }
+
+    /// One `doctor` check, shown the moment it is decided so that a check that hangs does not
+    /// hide the ones before it: a line in table mode, a `check` event in ndjson mode. Json
+    /// mode prints every check in one document at the end ([`Report::Doctor`]).
+    pub fn doctor_check(&self, profile: &str, backend: &str, c: &Check) {
         match self.mode {
-            OutputMode::Json | OutputMode::Ndjson => self.json_out(&json!({
-                "profile": profile, "backend": backend,
-                "ok": checks.iter().all(|c| c.ok), "checks": checks})),
-            OutputMode::Quiet => {}
             OutputMode::Table => {
-                self.out(&format!("profile {profile} (backend {backend})"));
-                for c in checks {
-                    let mark = if c.ok {
-                        console::style("ok  ").green().to_string()
-                    } else {
-                        console::style("FAIL").red().to_string()
-                    };
-                    self.out(&format!("  {mark} {:<16} {}", c.name, c.detail));
-                }
+                let mark = if c.ok {
+                    console::style("ok  ").green().to_string()
+                } else {
+                    console::style("FAIL").red().to_string()
+                };
+                self.out(&format!("  {mark} {:<16} {}", c.name, c.detail));
             }
+            OutputMode::Ndjson => self.json_out(&json!({
+                "event": "check", "profile": profile, "backend": backend,
+                "name": c.name, "ok": c.ok, "detail": c.detail})),
+            OutputMode::Json | OutputMode::Quiet => {}
+        }
+        // A reader of a pipe sees the line now, not when the last check is done.
+        let _ = std::io::stdout().lock().flush();
+    }
+
+    fn doctor(&self, profile: &str, backend: &str, checks: &[Check], exit_code: i32) {
+        let ok = checks.iter().all(|c| c.ok);
+        match self.mode {
+            OutputMode::Json => self.json_out(&json!({
+                "profile": profile, "backend": backend, "ok": ok, "checks": checks})),
+            OutputMode::Ndjson => self.json_out(&json!({
+                "event": "result", "profile": profile, "backend": backend, "ok": ok,
+                "exit_code": exit_code})),
+            // Table lines were shown one by one as the checks were decided.
+            OutputMode::Table | OutputMode::Quiet => {}
         }
     }
 

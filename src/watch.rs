@@ -27,8 +27,11 @@ pub struct WatchOptions {
     pub interval: Duration,
     /// Largest polling interval.
     pub max_interval: Duration,
-    /// Give up (exit 3) after this long.
+    /// Give up (exit 3) this long after [`WatchOptions::started`].
     pub timeout: Option<Duration>,
+    /// When the `--timeout` clock started: the start of the command for `submit --wait`, so
+    /// a slow submission does not stretch the deadline.
+    pub started: Instant,
     /// Give up (exit 7) when a profile answers nothing for this long.
     pub unreachable_timeout: Duration,
     /// Return once one job is terminal.
@@ -203,12 +206,14 @@ impl<'a> Watch<'a> {
         opts: &'a WatchOptions,
         observer: &'a dyn Observer,
     ) -> Self {
-        let started = Instant::now();
+        let started = opts.started;
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, (p, _)) in targets.iter().enumerate() {
             groups.entry(p.clone()).or_default().push(i);
         }
-        let last_answer = groups.keys().map(|p| (p.clone(), started)).collect();
+        // The unreachable clock starts now: whatever came before (a submission) was answered.
+        let now = Instant::now();
+        let last_answer = groups.keys().map(|p| (p.clone(), now)).collect();
         Watch {
             session,
             targets,

@@ -40,7 +40,7 @@ const PW_LOGIN: &str = "POST /ac/openapi/v2/tokens";
 fn password_setup(sim: &Sim) -> Setup {
     Setup::sim("scnet", sim)
         .with(&[
-            ("AC_PASSWORD", "jobctl-sim"),
+            ("AC_PASSWORD", jobctl_sim::DEFAULT_PASSWORD),
             ("AC_ORG_ID", jobctl_sim::ac::ORG_ID),
         ])
         .without(&["AC_ACCESS_KEY", "AC_SECRET_KEY"])
@@ -489,7 +489,9 @@ async fn tokens_and_discovery_are_cached_privately_across_processes() {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{f}");
         assert!(
-            !std::fs::read_to_string(&p).unwrap().contains("jobctl-sim"),
+            !std::fs::read_to_string(&p)
+                .unwrap()
+                .contains(jobctl_sim::DEFAULT_PASSWORD),
             "no password in {f}"
         );
     }
@@ -586,7 +588,7 @@ async fn a_preissued_token_works_and_a_bad_one_is_explained() {
     let resp: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/ac/openapi/v2/tokens", sim.base_url))
         .header("user", "jobctl")
-        .header("password", "jobctl-sim")
+        .header("password", jobctl_sim::DEFAULT_PASSWORD)
         .header("orgId", "jobctl-sim-org")
         .send()
         .await
@@ -631,7 +633,7 @@ async fn doctor_and_login_report_the_region() {
     let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = common::backend(&sim, "scnet", dir.path());
-    let checks = b.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*b).await;
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
     assert_eq!(checks.len(), 5);
     let queues = checks.iter().find(|c| c.name == "queues").unwrap();
@@ -642,7 +644,7 @@ async fn doctor_and_login_report_the_region() {
     let bad = Setup::sim("scnet", &sim)
         .with(&[("AC_SECRET_KEY", "nope")])
         .backend(other.path());
-    let checks = bad.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*bad).await;
     assert!(
         checks
             .iter()

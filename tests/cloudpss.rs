@@ -555,7 +555,7 @@ async fn doctor_checks_reachability_version_and_authentication() {
     let sim = quick_sim();
     let dir = tempfile::tempdir().unwrap();
     let b = common::backend(&sim, "cloudpss", dir.path());
-    let checks = b.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*b).await;
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, vec!["reachability", "api version", "authentication"]);
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
@@ -569,11 +569,14 @@ async fn doctor_checks_reachability_version_and_authentication() {
             format!("{}/api/graphql", sim.base_url),
         ),
         ("CLOUDPSS_USERNAME".into(), "jobctl".into()),
-        ("CLOUDPSS_PASSWORD".into(), "jobctl-sim".into()),
+        (
+            "CLOUDPSS_PASSWORD".into(),
+            jobctl_sim::DEFAULT_PASSWORD.into(),
+        ),
     ];
     let wrong = tempfile::tempdir().unwrap();
     let down = backend_with(vars, wrong.path());
-    let checks = down.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*down).await;
     assert!(checks.iter().all(|c| !c.ok), "{checks:?}");
     assert!(checks[0].detail.contains("HTTP 404"), "{checks:?}");
     assert!(checks[0].detail.contains("CLOUDPSS_GQL_URL"), "{checks:?}");
@@ -872,7 +875,7 @@ async fn simulator_tokens_expire_after_the_ttl_and_jobctl_logs_in_again() {
         &sim,
         None,
         login,
-        json!({"input": {"id": c["id"], "answers": [{"id": item["id"], "answer": {"password": "jobctl-sim"}}]}}),
+        json!({"input": {"id": c["id"], "answers": [{"id": item["id"], "answer": {"password": jobctl_sim::DEFAULT_PASSWORD}}]}}),
     )
     .await;
     let token = issued["data"]["createAccountToken"]["token"]

@@ -407,7 +407,7 @@ async fn the_sdk_environment_works_alone_and_token_files_take_it_by_reference() 
         messages(&logs(&*b, &job.id, true, false).await.unwrap()).len(),
         4
     );
-    let checks = b.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*b).await;
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
 
     let file = "[profiles.cloudpss]\nbackend = \"cloudpss\"\napi_url = \"URL\"\ntoken_env = \"MY_SDK_TOKEN\"\n"
@@ -585,4 +585,49 @@ async fn logs_stops_quietly_when_its_reader_goes_away() {
         .await
         .expect("logs returns once its output is closed");
     assert!(r.is_ok(), "a closed pipe is not an error: {r:?}");
+}
+
+#[tokio::test]
+async fn the_websocket_fallback_trusts_what_the_profile_trusts() {
+    let sim = sim::start(SimConfig {
+        tls: true,
+        job_duration: Duration::from_millis(300),
+        queue_duration: Duration::from_millis(50),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(&pem, sim.cert_pem.as_deref().unwrap()).unwrap();
+    let with = |extra: (&str, &str)| {
+        let mut vars = sim.env();
+        vars.push((extra.0.to_string(), extra.1.to_string()));
+        backend_with(vars, "", dir.path())
+    };
+    let trusted = with(("CLOUDPSS_CA_CERT", pem.to_str().unwrap()));
+    let job = finished(&*trusted, json!({"sim_messages": 12})).await;
+    // The simulator's own certificate is self-signed: its settings are changed without checks.
+    let resp = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .put(format!("{}/_sim/cloudpss/settings", sim.base_url))
+        .json(&json!({"sse_testing_only": true}))
+        .send()
+        .await
+        .expect("settings");
+    assert!(resp.status().is_success());
+
+    let over_ws = messages(
+        &logs(&*trusted, &job.id, true, false)
+            .await
+            .expect("ca_cert"),
+    );
+    assert_eq!(over_ws.len(), 13, "12 messages and terminate over wss");
+    let insecure = with(("CLOUDPSS_INSECURE", "true"));
+    let again = logs(&*insecure, &job.id, true, false)
+        .await
+        .expect("insecure");
+    assert_eq!(messages(&again), over_ws);
 }

@@ -267,7 +267,10 @@ async fn the_session_cookie_is_cached_and_shared_by_later_processes() {
     backend(&sim, dir.path()).status(&job.id).await.unwrap();
     assert_eq!(count(&sim.state.stats(), CONNECT), 1);
     let cache = std::fs::read_to_string(dir.path().join("cache/nebula.token.json")).unwrap();
-    assert!(!cache.contains("jobctl-sim"), "password must not be cached");
+    assert!(
+        !cache.contains(jobctl_sim::DEFAULT_PASSWORD),
+        "password must not be cached"
+    );
     let cached: Value = serde_json::from_str(&cache).unwrap();
     assert!(
         cached["expires_at"].is_string(),
@@ -643,20 +646,20 @@ async fn login_logout_and_the_older_credential_encoding() {
 async fn doctor_checks_reachability_authentication_and_api() {
     let sim = start_default();
     let dir = tempfile::tempdir().unwrap();
-    let checks = backend(&sim, dir.path()).doctor().await;
+    let checks = jobctl::backend::collect_checks(&*backend(&sim, dir.path())).await;
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["reachable", "authentication", "api version"]);
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
 
     let bad = backend_with(&sim, dir.path(), &[("NEBULA_PASSWORD", "nope")], "");
-    let checks = bad.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*bad).await;
     assert!(checks[0].ok, "{checks:?}");
     assert_eq!(checks[1].name, "authentication");
     assert!(!checks[1].ok);
     assert!(!checks[1].detail.contains("nope"));
 
     let no_url = backend_with(&sim, dir.path(), &[("NEBULA_EXPLORER_URL", "")], "");
-    let checks = no_url.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*no_url).await;
     assert!(
         !checks[0].ok && checks[0].detail.contains("NEBULA_EXPLORER_URL"),
         "{checks:?}"

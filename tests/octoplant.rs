@@ -279,7 +279,7 @@ async fn refused_credentials_and_permissions_exit_4() {
     assert_eq!(e.code.as_deref(), Some("invalid_client"));
     assert!(e.message.contains("invalid client credentials"), "{e}");
     assert!(!format!("{bad_client:?}").contains("not-the-secret"));
-    assert!(!format!("{bad_client:?}").contains("jobctl-sim"));
+    assert!(!format!("{bad_client:?}").contains(jobctl_sim::DEFAULT_PASSWORD));
 
     let viewer = backend_with(
         profile(&sim, &[("OCTOPLANT_USERNAME", "viewer")]),
@@ -320,7 +320,10 @@ async fn tokens_are_cached_per_profile_and_renewed_once_when_refused() {
     assert_eq!(sim.hits("POST /v1/oauth2/token"), 1);
     let cache = state.path().join("cache/octoplant.token.json");
     let text = std::fs::read_to_string(&cache).unwrap();
-    assert!(!text.contains("jobctl-sim"), "password must not be cached");
+    assert!(
+        !text.contains(jobctl_sim::DEFAULT_PASSWORD),
+        "password must not be cached"
+    );
 
     // A token the server no longer accepts: one new grant, then success.
     let mut cached: Value = serde_json::from_str(&text).unwrap();
@@ -430,9 +433,8 @@ async fn an_unavailable_server_is_retried_then_exit_7() {
 async fn doctor_checks_reachability_login_and_version() {
     let sim = start(fast());
     let state = tempfile::tempdir().unwrap();
-    let checks = common::backend(&sim, "octoplant", state.path())
-        .doctor()
-        .await;
+    let checks =
+        jobctl::backend::collect_checks(&*common::backend(&sim, "octoplant", state.path())).await;
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["reachability", "authentication", "api version"]);
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
@@ -442,11 +444,10 @@ async fn doctor_checks_reachability_login_and_version() {
             .contains(jobctl_sim::octoplant::API_VERSION)
     );
 
-    let bad = backend_with(
+    let bad = jobctl::backend::collect_checks(&*backend_with(
         profile(&sim, &[("OCTOPLANT_PASSWORD", "wrong")]),
         state.path(),
-    )
-    .doctor()
+    ))
     .await;
     assert!(bad[0].ok && !bad[1].ok, "{bad:?}");
     assert!(bad[1].detail.contains("invalid_grant"), "{bad:?}");
@@ -457,14 +458,13 @@ async fn doctor_checks_reachability_login_and_version() {
         .local_addr()
         .unwrap()
         .port();
-    let down = backend_with(
+    let down = jobctl::backend::collect_checks(&*backend_with(
         profile(
             &sim,
             &[("OCTOPLANT_URL", &format!("http://127.0.0.1:{port}"))],
         ),
         state.path(),
-    )
-    .doctor()
+    ))
     .await;
     assert_eq!(down.len(), 1);
     assert!(!down[0].ok);

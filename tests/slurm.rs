@@ -536,7 +536,7 @@ async fn doctor_and_login_report_user_version_and_expiry() {
     let sim = Sim::start(quick());
     let dir = tempfile::tempdir().unwrap();
     let b = backend_from(&slurm_vars(&sim), dir.path()).unwrap();
-    let checks = b.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*b).await;
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
     let version = checks.iter().find(|c| c.name == "api version").unwrap();
     assert!(version.detail.contains("v0.0.38") && version.detail.contains("22.05.8"));
@@ -555,7 +555,7 @@ async fn doctor_and_login_report_user_version_and_expiry() {
         60,
     );
     let b = backend_from(&with(slurm_vars(&sim), "SLURM_JWT", &bad), dir.path()).unwrap();
-    let checks = b.doctor().await;
+    let checks = jobctl::backend::collect_checks(&*b).await;
     let auth = checks.iter().find(|c| c.name == "authentication").unwrap();
     assert!(!auth.ok, "{checks:?}");
     assert!(checks.iter().any(|c| c.name == "reachability" && c.ok));

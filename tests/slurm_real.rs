@@ -307,7 +307,7 @@ async fn real_errors_are_classified() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth, "{e}");
 
-    let checks = c.backend().doctor().await;
+    let checks = jobctl::backend::collect_checks(&*c.backend()).await;
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
     assert!(checks.iter().any(|c| c.detail.contains("v0.0.38")));
 }

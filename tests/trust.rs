@@ -203,6 +203,25 @@ fn an_error_in_an_event_stream_is_an_event_before_the_result() {
 }
 
 #[test]
+fn a_refused_submission_in_a_submit_wait_stream_is_an_event_before_the_result() {
+    let sb = Sandbox::new();
+    sb.submit(&["--key", "k1", "--", "true"]);
+    let (code, out, _) = sb.run(&[
+        "-o", "ndjson", "submit", "--wait", "--key", "k1", "--", "false",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["event"], "error", "{out}");
+    assert_eq!(lines[0]["error"]["kind"], "usage", "{out}");
+    assert_eq!(lines[1]["event"], "result", "{out}");
+    assert_eq!(lines[1]["exit_code"], 2, "{out}");
+}
+
+#[test]
 fn logout_prints_json_and_says_when_nothing_was_cached() {
     let sb = Sandbox::new();
     let (code, out, err) = sb.run_with(
@@ -257,6 +276,86 @@ fn unreachable_timeout_is_hard_too() {
     );
 }
 
+/// A simulator answering every request after `latency`, whose jobs never end.
+fn slow_sim(latency: Duration) -> common::Sim {
+    common::sim(SimConfig {
+        latency: (latency, latency),
+        job_duration: Duration::from_secs(3600),
+        ..SimConfig::default()
+    })
+}
+
+#[test]
+fn submit_wait_timeout_counts_the_submission_too() {
+    // Slurm's version negotiation, the submission and the read of the new job take 2 s each
+    // here: 6 s of a 7 s deadline, leaving 1 s for the wait.
+    let sim = slow_sim(Duration::from_secs(2));
+    let sb = Sandbox::with_sim(&sim);
+    let args = [
+        "-b",
+        "slurm",
+        "submit",
+        "--wait",
+        "--timeout",
+        "7s",
+        "--",
+        "sleep",
+        "1",
+    ];
+    let ((code, out, err), took) = sb.timed(&[], &args);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(out.starts_with("slurm:"), "the reference is printed: {out}");
+    assert!(err.contains("timed out after 7s"), "{err}");
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_millis(8500),
+        "exited {took:?} after the start of a 7s deadline"
+    );
+}
+
+#[test]
+fn submit_wait_timeout_cuts_a_submission_still_in_flight() {
+    let sim = slow_sim(Duration::from_secs(2));
+    let sb = Sandbox::with_sim(&sim);
+    let args = [
+        "-b",
+        "slurm",
+        "submit",
+        "--key",
+        "slow-1",
+        "--wait",
+        "--timeout",
+        "3s",
+        "--",
+        "sleep",
+        "1",
+    ];
+    let ((code, _, err), took) = sb.timed(&[], &args);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_millis(4500),
+        "exited {took:?} after the start of a 3s deadline"
+    );
+    assert!(
+        err.contains("--timeout reached before the platform answered")
+            && err.contains("key 'slow-1'"),
+        "{err}"
+    );
+    // The key is not freed: the ledger keeps the submission as unknown for the next run.
+    let history = sb.json(&["history"]);
+    assert_eq!(history[0]["key"], "slow-1", "{history}");
+    assert_eq!(history[0]["status"], "unknown", "{history}");
+}
+
+#[test]
+fn submit_wait_flags_are_checked_before_anything_is_sent() {
+    let sb = Sandbox::new();
+    let (code, _, err) = sb.run(&["submit", "--wait", "--timeout", "soon", "--", "true"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--timeout"), "{err}");
+    let history = sb.json(&["history"]);
+    assert_eq!(history, serde_json::json!([]), "nothing was submitted");
+}
+
 #[test]
 fn one_shot_commands_give_up_on_a_refused_port_within_five_seconds() {
     let sb = Sandbox::new();
@@ -272,6 +371,96 @@ fn one_shot_commands_give_up_on_a_refused_port_within_five_seconds() {
     let ((code, out, _), took) = sb.timed(&envs(&env), &["doctor", "slurm"]);
     assert_eq!(code, 7, "{out}");
     assert!(took < Duration::from_secs(3), "doctor took {took:?}");
+}
+
+/// Starts `jobctl ARGS` with piped stdout; returns the child and its stdout lines as they come.
+fn spawn_lines(
+    sb: &Sandbox,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut c = sb.std_cmd();
+    c.envs(env.iter().copied())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn doctor_shows_each_check_while_a_later_one_hangs() {
+    // The Slurm credentials check needs no network; the reachability check after it meets a
+    // server that accepts the connection and never answers.
+    let sb = Sandbox::new();
+    let env = slurm_env(silent_server());
+    for (mode, wanted) in [
+        ("table", "ok   credentials"),
+        ("ndjson", "\"event\":\"check\""),
+    ] {
+        let (mut child, lines) = spawn_lines(&sb, &envs(&env), &["-o", mode, "doctor", "slurm"]);
+        let mut seen = Vec::new();
+        let found = loop {
+            match lines.recv_timeout(Duration::from_secs(15)) {
+                Ok(l) if l.contains(wanted) => break Some(l),
+                Ok(l) => seen.push(l),
+                Err(_) => break None,
+            }
+        };
+        let running = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        let _ = child.wait();
+        let line = found.unwrap_or_else(|| panic!("{mode}: no credentials check in {seen:?}"));
+        assert!(running, "{mode}: doctor had already ended: {line}");
+        if mode == "ndjson" {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["name"], "credentials", "{v}");
+            assert_eq!(v["ok"], true, "{v}");
+            assert_eq!(v["profile"], "slurm", "{v}");
+        } else {
+            assert_eq!(seen, ["profile slurm (backend slurm)"]);
+            assert!(line.contains("user alice"), "{line}");
+        }
+    }
+}
+
+#[test]
+fn doctor_ndjson_ends_with_a_result_and_json_stays_one_document() {
+    let sb = Sandbox::new();
+    let env = slurm_env(refused_port());
+    let (code, out, err) = sb.run_with(&envs(&env), &["-o", "ndjson", "doctor", "slurm"]);
+    assert_eq!(code, 7, "{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["check", "check", "result"], "{out}");
+    assert_eq!(events[1]["name"], "reachability");
+    assert_eq!(events[1]["ok"], false);
+    assert_eq!(events[2]["exit_code"], 7);
+    assert_eq!(events[2]["ok"], false);
+
+    let (code, out, err) = sb.run_with(&envs(&env), &["-o", "json", "doctor", "slurm"]);
+    assert_eq!(code, 7, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["profile"], "slurm");
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["checks"].as_array().map(Vec::len), Some(2), "{doc}");
 }
 
 #[test]
@@ -317,6 +506,41 @@ fn missing_credentials_are_usage_errors_naming_that_profiles_keys() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("SLURM_JWT"), "{err}");
+}
+
+#[test]
+fn an_ac_profile_without_credentials_is_told_its_own_keys() {
+    let sb = Sandbox::new();
+    let cfg = sb.config(
+        "[profiles.hpc1]\nbackend = \"ac\"\nurl = \"http://127.0.0.1:9\"\n\n\
+         [profiles.half]\nbackend = \"ac\"\nurl = \"http://127.0.0.1:9\"\nusername = \"alice\"\naccess_key = \"AK1\"\n",
+    );
+    let (code, _, err) = sb.run(&["--config", &cfg, "status", "hpc1:1"]);
+    assert_eq!(code, 2, "{err}");
+    for key in [
+        "[profiles.hpc1]",
+        "`username`",
+        "`access_key`",
+        "`secret_key_env`",
+        "`password_env`",
+        "`token_env`",
+    ] {
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    assert!(!err.contains("AC_"), "{err}");
+    // Half an AK/SK login: the missing key is named as this profile spells it.
+    let (code, _, err) = sb.run(&["--config", &cfg, "status", "half:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("(`secret_key_env` is missing)"), "{err}");
+    assert!(!err.contains("AC_"), "{err}");
+    // The built-in profile keeps naming its variables.
+    let (code, _, err) = sb.run_with(&[("AC_URL", "http://127.0.0.1:9")], &["status", "ac:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("AC_ACCESS_KEY") && err.contains("AC_SECRET_KEY") && err.contains("AC_TOKEN"),
+        "{err}"
+    );
+    assert!(!err.contains("[profiles."), "{err}");
 }
 
 #[test]
@@ -533,6 +757,21 @@ fn verbose_logs_show_requests_without_secrets_or_colour() {
             assert!(!err.contains(s.as_str()), "{level} leaks a secret");
         }
     }
+}
+
+#[test]
+fn the_simulators_password_is_not_a_word_of_its_answers() {
+    // The harness fails any run whose output contains the simulator's password; CloudPSS
+    // answers name the simulator's machine, which must not look like a leak.
+    let sim = common::sim(SimConfig::default());
+    let sb = Sandbox::with_sim(&sim);
+    let (code, out, err) = sb.run(&["doctor", "cloudpss"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("machine jobctl-sim"), "{out}");
+    assert_eq!(sim.state.config.password, jobctl_sim::DEFAULT_PASSWORD);
+    let env = sim.env();
+    let password = env.iter().find(|(k, _)| k == "CLOUDPSS_PASSWORD").unwrap();
+    assert_eq!(password.1, jobctl_sim::DEFAULT_PASSWORD);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ pub struct SimConfig {
     #[arg(long, default_value = "jobctl")]
     pub username: String,
     /// Password every platform accepts.
-    #[arg(long, default_value = "jobctl-sim")]
+    #[arg(long, default_value = DEFAULT_PASSWORD)]
     pub password: String,
     /// Fraction of requests answered with HTTP 503.
     #[arg(long, default_value_t = 0.0)]
@@ -119,6 +119,11 @@ impl SimConfig {
     }
 }
 
+/// The password every platform accepts unless `--password` says otherwise. Deliberately not
+/// the simulator's name (which shows in answers, e.g. CloudPSS machine names), so a test that
+/// greps output for the password finds only real leaks.
+pub const DEFAULT_PASSWORD: &str = "open-sesame-4711";
+
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
@@ -128,7 +133,7 @@ impl Default for SimConfig {
             fail_ratio: 0.0,
             token_ttl: Duration::from_secs(3600),
             username: "jobctl".into(),
-            password: "jobctl-sim".into(),
+            password: DEFAULT_PASSWORD.into(),
             error_rate: 0.0,
             drop_rate: 0.0,
             latency: (Duration::ZERO, Duration::ZERO),

@@ -683,7 +683,7 @@ mod tests {
             .form(&[
                 ("grant_type", "password"),
                 ("username", "jobctl"),
-                ("password", "jobctl-sim"),
+                ("password", crate::DEFAULT_PASSWORD),
                 ("client_id", CLIENT_ID),
                 ("client_secret", "wrong"),
             ])
@@ -871,7 +871,7 @@ mod tests {
         let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("OCTOPLANT_URL"), Some("http://127.0.0.1:9"));
         assert_eq!(get("OCTOPLANT_USERNAME"), Some("jobctl"));
-        assert_eq!(get("OCTOPLANT_PASSWORD"), Some("jobctl-sim"));
+        assert_eq!(get("OCTOPLANT_PASSWORD"), Some(crate::DEFAULT_PASSWORD));
         assert_eq!(get("OCTOPLANT_CLIENT_SECRET"), Some(CLIENT_SECRET));
     }
 }

@@ -96,7 +96,7 @@ pub async fn run(cmd: Command, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         Command::Login { profile } => login(profile, s, p).await,
         Command::Logout { profile } => logout(profile, s, p).await,
         Command::Profiles => Ok(Outcome::ok(profiles(s))),
-        Command::Doctor { profile } => doctor(profile, s).await,
+        Command::Doctor { profile } => doctor(profile, s, p).await,
         Command::Queues { profile } => queues(profile, s).await,
         Command::Completions { shell } => Ok(Outcome::ok(completions(shell, s))),
     }
@@ -122,6 +122,7 @@ fn dur(flag: &str, v: &str) -> Result<Duration> {
 }
 
 /// Watch options from flags; the first interval defaults to the profile's `poll_interval`.
+/// `--timeout` counts from now.
 pub(super) fn watch_options(
     t: &WaitTuning,
     default_interval: Duration,
@@ -148,6 +149,7 @@ pub(super) fn watch_options(
             .as_deref()
             .map(|v| dur("--timeout", v))
             .transpose()?,
+        started: std::time::Instant::now(),
         unreachable_timeout: dur("--unreachable-timeout", &t.unreachable_timeout)?,
         any: false,
         fail_fast: false,
@@ -371,6 +373,8 @@ fn merge_pairs(flag: &str, raw: &[String], into: &mut Map<String, Value>) -> Res
 }
 
 async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Result<Outcome> {
+    // `--timeout` counts from here: a slow submission must not stretch it.
+    let started = std::time::Instant::now();
     let mut spec = build_spec(&a)?;
     // The spec file may name a profile; explicit -p/-b win over it.
     let profile = match (&g.profile, &g.backend, &spec.profile, &spec.backend) {
@@ -380,14 +384,25 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
     };
     let bound = s.bound(&profile)?;
     apply_args(&a.args, bound.profile.backend, &mut spec)?;
-    let submission = super::submission::submit_spec(&bound, &spec, s, a.resubmit_unknown).await;
+    // Wait flags are checked before anything is sent.
+    let opts = if a.wait {
+        Some(WatchOptions {
+            started,
+            ..watch_options(&a.watch, bound.profile.poll_interval, p)?
+        })
+    } else {
+        None
+    };
+    let deadline = opts.as_ref().and_then(|o| o.timeout).map(|t| started + t);
+    let submission =
+        super::submission::submit_spec_until(&bound, &spec, s, a.resubmit_unknown, deadline).await;
     let existing = !matches!(submission, super::submission::Submission::Sent(_));
     let job = match submission {
         super::submission::Submission::Sent(j)
         | super::submission::Submission::Earlier(j)
         | super::submission::Submission::Reconciled(j) => j,
         super::submission::Submission::Unknown(e) | super::submission::Submission::Failed(e) => {
-            return Err(e);
+            return if a.wait { failed_stream(e, p) } else { Err(e) };
         }
     };
     if existing {
@@ -397,9 +412,9 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             spec.key.as_deref().unwrap_or_default()
         );
     }
-    if !a.wait {
+    let Some(opts) = opts else {
         return Ok(Outcome::ok(Report::Submitted { job, existing }));
-    }
+    };
     // Print the reference at once, then behave like watch. In json mode the one JSON value is
     // the final result, which carries the job.
     if p.mode != OutputMode::Json {
@@ -408,10 +423,12 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
             existing,
         });
     }
-    let opts = watch_options(&a.watch, bound.profile.poll_interval, p)?;
     let mut reports = Reports::new(&a.reports, "jobctl submit".into());
     let (job, targets, watched, attempts) =
-        watch_with_retries(&bound, &spec, job, &opts, a.retries, s, p).await?;
+        match watch_with_retries(&bound, &spec, job, &opts, a.retries, s, p).await {
+            Ok(done) => done,
+            Err(e) => return failed_stream(e, p),
+        };
     reports.attempts = attempts;
     let mut out = conclude(watched, &targets, &reports, s, p).await;
     if out.code == exit::SUCCESS {
@@ -446,7 +463,7 @@ async fn watch_with_retries(
     watch::Outcome,
     u32,
 )> {
-    let deadline = opts.timeout.map(|t| std::time::Instant::now() + t);
+    let deadline = opts.timeout.map(|t| opts.started + t);
     let mut job = first;
     let mut targets = vec![(bound.profile.name.clone(), job.id.clone())];
     let mut watched = run_watch(&targets, opts, true, s, p).await;
@@ -495,8 +512,9 @@ async fn watch_with_retries(
         }
         let mut next = spec.clone();
         next.key = key;
-        let (again, existing) =
-            super::pipeline::settled(super::submission::submit_spec(bound, &next, s, false).await)?;
+        let (again, existing) = super::pipeline::settled(
+            super::submission::submit_spec_until(bound, &next, s, false, deadline).await,
+        )?;
         if p.mode != OutputMode::Json {
             p.render(Report::Submitted {
                 job: again.clone(),
@@ -505,9 +523,8 @@ async fn watch_with_retries(
         }
         job = again;
         targets = vec![(bound.profile.name.clone(), job.id.clone())];
-        let mut opts = opts.clone();
-        opts.timeout = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-        watched = run_watch(&targets, &opts, true, s, p).await;
+        // Same options, same clock: `--timeout` bounds all attempts together.
+        watched = run_watch(&targets, opts, true, s, p).await;
     }
     Ok((job, targets, watched, attempt))
 }
@@ -694,21 +711,27 @@ async fn watch_cmd(a: WatchArgs, live: bool, s: &Session, p: &Printer) -> Result
             let out = run_watch(&targets, &opts, live, s, p).await;
             Ok(conclude(out, &targets, &reports, s, p).await)
         }
-        // In an ndjson event stream even a refusal before the first poll (a bad reference)
-        // is an error event followed by the result event.
-        Err(e) if p.mode == OutputMode::Ndjson => {
-            p.error_event(&e);
-            p.event(&Event::Result {
-                exit_code: e.exit_code(),
-                jobs: &[],
-            });
-            Ok(Outcome {
-                report: Report::Nothing,
-                code: e.exit_code(),
-            })
-        }
-        Err(e) => Err(e),
+        // Even a refusal before the first poll (a bad reference) is an event.
+        Err(e) => failed_stream(e, p),
     }
+}
+
+/// An error that ends an event stream before its result: in ndjson mode an error event
+/// followed by the result event (so every line is an event and `result` stays last), else
+/// the error as is.
+fn failed_stream(e: Error, p: &Printer) -> Result<Outcome> {
+    if p.mode != OutputMode::Ndjson {
+        return Err(e);
+    }
+    p.error_event(&e);
+    p.event(&Event::Result {
+        exit_code: e.exit_code(),
+        jobs: &[],
+    });
+    Ok(Outcome {
+        report: Report::Nothing,
+        code: e.exit_code(),
+    })
 }
 
 async fn logs(reference: &str, req: LogsRequest, s: &Session) -> Result<Outcome> {
@@ -883,11 +906,23 @@ async fn queues(profile: Option<String>, s: &Session) -> Result<Outcome> {
     Ok(Outcome::ok(Report::Queues(queues)))
 }
 
-async fn doctor(profile: Option<String>, s: &Session) -> Result<Outcome> {
+async fn doctor(profile: Option<String>, s: &Session, p: &Printer) -> Result<Outcome> {
     let bound = s.bound(&target_profile(profile, s))?;
+    let (name, backend) = (
+        bound.profile.name.clone(),
+        bound.profile.backend.to_string(),
+    );
     // Each check reports what it finds at once, rather than retrying a refused connection.
     crate::http::set_refused_budget(Duration::ZERO);
-    let checks = bound.backend.doctor().await;
+    p.doctor_start(&name, &backend);
+    let mut checks = Vec::new();
+    bound
+        .backend
+        .doctor(&mut |c| {
+            p.doctor_check(&name, &backend, &c);
+            checks.push(c);
+        })
+        .await;
     let code = if checks.iter().all(|c| c.ok) {
         exit::SUCCESS
     } else {
@@ -895,9 +930,10 @@ async fn doctor(profile: Option<String>, s: &Session) -> Result<Outcome> {
     };
     Ok(Outcome {
         report: Report::Doctor {
-            profile: bound.profile.name.clone(),
-            backend: bound.profile.backend.to_string(),
+            profile: name,
+            backend,
             checks,
+            exit_code: code,
         },
         code,
     })

@@ -16,8 +16,9 @@ use crate::ledger::{Begin, Entry, Ledger};
 use crate::model::{Job, JobSpec, JobState};
 use crate::session::{Bound, Session};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a submission waits for another process sending the same key right now.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
@@ -169,10 +170,55 @@ pub async fn submit_spec_with(
     resubmit_unknown: bool,
     lookups: &Lookups,
 ) -> Submission {
-    match submit_inner(bound, spec, s, resubmit_unknown, lookups).await {
+    let flags = Flags {
+        resubmit_unknown,
+        lookups,
+        deadline: None,
+    };
+    finish(bound, submit_inner(bound, spec, s, flags).await)
+}
+
+/// [`submit_spec`] that gives up at `deadline` (`submit --wait --timeout`, counted from the
+/// start of the command): a submission still without an answer then is recorded as unknown
+/// and reported with a timeout error (exit 3), so a slow platform never stretches the
+/// deadline.
+pub async fn submit_spec_until(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+    resubmit_unknown: bool,
+    deadline: Option<Instant>,
+) -> Submission {
+    let lookups = Lookups::default();
+    let flags = Flags {
+        resubmit_unknown,
+        lookups: &lookups,
+        deadline,
+    };
+    finish(bound, submit_inner(bound, spec, s, flags).await)
+}
+
+fn finish(bound: &Bound, r: Result<Submission>) -> Submission {
+    match r {
         Ok(sub) => sub,
         Err(e) => Submission::Failed(in_profile(bound, e)),
     }
+}
+
+/// Runs `fut` until `deadline`; `None` when the deadline came first.
+async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// The error of a submission the `--timeout` deadline cut off: exit 3, saying what is known
+/// of its fate.
+fn deadline_error(bound: &Bound, spec: &JobSpec, what: &str) -> Error {
+    let mut e = unknown_error(bound, spec, &format!("--timeout reached {what}"));
+    e.kind = ErrorKind::Timeout;
+    e
 }
 
 fn in_profile(bound: &Bound, e: Error) -> Error {
@@ -184,8 +230,7 @@ async fn submit_inner(
     bound: &Bound,
     spec: &JobSpec,
     s: &Session,
-    resubmit_unknown: bool,
-    lookups: &Lookups,
+    flags: Flags<'_>,
 ) -> Result<Submission> {
     if !spec.uploads.is_empty()
         && !bound
@@ -206,7 +251,7 @@ async fn submit_inner(
         .begin(profile, bound.profile.backend.as_str(), spec)
         .await?
     {
-        Begin::New(seq) => return Ok(send(bound, spec, s, &ledger, seq).await),
+        Begin::New(seq) => return Ok(send(bound, spec, s, &ledger, seq, flags.deadline).await),
         Begin::Existing(entry) => entry,
     };
     same_spec(&entry, spec)?;
@@ -230,19 +275,15 @@ async fn submit_inner(
         match ledger.by_key(profile, key)? {
             Some(e) => entry = e,
             // Refused meanwhile: its key is free, so this is a new submission.
-            None => return Box::pin(submit_inner(bound, spec, s, resubmit_unknown, lookups)).await,
+            None => return Box::pin(submit_inner(bound, spec, s, flags)).await,
         }
     }
     match entry.status.as_str() {
-        "submitted" => Ok(Submission::Earlier(earlier_job(bound, &entry, s).await)),
-        "failed" => Box::pin(submit_inner(bound, spec, s, resubmit_unknown, lookups)).await,
-        _ => {
-            let flags = Resend {
-                resubmit_unknown,
-                lookups,
-            };
-            reconcile(bound, spec, s, &ledger, entry, flags).await
-        }
+        "submitted" => Ok(Submission::Earlier(
+            earlier_job(bound, &entry, s, flags.deadline).await,
+        )),
+        "failed" => Box::pin(submit_inner(bound, spec, s, flags)).await,
+        _ => reconcile(bound, spec, s, &ledger, entry, flags).await,
     }
 }
 
@@ -265,12 +306,12 @@ fn same_spec(entry: &Entry, spec: &JobSpec) -> Result<()> {
 }
 
 /// The job of an earlier accepted submission, as the platform sees it now.
-async fn earlier_job(bound: &Bound, entry: &Entry, s: &Session) -> Job {
+async fn earlier_job(bound: &Bound, entry: &Entry, s: &Session, deadline: Option<Instant>) -> Job {
     let id = entry.id.clone().unwrap_or_default();
-    let job = match bound.backend.status(&id).await {
-        Ok(j) => j,
+    let job = match until(deadline, bound.backend.status(&id)).await {
+        Some(Ok(j)) => j,
         // The submission stands even when its job cannot be read right now.
-        Err(_) => Job::new(id, JobState::Unknown, None),
+        Some(Err(_)) | None => Job::new(id, JobState::Unknown, None),
     };
     s.finish_job(bound, job)
 }
@@ -278,9 +319,11 @@ async fn earlier_job(bound: &Bound, entry: &Entry, s: &Session) -> Job {
 /// How a reconciliation may settle a line: the user's `--resubmit-unknown` and the answers
 /// looked up ahead.
 #[derive(Clone, Copy)]
-struct Resend<'a> {
+struct Flags<'a> {
     resubmit_unknown: bool,
     lookups: &'a Lookups,
+    /// `submit --wait --timeout`: give up then, the outcome unknown.
+    deadline: Option<Instant>,
 }
 
 /// Asks the platform about one key (when no answer was looked up ahead).
@@ -307,14 +350,24 @@ async fn reconcile(
     s: &Session,
     ledger: &Ledger,
     entry: Entry,
-    flags: Resend<'_>,
+    flags: Flags<'_>,
 ) -> Result<Submission> {
     let resubmit_unknown = flags.resubmit_unknown;
     let lookup = match spec.key.as_deref() {
         None => Ok(KeyLookup::Unsearchable),
         Some(key) => match flags.lookups.take(&bound.profile.name, key, entry.seq) {
             Some(answer) => answer,
-            None => look_up(bound, spec, ledger, &entry).await,
+            None => match until(flags.deadline, look_up(bound, spec, ledger, &entry)).await {
+                Some(found) => found,
+                None => {
+                    mark_unknown(ledger, &entry).await?;
+                    return Ok(Submission::Unknown(deadline_error(
+                        bound,
+                        spec,
+                        "while looking up the key of an earlier submission whose outcome is unknown; run again to settle it",
+                    )));
+                }
+            },
         },
     };
     match lookup {
@@ -381,19 +434,38 @@ async fn resend(
     s: &Session,
     ledger: &Ledger,
     entry: &Entry,
-    flags: Resend<'_>,
+    flags: Flags<'_>,
 ) -> Result<Submission> {
     if !ledger.claim(entry)? {
         // Someone else claimed it between our read and now: start over and follow them.
-        let (resubmit, lookups) = (flags.resubmit_unknown, flags.lookups);
-        return Box::pin(submit_inner(bound, spec, s, resubmit, lookups)).await;
+        return Box::pin(submit_inner(bound, spec, s, flags)).await;
     }
-    Ok(send(bound, spec, s, ledger, entry.seq).await)
+    Ok(send(bound, spec, s, ledger, entry.seq, flags.deadline).await)
 }
 
 /// Sends a recorded submission and records its fate.
-async fn send(bound: &Bound, spec: &JobSpec, s: &Session, ledger: &Ledger, seq: i64) -> Submission {
-    let (result, fate) = delivery::track(bound.backend.submit(spec)).await;
+async fn send(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+    ledger: &Ledger,
+    seq: i64,
+    deadline: Option<Instant>,
+) -> Submission {
+    let (result, fate) = delivery::track(until(deadline, bound.backend.submit(spec))).await;
+    let Some(result) = result else {
+        // Cut off in flight: the platform may have acted on it, so its key is not freed.
+        let e = deadline_error(
+            bound,
+            spec,
+            &format!(
+                "before the platform answered the submission; {}",
+                rerun_hint(spec)
+            ),
+        );
+        let _ = ledger.unknown(seq, &e.to_string()).await;
+        return Submission::Unknown(e);
+    };
     match result {
         Ok(job) => {
             if let Err(e) = ledger.complete(seq, &job.id).await {
@@ -413,20 +485,21 @@ async fn send(bound: &Bound, spec: &JobSpec, s: &Session, ledger: &Ledger, seq: 
                 Submission::Unknown(unknown_error(
                     bound,
                     spec,
-                    &format!(
-                        "{}; {}",
-                        e.message,
-                        match &spec.key {
-                            Some(_) => "run again to look its key up on the platform",
-                            None => "it had no key, so check `jobctl list` before sending it again",
-                        }
-                    ),
+                    &format!("{}; {}", e.message, rerun_hint(spec)),
                 ))
             } else {
                 let _ = ledger.fail(seq, &e.to_string()).await;
                 Submission::Failed(e)
             }
         }
+    }
+}
+
+/// What to do about a submission whose outcome is unknown.
+fn rerun_hint(spec: &JobSpec) -> &'static str {
+    match &spec.key {
+        Some(_) => "run again to look its key up on the platform",
+        None => "it had no key, so check `jobctl list` before sending it again",
     }
 }
 

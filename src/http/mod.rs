@@ -7,6 +7,7 @@ pub mod delivery;
 mod log;
 pub mod pagination;
 pub mod redact;
+pub mod tls;
 pub mod token;
 
 use crate::config::Profile;
@@ -149,6 +150,8 @@ pub fn default_transient(r: &HttpResponse) -> bool {
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
+    /// The profile's own TLS settings for connections reqwest does not make (WebSocket).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     retry_budget: Duration,
     profile: String,
     backend: &'static str,
@@ -163,15 +166,18 @@ impl HttpClient {
             .timeout(profile.timeout)
             .connect_timeout(profile.timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(30));
-        if let Some(path) = &profile.ca_cert {
-            let pem = std::fs::read(path).map_err(|e| {
+        let ca_pem = match &profile.ca_cert {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
                 Error::usage(format!(
                     "profile '{}': cannot read ca_cert {}: {e}",
                     profile.name,
                     path.display()
                 ))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            })?),
+            None => None,
+        };
+        if let (Some(path), Some(pem)) = (&profile.ca_cert, &ca_pem) {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 Error::usage(format!(
                     "profile '{}': ca_cert {} is not a PEM certificate: {e}",
                     profile.name,
@@ -201,13 +207,21 @@ impl HttpClient {
         let client = builder
             .build()
             .map_err(|e| Error::usage(format!("cannot build HTTP client: {e}")))?;
+        let tls = tls::client_config(&profile.name, ca_pem.as_deref(), profile.insecure)?;
         let retry_budget = retry_budget_from_env()?;
         Ok(HttpClient {
             client,
+            tls,
             retry_budget,
             profile: profile.name.clone(),
             backend,
         })
+    }
+
+    /// The profile's TLS settings (`ca_cert`, `insecure`) for a connection reqwest does not
+    /// make, such as a WebSocket; `None` when the profile has none.
+    pub fn tls_config(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        self.tls.clone()
     }
 
     /// The underlying reqwest client, for building requests.

@@ -12,7 +12,7 @@
 //! have) and password + orgId (what integrators have). Renewal does not care which one it was.
 
 use super::api::{Api, RegionToken, code_string, decode, join, region_tokens, transient};
-use crate::config::Secret;
+use crate::config::{Profile, Secret};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::Idempotency;
 use crate::http::token::{CachedToken, TokenSource, TokenStore, write_private};
@@ -156,6 +156,30 @@ pub struct Auth {
     pub region: Option<String>,
     /// The token cache, bound to [`Auth::key`].
     pub store: TokenStore,
+    /// The error for a profile without usable credentials ([`missing_credentials`]).
+    pub missing: Error,
+}
+
+/// The error for a profile without usable credentials (exit 2). It names the keys of *that*
+/// profile (the `AC_*` variables for the built-in one, its config keys for a configured one),
+/// and which part of an AK/SK login is missing when only some of it is set.
+pub fn missing_credentials(p: &Profile, user: bool, access_key: bool, secret_key: bool) -> Error {
+    let mut e = p.missing_credentials(&[
+        &["username", "access_key", "secret_key"],
+        &["username", "password", "org_id"],
+        &["token"],
+    ]);
+    let absent = match (user, access_key, secret_key) {
+        (false, true, _) | (false, _, true) => Some("username"),
+        (true, true, false) => Some("secret_key"),
+        (true, false, true) => Some("access_key"),
+        _ => None,
+    };
+    if let Some(key) = absent {
+        e.message
+            .push_str(&format!(" ({} is missing)", p.setting_name(key)));
+    }
+    e
 }
 
 impl Auth {
@@ -231,15 +255,7 @@ impl Auth {
             }
             return Ok(self.cached(tok.clone(), &data));
         }
-        let partial = match (&self.user, &self.access_key, &self.secret_key) {
-            (None, Some(_), _) | (None, _, Some(_)) => " (AC_USER is missing)",
-            (Some(_), Some(_), None) => " (AC_SECRET_KEY is missing)",
-            (Some(_), None, Some(_)) => " (AC_ACCESS_KEY is missing)",
-            _ => "",
-        };
-        Err(Error::usage(format!(
-            "the ac profile has no credentials{partial}: set AC_USER, AC_ACCESS_KEY and AC_SECRET_KEY (or AC_PASSWORD and AC_ORG_ID), or AC_TOKEN"
-        )))
+        Err(self.missing.clone())
     }
 
     fn cached(&self, token: Secret, data: &Value) -> CachedToken {

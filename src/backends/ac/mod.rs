@@ -9,7 +9,7 @@ pub mod auth;
 pub mod files;
 pub mod mapping;
 
-use crate::backend::{BackendContext, JobBackend, LogSink};
+use crate::backend::{BackendContext, CheckSink, JobBackend, LogSink};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::pagination::{self, Page};
 use crate::http::token::{CachedToken, TokenStore};
@@ -130,6 +130,12 @@ impl AcBackend {
                 )));
             }
         }
+        let missing = auth::missing_credentials(
+            p,
+            p.username.is_some(),
+            access_key.is_some(),
+            secret_key.is_some(),
+        );
         let mut auth = Auth {
             api: api.clone(),
             ac,
@@ -142,6 +148,7 @@ impl AcBackend {
             preissued: p.secret("token").cloned(),
             region: opt("region"),
             store: TokenStore::in_memory(),
+            missing,
         };
         let chunk = match p.option("upload_chunk_size") {
             Some(c) => parse_size(c)?,
@@ -1588,11 +1595,10 @@ impl JobBackend for AcBackend {
         Ok(())
     }
 
-    async fn doctor(&self) -> Vec<Check> {
-        let mut checks = Vec::new();
+    async fn doctor(&self, report: CheckSink<'_>) {
         let tok = match self.auth.token().await {
             Ok(t) => {
-                checks.push(Check::pass(
+                report(Check::pass(
                     "reachability",
                     format!("{} answered", self.auth.login_host()),
                 ));
@@ -1603,7 +1609,7 @@ impl JobBackend for AcBackend {
                     .and_then(Value::as_str)
                     .unwrap_or("?")
                     .to_string();
-                checks.push(Check::pass(
+                report(Check::pass(
                     "authentication",
                     format!("token for region {region}"),
                 ));
@@ -1611,20 +1617,20 @@ impl JobBackend for AcBackend {
             }
             Err(e) => {
                 if matches!(e.kind, ErrorKind::Unavailable) {
-                    checks.push(Check::fail("reachability", e.to_string()));
+                    report(Check::fail("reachability", e.to_string()));
                 } else {
-                    checks.push(Check::pass(
+                    report(Check::pass(
                         "reachability",
                         format!("{} answered", self.auth.login_host()),
                     ));
-                    checks.push(Check::fail("authentication", e.to_string()));
+                    report(Check::fail("authentication", e.to_string()));
                 }
-                return checks;
+                return;
             }
         };
         let site = match self.site(&tok).await {
             Ok(s) => {
-                checks.push(Check::pass(
+                report(Check::pass(
                     "discovery",
                     format!(
                         "hpc {}, efile {}, scheduler {}",
@@ -1634,8 +1640,8 @@ impl JobBackend for AcBackend {
                 s
             }
             Err(e) => {
-                checks.push(Check::fail("discovery", e.to_string()));
-                return checks;
+                report(Check::fail("discovery", e.to_string()));
+                return;
             }
         };
         let probe = async {
@@ -1643,14 +1649,14 @@ impl JobBackend for AcBackend {
             self.api.get(&url, &tok.token, &[]).await
         };
         match probe.await {
-            Ok(_) => checks.push(Check::pass(
+            Ok(_) => report(Check::pass(
                 "api version",
                 "OpenAPI v2 (/hpc/openapi/v2/cluster answered with the v2 envelope)",
             )),
-            Err(e) => checks.push(Check::fail("api version", e.to_string())),
+            Err(e) => report(Check::fail("api version", e.to_string())),
         }
         match self.queue_list(&tok, &site, &site.scheduler, true).await {
-            Ok((queues, _)) if queues.is_empty() => checks.push(Check::pass(
+            Ok((queues, _)) if queues.is_empty() => report(Check::pass(
                 "queues",
                 "the platform lists no queues for this user (submit without --queue)",
             )),
@@ -1664,11 +1670,10 @@ impl JobBackend for AcBackend {
                         },
                     )
                     .collect();
-                checks.push(Check::pass("queues", names.join(", ")));
+                report(Check::pass("queues", names.join(", ")));
             }
-            Err(e) => checks.push(Check::fail("queues", e.to_string())),
+            Err(e) => report(Check::fail("queues", e.to_string())),
         }
-        checks
     }
 }
 

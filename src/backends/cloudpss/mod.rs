@@ -26,7 +26,7 @@ use self::auth::{Auth, Credentials, Login, user_of};
 use self::mapping::{JobRecord, natives_of, to_job};
 use self::progress::ProgressTracker;
 use self::streams::StreamClient;
-use crate::backend::{BackendContext, JobBackend, LogSink};
+use crate::backend::{BackendContext, CheckSink, JobBackend, LogSink};
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::http::Idempotency;
@@ -789,15 +789,14 @@ impl JobBackend for CloudpssBackend {
         Ok(())
     }
 
-    async fn doctor(&self) -> Vec<Check> {
-        let mut checks = Vec::new();
+    async fn doctor(&self, report: CheckSink<'_>) {
         let started = Instant::now();
         let reply = self
             .api
             .post::<SystemInfoQuery>(None, system_info_query::Variables, Idempotency::Idempotent)
             .await;
         match &reply {
-            Ok(r) => checks.push(Check::pass(
+            Ok(r) => report(Check::pass(
                 "reachability",
                 format!(
                     "{} answered systemInfo (machine {}) in {} ms",
@@ -806,20 +805,20 @@ impl JobBackend for CloudpssBackend {
                     started.elapsed().as_millis()
                 ),
             )),
-            Err(e) => checks.push(Check::fail(
+            Err(e) => report(Check::fail(
                 "reachability",
                 format!("{}: {}", self.api.url(), e.message),
             )),
         }
         let version = reply.as_ref().ok().map(|r| r.version.clone());
-        checks.push(match version {
+        report(match version {
             None => Check::fail("api version", "unknown: the server could not be reached"),
             Some(v) => version_check(v.as_deref()),
         });
         let auth = self
             .authed(|t: CachedToken| async move { self.auth.inspect(&self.api, &t.token).await })
             .await;
-        checks.push(match auth {
+        report(match auth {
             Ok(t) => Check::pass(
                 "authentication",
                 format!(
@@ -835,7 +834,6 @@ impl JobBackend for CloudpssBackend {
             ),
             Err(e) => Check::fail("authentication", e.message),
         });
-        checks
     }
 }
 

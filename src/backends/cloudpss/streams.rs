@@ -324,7 +324,13 @@ impl Reader<'_> {
         if let Ok(ua) = concat!("jobctl/", env!("CARGO_PKG_VERSION")).parse() {
             req.headers_mut().insert("user-agent", ua);
         }
-        let connect = tokio_tungstenite::connect_async(req);
+        // The profile's `ca_cert` / `insecure` apply here as to every HTTP request.
+        let tls = self
+            .client
+            .http
+            .tls_config()
+            .map(tokio_tungstenite::Connector::Rustls);
+        let connect = tokio_tungstenite::connect_async_tls_with_config(req, None, false, tls);
         let mut ws = match tokio::time::timeout(Duration::from_secs(30), connect).await {
             Err(_) => return Ok(Conn::Dropped("WebSocket connect timed out".into())),
             Ok(Err(e)) => return Ok(Conn::Dropped(format!("WebSocket: {e}"))),

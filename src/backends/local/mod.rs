@@ -11,7 +11,7 @@ pub mod mapping;
 pub mod store;
 pub mod supervisor;
 
-use crate::backend::{BackendContext, JobBackend, LogSink};
+use crate::backend::{BackendContext, CheckSink, JobBackend, LogSink};
 use crate::error::{Error, Result};
 use crate::model::*;
 use async_trait::async_trait;
@@ -418,35 +418,33 @@ impl JobBackend for LocalBackend {
         Ok(artifacts)
     }
 
-    async fn doctor(&self) -> Vec<Check> {
-        let mut checks = Vec::new();
+    async fn doctor(&self, report: CheckSink<'_>) {
         let probe = self.ctx.state_dir.join(".doctor-probe");
         match std::fs::write(&probe, b"ok") {
             Ok(()) => {
                 let _ = std::fs::remove_file(&probe);
-                checks.push(Check::pass(
+                report(Check::pass(
                     "state directory",
                     self.ctx.state_dir.display().to_string(),
                 ));
             }
-            Err(e) => checks.push(Check::fail(
+            Err(e) => report(Check::fail(
                 "state directory",
                 format!("{} is not writable: {e}", self.ctx.state_dir.display()),
             )),
         }
         match std::env::current_exe() {
-            Ok(p) => checks.push(Check::pass(
+            Ok(p) => report(Check::pass(
                 "supervisor",
                 format!("{} __supervise", p.display()),
             )),
-            Err(e) => checks.push(Check::fail("supervisor", e.to_string())),
+            Err(e) => report(Check::fail("supervisor", e.to_string())),
         }
-        checks.push(if Path::new("/bin/sh").exists() {
+        report(if Path::new("/bin/sh").exists() {
             Check::pass("shell", "/bin/sh (for --opt shell=true)")
         } else {
             Check::fail("shell", "/bin/sh not found: --opt shell=true will fail")
         });
-        checks
     }
 }
 

@@ -9,7 +9,9 @@ mod api;
 mod auth;
 mod mapping;
 
-use crate::backend::{BackendContext, JobBackend, KeyLookup, KeyQuery, KnownJob, LogSink};
+use crate::backend::{
+    BackendContext, CheckSink, JobBackend, KeyLookup, KeyQuery, KnownJob, LogSink,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::HttpClient;
 use crate::http::pagination::{self, Page};
@@ -683,13 +685,12 @@ impl JobBackend for NebulaBackend {
         self.session.logout().await.map(|_| ())
     }
 
-    async fn doctor(&self) -> Vec<Check> {
-        let mut checks = Vec::new();
+    async fn doctor(&self, report: CheckSink<'_>) {
         let api = match self.api() {
             Ok(a) => a,
             Err(e) => {
-                checks.push(Check::fail("configuration", e.message));
-                return checks;
+                report(Check::fail("configuration", e.message));
+                return;
             }
         };
         // Reachability: a list request without a cookie must come back as an Explorer
@@ -699,14 +700,14 @@ impl JobBackend for NebulaBackend {
             .await;
         match &probe {
             Err(e) if e.kind == crate::error::ErrorKind::Unavailable => {
-                checks.push(Check::fail("reachable", e.message.clone()));
-                return checks;
+                report(Check::fail("reachable", e.message.clone()));
+                return;
             }
             Err(e) if e.code.is_none() => {
-                checks.push(Check::fail("reachable", e.message.clone()));
-                return checks;
+                report(Check::fail("reachable", e.message.clone()));
+                return;
             }
-            _ => checks.push(Check::pass(
+            _ => report(Check::pass(
                 "reachable",
                 format!("{} answers with Explorer envelopes", api.base()),
             )),
@@ -714,10 +715,10 @@ impl JobBackend for NebulaBackend {
         // Authentication is checked with a fresh connect: a cached cookie would hide a wrong
         // password until it expires.
         if let Err(e) = self.session.login(api).await {
-            checks.push(Check::fail("authentication", e.to_string()));
-            return checks;
+            report(Check::fail("authentication", e.to_string()));
+            return;
         }
-        checks.push(Check::pass(
+        report(Check::pass(
             "authentication",
             "connect accepted the account",
         ));
@@ -728,10 +729,10 @@ impl JobBackend for NebulaBackend {
             })
             .await;
         match listed {
-            Err(e) => checks.push(Check::fail("api version", e.to_string())),
+            Err(e) => report(Check::fail("api version", e.to_string())),
             Ok(page) => {
                 if page.page.is_some() && page.page_size.is_some() && page.total.is_some() {
-                    checks.push(Check::pass(
+                    report(Check::pass(
                         "api version",
                         format!(
                             "api-open/v1 job list answers as documented ({} jobs)",
@@ -739,14 +740,13 @@ impl JobBackend for NebulaBackend {
                         ),
                     ));
                 } else {
-                    checks.push(Check::fail(
+                    report(Check::fail(
                         "api version",
                         "api-open/v1 job list lacks total/Page/PageSize: not the documented open API",
                     ));
                 }
             }
         }
-        checks
     }
 }
 

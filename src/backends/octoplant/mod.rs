@@ -8,7 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod mapping;
 
-use crate::backend::{BackendContext, JobBackend};
+use crate::backend::{BackendContext, CheckSink, JobBackend};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ledger::Ledger;
 use crate::model::{
@@ -384,36 +384,35 @@ impl JobBackend for OctoplantBackend {
         self.api.tokens().clear().await.map(|_| ())
     }
 
-    async fn doctor(&self) -> Vec<Check> {
-        let mut checks = Vec::new();
+    async fn doctor(&self, report: CheckSink<'_>) {
         let base = self.api.url(&[]);
         let raw = match self.api.api_version_raw().await {
             Ok(r) => {
-                checks.push(Check::pass(
+                report(Check::pass(
                     "reachability",
                     format!("{base} answered (HTTP {})", r.status.as_u16()),
                 ));
                 Some(r)
             }
             Err(e) => {
-                checks.push(Check::fail(
+                report(Check::fail(
                     "reachability",
                     format!("{base}: {}", e.message),
                 ));
-                return checks;
+                return;
             }
         };
         let authed = match self.login().await {
             Ok(msg) => {
                 let client = self.api.client_id().unwrap_or("?");
-                checks.push(Check::pass(
+                report(Check::pass(
                     "authentication",
                     format!("{msg} (client {client})"),
                 ));
                 true
             }
             Err(e) => {
-                checks.push(Check::fail("authentication", e.message));
+                report(Check::fail("authentication", e.message));
                 false
             }
         };
@@ -423,7 +422,7 @@ impl JobBackend for OctoplantBackend {
             Some(r) => Err(api::classify(r.status, &r.body)),
             None => Err(Error::unavailable("no answer")),
         };
-        checks.push(match version {
+        report(match version {
             Ok(v) if v.starts_with("1.") => Check::pass(
                 "api version",
                 format!("{v} (jobctl speaks the v1 export API)"),
@@ -434,7 +433,6 @@ impl JobBackend for OctoplantBackend {
             ),
             Err(e) => Check::fail("api version", e.message),
         });
-        checks
     }
 }
 

@@ -14,7 +14,9 @@ pub mod auth;
 pub mod mapping;
 pub mod v0_0_38;
 
-use crate::backend::{BackendContext, JobBackend, KeyLookup, KeyQuery, KnownJob, LogSink};
+use crate::backend::{
+    BackendContext, CheckSink, JobBackend, KeyLookup, KeyQuery, KnownJob, LogSink,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::model::{
@@ -674,23 +676,22 @@ impl JobBackend for SlurmBackend {
         self.auth.clear().await.map(|_| ())
     }
 
-    async fn doctor(&self) -> Vec<Check> {
-        let mut checks = Vec::new();
+    async fn doctor(&self, report: CheckSink<'_>) {
         let token = match self.auth.token().await {
             Ok(t) => t,
             Err(e) => {
-                checks.push(Check::fail("credentials", e.message));
-                return checks;
+                report(Check::fail("credentials", e.message));
+                return;
             }
         };
         let user = match self.auth.user_for(&token) {
             Ok(u) => u,
             Err(e) => {
-                checks.push(Check::fail("credentials", e.message));
-                return checks;
+                report(Check::fail("credentials", e.message));
+                return;
             }
         };
-        checks.push(Check::pass(
+        report(Check::pass(
             "credentials",
             match token.expires_at {
                 Some(exp) => format!("user {user}, token valid until {}", exp.to_rfc3339()),
@@ -699,7 +700,7 @@ impl JobBackend for SlurmBackend {
         ));
         let api = match self.api().await {
             Ok(a) => {
-                checks.push(Check::pass(
+                report(Check::pass(
                     "reachability",
                     format!("slurmrestd answers at {}", self.client.base()),
                 ));
@@ -711,8 +712,8 @@ impl JobBackend for SlurmBackend {
                 } else {
                     "reachability"
                 };
-                checks.push(Check::fail(name, e.message));
-                return checks;
+                report(Check::fail(name, e.message));
+                return;
             }
         };
         let ping = self
@@ -720,7 +721,7 @@ impl JobBackend for SlurmBackend {
             .await;
         match ping {
             Ok(body) => {
-                checks.push(Check::pass(
+                report(Check::pass(
                     "authentication",
                     format!("the controller accepts user {user}"),
                 ));
@@ -728,7 +729,7 @@ impl JobBackend for SlurmBackend {
                     .pointer("/meta/Slurm/release")
                     .and_then(Value::as_str)
                     .unwrap_or("unknown release");
-                checks.push(Check::pass(
+                report(Check::pass(
                     "api version",
                     format!(
                         "{} (Slurm {release}); jobctl speaks {}",
@@ -737,9 +738,8 @@ impl JobBackend for SlurmBackend {
                     ),
                 ));
             }
-            Err(e) => checks.push(Check::fail("authentication", e.message)),
+            Err(e) => report(Check::fail("authentication", e.message)),
         }
-        checks
     }
 }
 
