@@ -76,8 +76,17 @@ for i in range($1):
 rows=()
 row() { rows+=("| $1 | $2 | $3 |"); }
 
+CPU_N=${BENCH_CPU_SUBMITS:-$([ "$quick" = 1 ] && echo 2000 || echo 10000)}
+
+# jobctl's own CPU per submission with no latency: what jobctl costs, not what it waits for.
+start_sim 0ms
+raw=$("$bin/examples/loadgen" "http://127.0.0.1:$port" "$SLURM_JWT" 64 "$CPU_N" | cut -d' ' -f1)
+batch_file "$CPU_N" cpu
+measure "$bin/jobctl" --no-progress batch "$work/cpu.jsonl" --concurrency 64
+row "batch submit, $CPU_N jobs, concurrency 64, latency 0 ms" "$(python3 -c "print(round($CPU_N/$secs))") jobs/s (the simulator alone: $raw/s)" "jobctl CPU $(python3 -c "print(round(1000*$cpu/$CPU_N,3))") ms per submission, peak RSS $((rss / 1024)) MiB"
+
 start_sim "$LATENCY"
-for c in 1 8 32 64; do
+for c in 1 8 16 32 64; do
     raw=$("$bin/examples/loadgen" "http://127.0.0.1:$port" "$SLURM_JWT" "$c" "$N" | cut -d' ' -f1)
     batch_file "$N" "c$c"
     measure "$bin/jobctl" --no-progress batch "$work/c$c.jsonl" --concurrency "$c"
