@@ -505,6 +505,10 @@ impl JobBackend for SlurmBackend {
     /// One `GET jobs` answers every id; ids the list lacks (hidden by the cluster's privacy
     /// settings, or not numeric) are asked for one by one.
     async fn statuses(&self, ids: &[String]) -> Vec<Result<Job>> {
+        // One job: its own record, not the whole cluster's list.
+        if let [id] = ids {
+            return vec![self.status(id).await];
+        }
         let all = match self.all_jobs().await {
             Ok(a) => a,
             Err(e) => return ids.iter().map(|_| Err(e.clone())).collect(),
