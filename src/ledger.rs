@@ -108,6 +108,10 @@ enum Op {
 /// Most writes committed in one transaction: bounds how long one group holds the database.
 const MAX_GROUP: usize = 512;
 
+/// How long the writer lets a burst of writes gather before committing it: far below a
+/// network round trip, so no submission waits noticeably.
+const GATHER: Duration = Duration::from_micros(200);
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS submissions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -338,6 +342,9 @@ fn connect(path: &Path) -> Result<Connection> {
 fn write_groups(mut conn: Connection, queue: std::sync::mpsc::Receiver<Op>) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
+        // Writes arrive in bursts (a batch's answers come in together): a moment's wait
+        // gathers the rest of the burst into this commit instead of the next ones.
+        std::thread::sleep(GATHER);
         while group.len() < MAX_GROUP {
             match queue.try_recv() {
                 Ok(op) => group.push(op),
