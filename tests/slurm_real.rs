@@ -160,6 +160,9 @@ async fn real_job_hits_its_time_limit() {
         .await
         .unwrap();
     assert_eq!(job.extra["time_limit_minutes"], 1);
+    // What Slurm made of the request, as it reports it.
+    let seen = b.status(&job.id).await.unwrap();
+    assert_eq!(seen.extra["time_limit_minutes"], 1);
     // Slurm enforces limits on a 30 s sweep: one minute plus up to half a minute, plus KillWait.
     let done = wait_until(b.as_ref(), &job.id, Duration::from_secs(170), |j| {
         j.terminal

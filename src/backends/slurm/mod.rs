@@ -437,6 +437,14 @@ impl JobBackend for SlurmBackend {
         job.name = Some(req.name.clone());
         job.queue = req.partition.clone();
         job.created_at = Some(chrono::Utc::now());
+        job.extra
+            .insert("api_version".into(), Value::from(api.version()));
+        if let Some(m) = req.time_limit {
+            job.extra
+                .insert("time_limit_minutes".into(), Value::from(m));
+        }
+        job.extra
+            .insert("workdir".into(), Value::from(req.workdir.clone()));
         // The job runs as the user the request was made for (taken from the token).
         job.owner = self
             .auth
