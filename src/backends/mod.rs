@@ -57,6 +57,34 @@ pub(crate) mod garbage {
         })
     }
 
+    /// What a parse of an unusable 2xx answer may produce: success, or a typed error. Arbitrary
+    /// JSON may spell a genuine platform error (invalid parameters, refused token, unknown job),
+    /// but never "not supported".
+    pub fn check(
+        r: &crate::error::Result<impl Sized>,
+        body_is_json: bool,
+    ) -> std::result::Result<(), TestCaseError> {
+        if let Err(e) = r {
+            prop_assert_ne!(e.kind, crate::error::ErrorKind::NotSupported, "{}", e);
+            if body_is_json {
+                prop_assert!(
+                    [
+                        crate::error::exit::USAGE,
+                        crate::error::exit::AUTH,
+                        crate::error::exit::NOT_FOUND,
+                        crate::error::exit::UNAVAILABLE
+                    ]
+                    .contains(&e.exit_code()),
+                    "{}",
+                    e
+                );
+            } else {
+                prop_assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE, "{}", e);
+            }
+        }
+        Ok(())
+    }
+
     /// Arbitrary bytes.
     pub fn bytes() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(any::<u8>(), 0..400)

@@ -3,32 +3,8 @@
 
 use super::api::{JobPage, decode};
 use super::mapping::job_of;
-use crate::backends::garbage::{bytes, is_json, json, response, status};
-use crate::error::exit;
+use crate::backends::garbage::{bytes, check, is_json, json, response, status};
 use proptest::prelude::*;
-
-/// What a parse of an unusable 2xx answer may produce: success, or a typed error. Arbitrary
-/// JSON may spell a genuine platform error (invalid parameters, refused token, unknown job),
-/// but never "not supported".
-fn check(
-    r: &crate::error::Result<impl Sized>,
-    body_is_json: bool,
-) -> std::result::Result<(), TestCaseError> {
-    if let Err(e) = r {
-        prop_assert_ne!(e.kind, crate::error::ErrorKind::NotSupported, "{}", e);
-        if body_is_json {
-            prop_assert!(
-                [exit::USAGE, exit::AUTH, exit::NOT_FOUND, exit::UNAVAILABLE]
-                    .contains(&e.exit_code()),
-                "{}",
-                e
-            );
-        } else {
-            prop_assert_eq!(e.exit_code(), exit::UNAVAILABLE, "{}", e);
-        }
-    }
-    Ok(())
-}
 
 proptest! {
     #[test]
