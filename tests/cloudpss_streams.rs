@@ -51,6 +51,19 @@ fn job_spec(args: Value) -> JobSpec {
     }
 }
 
+/// A token as the official SDK gets one (the simulator's `sdk-token` endpoint).
+async fn sdk_token(sim: &SimHandle) -> String {
+    let v: Value = reqwest::Client::new()
+        .post(format!("{}/_sim/cloudpss/sdk-token", sim.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
 async fn settings(sim: &SimHandle, s: Value) {
     let resp = reqwest::Client::new()
         .put(format!("{}/_sim/cloudpss/settings", sim.base_url))
@@ -386,15 +399,7 @@ async fn status_falls_back_to_the_job_query_before_saying_not_found() {
 #[tokio::test]
 async fn the_sdk_environment_works_alone_and_token_files_take_it_by_reference() {
     let sim = start().await;
-    let token: Value = reqwest::Client::new()
-        .post(format!("{}/_sim/cloudpss/sdk-token", sim.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_string();
+    let token = sdk_token(&sim).await;
     let dir = tempfile::tempdir().unwrap();
     let sdk_env = vec![
         ("CLOUDPSS_API_URL".to_string(), format!("{}/", sim.base_url)),
@@ -455,14 +460,7 @@ async fn the_simulator_takes_gzip_bodies_and_integral_floats_and_always_sends_it
     assert_eq!(bad.headers()["x-cloudpss-version"], "4");
 
     // The official SDK sends `cpu` as 2.0 (parsed from `@tres`); `Int` takes it.
-    let token: Value = reqwest::Client::new()
-        .post(format!("{}/_sim/cloudpss/sdk-token", sim.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = sdk_token(&sim).await;
     let create = json!({
         "query": "mutation($input: CreateJobInput!) { job: createJob(input: $input) { id policy { tres { cpu } } } }",
         "variables": {"input": {"context": ["function/CloudPSS/emtp"], "args": {},
@@ -470,7 +468,7 @@ async fn the_simulator_takes_gzip_bodies_and_integral_floats_and_always_sends_it
     });
     let v: Value = reqwest::Client::new()
         .post(format!("{}/graphql", sim.base_url))
-        .bearer_auth(token["token"].as_str().unwrap())
+        .bearer_auth(&token)
         .json(&create)
         .send()
         .await
