@@ -306,7 +306,7 @@ impl<'a> Watch<'a> {
     fn absorb(&mut self, profile: &str, bound: &Bound, i: usize, job: Job) -> bool {
         self.last_answer.insert(profile.to_string(), Instant::now());
         let prev = self.jobs[i].as_ref();
-        let job = match prev {
+        let mut job = match prev {
             // What the ledger adds (name, creation time) was added at the first answer: a
             // round over thousands of jobs must not read the ledger once per job again.
             Some(p) => {
@@ -320,7 +320,6 @@ impl<'a> Watch<'a> {
             }
             None => self.session.finish_job(bound, job),
         };
-        let mut job = job;
         if !self.opts.details {
             // The live display shows a progress title; nothing else of `extra` is printed.
             job.extra.retain(|k, _| k == "progress_title");
