@@ -360,11 +360,12 @@ fn write_groups(mut conn: Connection, queue: std::sync::mpsc::Receiver<Op>) {
             }
         };
         // One write's failure (a constraint, say) is that write's answer; the group's
-        // other writes still commit.
+        // other writes still commit. A group is one moment: one timestamp serves all of it.
+        let now = Utc::now().to_rfc3339();
         let answers: Vec<(Op, Result<Answer>)> = group
             .into_iter()
             .map(|op| {
-                let r = apply(&tx, &op);
+                let r = apply(&tx, &op, &now);
                 (op, r)
             })
             .collect();
@@ -415,7 +416,7 @@ impl Op {
 }
 
 /// Applies one write inside the group's transaction.
-fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Answer> {
+fn apply(tx: &rusqlite::Transaction<'_>, op: &Op, now: &str) -> Result<Answer> {
     match op {
         Op::Begin {
             profile,
@@ -441,12 +442,11 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Answer> {
                     None => {}
                 }
             }
-            let now = Utc::now().to_rfc3339();
             tx.prepare_cached(
                 "INSERT INTO submissions (profile, backend, key, name, spec, status, submitted_at, updated_at, pid)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?6, ?7)",
             )?
-            .execute(params![profile, backend, key, name, spec, now, std::process::id()])?;
+            .execute(params![profile, backend, key, name, spec, now, *PID])?;
             Ok(Answer::Begin(Begin::New(tx.last_insert_rowid())))
         }
         Op::Set {
@@ -456,7 +456,6 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Answer> {
             error,
             ..
         } => {
-            let now = Utc::now().to_rfc3339();
             tx.prepare_cached(
                 "UPDATE submissions SET status = ?1, job_id = COALESCE(?2, job_id), error = ?3, updated_at = ?4 WHERE seq = ?5",
             )?
@@ -465,6 +464,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Answer> {
         }
     }
 }
+
+/// This process's id, recorded on the rows it is sending (read once: it is a system call).
+static PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id);
 
 const COLUMNS: &str =
     "seq, profile, backend, key, name, spec, job_id, status, error, submitted_at, pid";

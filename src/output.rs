@@ -436,12 +436,15 @@ impl Printer {
             s
         };
         let head: Vec<String> = keep.iter().map(|&c| header[c].to_string()).collect();
-        self.out(line(head.clone(), &head).trim_end());
+        // Built whole and written at once: a 10,000-row table is one write, not 10,000.
+        let mut text = line(head.clone(), &head).trim_end().to_string();
         for (ri, r) in rows.iter().enumerate() {
             let raw: Vec<String> = keep.iter().map(|&c| r[c].clone()).collect();
             let painted: Vec<String> = keep.iter().map(|&c| paint(c, ri, &r[c])).collect();
-            self.out(line(painted, &raw).trim_end());
+            text.push('\n');
+            text.push_str(line(painted, &raw).trim_end());
         }
+        self.out(&text);
     }
 
     fn submitted(&self, job: &Job, existing: bool) {

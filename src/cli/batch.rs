@@ -471,10 +471,10 @@ pub async fn run(
             continue;
         };
         let row = row_of(n, key, &sub);
-        if let Some(job) = sub.job() {
-            jobs.insert(n, job.clone());
-        }
         tally.add(&row.outcome, sub.error());
+        if let Some(job) = sub.into_job() {
+            jobs.insert(n, job);
+        }
         journal.write(&row)?;
         p.batch_line(&row);
         bar.inc(1);

@@ -60,6 +60,14 @@ impl Submission {
         }
     }
 
+    /// The job, taken out (for the outcomes with one).
+    pub fn into_job(self) -> Option<Job> {
+        match self {
+            Submission::Sent(j) | Submission::Earlier(j) | Submission::Reconciled(j) => Some(j),
+            Submission::Unknown(_) | Submission::Failed(_) => None,
+        }
+    }
+
     /// The error, for the outcomes without a job.
     pub fn error(&self) -> Option<&Error> {
         match self {

@@ -374,7 +374,8 @@ impl HttpClient {
         };
         note_connection(false);
         let status = resp.status();
-        let headers = resp.headers().clone();
+        let mut resp = resp;
+        let headers = std::mem::take(resp.headers_mut());
         let body = self.read_answer(resp).await?;
         tracing::info!(
             "{line} -> {} ({} ms, {} bytes)",
@@ -411,18 +412,29 @@ impl HttpClient {
         {
             return Err(too_big(format!("{len} bytes announced")));
         }
+        // Most answers arrive as one chunk: that chunk is then the body, with no copy.
+        let mut only: Option<Bytes> = None;
         let mut body = bytes::BytesMut::new();
+        let mut seen = 0usize;
         while let Some(chunk) = resp
             .chunk()
             .await
             .map_err(|e| (self.transport_error(&e), false))?
         {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            seen += chunk.len();
+            if seen > MAX_ANSWER_BYTES {
                 return Err(too_big(format!("more than {MAX_ANSWER_BYTES} bytes")));
             }
-            body.extend_from_slice(&chunk);
+            if let Some(earlier) = only.take() {
+                body.extend_from_slice(&earlier);
+                body.extend_from_slice(&chunk);
+            } else if body.is_empty() {
+                only = Some(chunk);
+            } else {
+                body.extend_from_slice(&chunk);
+            }
         }
-        Ok(body.freeze())
+        Ok(only.unwrap_or_else(|| body.freeze()))
     }
 
     /// Classifies a transport error; TLS failures are called out because users must act on

@@ -156,10 +156,11 @@ impl TokenStore {
     /// obtain one token, not several.
     pub async fn get(&self, source: &impl TokenSource) -> Result<CachedToken> {
         let mut guard = self.current.lock().await;
-        let in_memory = guard.clone().filter(|t| self.ours(t));
-        if let Some(t) = in_memory.as_ref().filter(|t| t.is_fresh()) {
+        // The common case, on every request: the token in memory is good.
+        if let Some(t) = guard.as_ref().filter(|t| self.ours(t) && t.is_fresh()) {
             return Ok(t.clone());
         }
+        let in_memory = guard.clone().filter(|t| self.ours(t));
         // Another process may have obtained a newer one meanwhile.
         let on_disk = self.read_file().filter(|t| self.ours(t));
         if let Some(t) = on_disk.as_ref().filter(|t| t.is_fresh()) {
