@@ -316,11 +316,9 @@ impl Ledger {
     /// The entry with this idempotency key in `profile`, if any.
     pub fn by_key(&self, profile: &str, key: &str) -> Result<Option<Entry>> {
         self.with(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM submissions WHERE profile = ?1 AND key = ?2"
-            ))?
-            .query_row(params![profile, key], row_to_entry)
-            .optional()
+            c.prepare_cached(BY_KEY)?
+                .query_row(params![profile, key], row_to_entry)
+                .optional()
         })
     }
 }
@@ -426,27 +424,28 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op, now: &str) -> Result<Answer> {
             spec,
             ..
         } => {
-            if let Some(key) = key {
-                let existing = tx
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM submissions WHERE profile = ?1 AND key = ?2"
-                    ))?
-                    .query_row(params![profile, key], row_to_entry)
-                    .optional()?;
-                match existing {
-                    Some(e) if e.status == "failed" => {
-                        tx.prepare_cached("DELETE FROM submissions WHERE seq = ?1")?
-                            .execute(params![e.seq])?;
-                    }
-                    Some(e) => return Ok(Answer::Begin(Begin::Existing(e))),
-                    None => {}
+            // A new key is the common case: insert first, and read the earlier row only when
+            // the key turns out to be taken.
+            let insert = || -> rusqlite::Result<usize> {
+                tx.prepare_cached(
+                    "INSERT INTO submissions (profile, backend, key, name, spec, status, submitted_at, updated_at, pid)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?6, ?7)
+                     ON CONFLICT (profile, key) WHERE key IS NOT NULL DO NOTHING",
+                )?
+                .execute(params![profile, backend, key, name, spec, now, *PID])
+            };
+            if insert()? == 0 {
+                let earlier = tx
+                    .prepare_cached(BY_KEY)?
+                    .query_row(params![profile, key], row_to_entry)?;
+                if earlier.status != "failed" {
+                    return Ok(Answer::Begin(Begin::Existing(earlier)));
                 }
+                // A refused submission frees its key: this one takes its place.
+                tx.prepare_cached("DELETE FROM submissions WHERE seq = ?1")?
+                    .execute(params![earlier.seq])?;
+                insert()?;
             }
-            tx.prepare_cached(
-                "INSERT INTO submissions (profile, backend, key, name, spec, status, submitted_at, updated_at, pid)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?6, ?7)",
-            )?
-            .execute(params![profile, backend, key, name, spec, now, *PID])?;
             Ok(Answer::Begin(Begin::New(tx.last_insert_rowid())))
         }
         Op::Set {
@@ -470,6 +469,10 @@ static PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id
 
 const COLUMNS: &str =
     "seq, profile, backend, key, name, spec, job_id, status, error, submitted_at, pid";
+
+/// The entry of `(profile, key)`; the columns are [`COLUMNS`], spelled out so the statement
+/// is a constant.
+const BY_KEY: &str = "SELECT seq, profile, backend, key, name, spec, job_id, status, error, submitted_at, pid FROM submissions WHERE profile = ?1 AND key = ?2";
 
 fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let profile: String = row.get(1)?;
@@ -497,6 +500,11 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_lookup_reads_the_columns_row_to_entry_expects() {
+        assert!(BY_KEY.starts_with(&format!("SELECT {COLUMNS} FROM")));
+    }
 
     #[tokio::test]
     async fn keys_are_idempotent_per_profile_and_failures_free_them() {
