@@ -76,13 +76,34 @@ rows=()
 row() { rows+=("| $1 | $2 | $3 |"); }
 
 CPU_N=${BENCH_CPU_SUBMITS:-$([ "$quick" = 1 ] && echo 2000 || echo 10000)}
+# This (virtual) machine's speed drifts by 10-20 % over minutes: each throughput row is run
+# REPEAT times, alternating with the load generator, and reports the median and the range.
+REPEAT=${BENCH_REPEAT:-$([ "$quick" = 1 ] && echo 1 || echo 3)}
+# "median (lo-hi)" of the numbers given.
+spread() { python3 -c "
+import statistics,sys
+v=[float(x) for x in sys.argv[2:]]; d=int(sys.argv[1])
+r=lambda x: round(x,d) if d else round(x)
+m=r(statistics.median(v))
+print(m if len(v)==1 else '%s (%s–%s)' % (m, r(min(v)), r(max(v))))" "$@"; }
 
 # jobctl's own CPU per submission with no latency: what jobctl costs, not what it waits for.
+# Next to it, the CPU per request of the load generator (a bare reqwest client that records
+# nothing): the same machine's yardstick in the same minute.
 start_sim 0ms
-raw=$("$bin/examples/loadgen" "http://127.0.0.1:$port" "$SLURM_JWT" 64 "$CPU_N" | cut -d' ' -f1)
-batch_file "$CPU_N" cpu
-measure "$bin/jobctl" --no-progress batch "$work/cpu.jsonl" --concurrency 64
-row "batch submit, $CPU_N jobs, concurrency 64, latency 0 ms" "$(python3 -c "print(round($CPU_N/$secs))") jobs/s (the simulator alone: $raw/s)" "jobctl CPU $(python3 -c "print(round(1000*$cpu/$CPU_N,3))") ms per submission, peak RSS $((rss / 1024)) MiB"
+rates=() raws=() cpus=() bare=() peaks=()
+for r in $(seq "$REPEAT"); do
+    /usr/bin/time -f '%U %S' -o "$work/ltime" "$bin/examples/loadgen" "http://127.0.0.1:$port" "$SLURM_JWT" 64 "$CPU_N" >"$work/lout"
+    raws+=("$(cut -d' ' -f1 "$work/lout")")
+    read -r lu ls < <(tail -1 "$work/ltime")
+    bare+=("$(python3 -c "print(1000*($lu+$ls)/$CPU_N)")")
+    batch_file "$CPU_N" "cpu$r"
+    measure "$bin/jobctl" --no-progress batch "$work/cpu$r.jsonl" --concurrency 64
+    rates+=("$(python3 -c "print($CPU_N/$secs)")")
+    cpus+=("$(python3 -c "print(1000*$cpu/$CPU_N)")")
+    peaks+=("$((rss / 1024))")
+done
+row "batch submit, $CPU_N jobs, concurrency 64, latency 0 ms ($REPEAT runs)" "$(spread 0 "${rates[@]}") jobs/s (the simulator alone: $(spread 0 "${raws[@]}")/s)" "jobctl CPU $(spread 3 "${cpus[@]}") ms per submission (the load generator: $(spread 3 "${bare[@]}") ms per request), peak RSS $(spread 0 "${peaks[@]}") MiB"
 
 start_sim "$LATENCY"
 for c in 1 8 16 32 64; do
@@ -91,13 +112,17 @@ for c in 1 8 16 32 64; do
     n=$((c * $([ "$quick" = 1 ] && echo 20 || echo 80)))
     [ "$n" -lt 200 ] && n=200
     n=${BENCH_SUBMITS:-$n}
-    raw=$("$bin/examples/loadgen" "http://127.0.0.1:$port" "$SLURM_JWT" "$c" "$n" | cut -d' ' -f1)
-    batch_file "$n" "c$c"
-    measure "$bin/jobctl" --no-progress batch "$work/c$c.jsonl" --concurrency "$c"
-    rate=$(python3 -c "print(round($n/$secs,1))")
-    share=$(python3 -c "print(round(100*$n/$secs/$raw))")
-    per=$(python3 -c "print(round(1000*$cpu/$n,3))")
-    row "batch submit, $n jobs, concurrency $c, latency $LATENCY" "$rate jobs/s = $share % of the simulator's $raw/s" "jobctl CPU $per ms per submission"
+    rates=() raws=() shares=() cpus=()
+    for r in $(seq "$REPEAT"); do
+        raw=$("$bin/examples/loadgen" "http://127.0.0.1:$port" "$SLURM_JWT" "$c" "$n" | cut -d' ' -f1)
+        batch_file "$n" "c$c-$r"
+        measure "$bin/jobctl" --no-progress batch "$work/c$c-$r.jsonl" --concurrency "$c"
+        raws+=("$raw")
+        rates+=("$(python3 -c "print($n/$secs)")")
+        shares+=("$(python3 -c "print(100*$n/$secs/$raw)")")
+        cpus+=("$(python3 -c "print(1000*$cpu/$n)")")
+    done
+    row "batch submit, $n jobs, concurrency $c, latency $LATENCY" "$(spread 1 "${rates[@]}") jobs/s = $(spread 0 "${shares[@]}") % of the simulator's $(spread 1 "${raws[@]}")/s" "jobctl CPU $(spread 3 "${cpus[@]}") ms per submission"
 done
 
 t0=$(now)
