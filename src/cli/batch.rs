@@ -11,7 +11,7 @@ use super::Outcome;
 use super::args::WaitTuning;
 use super::commands::watch_options;
 use super::submission::{Submission, prefetch, submit_spec_with};
-use crate::error::{Error, Result, exit};
+use crate::error::{Error, ErrorKind, Result, exit};
 use crate::model::{Job, JobSpec};
 use crate::output::{BatchRow, OutputMode, Printer, Report, WatchView, error_json};
 use crate::session::{Bound, Session};
@@ -21,9 +21,11 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// How long an interrupted batch lets its in-flight submissions settle before it exits.
 const SETTLE_ON_INTERRUPT: Duration = Duration::from_secs(10);
@@ -330,16 +332,22 @@ fn progress_bar(p: &Printer, len: usize) -> indicatif::ProgressBar {
 /// A line to send: its number, spec and bound profile.
 type Line = (usize, JobSpec, Bound);
 
-/// Runs `send` on every line, with at most `limit` (or each profile's `max_in_flight`) lines
-/// of one profile in flight: a slow or rate-limiting platform holds back its own lines, not the
-/// other platforms' ones. Answers come in the order they arrive.
+/// Runs `send` on every line, with at most `limit` (or each profile's `max_in_flight`)
+/// requests of one profile at its platform at a time: a slow or rate-limiting platform holds
+/// back its own lines, not the other platforms' ones. `send` gets the line's profile gate,
+/// whose permits are those platform slots; twice as many lines as slots are under way, so a
+/// line's ledger writes overlap the other lines' requests. Answers come in the order they
+/// arrive. The gates are returned too, to be closed on Ctrl-C.
 fn in_flight_per_profile<'a, F, Fut, T>(
     lines: Vec<Line>,
     limit: Option<usize>,
     send: F,
-) -> impl futures::Stream<Item = T> + Unpin + 'a
+) -> (
+    impl futures::Stream<Item = T> + Unpin + 'a,
+    Vec<Rc<Semaphore>>,
+)
 where
-    F: Fn(Line) -> Fut + Clone + 'a,
+    F: Fn(Line, Rc<Semaphore>) -> Fut + Clone + 'a,
     Fut: std::future::Future<Output = T> + 'a,
     T: 'a,
 {
@@ -354,13 +362,20 @@ where
             }
         }
     }
-    futures::stream::select_all(by_profile.into_iter().map(|(_, cap, group)| {
-        let send = send.clone();
-        futures::stream::iter(group)
-            .map(send)
-            .buffer_unordered(cap)
-            .boxed_local()
-    }))
+    let mut gates = Vec::with_capacity(by_profile.len());
+    let streams: Vec<_> = by_profile
+        .into_iter()
+        .map(|(_, cap, group)| {
+            let send = send.clone();
+            let gate = Rc::new(Semaphore::new(cap));
+            gates.push(gate.clone());
+            futures::stream::iter(group)
+                .map(move |line| send(line, gate.clone()))
+                .buffer_unordered(cap.saturating_mul(2))
+                .boxed_local()
+        })
+        .collect();
+    (futures::stream::select_all(streams), gates)
 }
 
 /// Runs `batch`.
@@ -428,17 +443,26 @@ pub async fn run(
     let lookups = &lookups;
     let bar = progress_bar(p, pending.len());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut stream = in_flight_per_profile(pending, opts.concurrency, |(n, spec, bound)| {
-        let stop = stop.clone();
-        async move {
-            // Lines not started when Ctrl-C came stay unsent (a re-run sends them).
-            if stop.load(Ordering::SeqCst) {
-                return (n, spec.key, None);
+    let (mut stream, gates) =
+        in_flight_per_profile(pending, opts.concurrency, |(n, spec, bound), gate| {
+            let stop = stop.clone();
+            async move {
+                // Lines not started when Ctrl-C came stay unsent (a re-run sends them).
+                if stop.load(Ordering::SeqCst) {
+                    return (n, spec.key, None);
+                }
+                let sub =
+                    submit_spec_with(&bound, &spec, s, opts.resubmit_unknown, lookups, &gate).await;
+                // Recorded, but the gate closed before its turn: not sent either.
+                if sub
+                    .error()
+                    .is_some_and(|e| e.kind == ErrorKind::Interrupted)
+                {
+                    return (n, spec.key, None);
+                }
+                (n, spec.key, Some(sub))
             }
-            let sub = submit_spec_with(&bound, &spec, s, opts.resubmit_unknown, lookups).await;
-            (n, spec.key, Some(sub))
-        }
-    });
+        });
 
     let mut sigint = super::interrupt_signal();
     let mut interrupted = false;
@@ -455,6 +479,7 @@ pub async fn run(
             } => {
                 interrupted = true;
                 stop.store(true, Ordering::SeqCst);
+                gates.iter().for_each(|g| g.close());
                 settle_deadline = Some(tokio::time::Instant::now() + SETTLE_ON_INTERRUPT);
                 continue;
             }

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 /// How long a submission waits for another process sending the same key right now.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
@@ -166,22 +167,34 @@ pub async fn submit_spec(
     s: &Session,
     resubmit_unknown: bool,
 ) -> Submission {
-    submit_spec_with(bound, spec, s, resubmit_unknown, &Lookups::default()).await
+    let flags = Flags {
+        resubmit_unknown,
+        lookups: &Lookups::default(),
+        deadline: None,
+        gate: None,
+    };
+    finish(bound, submit_inner(bound, spec, s, flags).await)
 }
 
-/// [`submit_spec`], settling an unknown earlier outcome from `lookups` when they hold its
-/// answer (see [`prefetch`]).
+/// [`submit_spec`] for a batch line: settles an unknown earlier outcome from `lookups` when
+/// they hold its answer (see [`prefetch`]), and holds one of `gate`'s permits only while the
+/// platform is being asked. The ledger writes on either side of the request run outside the
+/// gate, so they overlap other lines' requests instead of holding a platform slot idle. A
+/// line that reaches a closed gate (the batch was interrupted) is not sent: its ledger row is
+/// marked refused, which frees its key, and it ends `Failed` with an `Interrupted` error.
 pub async fn submit_spec_with(
     bound: &Bound,
     spec: &JobSpec,
     s: &Session,
     resubmit_unknown: bool,
     lookups: &Lookups,
+    gate: &Semaphore,
 ) -> Submission {
     let flags = Flags {
         resubmit_unknown,
         lookups,
         deadline: None,
+        gate: Some(gate),
     };
     finish(bound, submit_inner(bound, spec, s, flags).await)
 }
@@ -202,6 +215,7 @@ pub async fn submit_spec_until(
         resubmit_unknown,
         lookups: &lookups,
         deadline,
+        gate: None,
     };
     finish(bound, submit_inner(bound, spec, s, flags).await)
 }
@@ -259,7 +273,7 @@ async fn submit_inner(
         .begin(profile, bound.profile.backend.as_str(), spec)
         .await?
     {
-        Begin::New(seq) => return Ok(send(bound, spec, s, &ledger, seq, flags.deadline).await),
+        Begin::New(seq) => return Ok(send(bound, spec, s, &ledger, seq, flags).await),
         Begin::Existing(entry) => entry,
     };
     same_spec(&entry, spec)?;
@@ -332,6 +346,8 @@ struct Flags<'a> {
     lookups: &'a Lookups,
     /// `submit --wait --timeout`: give up then, the outcome unknown.
     deadline: Option<Instant>,
+    /// `batch`: the profile's platform slots, held only while the platform is asked.
+    gate: Option<&'a Semaphore>,
 }
 
 /// Asks the platform about one key (when no answer was looked up ahead).
@@ -448,7 +464,7 @@ async fn resend(
         // Someone else claimed it between our read and now: start over and follow them.
         return Box::pin(submit_inner(bound, spec, s, flags)).await;
     }
-    Ok(send(bound, spec, s, ledger, entry.seq, flags.deadline).await)
+    Ok(send(bound, spec, s, ledger, entry.seq, flags).await)
 }
 
 /// Sends a recorded submission and records its fate.
@@ -458,9 +474,24 @@ async fn send(
     s: &Session,
     ledger: &Ledger,
     seq: i64,
-    deadline: Option<Instant>,
+    flags: Flags<'_>,
 ) -> Submission {
-    let (result, fate) = delivery::track(until(deadline, bound.backend.submit(spec))).await;
+    let permit = match flags.gate.map(Semaphore::acquire) {
+        None => None,
+        Some(acquire) => match acquire.await {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let e = Error::new(
+                    ErrorKind::Interrupted,
+                    "interrupted before it was sent; a re-run sends it",
+                );
+                let _ = ledger.fail(seq, &e.message).await;
+                return Submission::Failed(e);
+            }
+        },
+    };
+    let (result, fate) = delivery::track(until(flags.deadline, bound.backend.submit(spec))).await;
+    drop(permit);
     let Some(result) = result else {
         // Cut off in flight: the platform may have acted on it, so its key is not freed.
         let e = deadline_error(
