@@ -52,7 +52,7 @@ impl Entry {
             return false;
         }
         match self.pid {
-            Some(pid) if pid == i64::from(std::process::id()) => true,
+            Some(pid) if pid == i64::from(*PID) => true,
             Some(pid) => i32::try_from(pid)
                 .is_ok_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()),
             None => false,
@@ -255,7 +255,7 @@ impl Ledger {
             c.execute(
                 "UPDATE submissions SET status = 'sending', error = NULL, updated_at = ?1, pid = ?2
                  WHERE seq = ?3 AND status = ?4 AND pid IS ?5",
-                params![now, std::process::id(), entry.seq, entry.status, entry.pid],
+                params![now, *PID, entry.seq, entry.status, entry.pid],
             )
         })?;
         Ok(n == 1)

@@ -362,7 +362,7 @@ impl HttpClient {
             String::new()
         };
         log::request_details(&request);
-        let resp = match self.client.execute(request).await {
+        let mut resp = match self.client.execute(request).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(
@@ -374,7 +374,6 @@ impl HttpClient {
         };
         note_connection(false);
         let status = resp.status();
-        let mut resp = resp;
         let headers = std::mem::take(resp.headers_mut());
         let body = self.read_answer(resp).await?;
         tracing::info!(
