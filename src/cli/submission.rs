@@ -172,11 +172,13 @@ pub async fn submit_spec(
         lookups: &Lookups::default(),
         deadline: None,
         gate: None,
+        validated: false,
     };
     finish(bound, submit_inner(bound, spec, s, flags).await)
 }
 
-/// [`submit_spec`] for a batch line: settles an unknown earlier outcome from `lookups` when
+/// [`submit_spec`] for a batch line, whose spec `batch` validated before sending anything:
+/// settles an unknown earlier outcome from `lookups` when
 /// they hold its answer (see [`prefetch`]), and holds one of `gate`'s permits only while the
 /// platform is being asked. The ledger writes on either side of the request run outside the
 /// gate, so they overlap other lines' requests instead of holding a platform slot idle. A
@@ -195,6 +197,7 @@ pub async fn submit_spec_with(
         lookups,
         deadline: None,
         gate: Some(gate),
+        validated: true,
     };
     finish(bound, submit_inner(bound, spec, s, flags).await)
 }
@@ -216,6 +219,7 @@ pub async fn submit_spec_until(
         lookups: &lookups,
         deadline,
         gate: None,
+        validated: false,
     };
     finish(bound, submit_inner(bound, spec, s, flags).await)
 }
@@ -266,7 +270,9 @@ async fn submit_inner(
             "this platform has no file staging jobctl can use",
         ));
     }
-    bound.backend.validate(spec)?;
+    if !flags.validated {
+        bound.backend.validate(spec)?;
+    }
     let ledger = s.ledger()?;
     let profile = &bound.profile.name;
     let mut entry = match ledger
@@ -348,6 +354,8 @@ struct Flags<'a> {
     deadline: Option<Instant>,
     /// `batch`: the profile's platform slots, held only while the platform is asked.
     gate: Option<&'a Semaphore>,
+    /// The caller validated the spec already (`batch` checks every line before sending any).
+    validated: bool,
 }
 
 /// Asks the platform about one key (when no answer was looked up ahead).

@@ -417,7 +417,8 @@ impl JobBackend for SlurmBackend {
     }
 
     async fn submit(&self, spec: &JobSpec) -> Result<Job> {
-        self.validate(spec)?;
+        // `validate` again (a caller may skip it), without building the request twice.
+        self.spec_rules().check(NAME, spec)?;
         let req = mapping::submit_request(spec)?;
         let api = self.api().await?;
         let body = api.submit_body(&req);
