@@ -262,6 +262,29 @@ fn interrupted_batch_exits_130_with_a_hint_and_resumes() {
     );
     let made = created(&sim, "slurm").0;
     assert!(made < N as u64, "interrupted before the end ({made})");
+    // Lines recorded but still waiting for a platform slot were not sent: their keys are
+    // free (refused), and nothing is left in flight or of unknown outcome.
+    let history: Vec<Value> = serde_json::from_str(&sb.run(&["-o", "json", "history"]).1).unwrap();
+    let unsettled: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["status"] != "submitted" && e["status"] != "failed")
+        .collect();
+    assert!(unsettled.is_empty(), "{unsettled:?}");
+    let submitted = history
+        .iter()
+        .filter(|e| e["status"] == "submitted")
+        .count();
+    assert_eq!(
+        submitted as u64, made,
+        "one submitted row per job the platform holds"
+    );
+    assert!(
+        history.iter().any(|e| e["status"] == "failed"
+            && e["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("interrupted before it was sent"))),
+        "lines waiting for a slot at Ctrl-C are recorded as not sent: {history:?}"
+    );
     sim.set_faults(Faults::default());
     let (code, _, err) = sb.run(&["batch", &file]);
     assert_eq!(code, 0, "{err}");
