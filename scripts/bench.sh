@@ -21,11 +21,11 @@ profile=${BENCH_PROFILE:-release}
 if [ "$profile" = release ]; then
     cargo build --release -q -p jobctl -p jobctl-sim
     cargo build --release -q -p jobctl-sim --example loadgen
-    bin=target/release
+    bin=${CARGO_TARGET_DIR:-target}/release
 else
     cargo build -q -p jobctl -p jobctl-sim
     cargo build -q -p jobctl-sim --example loadgen
-    bin=target/debug
+    bin=${CARGO_TARGET_DIR:-target}/debug
 fi
 work=$(mktemp -d)
 sim_pid=
