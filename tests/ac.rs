@@ -1112,6 +1112,65 @@ async fn cli_queues_upload_and_secret_key_by_reference() {
     assert_eq!(b.queues().await.unwrap().len(), 2);
 }
 
+/// A configured profile reads its own keys, not the `AC_*` variables of the built-in one: the
+/// hints of its errors name those keys.
+#[tokio::test]
+async fn hints_name_the_settings_of_the_profile_in_use() {
+    let sim = Sim::start(quick());
+    let env: std::collections::BTreeMap<String, String> = sim.env().into_iter().collect();
+    let profile = |extra: &str| {
+        let login = if extra.starts_with("login_url") {
+            String::new()
+        } else {
+            format!("login_url = \"{}\"\n", env["AC_URL"])
+        };
+        format!(
+            "[profiles.sk]\nbackend = \"scnet\"\nurl = \"{u}\"\n{login}username = \"jobctl\"\naccess_key = \"{ak}\"\nsecret_key_env = \"MY_SCNET_SK\"\n{extra}",
+            u = env["AC_URL"],
+            ak = env["AC_ACCESS_KEY"],
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b = Setup::new("sk")
+        .var("MY_SCNET_SK", "not-the-secret")
+        .config(&profile(""))
+        .backend(dir.path());
+    let e = err_of(b.queues().await);
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(
+        e.message.contains("`secret_key_env`")
+            && e.message.contains("`access_key`")
+            && e.message.contains("`username`")
+            && !e.message.contains("AC_"),
+        "{e}"
+    );
+    for (setting, value) in [
+        ("utc_offset", "+25:00"),
+        ("upload_chunk_size", "lots"),
+        ("scheduler_id", "first"),
+        ("login_url", "nowhere"),
+    ] {
+        let e = Setup::new("sk")
+            .var("MY_SCNET_SK", &env["AC_SECRET_KEY"])
+            .config(&profile(&format!("{setting} = \"{value}\"\n")))
+            .build(dir.path())
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(
+            e.message.contains(&format!("`{setting}`")) && !e.message.contains("AC_"),
+            "{setting}: {e}"
+        );
+    }
+    // The built-in profile still names its variables.
+    let e = Setup::sim("scnet", &sim)
+        .with(&[("AC_UTC_OFFSET", "+25:00")])
+        .build(dir.path())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.message.contains("AC_UTC_OFFSET"), "{e}");
+}
+
 /// Keys are found in job names with one listing for all of them; a key not seen is certainly
 /// absent only while its submission is younger than the history the list reaches.
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! codes, and the raw requests. Everything goes through [`HttpClient`] so retries, backoff and
 //! TLS options stay in one place.
 
-use crate::config::Secret;
+use crate::config::{BackendKind, Profile, Secret};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpClient, HttpResponse, Idempotency, default_transient, snippet};
 use reqwest::StatusCode;
@@ -163,6 +163,41 @@ pub fn join(base: &Url, path: &str) -> Result<Url> {
 pub struct Api {
     /// The shared client.
     pub http: HttpClient,
+    /// How the profile's settings are named in the hints of its errors.
+    pub names: Names,
+}
+
+/// How a profile's settings are named in messages: the `AC_*` variables for the built-in `ac`
+/// profile, the config keys of a configured one ([`Profile::setting_name`]), so a hint never
+/// sends the user to a variable their profile does not read.
+#[derive(Debug, Clone, Default)]
+pub struct Names(Vec<(&'static str, String)>);
+
+impl Names {
+    /// The names of every AC setting of `p`.
+    pub fn of(p: &Profile) -> Self {
+        Names(
+            BackendKind::Ac
+                .env_vars()
+                .iter()
+                .map(|(_, key, _)| (*key, p.setting_name(key)))
+                .collect(),
+        )
+    }
+
+    /// The name of setting `key` as this profile spells it.
+    pub fn get(&self, key: &str) -> String {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, name)| name.clone())
+            .unwrap_or_else(|| format!("`{key}`"))
+    }
+
+    /// A parser's error about a value, said of the setting `key` that held it.
+    pub fn in_setting(&self, key: &str, e: Error) -> Error {
+        Error::usage(format!("{}: {}", self.get(key), e.message))
+    }
 }
 
 impl Api {
@@ -255,7 +290,8 @@ impl Api {
             let mut e = e;
             e.token_expired = false;
             if e.code.as_deref() == Some("10003") && org_id.is_none() {
-                e.message.push_str(" (is AC_ORG_ID / `org_id` set?)");
+                e.message
+                    .push_str(&format!(" (is {} set?)", self.names.get("org_id")));
             }
             e
         })?;

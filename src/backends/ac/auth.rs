@@ -11,7 +11,7 @@
 //! Two logins produce the same per-region token list: AK/SK ([`aksk_login`], what SCNet users
 //! have) and password + orgId (what integrators have). Renewal does not care which one it was.
 
-use super::api::{Api, RegionToken, code_string, decode, join, region_tokens, transient};
+use super::api::{Api, Names, RegionToken, code_string, decode, join, region_tokens, transient};
 use crate::config::{Profile, Secret};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::Idempotency;
@@ -70,23 +70,26 @@ pub async fn aksk_login(
                 .header("timestamp", ts)
         })
         .await?;
-    let data = decode(&resp).map_err(aksk_refused)?;
+    let data = decode(&resp).map_err(|e| aksk_refused(e, &api.names))?;
     region_tokens(&data)
 }
 
 /// A refused AK/SK login is an authentication failure whatever code carried it (the platform
 /// answers a bad signature or a stale timestamp as a parameter problem); trouble on the
 /// platform's side stays what it is.
-fn aksk_refused(mut e: Error) -> Error {
+fn aksk_refused(mut e: Error, names: &Names) -> Error {
     e.token_expired = false;
     let platform_trouble = matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Protocol)
         || e.code.as_deref() == Some("10001");
     if !platform_trouble {
         e.kind = ErrorKind::Auth;
         e.retryable = false;
-        e.message.push_str(
-            " (the AK/SK login was refused: check AC_ACCESS_KEY and AC_SECRET_KEY, that AC_USER is the current platform login name, and this machine's clock)",
-        );
+        e.message.push_str(&format!(
+            " (the AK/SK login was refused: check {} and {}, that {} is the current platform login name, and this machine's clock)",
+            names.get("access_key"),
+            names.get("secret_key"),
+            names.get("username"),
+        ));
     }
     e
 }
@@ -210,6 +213,21 @@ impl Auth {
         }
     }
 
+    /// The name of setting `key` as this profile spells it (see [`Names`]).
+    fn name(&self, key: &str) -> String {
+        self.api.names.get(key)
+    }
+
+    /// The settings of an AK/SK login, as this profile spells them.
+    fn login_settings(&self) -> String {
+        format!(
+            "{}, {} and {}",
+            self.name("username"),
+            self.name("access_key"),
+            self.name("secret_key")
+        )
+    }
+
     /// Whether jobctl can log in by itself (AK/SK or password), rather than only use a
     /// pre-issued token.
     pub fn can_login(&self) -> bool {
@@ -224,9 +242,11 @@ impl Auth {
     /// Adds a hint to an authentication failure of a pre-issued token.
     pub fn explain(&self, mut e: Error) -> Error {
         if e.kind == ErrorKind::Auth && !self.can_login() && self.preissued.is_some() {
-            e.message.push_str(
-                " (the pre-issued AC_TOKEN was refused: issue a new one, or set AC_USER, AC_ACCESS_KEY and AC_SECRET_KEY)",
-            );
+            e.message.push_str(&format!(
+                " (the pre-issued {} was refused: issue a new one, or set {})",
+                self.name("token"),
+                self.login_settings()
+            ));
         }
         e
     }
@@ -239,16 +259,21 @@ impl Auth {
         if let Some(tok) = &self.preissued {
             let c = claims(tok.expose());
             if c.cluster_id.as_deref() == Some("0") {
-                return Err(Error::usage(
-                    "AC_TOKEN is the platform token (clusterId 0), which the job APIs refuse: give a regional token, or set AC_USER, AC_ACCESS_KEY and AC_SECRET_KEY",
-                ));
+                return Err(Error::usage(format!(
+                    "{} is the platform token (clusterId 0), which the job APIs refuse: give a regional token, or set {}",
+                    self.name("token"),
+                    self.login_settings()
+                )));
             }
             let data = json!({"key": self.key(), "region_id": c.cluster_id});
             let expired = c.expires_at.is_some_and(|t| t <= Utc::now());
             if expired {
                 let new = self.api.renew(&self.ac, tok).await.map_err(|mut e| {
-                    e.message =
-                        format!("AC_TOKEN has expired and cannot be renewed: {}", e.message);
+                    e.message = format!(
+                        "{} has expired and cannot be renewed: {}",
+                        self.name("token"),
+                        e.message
+                    );
                     e
                 })?;
                 return Ok(self.cached(new, &data));
@@ -291,12 +316,16 @@ impl Auth {
                     .await?
             }
             _ => {
-                return Err(Error::usage(
-                    "logging in needs AC_USER with AC_ACCESS_KEY and AC_SECRET_KEY, or with AC_PASSWORD",
-                ));
+                return Err(Error::usage(format!(
+                    "logging in needs {} with {} and {}, or with {}",
+                    self.name("username"),
+                    self.name("access_key"),
+                    self.name("secret_key"),
+                    self.name("password")
+                )));
             }
         };
-        let chosen = choose_region(&regions, self.region.as_deref())?;
+        let chosen = choose_region(&regions, self.region.as_deref(), &self.api.names)?;
         let token = chosen.token.clone().ok_or_else(|| {
             Error::auth(format!(
                 "region {} ({}) has no token for this account (suspended or unpaid?)",
@@ -344,6 +373,7 @@ impl TokenSource for Auth {
 pub fn choose_region<'a>(
     regions: &'a [RegionToken],
     wanted: Option<&str>,
+    settings: &Names,
 ) -> Result<&'a RegionToken> {
     let usable = |r: &&RegionToken| r.cluster_id != "0";
     if let Some(w) = wanted {
@@ -358,7 +388,8 @@ pub fn choose_region<'a>(
                     .map(|r| format!("{} ({})", r.cluster_name, r.cluster_id))
                     .collect();
                 Error::usage(format!(
-                    "AC_REGION '{w}' is not one of this account's regions: {}",
+                    "{} '{w}' is not one of this account's regions: {}",
+                    settings.get("region"),
                     if names.is_empty() {
                         "none".to_string()
                     } else {
@@ -573,10 +604,10 @@ async fn discover_hosts(
         })
     };
     if overrides.hpc.is_none() {
-        site.hpc = normalize_hpc(&listed("hpcUrls", "AC_HPC_URL")?);
+        site.hpc = normalize_hpc(&listed("hpcUrls", &api.names.get("hpc_url"))?);
     }
     if overrides.efile.is_none() {
-        site.efile = normalize_efile(&listed("efileUrls", "AC_EFILE_URL")?);
+        site.efile = normalize_efile(&listed("efileUrls", &api.names.get("efile_url"))?);
     }
     // Clients read the cluster user and home from a nested `clusterUserInfo`; flat fields
     // are the older shape.
@@ -610,15 +641,17 @@ async fn discover_scheduler(api: &Api, token: &CachedToken, site: &Site) -> Resu
         .and_then(|a| a.iter().find_map(|c| c.get("id").map(code_string)))
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
-            Error::platform(
-                "the AC platform lists no scheduler for this region; set AC_SCHEDULER_ID",
-            )
+            Error::platform(format!(
+                "the AC platform lists no scheduler for this region; set {}",
+                api.names.get("scheduler_id")
+            ))
         })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::BackendKind;
 
     fn region(id: &str, name: &str, token: Option<&str>) -> RegionToken {
         RegionToken {
@@ -636,15 +669,30 @@ mod tests {
             region("2", "east", Some("e")),
             region("3", "west", Some("w")),
         ];
-        assert_eq!(choose_region(&rs, None).unwrap().cluster_id, "2");
-        assert_eq!(choose_region(&rs, Some("WEST")).unwrap().cluster_id, "3");
-        assert_eq!(choose_region(&rs, Some("3")).unwrap().cluster_id, "3");
-        let e = choose_region(&rs, Some("north")).unwrap_err();
+        assert_eq!(
+            choose_region(&rs, None, &Names::default())
+                .unwrap()
+                .cluster_id,
+            "2"
+        );
+        assert_eq!(
+            choose_region(&rs, Some("WEST"), &Names::default())
+                .unwrap()
+                .cluster_id,
+            "3"
+        );
+        assert_eq!(
+            choose_region(&rs, Some("3"), &Names::default())
+                .unwrap()
+                .cluster_id,
+            "3"
+        );
+        let e = choose_region(&rs, Some("north"), &Names::default()).unwrap_err();
         assert_eq!(e.exit_code(), crate::error::exit::USAGE);
         assert!(e.message.contains("east (2)"), "{e}");
         assert!(e.message.contains("north"));
-        assert!(choose_region(&rs, Some("ac")).is_err());
-        assert!(choose_region(&rs[..2], None).is_err());
+        assert!(choose_region(&rs, Some("ac"), &Names::default()).is_err());
+        assert!(choose_region(&rs[..2], None, &Names::default()).is_err());
     }
 
     #[test]
@@ -668,19 +716,30 @@ mod tests {
 
     #[test]
     fn refused_aksk_logins_are_auth_errors_but_outages_are_not() {
-        let e = aksk_refused(
-            Error::usage("AC error 10004 (invalid parameters): 签名错误").with_code("10004"),
-        );
+        let names = Names::of(&Profile::new("ac", BackendKind::Ac));
+        let refused =
+            || Error::usage("AC error 10004 (invalid parameters): 签名错误").with_code("10004");
+        let e = aksk_refused(refused(), &names);
         assert_eq!(e.exit_code(), 4);
         assert!(
             e.message.contains("AC_SECRET_KEY") && e.message.contains("签名错误"),
             "{e}"
         );
-        let e =
-            aksk_refused(Error::platform("AC error 10001 (internal error): x").with_code("10001"));
+        let e = aksk_refused(
+            Error::platform("AC error 10001 (internal error): x").with_code("10001"),
+            &names,
+        );
         assert_eq!(e.exit_code(), 7);
-        let e = aksk_refused(Error::unavailable("down"));
+        let e = aksk_refused(Error::unavailable("down"), &names);
         assert_eq!(e.exit_code(), 7);
+        // A configured profile reads its own keys, not the AC_* variables: the hint names them.
+        let e = aksk_refused(refused(), &Names::of(&Profile::new("hpc", BackendKind::Ac)));
+        assert!(
+            e.message.contains("`secret_key_env`")
+                && e.message.contains("`access_key`")
+                && !e.message.contains("AC_"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub fn parse_offset(raw: &str) -> Result<FixedOffset> {
     let t = raw.trim();
     let bad = || {
         Error::usage(format!(
-            "invalid AC_UTC_OFFSET '{raw}': write it like +08:00 or -05:30"
+            "invalid UTC offset '{raw}': write it like +08:00 or -05:30"
         ))
     };
     if t.eq_ignore_ascii_case("utc") || t == "Z" {

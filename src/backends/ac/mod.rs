@@ -18,7 +18,7 @@ use crate::model::{
     AbortOutcome, Artifact, Capabilities, Capability, Check, CommandRule, FetchProgress, Job,
     JobSpec, JobState, ListQuery, LogsRequest, ProgressFn, QueueInfo, SpecRules,
 };
-use api::{Api, join, page_items};
+use api::{Api, Names, join, page_items};
 use async_trait::async_trait;
 use auth::{Auth, Overrides, Site, SiteCache};
 use bytes::Bytes;
@@ -88,10 +88,13 @@ impl AcBackend {
     pub fn new(ctx: BackendContext) -> Result<Self> {
         let ac = ctx.require_url("AC_URL")?;
         let p = &ctx.profile;
+        let names = Names::of(p);
         let api = Api {
             http: HttpClient::new(p, BACKEND)?,
+            names: names.clone(),
         };
-        let offset = mapping::parse_offset(p.option("utc_offset").unwrap_or("+08:00"))?;
+        let offset = mapping::parse_offset(p.option("utc_offset").unwrap_or("+08:00"))
+            .map_err(|e| names.in_setting("utc_offset", e))?;
         let password = p.secret("password").cloned();
         let access_key = p
             .option("access_key")
@@ -107,8 +110,9 @@ impl AcBackend {
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| {
                 Error::usage(format!(
-                    "profile '{}': invalid AC_LOGIN_URL / `login_url` '{login_raw}': give the login host, e.g. {DEFAULT_LOGIN_URL}",
-                    p.name
+                    "profile '{}': invalid {} '{login_raw}': give the login host, e.g. {DEFAULT_LOGIN_URL}",
+                    p.name,
+                    names.get("login_url")
                 ))
             })?;
         let cache = ctx.cache_dir();
@@ -126,7 +130,8 @@ impl AcBackend {
         if let Some(s) = &overrides.scheduler {
             if !s.chars().all(|c| c.is_ascii_digit()) {
                 return Err(Error::usage(format!(
-                    "AC_SCHEDULER_ID must be a number, got '{s}'"
+                    "{} must be a number, got '{s}'",
+                    names.get("scheduler_id")
                 )));
             }
         }
@@ -151,7 +156,7 @@ impl AcBackend {
             missing,
         };
         let chunk = match p.option("upload_chunk_size") {
-            Some(c) => parse_size(c)?,
+            Some(c) => parse_size(c).map_err(|e| names.in_setting("upload_chunk_size", e))?,
             None => files::DEFAULT_CHUNK,
         };
         // A pre-issued token is the user's to manage: it is not written to disk.
@@ -751,7 +756,10 @@ impl AcBackend {
             }
         }
         let user = site.compute_user.clone().ok_or_else(|| {
-            Error::usage("cannot tell the cluster user whose queues to list; set AC_USER")
+            Error::usage(format!(
+                "cannot tell the cluster user whose queues to list; set {}",
+                self.auth.api.names.get("username")
+            ))
         })?;
         let url = self.hpc(
             site,
@@ -971,7 +979,7 @@ fn parse_size(raw: &str) -> Result<u64> {
     {
         Some(n) if n > 0 && n <= 1024 * 1024 * 1024 => Ok(n),
         _ => Err(Error::usage(format!(
-            "invalid AC_UPLOAD_CHUNK_SIZE '{raw}': write bytes or e.g. 512K, 8M (at most 1G)"
+            "invalid size '{raw}': write bytes or e.g. 512K, 8M (at most 1G)"
         ))),
     }
 }
@@ -1457,7 +1465,10 @@ impl JobBackend for AcBackend {
                     .clone()
                     .or_else(|| site.compute_user.clone())
                     .ok_or_else(|| {
-                        Error::usage("cannot tell the job's cluster user; set AC_USER")
+                        Error::usage(format!(
+                            "cannot tell the job's cluster user; set {}",
+                            self.auth.api.names.get("username")
+                        ))
                     })?;
                 let url = self.hpc(site, "/hpc/openapi/v2/jobs")?;
                 let info = format!("{},{user}:{}:", key.scheduler, key.job);
