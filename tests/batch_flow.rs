@@ -107,3 +107,30 @@ fn a_slow_platform_holds_back_only_its_own_lines() {
         "local lines waited behind the slow platform: {order:?}"
     );
 }
+
+#[test]
+fn a_pipeline_keeps_to_max_in_flight_too() {
+    let sim = slow_sim(150);
+    // No poll within the run: the simulator's count is of submissions only.
+    let sb = Sandbox::with_sim(&sim)
+        .var("SLURM_MAX_IN_FLIGHT", "3")
+        .var("SLURM_POLL_INTERVAL", "1h");
+    // `retries` makes the file a pipeline (with --wait); the jobs outlive the timeout.
+    let lines: Vec<Value> = (0..12)
+        .map(|i| json!({"profile": "slurm", "key": format!("p-{i}"), "retries": 1, "command": ["true"]}))
+        .collect();
+    let file = batch_file(&sb, &lines);
+    let (code, out, err) = sb.run(&["-o", "json", "batch", &file, "--wait", "--timeout", "3s"]);
+    assert_eq!(code, 3, "the jobs are still queued at the deadline: {err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 12, "{out}");
+    assert!(
+        rows.iter().all(|r| r["ref"].is_string()),
+        "every line submitted: {out}"
+    );
+    let seen = peak(&sim);
+    assert!(
+        (2..=3).contains(&seen),
+        "the simulator saw {seen} requests at once; max_in_flight is 3"
+    );
+}

@@ -8,7 +8,7 @@
 //! ledger, polling, the journal, events and reports.
 
 use super::Outcome;
-use super::submission::{Submission, submit_spec};
+use super::submission::{Submission, submit_spec_gated};
 use crate::error::{Error, ErrorKind, Result, exit};
 use crate::model::{Job, JobState};
 use crate::output::{OutputMode, PipelineDisplay, PipelineRow, Printer, Report, error_json};
@@ -23,7 +23,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 /// Settings of one pipeline run.
 #[derive(Debug)]
@@ -312,8 +314,11 @@ async fn send(
     spec: crate::model::JobSpec,
     resubmit_unknown: bool,
     s: &Session,
+    gate: Rc<Semaphore>,
 ) -> Sent {
-    let sub = submit_spec(&bound, &spec, s, resubmit_unknown).await;
+    // The spec is validated here, not when the file was read: its placeholders were filled
+    // only now.
+    let sub = submit_spec_gated(&bound, &spec, s, resubmit_unknown, &gate).await;
     (i, attempt, settled(sub))
 }
 
@@ -645,7 +650,10 @@ impl Run<'_> {
         let mut delay = base;
         let mut next_poll = tokio::time::Instant::now();
         let mut inflight = FuturesUnordered::new();
+        // Per profile: lines being submitted, and the gate whose permits are its platform
+        // slots (held only for the request, as in a plain batch).
         let mut sending: BTreeMap<String, usize> = BTreeMap::new();
+        let mut gates: BTreeMap<String, Rc<Semaphore>> = BTreeMap::new();
         let mut sigint = super::interrupt_signal();
         let mut interrupt = std::pin::pin!(async move {
             match sigint.as_mut() {
@@ -663,10 +671,15 @@ impl Run<'_> {
                 let busy = sending.get(profile).copied().unwrap_or(0);
                 let limit = o
                     .concurrency
-                    .unwrap_or(self.bounds[i].profile.max_in_flight);
-                if busy >= limit.max(1) {
+                    .unwrap_or(self.bounds[i].profile.max_in_flight)
+                    .max(1);
+                if busy >= limit.saturating_mul(2) {
                     continue;
                 }
+                let gate = gates
+                    .entry(profile.clone())
+                    .or_insert_with(|| Rc::new(Semaphore::new(limit)))
+                    .clone();
                 sending.insert(profile.clone(), busy + 1);
                 self.sched.submitting(i, attempt);
                 self.retry_at[i] = None;
@@ -678,6 +691,7 @@ impl Run<'_> {
                     spec,
                     o.resubmit_unknown,
                     self.s,
+                    gate,
                 ));
             }
             self.display.update(&self.sched, &self.jobs);

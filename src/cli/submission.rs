@@ -159,31 +159,16 @@ pub async fn prefetch(s: &Session, lines: &[(&Bound, &JobSpec)]) -> Lookups {
 }
 
 /// Submits `spec` through the ledger (validated, recorded before sending, idempotent by key,
-/// reconciled when an earlier outcome is unknown). `resubmit_unknown` sends again a key whose
+/// reconciled when an earlier outcome is unknown); `resubmit_unknown` sends again a key whose
 /// outcome is unknown on a platform that cannot be searched.
-pub async fn submit_spec(
-    bound: &Bound,
-    spec: &JobSpec,
-    s: &Session,
-    resubmit_unknown: bool,
-) -> Submission {
-    let flags = Flags {
-        resubmit_unknown,
-        lookups: &Lookups::default(),
-        deadline: None,
-        gate: None,
-        validated: false,
-    };
-    finish(bound, submit_inner(bound, spec, s, flags).await)
-}
-
-/// [`submit_spec`] for a batch line, whose spec `batch` validated before sending anything:
-/// settles an unknown earlier outcome from `lookups` when
-/// they hold its answer (see [`prefetch`]), and holds one of `gate`'s permits only while the
-/// platform is being asked. The ledger writes on either side of the request run outside the
-/// gate, so they overlap other lines' requests instead of holding a platform slot idle. A
-/// line that reaches a closed gate (the batch was interrupted) is not sent: its ledger row is
-/// marked refused, which frees its key, and it ends `Failed` with an `Interrupted` error.
+///
+/// This entry point is for a batch line, whose spec `batch` validated before sending
+/// anything. It settles an unknown earlier outcome from `lookups` when they hold its answer
+/// (see [`prefetch`]), and holds one of `gate`'s permits only while the platform is being
+/// asked: the ledger writes on either side of the request run outside the gate, so they
+/// overlap other lines' requests instead of holding a platform slot idle. A line that reaches
+/// a closed gate (the batch was interrupted) is not sent: its ledger row is marked refused,
+/// which frees its key, and it ends `Failed` with an `Interrupted` error.
 pub async fn submit_spec_with(
     bound: &Bound,
     spec: &JobSpec,
@@ -202,10 +187,29 @@ pub async fn submit_spec_with(
     finish(bound, submit_inner(bound, spec, s, flags).await)
 }
 
-/// [`submit_spec`] that gives up at `deadline` (`submit --wait --timeout`, counted from the
-/// start of the command): a submission still without an answer then is recorded as unknown
-/// and reported with a timeout error (exit 3), so a slow platform never stretches the
-/// deadline.
+/// [`submit_spec_with`] for a spec not validated yet (a pipeline line whose placeholders
+/// were filled just now).
+pub async fn submit_spec_gated(
+    bound: &Bound,
+    spec: &JobSpec,
+    s: &Session,
+    resubmit_unknown: bool,
+    gate: &Semaphore,
+) -> Submission {
+    let flags = Flags {
+        resubmit_unknown,
+        lookups: &Lookups::default(),
+        deadline: None,
+        gate: Some(gate),
+        validated: false,
+    };
+    finish(bound, submit_inner(bound, spec, s, flags).await)
+}
+
+/// [`submit_spec_with`] for `submit`: no gate, a spec not validated yet, and it gives up at
+/// `deadline` (`submit --wait --timeout`, counted from the start of the command): a
+/// submission still without an answer then is recorded as unknown and reported with a timeout
+/// error (exit 3), so a slow platform never stretches the deadline.
 pub async fn submit_spec_until(
     bound: &Bound,
     spec: &JobSpec,
