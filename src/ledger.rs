@@ -112,8 +112,11 @@ const MAX_GROUP: usize = 512;
 /// fewer commits and fewer wake-ups of the submitting thread: 2 ms took about a tenth off
 /// jobctl's CPU per submission against 0.2 ms (and 5 ms began to limit throughput). The wait
 /// costs a submission no platform time, since `batch` does its ledger writes outside the
-/// platform slots; a single `submit` pays it twice, a few milliseconds.
+/// platform slots; a lone write (one `submit`) does not wait at all (see [`BUSY`]).
 const GATHER: Duration = Duration::from_millis(2);
+
+/// Writes closer together than this are a burst worth gathering ([`GATHER`]).
+const BUSY: Duration = Duration::from_millis(10);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS submissions (
@@ -341,11 +344,16 @@ fn connect(path: &Path) -> Result<Connection> {
 /// The writer thread: takes whatever writes have queued up, applies them in one transaction,
 /// commits, then answers each. Ends when the ledger is dropped.
 fn write_groups(mut conn: Connection, queue: std::sync::mpsc::Receiver<Op>) {
+    let mut last_commit: Option<std::time::Instant> = None;
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         // Writes arrive in bursts (a batch's answers come in together): a moment's wait
-        // gathers the rest of the burst into this commit instead of the next ones.
-        std::thread::sleep(GATHER);
+        // gathers the rest of the burst into this commit instead of the next ones. A write
+        // long after the last commit (one `submit`) is not part of a burst: it is committed
+        // at once.
+        if last_commit.is_some_and(|t| t.elapsed() < BUSY) {
+            std::thread::sleep(GATHER);
+        }
         while group.len() < MAX_GROUP {
             match queue.try_recv() {
                 Ok(op) => group.push(op),
@@ -370,7 +378,9 @@ fn write_groups(mut conn: Connection, queue: std::sync::mpsc::Receiver<Op>) {
                 (op, r)
             })
             .collect();
-        match tx.commit() {
+        let committed = tx.commit();
+        last_commit = Some(std::time::Instant::now());
+        match committed {
             Ok(()) => answers.into_iter().for_each(|(op, r)| op.answer(r)),
             Err(e) => {
                 let e = Error::from(e);
