@@ -282,6 +282,27 @@ async fn refused_and_expired_tokens_are_authentication_failures() {
         !e.to_string().contains(&bad),
         "the token never appears in messages"
     );
+    assert!(
+        e.message.contains("SLURM_USER_NAME") && e.message.contains("SLURM_JWT"),
+        "the built-in profile's hint names its variables: {e}"
+    );
+    // A configured profile reads its own keys: the hint names those.
+    let vars: std::collections::BTreeMap<String, String> = slurm_vars(&sim).into_iter().collect();
+    let named = Setup::new("hpc")
+        .var("MY_JWT", &bad)
+        .config(&format!(
+            "[profiles.hpc]\nbackend = \"slurm\"\nurl = \"{}\"\nusername = \"jobctl\"\ntoken_env = \"MY_JWT\"\n",
+            vars["SLURM_REST_URL"]
+        ))
+        .backend(dir.path());
+    let e = named.status("1").await.unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(
+        e.message.contains("`username`")
+            && e.message.contains("`token_env`")
+            && !e.message.contains("SLURM_"),
+        "{e}"
+    );
     let e = b
         .submit(&spec("true", json!({}), json!({})))
         .await

@@ -8,7 +8,7 @@
 //! final verdict, not a server hiccup, so [`slurm_transient`] does not retry it.
 
 use super::mapping::{NativeJob, SubmitRequest};
-use crate::config::Secret;
+use crate::config::{Profile, Secret};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpClient, HttpResponse, Idempotency, default_transient, snippet};
 use crate::model::QueueInfo;
@@ -275,8 +275,9 @@ pub fn classify(resp: &HttpResponse) -> std::result::Result<Value, Failure> {
     }
     let detail = snippet(&resp.body);
     let error = match status {
+        // Which settings to check depends on the profile: `RestClient::explain` adds them.
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::auth(format!(
-            "slurmrestd refused the credentials (HTTP {}: {detail}); check SLURM_USER_NAME and the token (SLURM_JWT or token_command)",
+            "slurmrestd refused the credentials (HTTP {}: {detail})",
             status.as_u16()
         )),
         StatusCode::NOT_FOUND => Error::protocol(format!(
@@ -332,16 +333,37 @@ pub fn check_shape(body: Value, raw: &[u8]) -> Result<Value> {
 pub struct RestClient {
     http: HttpClient,
     base: url::Url,
+    /// What to check when the credentials are refused, in the profile's own setting names.
+    auth_hint: String,
 }
 
 impl RestClient {
     /// A client for the slurmrestd at `base` (a trailing path, e.g. behind a proxy, is kept).
-    pub fn new(http: HttpClient, mut base: url::Url) -> Self {
+    pub fn new(http: HttpClient, mut base: url::Url, profile: &Profile) -> Self {
         if !base.path().ends_with('/') {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        RestClient { http, base }
+        let auth_hint = format!(
+            "check {} and the token ({} or {})",
+            profile.setting_name("username"),
+            profile.setting_name("token"),
+            profile.setting_name("token_command")
+        );
+        RestClient {
+            http,
+            base,
+            auth_hint,
+        }
+    }
+
+    /// Adds to refused credentials which of the profile's settings to check.
+    pub fn explain(&self, mut e: Error) -> Error {
+        // Once: a refusal may be reported again around an earlier one.
+        if e.kind == ErrorKind::Auth && !e.message.contains(&self.auth_hint) {
+            e.message = format!("{}; {}", e.message, self.auth_hint);
+        }
+        e
     }
 
     /// The base URL, for messages.
@@ -393,7 +415,10 @@ impl RestClient {
         let resp = self
             .send(method, path, user, token, body, idempotency)
             .await?;
-        classify(&resp)
+        classify(&resp).map_err(|mut f| {
+            f.error = self.explain(f.error);
+            f
+        })
     }
 }
 

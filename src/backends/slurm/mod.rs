@@ -77,7 +77,7 @@ impl SlurmBackend {
         let http = HttpClient::new(profile, NAME)?;
         Ok(SlurmBackend {
             profile: profile.name.clone(),
-            client: RestClient::new(http, url),
+            client: RestClient::new(http, url, profile),
             auth: auth::Auth::new(profile, &ctx.cache_dir())?,
             pinned,
             api: OnceCell::new(),
@@ -126,7 +126,7 @@ impl SlurmBackend {
                             error.message
                         ));
                         e.code = error.code.clone();
-                        Err(e.expired_token())
+                        Err(self.client.explain(e).expired_token())
                     }
                     _ => Err(error),
                 }
@@ -171,10 +171,12 @@ impl SlurmBackend {
                 )
                 .await?;
             if resp.status == reqwest::StatusCode::UNAUTHORIZED {
-                return Err(api::classify(&resp)
-                    .err()
-                    .map(|f| f.error)
-                    .unwrap_or_else(|| Error::auth("slurmrestd refused the credentials")));
+                return Err(self.client.explain(
+                    api::classify(&resp)
+                        .err()
+                        .map(|f| f.error)
+                        .unwrap_or_else(|| Error::auth("slurmrestd refused the credentials")),
+                ));
             }
             let is_slurm = serde_json::from_slice::<Value>(&resp.body)
                 .ok()
