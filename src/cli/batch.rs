@@ -10,7 +10,7 @@
 use super::Outcome;
 use super::args::WaitTuning;
 use super::commands::watch_options;
-use super::submission::{Submission, prefetch, submit_spec_with};
+use super::submission::{Submission, SubmitOptions, prefetch, submit_spec};
 use crate::error::{Error, ErrorKind, Result, exit};
 use crate::model::{Job, JobSpec};
 use crate::output::{BatchRow, OutputMode, Printer, Report, WatchView, error_json};
@@ -451,8 +451,14 @@ pub async fn run(
                 if stop.load(Ordering::SeqCst) {
                     return (n, spec.key, None);
                 }
-                let sub =
-                    submit_spec_with(&bound, &spec, s, opts.resubmit_unknown, lookups, &gate).await;
+                let how = SubmitOptions {
+                    resubmit_unknown: opts.resubmit_unknown,
+                    lookups: Some(lookups),
+                    gate: Some(&gate),
+                    validated: true,
+                    ..SubmitOptions::default()
+                };
+                let sub = submit_spec(&bound, &spec, s, how).await;
                 // Recorded, but the gate closed before its turn: not sent either.
                 if sub
                     .error()

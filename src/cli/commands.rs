@@ -3,6 +3,7 @@
 
 use super::Outcome;
 use super::args::{Command, GlobalArgs, SubmitArgs, WaitTuning, WatchArgs};
+use super::submission::{SubmitOptions, submit_spec};
 use crate::config::parse_duration;
 use crate::error::{Error, ErrorKind, Result, exit};
 use crate::model::{
@@ -394,8 +395,17 @@ async fn submit(a: SubmitArgs, g: &GlobalArgs, s: &Session, p: &Printer) -> Resu
         None
     };
     let deadline = opts.as_ref().and_then(|o| o.timeout).map(|t| started + t);
-    let submission =
-        super::submission::submit_spec_until(&bound, &spec, s, a.resubmit_unknown, deadline).await;
+    let submission = submit_spec(
+        &bound,
+        &spec,
+        s,
+        SubmitOptions {
+            resubmit_unknown: a.resubmit_unknown,
+            deadline,
+            ..SubmitOptions::default()
+        },
+    )
+    .await;
     let existing = !matches!(submission, super::submission::Submission::Sent(_));
     let job = match submission {
         super::submission::Submission::Sent(j)
@@ -513,7 +523,16 @@ async fn watch_with_retries(
         let mut next = spec.clone();
         next.key = key;
         let (again, existing) = super::pipeline::settled(
-            super::submission::submit_spec_until(bound, &next, s, false, deadline).await,
+            submit_spec(
+                bound,
+                &next,
+                s,
+                SubmitOptions {
+                    deadline,
+                    ..SubmitOptions::default()
+                },
+            )
+            .await,
         )?;
         if p.mode != OutputMode::Json {
             p.render(Report::Submitted {

@@ -8,7 +8,7 @@
 //! ledger, polling, the journal, events and reports.
 
 use super::Outcome;
-use super::submission::{Submission, submit_spec_gated};
+use super::submission::{Submission, SubmitOptions, submit_spec};
 use crate::error::{Error, ErrorKind, Result, exit};
 use crate::model::{Job, JobState};
 use crate::output::{OutputMode, PipelineDisplay, PipelineRow, Printer, Report, error_json};
@@ -316,9 +316,13 @@ async fn send(
     s: &Session,
     gate: Rc<Semaphore>,
 ) -> Sent {
-    // The spec is validated here, not when the file was read: its placeholders were filled
-    // only now.
-    let sub = submit_spec_gated(&bound, &spec, s, resubmit_unknown, &gate).await;
+    // Not `validated`: the spec's placeholders were filled only now.
+    let how = SubmitOptions {
+        resubmit_unknown,
+        gate: Some(&gate),
+        ..SubmitOptions::default()
+    };
+    let sub = submit_spec(&bound, &spec, s, how).await;
     (i, attempt, settled(sub))
 }
 
@@ -652,8 +656,7 @@ impl Run<'_> {
         let mut inflight = FuturesUnordered::new();
         // Per profile: lines being submitted, and the gate whose permits are its platform
         // slots (held only for the request, as in a plain batch).
-        let mut sending: BTreeMap<String, usize> = BTreeMap::new();
-        let mut gates: BTreeMap<String, Rc<Semaphore>> = BTreeMap::new();
+        let mut sending: BTreeMap<String, (usize, Rc<Semaphore>)> = BTreeMap::new();
         let mut sigint = super::interrupt_signal();
         let mut interrupt = std::pin::pin!(async move {
             match sigint.as_mut() {
@@ -668,19 +671,18 @@ impl Run<'_> {
             // holds back its own lines, not the other platforms' ones.
             for (i, attempt) in self.due() {
                 let profile = &self.bounds[i].profile.name;
-                let busy = sending.get(profile).copied().unwrap_or(0);
                 let limit = o
                     .concurrency
                     .unwrap_or(self.bounds[i].profile.max_in_flight)
                     .max(1);
-                if busy >= limit.saturating_mul(2) {
+                let (busy, gate) = sending
+                    .entry(profile.clone())
+                    .or_insert_with(|| (0, Rc::new(Semaphore::new(limit))));
+                if *busy >= limit.saturating_mul(2) {
                     continue;
                 }
-                let gate = gates
-                    .entry(profile.clone())
-                    .or_insert_with(|| Rc::new(Semaphore::new(limit)))
-                    .clone();
-                sending.insert(profile.clone(), busy + 1);
+                *busy += 1;
+                let gate = gate.clone();
                 self.sched.submitting(i, attempt);
                 self.retry_at[i] = None;
                 let spec = self.sched.spec_for(i, attempt);
@@ -702,7 +704,7 @@ impl Run<'_> {
             let wake = deadline.map_or(wake, |d| d.min(wake));
             tokio::select! {
                 Some((i, attempt, result)) = inflight.next(), if !inflight.is_empty() => {
-                    if let Some(n) = sending.get_mut(&self.bounds[i].profile.name) {
+                    if let Some((n, _)) = sending.get_mut(&self.bounds[i].profile.name) {
                         *n = n.saturating_sub(1);
                     }
                     self.sent(i, attempt, result)?;

@@ -159,73 +159,14 @@ pub async fn prefetch(s: &Session, lines: &[(&Bound, &JobSpec)]) -> Lookups {
 }
 
 /// Submits `spec` through the ledger (validated, recorded before sending, idempotent by key,
-/// reconciled when an earlier outcome is unknown); `resubmit_unknown` sends again a key whose
-/// outcome is unknown on a platform that cannot be searched.
-///
-/// This entry point is for a batch line, whose spec `batch` validated before sending
-/// anything. It settles an unknown earlier outcome from `lookups` when they hold its answer
-/// (see [`prefetch`]), and holds one of `gate`'s permits only while the platform is being
-/// asked: the ledger writes on either side of the request run outside the gate, so they
-/// overlap other lines' requests instead of holding a platform slot idle. A line that reaches
-/// a closed gate (the batch was interrupted) is not sent: its ledger row is marked refused,
-/// which frees its key, and it ends `Failed` with an `Interrupted` error.
-pub async fn submit_spec_with(
+/// reconciled when an earlier outcome is unknown), as `opts` says.
+pub async fn submit_spec(
     bound: &Bound,
     spec: &JobSpec,
     s: &Session,
-    resubmit_unknown: bool,
-    lookups: &Lookups,
-    gate: &Semaphore,
+    opts: SubmitOptions<'_>,
 ) -> Submission {
-    let flags = Flags {
-        resubmit_unknown,
-        lookups,
-        deadline: None,
-        gate: Some(gate),
-        validated: true,
-    };
-    finish(bound, submit_inner(bound, spec, s, flags).await)
-}
-
-/// [`submit_spec_with`] for a spec not validated yet (a pipeline line whose placeholders
-/// were filled just now).
-pub async fn submit_spec_gated(
-    bound: &Bound,
-    spec: &JobSpec,
-    s: &Session,
-    resubmit_unknown: bool,
-    gate: &Semaphore,
-) -> Submission {
-    let flags = Flags {
-        resubmit_unknown,
-        lookups: &Lookups::default(),
-        deadline: None,
-        gate: Some(gate),
-        validated: false,
-    };
-    finish(bound, submit_inner(bound, spec, s, flags).await)
-}
-
-/// [`submit_spec_with`] for `submit`: no gate, a spec not validated yet, and it gives up at
-/// `deadline` (`submit --wait --timeout`, counted from the start of the command): a
-/// submission still without an answer then is recorded as unknown and reported with a timeout
-/// error (exit 3), so a slow platform never stretches the deadline.
-pub async fn submit_spec_until(
-    bound: &Bound,
-    spec: &JobSpec,
-    s: &Session,
-    resubmit_unknown: bool,
-    deadline: Option<Instant>,
-) -> Submission {
-    let lookups = Lookups::default();
-    let flags = Flags {
-        resubmit_unknown,
-        lookups: &lookups,
-        deadline,
-        gate: None,
-        validated: false,
-    };
-    finish(bound, submit_inner(bound, spec, s, flags).await)
+    finish(bound, submit_inner(bound, spec, s, opts).await)
 }
 
 fn finish(bound: &Bound, r: Result<Submission>) -> Submission {
@@ -260,7 +201,7 @@ async fn submit_inner(
     bound: &Bound,
     spec: &JobSpec,
     s: &Session,
-    flags: Flags<'_>,
+    flags: SubmitOptions<'_>,
 ) -> Result<Submission> {
     if !spec.uploads.is_empty()
         && !bound
@@ -348,18 +289,27 @@ async fn earlier_job(bound: &Bound, entry: &Entry, s: &Session, deadline: Option
     s.finish_job(bound, job)
 }
 
-/// How a reconciliation may settle a line: the user's `--resubmit-unknown` and the answers
-/// looked up ahead.
-#[derive(Clone, Copy)]
-struct Flags<'a> {
-    resubmit_unknown: bool,
-    lookups: &'a Lookups,
-    /// `submit --wait --timeout`: give up then, the outcome unknown.
-    deadline: Option<Instant>,
-    /// `batch`: the profile's platform slots, held only while the platform is asked.
-    gate: Option<&'a Semaphore>,
+/// How one submission is made; the default is a lone `submit`.
+#[derive(Clone, Copy, Default)]
+pub struct SubmitOptions<'a> {
+    /// Send again a key whose outcome is unknown on a platform that cannot be searched
+    /// (`--resubmit-unknown`).
+    pub resubmit_unknown: bool,
+    /// Answers looked up ahead for unsettled keys ([`prefetch`]): an unknown earlier outcome
+    /// found there is settled without asking the platform again.
+    pub lookups: Option<&'a Lookups>,
+    /// `submit --wait --timeout` (counted from the start of the command): a submission still
+    /// without an answer then is recorded as unknown and reported with a timeout error
+    /// (exit 3), so a slow platform never stretches the deadline.
+    pub deadline: Option<Instant>,
+    /// The profile's platform slots (`batch` and pipelines): a permit is held only while the
+    /// platform is asked, so the ledger writes on either side of the request overlap other
+    /// lines' requests instead of holding a slot idle. A submission that reaches a closed
+    /// gate (the run was interrupted) is not sent: its ledger row is marked refused, which
+    /// frees its key, and it ends `Failed` with an `Interrupted` error.
+    pub gate: Option<&'a Semaphore>,
     /// The caller validated the spec already (`batch` checks every line before sending any).
-    validated: bool,
+    pub validated: bool,
 }
 
 /// Asks the platform about one key (when no answer was looked up ahead).
@@ -386,12 +336,15 @@ async fn reconcile(
     s: &Session,
     ledger: &Ledger,
     entry: Entry,
-    flags: Flags<'_>,
+    flags: SubmitOptions<'_>,
 ) -> Result<Submission> {
     let resubmit_unknown = flags.resubmit_unknown;
     let lookup = match spec.key.as_deref() {
         None => Ok(KeyLookup::Unsearchable),
-        Some(key) => match flags.lookups.take(&bound.profile.name, key, entry.seq) {
+        Some(key) => match flags
+            .lookups
+            .and_then(|l| l.take(&bound.profile.name, key, entry.seq))
+        {
             Some(answer) => answer,
             None => match until(flags.deadline, look_up(bound, spec, ledger, &entry)).await {
                 Some(found) => found,
@@ -470,7 +423,7 @@ async fn resend(
     s: &Session,
     ledger: &Ledger,
     entry: &Entry,
-    flags: Flags<'_>,
+    flags: SubmitOptions<'_>,
 ) -> Result<Submission> {
     if !ledger.claim(entry)? {
         // Someone else claimed it between our read and now: start over and follow them.
@@ -486,11 +439,11 @@ async fn send(
     s: &Session,
     ledger: &Ledger,
     seq: i64,
-    flags: Flags<'_>,
+    flags: SubmitOptions<'_>,
 ) -> Submission {
-    let permit = match flags.gate.map(Semaphore::acquire) {
+    let permit = match flags.gate {
         None => None,
-        Some(acquire) => match acquire.await {
+        Some(gate) => match gate.acquire().await {
             Ok(permit) => Some(permit),
             Err(_) => {
                 let e = Error::new(
