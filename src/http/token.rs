@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::Mutex;
 
 /// Renew a token this long before it expires, so a request never races its expiry.
@@ -117,7 +118,8 @@ pub trait TokenSource: Sync {
 pub struct TokenStore {
     path: Option<PathBuf>,
     identity: Option<String>,
-    current: Mutex<Option<CachedToken>>,
+    /// Shared, not copied: every request reads it, and it carries backend data (a map).
+    current: Mutex<Option<Arc<CachedToken>>>,
 }
 
 impl TokenStore {
@@ -154,7 +156,7 @@ impl TokenStore {
     /// A fresh token: from memory, else from disk, else renewed from a stale one, else from
     /// `source.login()`. The lock is held meanwhile so concurrent requests of this process
     /// obtain one token, not several.
-    pub async fn get(&self, source: &impl TokenSource) -> Result<CachedToken> {
+    pub async fn get(&self, source: &impl TokenSource) -> Result<Arc<CachedToken>> {
         let mut guard = self.current.lock().await;
         // The common case, on every request: the token in memory is good.
         if let Some(t) = guard.as_ref().filter(|t| self.ours(t) && t.is_fresh()) {
@@ -164,9 +166,11 @@ impl TokenStore {
         // Another process may have obtained a newer one meanwhile.
         let on_disk = self.read_file().filter(|t| self.ours(t));
         if let Some(t) = on_disk.as_ref().filter(|t| t.is_fresh()) {
+            let t = Arc::new(t.clone());
             *guard = Some(t.clone());
-            return Ok(t.clone());
+            return Ok(t);
         }
+        let in_memory = in_memory.map(Arc::unwrap_or_clone);
         let cached = on_disk.or(in_memory);
         let renewed = match &cached {
             Some(stale) => match source.renew(stale).await {
@@ -184,14 +188,15 @@ impl TokenStore {
         };
         t.identity = self.identity.clone();
         self.write_file(&t)?;
+        let t = Arc::new(t);
         *guard = Some(t.clone());
         Ok(t)
     }
 
     /// Runs `op` with a token; if the platform refuses the token as expired or invalid (an
     /// Auth error marked [`Error::expired_token`]) and the source can replace it, forgets it,
-    /// obtains another and retries `op`. `op` gets the token by value, so its future borrows
-    /// nothing from the cache and stays `Send` inside `#[async_trait]`.
+    /// obtains another and retries `op`. `op` gets its own handle on the token, so its future
+    /// borrows nothing from the cache and stays `Send` inside `#[async_trait]`.
     ///
     /// A short-lived token can expire while `op` is still retrying a flaky platform, so a
     /// renewed token that is refused *after* it expired is renewed again (a few times). One
@@ -200,7 +205,7 @@ impl TokenStore {
     /// retryable unavailability (exit 7, and `watch` keeps trying), never as exit 4.
     pub async fn with_token<T, F, Fut>(&self, source: &impl TokenSource, op: F) -> Result<T>
     where
-        F: Fn(CachedToken) -> Fut,
+        F: Fn(Arc<CachedToken>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let mut token = self.get(source).await?;
@@ -242,7 +247,7 @@ impl TokenStore {
     pub async fn put(&self, mut token: CachedToken) -> Result<()> {
         token.identity = self.identity.clone();
         self.write_file(&token)?;
-        *self.current.lock().await = Some(token);
+        *self.current.lock().await = Some(Arc::new(token));
         Ok(())
     }
 
@@ -353,7 +358,7 @@ mod tests {
     }
 
     /// Refuses `tok0` as expired, accepts anything else.
-    async fn refuse_first(t: CachedToken) -> Result<String> {
+    async fn refuse_first(t: Arc<CachedToken>) -> Result<String> {
         if t.token.expose() == "tok0" {
             Err(Error::auth("expired").expired_token())
         } else {
@@ -466,7 +471,9 @@ mod tests {
                     logins.fetch_add(1, Ordering::SeqCst);
                     Ok(CachedToken::new("t", None))
                 }),
-                |_t: CachedToken| async { Err::<(), _>(Error::auth("refused").expired_token()) },
+                |_t: Arc<CachedToken>| async {
+                    Err::<(), _>(Error::auth("refused").expired_token())
+                },
             )
             .await
             .unwrap_err();
@@ -492,7 +499,7 @@ mod tests {
                     t.obtained_at = Some(Utc::now() - chrono::Duration::seconds(2));
                     Ok(t)
                 }),
-                |t: CachedToken| async move {
+                |t: Arc<CachedToken>| async move {
                     if t.token.expose() == "t2" {
                         Ok(2)
                     } else {
@@ -509,7 +516,7 @@ mod tests {
     async fn a_refused_login_is_not_retried_forever() {
         let store = TokenStore::in_memory();
         let e = store
-            .with_token(&Refusing, |_t: CachedToken| async { Ok(()) })
+            .with_token(&Refusing, |_t: Arc<CachedToken>| async { Ok(()) })
             .await
             .unwrap_err();
         assert_eq!(e.exit_code(), crate::error::exit::AUTH);

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::path::PathBuf;
+use std::sync::Arc;
 use url::Url;
 
 /// The AK/SK signature: HMAC-SHA256 with the secret key over the compact JSON
@@ -235,7 +236,7 @@ impl Auth {
     }
 
     /// A usable token for the profile's region.
-    pub async fn token(&self) -> Result<CachedToken> {
+    pub async fn token(&self) -> Result<Arc<CachedToken>> {
         self.store.get(self).await
     }
 

@@ -216,13 +216,13 @@ impl AcBackend {
     /// token, the profile's token store obtains another once and `op` runs again.
     async fn with_session<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: Fn(CachedToken, Site) -> Fut,
+        F: Fn(Arc<CachedToken>, Site) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let op = &op;
         self.auth
             .store
-            .with_token(&self.auth, |tok: CachedToken| async move {
+            .with_token(&self.auth, |tok: Arc<CachedToken>| async move {
                 let site = self.site(&tok).await?;
                 op(tok, site).await
             })

@@ -167,7 +167,7 @@ impl CloudpssBackend {
     /// says the token is no longer valid.
     async fn authed<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: Fn(CachedToken) -> Fut + Send + Sync,
+        F: Fn(Arc<CachedToken>) -> Fut + Send + Sync,
         Fut: Future<Output = Result<T>> + Send,
         T: Send,
     {
@@ -338,7 +338,7 @@ impl CloudpssBackend {
 
     async fn fetch_job(&self, id: &str) -> Result<Job> {
         let reply = self
-            .authed(|t: CachedToken| async move {
+            .authed(|t: Arc<CachedToken>| async move {
                 let vars = job_query::Variables {
                     input: job_query::JobInput { id: id.to_string() },
                 };
@@ -492,7 +492,7 @@ impl JobBackend for CloudpssBackend {
             debug: None,
         };
         let reply = self
-            .authed(|t: CachedToken| {
+            .authed(|t: Arc<CachedToken>| {
                 let input = input.clone();
                 async move {
                     let vars = create_job_mutation::Variables { input };
@@ -525,7 +525,7 @@ impl JobBackend for CloudpssBackend {
         let mut found: HashMap<String, Result<Job>> = HashMap::new();
         for chunk in unique.chunks(PAGE_SIZE) {
             let jobs = self
-                .authed(|t: CachedToken| async move {
+                .authed(|t: Arc<CachedToken>| async move {
                     let mut input = jobs_input(chunk.len());
                     input.id = Some(or_condition(chunk));
                     self.jobs_matching(&t.token, input, None).await
@@ -642,7 +642,7 @@ impl JobBackend for CloudpssBackend {
         let page_size = query.limit.unwrap_or(PAGE_SIZE).clamp(1, PAGE_SIZE);
         let natives = &natives;
         let jobs = self
-            .authed(|t: CachedToken| async move {
+            .authed(|t: Arc<CachedToken>| async move {
                 let user = user_of(&t).or_else(|| self.ctx.profile.username.clone());
                 let mut input = jobs_input(page_size);
                 input.user = user.as_ref().map(|u| or_condition(&[u]));
@@ -660,7 +660,7 @@ impl JobBackend for CloudpssBackend {
         }
         let timeout = self.abort_timeout.as_secs_f64();
         let reply = self
-            .authed(|t: CachedToken| async move {
+            .authed(|t: Arc<CachedToken>| async move {
                 let vars = abort_job_mutation::Variables {
                     input: abort_job_mutation::AbortJobInput {
                         id: id.to_string(),
@@ -744,7 +744,7 @@ impl JobBackend for CloudpssBackend {
 
     async fn queues(&self) -> Result<Vec<QueueInfo>> {
         let items = self
-            .authed(|t: CachedToken| async move {
+            .authed(|t: Arc<CachedToken>| async move {
                 let mut all = Vec::new();
                 let mut cursor: Option<Vec<String>> = None;
                 loop {
@@ -816,7 +816,9 @@ impl JobBackend for CloudpssBackend {
             Some(v) => version_check(v.as_deref()),
         });
         let auth = self
-            .authed(|t: CachedToken| async move { self.auth.inspect(&self.api, &t.token).await })
+            .authed(
+                |t: Arc<CachedToken>| async move { self.auth.inspect(&self.api, &t.token).await },
+            )
             .await;
         report(match auth {
             Ok(t) => Check::pass(

@@ -12,6 +12,7 @@ use crate::http::token::{CachedToken, TokenSource, TokenStore};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// How the account is encoded in the Bearer credential of `/connect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +170,7 @@ impl Session {
         self.creds()?;
         let source = Connect { session: self, api };
         self.store
-            .with_token(&source, |t: CachedToken| op(t.token))
+            .with_token(&source, |t: Arc<CachedToken>| op(t.token.clone()))
             .await
     }
 

@@ -10,6 +10,7 @@ use crate::http::{HttpClient, HttpResponse, Idempotency, default_transient, snip
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -143,7 +144,7 @@ impl Api {
     /// Runs `op` with a token, logging in again once when the server refuses it.
     async fn with_token<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: Fn(CachedToken) -> Fut,
+        F: Fn(Arc<CachedToken>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         self.tokens.with_token(self, op).await
@@ -156,7 +157,7 @@ impl Api {
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<HttpResponse> {
         let build = &build;
-        self.with_token(|t: CachedToken| async move {
+        self.with_token(|t: Arc<CachedToken>| async move {
             let resp = self
                 .http
                 .send(idempotency, default_transient, |c| {
@@ -208,7 +209,7 @@ impl Api {
     pub async fn download(&self, name: &str) -> Result<reqwest::Response> {
         let url = self.url(&["v1", "order", name, "download"]);
         let url = &url;
-        self.with_token(|t: CachedToken| async move {
+        self.with_token(|t: Arc<CachedToken>| async move {
             let resp = self
                 .http
                 .send_stream(|c| {

@@ -27,8 +27,8 @@ pub trait ApiVersion: Send + Sync + fmt::Debug {
         format!("slurm/{}/{tail}", self.version())
     }
 
-    /// The JSON body of `POST job/submit`.
-    fn submit_body(&self, req: &SubmitRequest) -> Value;
+    /// The JSON body of `POST job/submit`, serialized.
+    fn submit_body(&self, req: &SubmitRequest) -> Result<bytes::Bytes>;
 
     /// The new job's id from the submission answer.
     fn submitted_id(&self, body: &Value) -> Result<u64>;
@@ -379,7 +379,7 @@ impl RestClient {
         path: &str,
         user: &str,
         token: &Secret,
-        body: Option<&Value>,
+        body: Option<&bytes::Bytes>,
         idempotency: Idempotency,
     ) -> Result<HttpResponse> {
         let url = self
@@ -395,7 +395,9 @@ impl RestClient {
                     .header(reqwest::header::ACCEPT, "application/json");
                 if let Some(b) = body {
                     // slurmrestd refuses bodies without this exact content type.
-                    rb = rb.json(b);
+                    rb = rb
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(b.clone());
                 }
                 rb
             })
@@ -409,7 +411,7 @@ impl RestClient {
         path: &str,
         user: &str,
         token: &Secret,
-        body: Option<&Value>,
+        body: Option<&bytes::Bytes>,
         idempotency: Idempotency,
     ) -> std::result::Result<Value, Failure> {
         let resp = self

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a token command may run.
@@ -162,7 +163,7 @@ impl Auth {
     }
 
     /// A usable token: cached, pre-issued, or freshly minted.
-    pub async fn token(&self) -> Result<CachedToken> {
+    pub async fn token(&self) -> Result<Arc<CachedToken>> {
         self.store.get(self).await
     }
 
@@ -170,7 +171,7 @@ impl Auth {
     /// mints it and runs `op` once more.
     pub async fn with_token<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: Fn(CachedToken) -> Fut,
+        F: Fn(Arc<CachedToken>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         self.store.with_token(self, op).await

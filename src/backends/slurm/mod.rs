@@ -94,7 +94,7 @@ impl SlurmBackend {
         (user, token): (&str, &crate::config::Secret),
         method: Method,
         tail: &str,
-        body: Option<&Value>,
+        body: Option<&bytes::Bytes>,
         idem: Idempotency,
     ) -> Result<Value> {
         let path = api.path(tail);
@@ -246,7 +246,7 @@ impl SlurmBackend {
         &self,
         method: Method,
         tail: &str,
-        body: Option<&Value>,
+        body: Option<&bytes::Bytes>,
         idem: Idempotency,
     ) -> Result<(Value, &'static dyn ApiVersion)> {
         let api = self.api().await?;
@@ -261,7 +261,7 @@ impl SlurmBackend {
         api: &dyn ApiVersion,
         method: Method,
         tail: &str,
-        body: Option<&Value>,
+        body: Option<&bytes::Bytes>,
         idem: Idempotency,
     ) -> Result<Value> {
         self.auth
@@ -423,7 +423,7 @@ impl JobBackend for SlurmBackend {
         self.spec_rules().check(NAME, spec)?;
         let req = mapping::submit_request(spec)?;
         let api = self.api().await?;
-        let body = api.submit_body(&req);
+        let body = api.submit_body(&req)?;
         let (answer, api) = self
             .request(
                 Method::POST,

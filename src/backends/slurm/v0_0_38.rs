@@ -5,7 +5,42 @@ use super::api::ApiVersion;
 use super::mapping::{NativeJob, SubmitRequest};
 use crate::error::{Error, Result};
 use crate::model::QueueInfo;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The body of `POST job/submit`, written straight from the request (a batch sends thousands:
+/// no JSON tree is built for each).
+#[derive(Serialize)]
+struct SubmitBody<'a> {
+    job: JobProperties<'a>,
+    script: &'a str,
+}
+
+/// The `job` of [`SubmitBody`]; unset options are left out, as slurmrestd expects.
+#[derive(Serialize)]
+struct JobProperties<'a> {
+    name: &'a str,
+    current_working_directory: &'a str,
+    environment: &'a std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<[u32; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus_per_task: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_per_node: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    standard_output: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    standard_error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<&'a str>,
+}
 
 /// The v0.0.38 dialect.
 #[derive(Debug)]
@@ -113,39 +148,27 @@ impl ApiVersion for V0_0_38 {
         "v0.0.38"
     }
 
-    fn submit_body(&self, req: &SubmitRequest) -> Value {
-        let mut job = Map::new();
-        job.insert("name".into(), json!(req.name));
-        job.insert("current_working_directory".into(), json!(req.workdir));
-        job.insert("environment".into(), json!(req.environment));
-        if let Some(p) = &req.partition {
-            job.insert("partition".into(), json!(p));
-        }
-        if let Some((lo, hi)) = req.nodes {
-            job.insert("nodes".into(), json!([lo, hi]));
-        }
-        if let Some(t) = req.tasks {
-            job.insert("tasks".into(), json!(t));
-        }
-        if let Some(c) = req.cpus_per_task {
-            job.insert("cpus_per_task".into(), json!(c));
-        }
-        if let Some(m) = req.memory_per_node {
-            job.insert("memory_per_node".into(), json!(m));
-        }
-        if let Some(t) = req.time_limit {
-            job.insert("time_limit".into(), json!(t));
-        }
-        if let Some(o) = &req.stdout {
-            job.insert("standard_output".into(), json!(o));
-        }
-        if let Some(e) = &req.stderr {
-            job.insert("standard_error".into(), json!(e));
-        }
-        if let Some(c) = &req.comment {
-            job.insert("comment".into(), json!(c));
-        }
-        json!({ "job": job, "script": req.script })
+    fn submit_body(&self, req: &SubmitRequest) -> Result<bytes::Bytes> {
+        let body = SubmitBody {
+            job: JobProperties {
+                name: &req.name,
+                current_working_directory: &req.workdir,
+                environment: &req.environment,
+                partition: req.partition.as_deref(),
+                nodes: req.nodes.map(|(lo, hi)| [lo, hi]),
+                tasks: req.tasks,
+                cpus_per_task: req.cpus_per_task,
+                memory_per_node: req.memory_per_node,
+                time_limit: req.time_limit,
+                standard_output: req.stdout.as_deref(),
+                standard_error: req.stderr.as_deref(),
+                comment: req.comment.as_deref(),
+            },
+            script: &req.script,
+        };
+        serde_json::to_vec(&body)
+            .map(bytes::Bytes::from)
+            .map_err(|e| Error::io("the Slurm submission", e))
     }
 
     fn submitted_id(&self, body: &Value) -> Result<u64> {
@@ -198,6 +221,7 @@ impl ApiVersion for V0_0_38 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn partitions_become_queues_with_readable_time_limits() {
@@ -256,7 +280,7 @@ mod tests {
             environment: [("PATH".to_string(), "/bin".to_string())].into(),
             ..SubmitRequest::default()
         };
-        let b = V0_0_38.submit_body(&req);
+        let b: Value = serde_json::from_slice(&V0_0_38.submit_body(&req).unwrap()).unwrap();
         assert_eq!(b["script"], "#!/bin/sh\ntrue\n");
         assert_eq!(b["job"]["environment"]["PATH"], "/bin");
         assert_eq!(b["job"]["nodes"], json!([1, 2]));
