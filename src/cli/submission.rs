@@ -253,7 +253,7 @@ async fn submit_inner(
     }
     match entry.status.as_str() {
         "submitted" => Ok(Submission::Earlier(
-            earlier_job(bound, &entry, s, flags.deadline).await,
+            earlier_job(bound, &entry, s, flags).await,
         )),
         "failed" => Box::pin(submit_inner(bound, spec, s, flags)).await,
         _ => reconcile(bound, spec, s, &ledger, entry, flags).await,
@@ -279,12 +279,14 @@ fn same_spec(entry: &Entry, spec: &JobSpec) -> Result<()> {
 }
 
 /// The job of an earlier accepted submission, as the platform sees it now.
-async fn earlier_job(bound: &Bound, entry: &Entry, s: &Session, deadline: Option<Instant>) -> Job {
+async fn earlier_job(bound: &Bound, entry: &Entry, s: &Session, flags: SubmitOptions<'_>) -> Job {
     let id = entry.id.clone().unwrap_or_default();
-    let job = match until(deadline, bound.backend.status(&id)).await {
-        Some(Ok(j)) => j,
-        // The submission stands even when its job cannot be read right now.
-        Some(Err(_)) | None => Job::new(id, JobState::Unknown, None),
+    let read = in_slot(flags.gate, bound.backend.status(&id));
+    let job = match until(flags.deadline, read).await {
+        Some(Some(Ok(j))) => j,
+        // The submission stands even when its job cannot be read right now (or the run was
+        // interrupted before it was asked).
+        _ => Job::new(id, JobState::Unknown, None),
     };
     s.finish_job(bound, job)
 }
@@ -303,10 +305,12 @@ pub struct SubmitOptions<'a> {
     /// (exit 3), so a slow platform never stretches the deadline.
     pub deadline: Option<Instant>,
     /// The profile's platform slots (`batch` and pipelines): a permit is held only while the
-    /// platform is asked, so the ledger writes on either side of the request overlap other
-    /// lines' requests instead of holding a slot idle. A submission that reaches a closed
-    /// gate (the run was interrupted) is not sent: its ledger row is marked refused, which
-    /// frees its key, and it ends `Failed` with an `Interrupted` error.
+    /// platform is asked (the submission, a key lookup, the status of an earlier job), so the
+    /// ledger writes on either side of the request overlap other lines' requests instead of
+    /// holding a slot idle. A submission that reaches a closed gate (the run was interrupted)
+    /// is not sent: its ledger row is marked refused, which frees its key, and it ends
+    /// `Failed` with an `Interrupted` error; a key lookup not yet made leaves its row unknown
+    /// for the next run, and ends the same way.
     pub gate: Option<&'a Semaphore>,
     /// The caller validated the spec already (`batch` checks every line before sending any).
     pub validated: bool,
@@ -346,8 +350,20 @@ async fn reconcile(
             .and_then(|l| l.take(&bound.profile.name, key, entry.seq))
         {
             Some(answer) => answer,
-            None => match until(flags.deadline, look_up(bound, spec, ledger, &entry)).await {
-                Some(found) => found,
+            None => match until(
+                flags.deadline,
+                in_slot(flags.gate, look_up(bound, spec, ledger, &entry)),
+            )
+            .await
+            {
+                Some(Some(found)) => found,
+                Some(None) => {
+                    mark_unknown(ledger, &entry).await?;
+                    return Ok(Submission::Failed(Error::new(
+                        ErrorKind::Interrupted,
+                        "interrupted before its key was looked up; a re-run settles it",
+                    )));
+                }
                 None => {
                     mark_unknown(ledger, &entry).await?;
                     return Ok(Submission::Unknown(deadline_error(
@@ -432,6 +448,17 @@ async fn resend(
     Ok(send(bound, spec, s, ledger, entry.seq, flags).await)
 }
 
+/// Runs `fut` holding one of the profile's platform slots, when there is a gate (see
+/// [`SubmitOptions::gate`]); `None`, without running it, when the gate was closed because
+/// the run was interrupted.
+async fn in_slot<F: Future>(gate: Option<&Semaphore>, fut: F) -> Option<F::Output> {
+    let _permit = match gate {
+        Some(gate) => Some(gate.acquire().await.ok()?),
+        None => None,
+    };
+    Some(fut.await)
+}
+
 /// Sends a recorded submission and records its fate.
 async fn send(
     bound: &Bound,
@@ -441,22 +468,19 @@ async fn send(
     seq: i64,
     flags: SubmitOptions<'_>,
 ) -> Submission {
-    let permit = match flags.gate {
-        None => None,
-        Some(gate) => match gate.acquire().await {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                let e = Error::new(
-                    ErrorKind::Interrupted,
-                    "interrupted before it was sent; a re-run sends it",
-                );
-                let _ = ledger.fail(seq, &e.message).await;
-                return Submission::Failed(e);
-            }
-        },
+    let Some((result, fate)) = in_slot(
+        flags.gate,
+        delivery::track(until(flags.deadline, bound.backend.submit(spec))),
+    )
+    .await
+    else {
+        let e = Error::new(
+            ErrorKind::Interrupted,
+            "interrupted before it was sent; a re-run sends it",
+        );
+        let _ = ledger.fail(seq, &e.message).await;
+        return Submission::Failed(e);
     };
-    let (result, fate) = delivery::track(until(flags.deadline, bound.backend.submit(spec))).await;
-    drop(permit);
     let Some(result) = result else {
         // Cut off in flight: the platform may have acted on it, so its key is not freed.
         let e = deadline_error(
