@@ -29,17 +29,13 @@ pub struct Credentials {
     pub client_id: String,
     /// OAuth2 client secret.
     pub client_secret: Secret,
+    /// Where this profile sets the client id and secret, for the hint of a refused client.
+    pub client_settings: String,
 }
 
 impl Credentials {
     /// Reads the credentials of a profile, or explains which setting is missing (exit 2).
     pub fn from_profile(profile: &Profile) -> Result<Self> {
-        let missing = |what: &str, var: &str, key: &str| {
-            Error::usage(format!(
-                "profile '{}' has no {what}: set {var}, or `{key}` in the config file",
-                profile.name
-            ))
-        };
         let username = profile
             .username
             .clone()
@@ -58,11 +54,11 @@ impl Credentials {
             Some(s) => s.clone(),
             None if client_id == DEFAULT_CLIENT_ID => Secret::new(PUBLIC_CLIENT_SECRET),
             None => {
-                return Err(missing(
-                    &format!("client secret for client id '{client_id}'"),
-                    "OCTOPLANT_CLIENT_SECRET",
-                    "client_secret_env",
-                ));
+                return Err(Error::usage(format!(
+                    "profile '{}' has no client secret for client id '{client_id}': set {}",
+                    profile.name,
+                    profile.setting_name("client_secret")
+                )));
             }
         };
         Ok(Credentials {
@@ -70,6 +66,11 @@ impl Credentials {
             password,
             client_id,
             client_secret,
+            client_settings: format!(
+                "{} / {}",
+                profile.setting_name("client_id"),
+                profile.setting_name("client_secret")
+            ),
         })
     }
 }
@@ -144,7 +145,7 @@ async fn grant(
         })
         .await?;
     if !resp.status.is_success() {
-        return Err(login_refused(resp.status, &resp.body, &creds.username));
+        return Err(login_refused(resp.status, &resp.body, creds));
     }
     let tr: TokenResponse = resp.json()?;
     let token = tr
@@ -169,23 +170,23 @@ async fn grant(
     Ok(cached)
 }
 
-/// What an OAuth2 error code means, for answers without a description.
-fn oauth_meaning(error: &str) -> &'static str {
+/// What an OAuth2 error code means, for answers without a description; `client_settings`
+/// names where the profile sets its client id and secret.
+fn oauth_meaning(error: &str, client_settings: &str) -> String {
     match error {
-        "invalid_grant" => "wrong user name or password",
-        "invalid_client" => {
-            "the client id or secret was refused (OCTOPLANT_CLIENT_ID / OCTOPLANT_CLIENT_SECRET)"
-        }
-        "unauthorized_client" => "this client may not use the password grant",
-        "unsupported_grant_type" => "the password grant is not enabled",
-        "invalid_scope" => "the requested scope was refused",
-        _ => "no description",
+        "invalid_grant" => "wrong user name or password".into(),
+        "invalid_client" => format!("the client id or secret was refused ({client_settings})"),
+        "unauthorized_client" => "this client may not use the password grant".into(),
+        "unsupported_grant_type" => "the password grant is not enabled".into(),
+        "invalid_scope" => "the requested scope was refused".into(),
+        _ => "no description".into(),
     }
 }
 
 /// The error for a refused grant. A refused login is final: it is never marked as an expired
 /// token, so it is not retried.
-fn login_refused(status: reqwest::StatusCode, body: &[u8], user: &str) -> Error {
+fn login_refused(status: reqwest::StatusCode, body: &[u8], creds: &Credentials) -> Error {
+    let user = &creds.username;
     if let Ok(o) = serde_json::from_slice::<OAuthError>(body) {
         let kind = if status.is_server_error() || status.as_u16() == 429 {
             ErrorKind::Unavailable
@@ -200,7 +201,7 @@ fn login_refused(status: reqwest::StatusCode, body: &[u8], user: &str) -> Error 
         let desc = o
             .error_description
             .filter(|d| !d.trim().is_empty())
-            .unwrap_or_else(|| oauth_meaning(&o.error).to_string());
+            .unwrap_or_else(|| oauth_meaning(&o.error, &creds.client_settings));
         return Error::new(
             kind,
             format!("login as {user} refused ({}): {}", o.error, desc.trim()),
@@ -252,7 +253,7 @@ mod tests {
     #[test]
     fn refused_logins_are_final_auth_errors() {
         let body = br#"{"code":16,"message":"invalid username or password","details":[]}"#;
-        let e = login_refused(reqwest::StatusCode::UNAUTHORIZED, body, "bob");
+        let e = login_refused(reqwest::StatusCode::UNAUTHORIZED, body, &bob());
         assert_eq!(e.kind, ErrorKind::Auth);
         assert!(!e.token_expired);
         assert!(
@@ -262,7 +263,7 @@ mod tests {
         let e = login_refused(
             reqwest::StatusCode::BAD_REQUEST,
             br#"{"error":"invalid_grant","error_description":"bad password"}"#,
-            "bob",
+            &bob(),
         );
         assert_eq!(
             (e.kind, e.code.as_deref()),
@@ -275,14 +276,51 @@ mod tests {
         let e = login_refused(
             reqwest::StatusCode::UNAUTHORIZED,
             br#"{"error":"invalid_client"}"#,
-            "bob",
+            &bob(),
         );
         assert_eq!(e.exit_code(), crate::error::exit::AUTH);
-        assert!(e.message.contains("OCTOPLANT_CLIENT_SECRET"), "{e}");
-        let e = login_refused(reqwest::StatusCode::BAD_GATEWAY, b"<html>", "bob");
+        assert!(
+            e.message
+                .contains("OCTOPLANT_CLIENT_ID / OCTOPLANT_CLIENT_SECRET"),
+            "{e}"
+        );
+        let e = login_refused(reqwest::StatusCode::BAD_GATEWAY, b"<html>", &bob());
         assert_eq!(e.kind, ErrorKind::Unavailable);
-        let e = login_refused(reqwest::StatusCode::NOT_FOUND, b"", "bob");
+        let e = login_refused(reqwest::StatusCode::NOT_FOUND, b"", &bob());
         assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE);
         assert!(e.message.contains("octoplant API"), "{e}");
+    }
+
+    #[test]
+    fn a_refused_client_names_the_settings_of_the_profile_in_use() {
+        let mut p = Profile::new("plant-a", BackendKind::Octoplant);
+        p.username = Some("bob".into());
+        p.secrets.insert("password".into(), Secret::new("pw"));
+        p.options.insert("client_id".into(), "my-client".into());
+        let e = Credentials::from_profile(&p).unwrap_err();
+        assert!(
+            e.message.contains("`client_secret_env`") && !e.message.contains("OCTOPLANT_"),
+            "{e}"
+        );
+        p.secrets.insert("client_secret".into(), Secret::new("s"));
+        let creds = Credentials::from_profile(&p).unwrap();
+        let e = login_refused(
+            reqwest::StatusCode::UNAUTHORIZED,
+            br#"{"error":"invalid_client"}"#,
+            &creds,
+        );
+        assert!(
+            e.message.contains("(`client_id` / `client_secret_env`)"),
+            "{e}"
+        );
+        assert!(!e.message.contains("OCTOPLANT_"), "{e}");
+    }
+
+    /// Credentials of user bob in the built-in profile.
+    fn bob() -> Credentials {
+        let mut p = Profile::new("octoplant", BackendKind::Octoplant);
+        p.username = Some("bob".into());
+        p.secrets.insert("password".into(), Secret::new("pw"));
+        Credentials::from_profile(&p).unwrap()
     }
 }
