@@ -160,3 +160,52 @@ fn a_rerun_reads_its_earlier_jobs_within_max_in_flight() {
         "the simulator saw {seen} requests at once; max_in_flight is 3"
     );
 }
+
+#[test]
+fn a_pipeline_rerun_settles_lost_answers_with_one_listing() {
+    let sim = slow_sim(150);
+    let sb = Sandbox::with_sim(&sim)
+        .var("SLURM_MAX_IN_FLIGHT", "3")
+        .var("SLURM_POLL_INTERVAL", "1h")
+        .var("JOBCTL_RETRY_BUDGET", "1s");
+    let lines: Vec<Value> = (0..12)
+        .map(|i| json!({"profile": "slurm", "key": format!("q-{i}"), "retries": 1, "command": ["true"]}))
+        .collect();
+    let file = batch_file(&sb, &lines);
+    // Every job is created but its answer is lost: each line's outcome is unknown.
+    sim.set_faults(Faults {
+        latency_ms: (150, 150),
+        drop_after_create_rate: 1.0,
+        ..Faults::default()
+    });
+    let (_, out, err) = sb.run(&["-o", "json", "batch", &file, "--wait", "--timeout", "3s"]);
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap_or_default();
+    assert!(
+        rows.iter().all(|r| r["ref"].is_null()),
+        "no answer came back: {out} {err}"
+    );
+    sim.set_faults(Faults {
+        latency_ms: (150, 150),
+        ..Faults::default()
+    });
+    let before = sim.total();
+    let (_, out, err) = sb.run(&["-o", "json", "batch", &file, "--wait", "--timeout", "3s"]);
+    let requests = sim.total() - before;
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 12, "{out}");
+    assert!(
+        rows.iter().all(|r| r["ref"].is_string()),
+        "every line found its job: {out} {err}"
+    );
+    let report = sim.state.jobs_report();
+    assert_eq!(report["per_platform"]["slurm"], 12, "{report}");
+    assert_eq!(report["duplicates"], json!([]), "{report}");
+    // One listing settles all twelve (plus the run's first poll and its final read), not
+    // one lookup per line.
+    assert!(requests <= 6, "settling 12 lines took {requests} requests");
+    let seen = peak(&sim);
+    assert!(
+        seen <= 3,
+        "the simulator saw {seen} requests at once; max_in_flight is 3"
+    );
+}

@@ -8,7 +8,7 @@
 //! ledger, polling, the journal, events and reports.
 
 use super::Outcome;
-use super::submission::{Submission, SubmitOptions, submit_spec};
+use super::submission::{Lookups, Submission, SubmitOptions, prefetch, submit_spec};
 use crate::error::{Error, ErrorKind, Result, exit};
 use crate::model::{Job, JobState};
 use crate::output::{OutputMode, PipelineDisplay, PipelineRow, Printer, Report, error_json};
@@ -307,22 +307,30 @@ pub(super) fn settled(sub: Submission) -> Result<(Job, bool)> {
     }
 }
 
+/// What every submission of one run shares.
+#[derive(Clone, Copy)]
+struct Sending<'a> {
+    s: &'a Session,
+    lookups: &'a Lookups,
+    resubmit_unknown: bool,
+}
+
 async fn send(
     i: usize,
     attempt: u32,
     bound: Bound,
     spec: crate::model::JobSpec,
-    resubmit_unknown: bool,
-    s: &Session,
     gate: Rc<Semaphore>,
+    how: Sending<'_>,
 ) -> Sent {
     // Not `validated`: the spec's placeholders were filled only now.
-    let how = SubmitOptions {
-        resubmit_unknown,
+    let opts = SubmitOptions {
+        resubmit_unknown: how.resubmit_unknown,
         gate: Some(&gate),
+        lookups: Some(how.lookups),
         ..SubmitOptions::default()
     };
-    let sub = submit_spec(&bound, &spec, s, how).await;
+    let sub = submit_spec(&bound, &spec, how.s, opts).await;
     (i, attempt, settled(sub))
 }
 
@@ -385,7 +393,8 @@ pub async fn run(text: &str, o: RunOptions<'_>, s: &Session, p: &Printer) -> Res
             p.pipeline_line(&run.row(i));
         }
     }
-    let ended = run.drive(&o).await;
+    let lookups = run.prefetch().await;
+    let ended = run.drive(&o, &lookups).await;
     run.display.clear();
     if ended.is_ok() {
         run.fill_finished_jobs().await;
@@ -641,7 +650,23 @@ impl Run<'_> {
         }
     }
 
-    async fn drive(&mut self, o: &RunOptions<'_>) -> Result<Stopped> {
+    /// Looks up, in one listing per profile, the lines due now whose earlier submission has
+    /// an unknown outcome (the run before was killed), as a plain batch does; lines that
+    /// become due later are looked up one by one, if at all.
+    async fn prefetch(&self) -> Lookups {
+        let due: Vec<(usize, crate::model::JobSpec)> = self
+            .due()
+            .into_iter()
+            .map(|(i, attempt)| (i, self.sched.spec_for(i, attempt)))
+            .collect();
+        let lines: Vec<(&Bound, &crate::model::JobSpec)> = due
+            .iter()
+            .map(|(i, spec)| (&self.bounds[*i], spec))
+            .collect();
+        prefetch(self.s, &lines).await
+    }
+
+    async fn drive(&mut self, o: &RunOptions<'_>, lookups: &Lookups) -> Result<Stopped> {
         let deadline = o.timeout.map(|t| tokio::time::Instant::now() + t);
         let base = self
             .bounds
@@ -657,6 +682,11 @@ impl Run<'_> {
         // Per profile: lines being submitted, and the gate whose permits are its platform
         // slots (held only for the request, as in a plain batch).
         let mut sending: BTreeMap<String, (usize, Rc<Semaphore>)> = BTreeMap::new();
+        let how = Sending {
+            s: self.s,
+            lookups,
+            resubmit_unknown: o.resubmit_unknown,
+        };
         let mut sigint = super::interrupt_signal();
         let mut interrupt = std::pin::pin!(async move {
             match sigint.as_mut() {
@@ -686,15 +716,7 @@ impl Run<'_> {
                 self.sched.submitting(i, attempt);
                 self.retry_at[i] = None;
                 let spec = self.sched.spec_for(i, attempt);
-                inflight.push(send(
-                    i,
-                    attempt,
-                    self.bounds[i].clone(),
-                    spec,
-                    o.resubmit_unknown,
-                    self.s,
-                    gate,
-                ));
+                inflight.push(send(i, attempt, self.bounds[i].clone(), spec, gate, how));
             }
             self.display.update(&self.sched, &self.jobs);
             if self.sched.all_final() && inflight.is_empty() {
