@@ -294,6 +294,62 @@ fn interrupted_batch_exits_130_with_a_hint_and_resumes() {
 }
 
 #[test]
+fn interrupted_pipeline_lets_its_submissions_settle_and_resumes() {
+    const N: usize = 40;
+    let sim = sim(config());
+    sim.set_faults(Faults {
+        latency_ms: (150, 250),
+        ..Faults::default()
+    });
+    let sb = Sandbox::with_sim(&sim).var("SLURM_POLL_INTERVAL", "1h");
+    // `retries` makes the file a pipeline (run with --wait).
+    let file = write_batch(
+        &sb,
+        N,
+        |i| json!({"profile": "slurm", "name": format!("p-{i}"), "retries": 1, "command": [format!("echo {i}")]}),
+    );
+    let child = sb
+        .std_cmd()
+        .args(["batch", &file, "--wait", "--concurrency", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let made = created(&sim, "slurm").0;
+    assert!(made < N as u64, "interrupted before the end ({made})");
+    // The submissions at the platform at Ctrl-C were answered and recorded; the lines waiting
+    // for a slot were not sent. Nothing is left in flight or of unknown outcome.
+    let history: Vec<Value> = serde_json::from_str(&sb.run(&["-o", "json", "history"]).1).unwrap();
+    let unsettled: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["status"] != "submitted" && e["status"] != "failed")
+        .collect();
+    assert!(unsettled.is_empty(), "{unsettled:?}");
+    let submitted = history
+        .iter()
+        .filter(|e| e["status"] == "submitted")
+        .count();
+    assert_eq!(
+        submitted as u64, made,
+        "one submitted row per job: {history:?}"
+    );
+    sim.set_faults(Faults::default());
+    let (_, _, err) = sb.run(&["batch", &file, "--wait", "--timeout", "2s"]);
+    let (made, dups) = created(&sim, "slurm");
+    assert_eq!(made, N as u64, "{err}");
+    assert!(dups.is_empty(), "{dups:?}");
+}
+
+#[test]
 fn wait_from_reads_the_ndjson_of_batch() {
     let sb = Sandbox::new();
     let file = write_batch(

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// How long an interrupted batch lets its in-flight submissions settle before it exits.
-const SETTLE_ON_INTERRUPT: Duration = Duration::from_secs(10);
+pub(super) const SETTLE_ON_INTERRUPT: Duration = Duration::from_secs(10);
 
 /// Flags of `batch`.
 #[derive(Debug, Clone)]

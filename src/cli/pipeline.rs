@@ -745,15 +745,40 @@ impl Run<'_> {
                             _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
                                 return Ok(Stopped::TimedOut);
                             }
-                            _ = &mut interrupt => return Ok(Stopped::Interrupted),
+                            _ = &mut interrupt => {
+                                return self.settle(&mut inflight, &sending).await;
+                            }
                         };
                         delay = if changed { base } else { delay.mul_f64(1.5).min(max_interval) };
                         next_poll = tokio::time::Instant::now() + delay;
                     }
                 }
-                _ = &mut interrupt => return Ok(Stopped::Interrupted),
+                _ = &mut interrupt => return self.settle(&mut inflight, &sending).await,
             }
         }
+    }
+
+    /// After Ctrl-C: lines still waiting for a platform slot are not sent (their keys are
+    /// freed), and the submissions already at a platform get up to
+    /// [`super::batch::SETTLE_ON_INTERRUPT`] to answer and be journaled, as in a plain batch,
+    /// so a clean interrupt leaves no outcome unknown.
+    async fn settle<F: std::future::Future<Output = Sent>>(
+        &mut self,
+        inflight: &mut FuturesUnordered<F>,
+        sending: &BTreeMap<String, (usize, Rc<Semaphore>)>,
+    ) -> Result<Stopped> {
+        sending.values().for_each(|(_, gate)| gate.close());
+        let until = tokio::time::Instant::now() + super::batch::SETTLE_ON_INTERRUPT;
+        while let Ok(Some((i, attempt, result))) =
+            tokio::time::timeout_at(until, inflight.next()).await
+        {
+            // Not sent: the line stays waiting, and the next run sends it.
+            if matches!(&result, Err(e) if e.kind == ErrorKind::Interrupted) {
+                continue;
+            }
+            self.sent(i, attempt, result)?;
+        }
+        Ok(Stopped::Interrupted)
     }
 
     /// (line, attempt) pairs to submit now: ready lines, then retries whose pause is over.
