@@ -393,8 +393,15 @@ pub async fn run(text: &str, o: RunOptions<'_>, s: &Session, p: &Printer) -> Res
             p.pipeline_line(&run.row(i));
         }
     }
-    let lookups = run.prefetch().await;
-    let ended = run.drive(&o, &lookups).await;
+    // `--timeout` bounds the whole run, the lookups of a re-run included.
+    let deadline = o.timeout.map(|t| tokio::time::Instant::now() + t);
+    let lookups = match deadline {
+        Some(d) => tokio::time::timeout_at(d, run.prefetch())
+            .await
+            .unwrap_or_default(),
+        None => run.prefetch().await,
+    };
+    let ended = run.drive(&o, &lookups, deadline).await;
     run.display.clear();
     if ended.is_ok() {
         run.fill_finished_jobs().await;
@@ -666,8 +673,12 @@ impl Run<'_> {
         prefetch(self.s, &lines).await
     }
 
-    async fn drive(&mut self, o: &RunOptions<'_>, lookups: &Lookups) -> Result<Stopped> {
-        let deadline = o.timeout.map(|t| tokio::time::Instant::now() + t);
+    async fn drive(
+        &mut self,
+        o: &RunOptions<'_>,
+        lookups: &Lookups,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Stopped> {
         let base = self
             .bounds
             .iter()
