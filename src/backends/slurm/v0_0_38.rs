@@ -278,14 +278,23 @@ mod tests {
             time_limit: Some(5),
             workdir: "/tmp".into(),
             environment: [("PATH".to_string(), "/bin".to_string())].into(),
+            stdout: Some("/tmp/%j.out".into()),
+            comment: Some("jobctl-key:k1".into()),
             ..SubmitRequest::default()
         };
         let b: Value = serde_json::from_slice(&V0_0_38.submit_body(&req).unwrap()).unwrap();
         assert_eq!(b["script"], "#!/bin/sh\ntrue\n");
+        assert_eq!(b["job"]["name"], "x");
+        assert_eq!(b["job"]["current_working_directory"], "/tmp");
         assert_eq!(b["job"]["environment"]["PATH"], "/bin");
         assert_eq!(b["job"]["nodes"], json!([1, 2]));
         assert_eq!(b["job"]["time_limit"], 5);
-        assert!(b["job"].get("partition").is_none());
+        assert_eq!(b["job"]["standard_output"], "/tmp/%j.out");
+        assert_eq!(b["job"]["comment"], "jobctl-key:k1");
+        // Options not given are left out, not sent as null.
+        for absent in ["partition", "tasks", "cpus_per_task", "standard_error"] {
+            assert!(b["job"].get(absent).is_none(), "{absent}: {b}");
+        }
         assert_eq!(V0_0_38.submitted_id(&json!({"job_id": 7})).unwrap(), 7);
         assert!(V0_0_38.submitted_id(&json!({})).is_err());
     }
