@@ -523,6 +523,38 @@ fn batch_submits_every_line_and_skips_done_lines_on_rerun() {
 }
 
 #[test]
+fn batch_ndjson_ends_with_a_result_listing_every_submitted_job() {
+    let sb = Sandbox::new();
+    let file = sb.path().join("three.jsonl");
+    std::fs::write(&file, "{\"command\":[\"true\"]}\n".repeat(3)).unwrap();
+    let (code, out, err) = sb.run(&["-o", "ndjson", "batch", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect();
+    let refs: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "line")
+        .map(|e| e["ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs.len(), 3, "{out}");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "result", "{out}");
+    let jobs: Vec<&str> = last["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["ref"].as_str().unwrap())
+        .collect();
+    let mut sorted = refs.clone();
+    sorted.sort_unstable();
+    let mut listed = jobs.clone();
+    listed.sort_unstable();
+    assert_eq!(listed, sorted, "the result lists each submitted job once");
+}
+
+#[test]
 fn completions_and_help_work() {
     let sb = Sandbox::new();
     let (code, out, _) = sb.run(&["completions", "bash"]);

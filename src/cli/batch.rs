@@ -414,6 +414,7 @@ pub async fn run(
 
     let mut rows: Vec<BatchRow> = Vec::with_capacity(total);
     let mut jobs: BTreeMap<usize, Job> = BTreeMap::new();
+    let keep_jobs = p.mode == OutputMode::Ndjson && !opts.wait;
     let mut tally = Tally::default();
     let mut pending = Vec::new();
     for (n, spec, bound) in work {
@@ -503,8 +504,12 @@ pub async fn run(
         };
         let row = row_of(n, key, &sub);
         tally.add(&row.outcome, sub.error());
-        if let Some(job) = sub.into_job() {
-            jobs.insert(n, job);
+        // Only the ndjson `result` event lists the jobs (`--wait` reads them back from the
+        // platform): other runs keep none, which spares a big batch a copy of every job.
+        if keep_jobs {
+            if let Some(job) = sub.into_job() {
+                jobs.insert(n, job);
+            }
         }
         journal.write(&row)?;
         p.batch_line(&row);
