@@ -226,6 +226,48 @@ fn local_batch_killed_then_rerun_creates_every_job_once() {
     assert_eq!(names.len(), N);
 }
 
+/// Runs jobctl with `args`, sends it Ctrl-C 1.5 s later, checks that it exits 130, and returns
+/// its stderr.
+fn interrupted(sb: &Sandbox, args: &[&str]) -> String {
+    let child = sb
+        .std_cmd()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    err
+}
+
+/// The ledger after a clean interrupt: nothing in flight or of unknown outcome, and one
+/// `submitted` row per job the platform holds (`made`). Returns its rows.
+fn settled_history(sb: &Sandbox, made: u64) -> Vec<Value> {
+    let history: Vec<Value> = serde_json::from_str(&sb.run(&["-o", "json", "history"]).1).unwrap();
+    let unsettled: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["status"] != "submitted" && e["status"] != "failed")
+        .collect();
+    assert!(unsettled.is_empty(), "{unsettled:?}");
+    let submitted = history
+        .iter()
+        .filter(|e| e["status"] == "submitted")
+        .count();
+    assert_eq!(
+        submitted as u64, made,
+        "one submitted row per job: {history:?}"
+    );
+    history
+}
+
 #[test]
 fn interrupted_batch_exits_130_with_a_hint_and_resumes() {
     const N: usize = 80;
@@ -240,22 +282,7 @@ fn interrupted_batch_exits_130_with_a_hint_and_resumes() {
         N,
         |i| json!({"profile": "slurm", "name": format!("i-{i}"), "command": [format!("echo {i}")]}),
     );
-    let child = sb
-        .std_cmd()
-        .args(["batch", &file, "--concurrency", "4"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    let err = interrupted(&sb, &["batch", &file, "--concurrency", "4"]);
     assert!(
         err.contains("run the same command again to resume"),
         "{err}"
@@ -263,21 +290,8 @@ fn interrupted_batch_exits_130_with_a_hint_and_resumes() {
     let made = created(&sim, "slurm").0;
     assert!(made < N as u64, "interrupted before the end ({made})");
     // Lines recorded but still waiting for a platform slot were not sent: their keys are
-    // free (refused), and nothing is left in flight or of unknown outcome.
-    let history: Vec<Value> = serde_json::from_str(&sb.run(&["-o", "json", "history"]).1).unwrap();
-    let unsettled: Vec<&Value> = history
-        .iter()
-        .filter(|e| e["status"] != "submitted" && e["status"] != "failed")
-        .collect();
-    assert!(unsettled.is_empty(), "{unsettled:?}");
-    let submitted = history
-        .iter()
-        .filter(|e| e["status"] == "submitted")
-        .count();
-    assert_eq!(
-        submitted as u64, made,
-        "one submitted row per job the platform holds"
-    );
+    // free (refused).
+    let history = settled_history(&sb, made);
     assert!(
         history.iter().any(|e| e["status"] == "failed"
             && e["error"]
@@ -308,40 +322,12 @@ fn interrupted_pipeline_lets_its_submissions_settle_and_resumes() {
         N,
         |i| json!({"profile": "slurm", "name": format!("p-{i}"), "retries": 1, "command": [format!("echo {i}")]}),
     );
-    let child = sb
-        .std_cmd()
-        .args(["batch", &file, "--wait", "--concurrency", "4"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    interrupted(&sb, &["batch", &file, "--wait", "--concurrency", "4"]);
     let made = created(&sim, "slurm").0;
     assert!(made < N as u64, "interrupted before the end ({made})");
     // The submissions at the platform at Ctrl-C were answered and recorded; the lines waiting
-    // for a slot were not sent. Nothing is left in flight or of unknown outcome.
-    let history: Vec<Value> = serde_json::from_str(&sb.run(&["-o", "json", "history"]).1).unwrap();
-    let unsettled: Vec<&Value> = history
-        .iter()
-        .filter(|e| e["status"] != "submitted" && e["status"] != "failed")
-        .collect();
-    assert!(unsettled.is_empty(), "{unsettled:?}");
-    let submitted = history
-        .iter()
-        .filter(|e| e["status"] == "submitted")
-        .count();
-    assert_eq!(
-        submitted as u64, made,
-        "one submitted row per job: {history:?}"
-    );
+    // for a slot were not sent.
+    settled_history(&sb, made);
     sim.set_faults(Faults::default());
     let (_, _, err) = sb.run(&["batch", &file, "--wait", "--timeout", "2s"]);
     let (made, dups) = created(&sim, "slurm");
