@@ -250,12 +250,13 @@ impl SlurmBackend {
         idem: Idempotency,
     ) -> Result<(Value, &'static dyn ApiVersion)> {
         let api = self.api().await?;
-        let v = self.authenticated(api, method, tail, body, idem).await?;
+        let (v, _) = self.authenticated(api, method, tail, body, idem).await?;
         Ok((v, api))
     }
 
     /// [`Self::call_with`] with the current token; when the controller refuses it and a new
-    /// one can be minted, mints it and tries once more.
+    /// one can be minted, mints it and tries once more. Returns the answer and the user the
+    /// request was made for.
     async fn authenticated(
         &self,
         api: &dyn ApiVersion,
@@ -263,14 +264,16 @@ impl SlurmBackend {
         tail: &str,
         body: Option<&bytes::Bytes>,
         idem: Idempotency,
-    ) -> Result<Value> {
+    ) -> Result<(Value, String)> {
         self.auth
             .with_token(|token| {
                 let method = method.clone();
                 async move {
                     let user = self.auth.user_for(&token)?;
-                    self.call_with(api, (&user, &token.token), method, tail, body, idem)
-                        .await
+                    let v = self
+                        .call_with(api, (&user, &token.token), method, tail, body, idem)
+                        .await?;
+                    Ok((v, user))
                 }
             })
             .await
@@ -424,8 +427,9 @@ impl JobBackend for SlurmBackend {
         let req = mapping::submit_request(spec)?;
         let api = self.api().await?;
         let body = api.submit_body(&req)?;
-        let (answer, api) = self
-            .request(
+        let (answer, user) = self
+            .authenticated(
+                api,
                 Method::POST,
                 "job/submit",
                 Some(&body),
@@ -449,11 +453,7 @@ impl JobBackend for SlurmBackend {
         job.extra
             .insert("workdir".into(), Value::from(req.workdir.clone()));
         // The job runs as the user the request was made for (taken from the token).
-        job.owner = self
-            .auth
-            .with_token(|token| async move { self.auth.user_for(&token) })
-            .await
-            .ok();
+        job.owner = Some(user);
         Ok(job)
     }
 
@@ -735,7 +735,7 @@ impl JobBackend for SlurmBackend {
             .authenticated(api, Method::GET, "ping", None, Idempotency::Idempotent)
             .await;
         match ping {
-            Ok(body) => {
+            Ok((body, _)) => {
                 report(Check::pass(
                     "authentication",
                     format!("the controller accepts user {user}"),
