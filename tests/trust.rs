@@ -81,6 +81,32 @@ fn fixed_server(status: &'static str, body: &'static str) -> u16 {
     port
 }
 
+/// A server that answers every request with the raw HTTP `reply` and keeps each request's
+/// first line (`GET /path HTTP/1.1`).
+fn recording_server(reply: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let (reply, record) = (reply.clone(), record.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let n = s.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                record
+                    .lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or_default().to_string());
+                let _ = s.write_all(reply.as_bytes());
+            });
+        }
+    });
+    (port, seen)
+}
+
 fn slurm_env(port: u16) -> Vec<(&'static str, String)> {
     vec![
         ("SLURM_REST_URL", format!("http://127.0.0.1:{port}")),
@@ -485,6 +511,60 @@ fn a_slurm_server_answering_503_is_transient_not_unsupported() {
     let (code, _, err) = sb.run_with(&envs(&env), &["status", "slurm:1"]);
     assert_eq!(code, 7, "{err}");
     assert!(!err.contains("not support"), "{err}");
+}
+
+#[test]
+fn a_redirect_is_reported_with_its_address_and_not_followed() {
+    let sb = Sandbox::new();
+    let (elsewhere, reached) = recording_server(
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".into(),
+    );
+    let (port, _) = recording_server(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{elsewhere}/slurm?token=hush\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    ));
+    for args in [
+        &["status", "slurm:1"][..],
+        &["submit", "-b", "slurm", "--", "true"][..],
+    ] {
+        let (code, _, err) = sb.run_with(&envs(&slurm_env(port)), args);
+        assert_eq!(code, 7, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("points to http://127.0.0.1:{elsewhere}/slurm;"))
+                && err.contains("url"),
+            "{err}"
+        );
+        assert!(!err.contains("hush"), "{err}");
+    }
+    assert!(
+        reached.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
+}
+
+#[test]
+fn a_proxy_named_in_the_environment_carries_the_requests() {
+    let sb = Sandbox::new();
+    let (proxy, seen) = recording_server(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy"
+            .into(),
+    );
+    let proxy_url = format!("http://127.0.0.1:{proxy}");
+    let mut env = vec![
+        // A host this machine cannot resolve: only the proxy can answer for it.
+        ("SLURM_REST_URL", "http://slurm.invalid:6820".to_string()),
+        ("SLURM_USER_NAME", "alice".into()),
+        ("SLURM_JWT", "not-a-secret-but-treated-as-one".into()),
+        ("JOBCTL_RETRY_BUDGET", "200ms".into()),
+    ];
+    env.push(("HTTP_PROXY", proxy_url));
+    let (code, _, err) = sb.run_with(&envs(&env), &["status", "slurm:1"]);
+    assert_eq!(code, 7, "{err}");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("GET http://slurm.invalid:6820/slurm/")),
+        "the proxy saw {seen:?}"
+    );
 }
 
 #[test]

@@ -62,6 +62,8 @@ impl Delivery {
             Delivery::Untouched | Delivery::NotSent => false,
             Delivery::Lost => true,
             Delivery::Answered(status) if status.is_success() => kind == ErrorKind::Protocol,
+            // "See other" is how some servers answer a POST they acted on.
+            Delivery::Answered(StatusCode::SEE_OTHER) => true,
             // A server error the platform explained as a refusal (slurmrestd answers 500
             // for an invalid partition) is certain; a bare one may hide a created job.
             Delivery::Answered(status) => {
@@ -102,5 +104,11 @@ mod tests {
                 .outcome_unknown(ErrorKind::Usage)
         );
         assert!(!Delivery::Untouched.outcome_unknown(ErrorKind::Protocol));
+        // A redirect: 303 may follow a created job, the others mean "not here".
+        assert!(Delivery::Answered(StatusCode::SEE_OTHER).outcome_unknown(ErrorKind::Protocol));
+        assert!(
+            !Delivery::Answered(StatusCode::PERMANENT_REDIRECT)
+                .outcome_unknown(ErrorKind::Protocol)
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod delivery;
+mod direct;
 mod log;
 pub mod pagination;
 pub mod redact;
@@ -19,6 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use backoff::Backoff;
+
+/// The `User-Agent` of every request.
+const USER_AGENT: &str = concat!("jobctl/", env!("CARGO_PKG_VERSION"));
 
 /// Default budget for retrying one request: at most 30 s (README "Exit codes").
 pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(30);
@@ -146,12 +150,17 @@ pub fn default_transient(r: &HttpResponse) -> bool {
         || r.status.is_server_error()
 }
 
-/// A reqwest client plus the retry policy of one profile.
+/// The HTTP clients and the retry policy of one profile.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
+    /// Builds every request; sends downloads, and everything when a proxy is set.
     client: reqwest::Client,
+    /// Sends API requests (see [`direct`]); `None` when a proxy is set.
+    direct: Option<direct::Direct>,
     /// The profile's own TLS settings for connections reqwest does not make (WebSocket).
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// How long one attempt may take, answer included (the profile's `timeout`).
+    timeout: Duration,
     retry_budget: Duration,
     profile: String,
     backend: &'static str,
@@ -161,10 +170,11 @@ impl HttpClient {
     /// Builds a client honouring the profile's `ca_cert`, `insecure` and `timeout`.
     pub fn new(profile: &Profile, backend: &'static str) -> Result<Self> {
         check_url(profile)?;
+        let connect_timeout = profile.timeout.min(Duration::from_secs(10));
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("jobctl/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .timeout(profile.timeout)
-            .connect_timeout(profile.timeout.min(Duration::from_secs(10)))
+            .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30));
         let ca_pem = match &profile.ca_cert {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
@@ -207,11 +217,16 @@ impl HttpClient {
         let client = builder
             .build()
             .map_err(|e| Error::usage(format!("cannot build HTTP client: {e}")))?;
-        let tls = tls::client_config(&profile.name, ca_pem.as_deref(), profile.insecure)?;
+        let config = tls::client_config(&profile.name, ca_pem.as_deref(), profile.insecure)?;
+        // A WebSocket with no settings of the profile's own uses its library's defaults.
+        let tls =
+            (ca_pem.is_some() || profile.insecure).then(|| std::sync::Arc::new(config.clone()));
         let retry_budget = retry_budget_from_env()?;
         Ok(HttpClient {
             client,
+            direct: direct::Direct::new(config, connect_timeout),
             tls,
+            timeout: profile.timeout,
             retry_budget,
             profile: profile.name.clone(),
             backend,
@@ -254,6 +269,11 @@ impl HttpClient {
                     Ok(resp) => delivery::record_answer(resp.status),
                     Err((_, true)) => delivery::record(delivery::Delivery::NotSent),
                     Err((_, false)) => delivery::record(delivery::Delivery::Lost),
+                }
+            }
+            if let Ok(resp) = &outcome {
+                if let Some(e) = self.redirected(resp) {
+                    return Err(e);
                 }
             }
             let refused = matches!(&outcome, Err((_, true)));
@@ -315,6 +335,30 @@ impl HttpClient {
         }
     }
 
+    /// An API request the platform redirects is reported, not followed: following would send
+    /// a submission on to an address nobody configured (or turn it into a GET, for 301 and
+    /// 302), and the usual cause, a `http://` URL behind an HTTPS redirect, is the profile's
+    /// to fix.
+    fn redirected(&self, resp: &HttpResponse) -> Option<Error> {
+        if !matches!(resp.status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+            return None;
+        }
+        let to = resp
+            .headers
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())?;
+        // The query may carry a token; the address is what the user needs.
+        let to = to.split(['?', '#']).next().unwrap_or_default();
+        Some(
+            Error::protocol(format!(
+                "profile '{}': the platform answered HTTP {} and points to {to}; jobctl does not follow redirects of API requests: set the profile's url to the address the platform points to",
+                self.profile,
+                resp.status.as_u16()
+            ))
+            .with_code("redirected"),
+        )
+    }
+
     /// Like [`Self::send`] but returns the streaming response once its status is known, for
     /// downloads that must not be held in memory. Retries only before the body is read.
     pub async fn send_stream(
@@ -362,41 +406,83 @@ impl HttpClient {
             String::new()
         };
         log::request_details(&request);
-        let mut resp = match self.client.execute(request).await {
-            Ok(r) => r,
+        let exchange = async {
+            match &self.direct {
+                Some(direct) => {
+                    let resp = direct
+                        .send(request)
+                        .await
+                        .map_err(|f| self.direct_error(f))?;
+                    note_connection(false);
+                    let (head, body) = resp.into_parts();
+                    let body = self.read_answer(&head, body).await?;
+                    Ok((head, body))
+                }
+                None => {
+                    let resp = self
+                        .client
+                        .execute(request)
+                        .await
+                        .map_err(|e| (self.transport_error(&e), e.is_connect()))?;
+                    note_connection(false);
+                    let (head, body) = http::Response::from(resp).into_parts();
+                    let body = self.read_answer(&head, body).await?;
+                    Ok((head, body))
+                }
+            }
+        };
+        // One deadline for the connection, the request and the whole answer, as reqwest's.
+        let outcome = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err((
+                self.describe_transport(
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.timeout)
+                    ),
+                    true,
+                    false,
+                ),
+                false,
+            )),
+        };
+        let (head, body) = match outcome {
+            Ok(answer) => answer,
             Err(e) => {
                 tracing::info!(
                     "{line} -> failed after {} ms",
                     started.elapsed().as_millis()
                 );
-                return Err((self.transport_error(&e), e.is_connect()));
+                return Err(e);
             }
         };
-        note_connection(false);
-        let status = resp.status();
-        let headers = std::mem::take(resp.headers_mut());
-        let body = self.read_answer(resp).await?;
         tracing::info!(
             "{line} -> {} ({} ms, {} bytes)",
-            status.as_u16(),
+            head.status.as_u16(),
             started.elapsed().as_millis(),
             body.len()
         );
-        log::response_details(&headers, &body);
+        log::response_details(&head.headers, &body);
         Ok(HttpResponse {
-            status,
-            headers,
+            status: head.status,
+            headers: head.headers,
             body,
         })
     }
 
     /// Reads a whole API answer, refusing (exit 7) one larger than [`MAX_ANSWER_BYTES`]
     /// before holding it in memory: a runaway or hostile server must not exhaust the machine.
-    async fn read_answer(
+    async fn read_answer<B>(
         &self,
-        mut resp: reqwest::Response,
-    ) -> std::result::Result<Bytes, (Error, bool)> {
-        let status = resp.status().as_u16();
+        head: &http::response::Parts,
+        mut body: B,
+    ) -> std::result::Result<Bytes, (Error, bool)>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: std::error::Error + 'static,
+    {
+        use http_body_util::BodyExt;
+        let status = head.status.as_u16();
         let too_big = |seen: String| {
             let e = Error::protocol(format!(
                 "the answer (HTTP {status}) is larger than the {} MiB jobctl accepts for an API answer ({seen}); it was not read",
@@ -405,49 +491,75 @@ impl HttpClient {
             .with_code("answer-too-large");
             (e, false)
         };
-        if let Some(len) = resp
-            .content_length()
-            .filter(|l| *l > MAX_ANSWER_BYTES as u64)
-        {
+        let announced = head
+            .headers
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(len) = announced.filter(|l| *l > MAX_ANSWER_BYTES as u64) {
             return Err(too_big(format!("{len} bytes announced")));
         }
         // Most answers arrive as one chunk: that chunk is then the body, with no copy.
         let mut only: Option<Bytes> = None;
-        let mut body = bytes::BytesMut::new();
+        let mut whole = bytes::BytesMut::new();
         let mut seen = 0usize;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| (self.transport_error(&e), false))?
-        {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                let chain = format!("error reading the answer: {}", error_chain(&e));
+                (self.describe_transport(chain, false, false), false)
+            })?;
+            let Ok(chunk) = frame.into_data() else {
+                continue; // trailers
+            };
             seen += chunk.len();
             if seen > MAX_ANSWER_BYTES {
                 return Err(too_big(format!("more than {MAX_ANSWER_BYTES} bytes")));
             }
             if let Some(earlier) = only.take() {
-                body.extend_from_slice(&earlier);
-                body.extend_from_slice(&chunk);
-            } else if body.is_empty() {
+                whole.extend_from_slice(&earlier);
+                whole.extend_from_slice(&chunk);
+            } else if whole.is_empty() {
                 only = Some(chunk);
             } else {
-                body.extend_from_slice(&chunk);
+                whole.extend_from_slice(&chunk);
             }
         }
-        Ok(only.unwrap_or_else(|| body.freeze()))
+        Ok(only.unwrap_or_else(|| whole.freeze()))
+    }
+
+    /// Classifies a failure of the direct client; the second value says whether the request
+    /// certainly never left (no connection was made).
+    fn direct_error(&self, failure: direct::Failure) -> (Error, bool) {
+        match failure {
+            direct::Failure::Build(why) => (
+                Error::usage(format!("cannot build the request: {why}")),
+                true,
+            ),
+            direct::Failure::Transport(e, url) => {
+                let chain = format!("error sending request for url ({url}): {}", error_chain(&e));
+                (
+                    self.describe_transport(chain, false, e.is_connect()),
+                    e.is_connect(),
+                )
+            }
+        }
     }
 
     /// Classifies a transport error; TLS failures are called out because users must act on
     /// them (`ca_cert` / `insecure`).
     pub fn transport_error(&self, e: &reqwest::Error) -> Error {
-        let chain = error_chain(e);
+        self.describe_transport(error_chain(e), e.is_timeout(), e.is_connect())
+    }
+
+    fn describe_transport(&self, chain: String, timeout: bool, connect: bool) -> Error {
         let lower = chain.to_ascii_lowercase();
         let msg = if lower.contains("certificate") || lower.contains("tls") {
             format!(
                 "TLS verification failed: {chain} (trust the server with ca_cert, or set insecure)"
             )
-        } else if e.is_timeout() {
+        } else if timeout {
             format!("request timed out: {chain}")
-        } else if e.is_connect() {
+        } else if connect {
             format!("cannot connect: {chain}")
         } else {
             format!("request failed: {chain}")

@@ -1,6 +1,6 @@
-//! TLS settings for connections reqwest does not make (the CloudPSS WebSocket fallback), so
-//! they honour a profile's `ca_cert` and `insecure` exactly as HTTP requests do: the public
-//! web roots plus the profile's certificates, or no verification at all.
+//! TLS settings for the connections jobctl makes itself (API requests, the CloudPSS WebSocket
+//! fallback), so they honour a profile's `ca_cert` and `insecure` exactly as reqwest's
+//! downloads do: the public web roots plus the profile's certificates, or no verification.
 
 use crate::error::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -10,16 +10,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::sync::Arc;
 
-/// The client configuration for a profile's own TLS settings; `None` when it has none (the
-/// library defaults, public web roots, then apply). `ca_pem` is the content of `ca_cert`.
-pub fn client_config(
-    profile: &str,
-    ca_pem: Option<&[u8]>,
-    insecure: bool,
-) -> Result<Option<Arc<ClientConfig>>> {
-    if ca_pem.is_none() && !insecure {
-        return Ok(None);
-    }
+/// The client configuration for a profile's TLS settings: the public web roots plus the
+/// profile's `ca_cert` (whose content is `ca_pem`), or no verification when `insecure`.
+pub fn client_config(profile: &str, ca_pem: Option<&[u8]>, insecure: bool) -> Result<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -46,7 +39,7 @@ pub fn client_config(
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    Ok(Some(Arc::new(config)))
+    Ok(config)
 }
 
 /// `insecure`: accepts any server certificate, still checking that the server holds its key
