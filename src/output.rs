@@ -73,12 +73,13 @@ pub struct BatchRow {
     #[serde(rename = "ref")]
     pub reference: Option<String>,
     /// `submitted`, `skipped`, `reconciled`, `unknown` or `failed`.
-    pub outcome: String,
+    pub outcome: &'static str,
     /// Error, when failed or unknown (the `error` object of an error answer).
     pub error: Option<Value>,
     /// With `--wait`: the job's final state (`null` when there is no job); absent otherwise.
+    /// Boxed: a batch holds a row per line, and most never carry a job.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub job: Option<Option<Job>>,
+    pub job: Option<Option<Box<Job>>>,
 }
 
 impl BatchRow {
@@ -89,7 +90,7 @@ impl BatchRow {
             .as_ref()
             .and_then(|e| e.get("message"))
             .and_then(Value::as_str);
-        match (self.outcome.as_str(), message) {
+        match (self.outcome, message) {
             ("skipped", _) => "already submitted in an earlier run".to_string(),
             (_, Some(m)) => m.to_string(),
             _ => String::new(),
@@ -686,7 +687,7 @@ impl Printer {
                     .map(|(r, state)| {
                         let mut cols = vec![
                             r.line.to_string(),
-                            r.outcome.clone(),
+                            r.outcome.to_string(),
                             r.reference.clone().unwrap_or_else(|| "-".into()),
                         ];
                         if waited {

@@ -249,7 +249,7 @@ fn row_of(n: usize, key: Option<String>, sub: &Submission) -> BatchRow {
         line: n,
         key,
         reference: sub.job().map(|j| j.reference.clone()),
-        outcome: sub.outcome().into(),
+        outcome: sub.outcome(),
         error: sub.error().map(|e| error_json(e)["error"].clone()),
         job: None,
     }
@@ -424,7 +424,7 @@ pub async fn run(
                     line: n,
                     key: spec.key.clone(),
                     reference: Some(reference.clone()),
-                    outcome: "skipped".into(),
+                    outcome: "skipped",
                     error: None,
                     job: None,
                 };
@@ -503,7 +503,7 @@ pub async fn run(
             continue;
         };
         let row = row_of(n, key, &sub);
-        tally.add(&row.outcome, sub.error());
+        tally.add(row.outcome, sub.error());
         // Only the ndjson `result` event lists the jobs (`--wait` reads them back from the
         // platform): other runs keep none, which spares a big batch a copy of every job.
         if keep_jobs {
@@ -613,7 +613,7 @@ async fn wait_rows(
         let job = r
             .reference
             .as_deref()
-            .and_then(|reference| by_ref.get(reference).map(|j| (*j).clone()));
+            .and_then(|reference| by_ref.get(reference).map(|j| Box::new((*j).clone())));
         r.job = Some(job);
     }
     Ok(Outcome {
