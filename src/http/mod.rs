@@ -14,6 +14,7 @@ pub mod token;
 use crate::config::Profile;
 use crate::error::{Error, ErrorKind, Result};
 use bytes::Bytes;
+use http_body_util::Either;
 use reqwest::{RequestBuilder, StatusCode, header::HeaderMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -351,8 +352,7 @@ impl HttpClient {
         let to = to.split(['?', '#']).next().unwrap_or_default();
         Some(
             Error::protocol(format!(
-                "profile '{}': the platform answered HTTP {} and points to {to}; jobctl does not follow redirects of API requests: set the profile's url to the address the platform points to",
-                self.profile,
+                "the platform answered HTTP {} and points to {to}; jobctl does not follow redirects of API requests: set the profile's url to the address the platform points to",
                 resp.status.as_u16()
             ))
             .with_code("redirected"),
@@ -407,29 +407,22 @@ impl HttpClient {
         };
         log::request_details(&request);
         let exchange = async {
-            match &self.direct {
+            let (head, body) = match &self.direct {
                 Some(direct) => {
-                    let resp = direct
-                        .send(request)
-                        .await
-                        .map_err(|f| self.direct_error(f))?;
-                    note_connection(false);
-                    let (head, body) = resp.into_parts();
-                    let body = self.read_answer(&head, body).await?;
-                    Ok((head, body))
+                    let resp = direct.send(request).await;
+                    let (head, body) = resp.map_err(|f| self.direct_error(f))?.into_parts();
+                    (head, Either::Left(body))
                 }
                 None => {
-                    let resp = self
-                        .client
-                        .execute(request)
-                        .await
-                        .map_err(|e| (self.transport_error(&e), e.is_connect()))?;
-                    note_connection(false);
+                    let resp = self.client.execute(request).await;
+                    let resp = resp.map_err(|e| (self.transport_error(&e), e.is_connect()))?;
                     let (head, body) = http::Response::from(resp).into_parts();
-                    let body = self.read_answer(&head, body).await?;
-                    Ok((head, body))
+                    (head, Either::Right(body))
                 }
-            }
+            };
+            note_connection(false);
+            let body = self.read_answer(&head, body).await?;
+            Ok((head, body))
         };
         // One deadline for the connection, the request and the whole answer, as reqwest's.
         let outcome = match tokio::time::timeout(self.timeout, exchange).await {
@@ -479,7 +472,7 @@ impl HttpClient {
     ) -> std::result::Result<Bytes, (Error, bool)>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
-        B::Error: std::error::Error + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         use http_body_util::BodyExt;
         let status = head.status.as_u16();
@@ -505,7 +498,8 @@ impl HttpClient {
         let mut seen = 0usize;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
-                let chain = format!("error reading the answer: {}", error_chain(&e));
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                let chain = format!("error reading the answer: {}", error_chain(&*e));
                 (self.describe_transport(chain, false, false), false)
             })?;
             let Ok(chunk) = frame.into_data() else {
