@@ -547,7 +547,12 @@ impl HttpClient {
 
     fn describe_transport(&self, chain: String, timeout: bool, connect: bool) -> Error {
         let lower = chain.to_ascii_lowercase();
-        let msg = if lower.contains("certificate") || lower.contains("tls") {
+        let msg = if lower.contains("causedasendentity") {
+            // Trusting it changes nothing: TLS refuses a CA certificate as a server's own.
+            format!(
+                "TLS verification failed: {chain} (the server presents a CA certificate, CA:TRUE, as its own, which TLS refuses even when ca_cert trusts it: the server needs a certificate without CA:TRUE, signed by a CA that ca_cert names; or set insecure)"
+            )
+        } else if lower.contains("certificate") || lower.contains("tls") {
             format!(
                 "TLS verification failed: {chain} (trust the server with ca_cert, or set insecure)"
             )
@@ -612,6 +617,28 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_presenting_a_ca_certificate_is_told_apart_from_an_untrusted_one() {
+        let client = HttpClient::new(
+            &Profile::new("t", crate::config::BackendKind::Slurm),
+            "test",
+        )
+        .unwrap();
+        let chain = |why: &str| format!("client error (Connect): invalid peer certificate: {why}");
+        let ca =
+            client.describe_transport(chain("Other(OtherError(CaUsedAsEndEntity))"), false, true);
+        assert!(ca.message.contains("without CA:TRUE"), "{}", ca.message);
+        assert!(!ca.retryable);
+        let unknown = client.describe_transport(chain("UnknownIssuer"), false, true);
+        assert!(
+            unknown.message.contains("trust the server with ca_cert"),
+            "{}",
+            unknown.message
+        );
+        assert!(!unknown.message.contains("CA:TRUE"));
+        assert!(!unknown.retryable);
+    }
 
     #[test]
     fn retry_after_is_capped_and_tolerant() {
